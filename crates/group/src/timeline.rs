@@ -1,0 +1,147 @@
+//! What every task did, and when.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::{Cause, TaskName};
+
+/// How a task ended, as recorded in the [`Timeline`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It returned `Ok`.
+    Succeeded,
+    /// It returned an error, shown here as displayed.
+    Failed {
+        /// The error, as displayed.
+        error: Arc<str>,
+    },
+    /// It panicked.
+    Panicked {
+        /// The panic message.
+        message: Arc<str>,
+    },
+    /// Its own timeout expired.
+    TimedOut {
+        /// The timeout it was given.
+        after: Duration,
+    },
+    /// It was running when the group was cancelled.
+    Cancelled(Cause),
+    /// The group was cancelled before it started.
+    NotStarted(Cause),
+}
+
+/// One task's record: when it was spawned, started and finished, and how it ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Entry {
+    /// Position in submission order, from 0.
+    pub index: usize,
+    /// The name it was spawned with.
+    pub name: TaskName,
+    /// When it was spawned.
+    pub spawned: Instant,
+    /// When its closure was called; `None` if it never started. Later than
+    /// `spawned` when it waited behind the group's limit.
+    pub started: Option<Instant>,
+    /// When it finished, or was found cancelled before starting.
+    pub finished: Instant,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Entry {
+    /// How long it waited for room under the group's limit.
+    pub fn queued(&self) -> Duration {
+        self.started.unwrap_or(self.finished) - self.spawned
+    }
+
+    /// How long it ran (zero if it never started).
+    pub fn ran(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| self.finished - s)
+    }
+}
+
+/// The per-task records of one group, shared with the group.
+///
+/// Obtain it with [`Group::timeline`](crate::Group::timeline) before waiting; it is
+/// complete once the wait has returned. Each task records itself as it ends, so
+/// a timeline read earlier shows the tasks finished so far.
+///
+/// ```
+/// use std::time::Duration;
+/// use fanout_group::{Group, Outcome};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let group = Group::<std::convert::Infallible>::new();
+/// let timeline = group.timeline();
+/// group.spawn("slow", |_| async { tokio::time::sleep(Duration::from_millis(30)).await; Ok(()) });
+/// group.spawn("fast", |_| async { Ok(()) });
+/// group.wait().await.unwrap();
+///
+/// let entries = timeline.entries();
+/// assert_eq!(entries[0].name, "slow");
+/// assert_eq!(entries[0].ran(), Duration::from_millis(30));
+/// assert_eq!(entries[1].outcome, Outcome::Succeeded);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Timeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    origin: Instant,
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl Timeline {
+    pub(crate) fn new(origin: Instant) -> Timeline {
+        Timeline {
+            inner: Arc::new(Inner {
+                origin,
+                entries: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn record(&self, entry: Entry) {
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(entry);
+    }
+
+    /// When the group was created: the zero of a waterfall drawing.
+    pub fn origin(&self) -> Instant {
+        self.inner.origin
+    }
+
+    /// The entries recorded so far, in submission order.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut entries = self
+            .inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        entries.sort_unstable_by_key(|e| e.index);
+        entries
+    }
+}
+
+impl fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeline")
+            .field("origin", &self.inner.origin)
+            .field("entries", &self.entries())
+            .finish()
+    }
+}

@@ -1,0 +1,1225 @@
+//! Behaviour of `fanout-group`: the ten semantics of the product spec (§1), then
+//! the conformance cases ported from Go's errgroup, kratos, sourcegraph/conc and
+//! Java's StructuredTaskScope, and the known pitfalls, each named after its origin.
+//!
+//! Time is tokio's paused clock: sleeps complete instantly and in order, and
+//! elapsed times are exact.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use fanout_group::{Cause, Group, GroupError, Outcome, TaskError, TaskName};
+use futures::FutureExt;
+use tokio::time::{Instant, sleep};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Counts live values: lets a test see that a task's future was dropped.
+#[derive(Clone, Default)]
+struct Alive(Arc<AtomicUsize>);
+
+struct Token(Arc<AtomicUsize>);
+
+impl Alive {
+    fn token(&self) -> Token {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Token(self.0.clone())
+    }
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn forever() {
+    std::future::pending::<()>().await
+}
+
+// ---------------------------------------------------------------------------
+// 1. Parallel.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_tasks_run_in_parallel_on_worker_threads() {
+    // Two tasks that each spin (without awaiting) until both are running at the
+    // same moment: possible only if they are on two worker threads at once.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let group = Group::<&str>::new();
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            let arrived = arrived.clone();
+            group.spawn(format!("spinner-{i}"), move |_| async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let give_up = std::time::Instant::now() + Duration::from_secs(20);
+                while arrived.load(Ordering::SeqCst) < 2 {
+                    if std::time::Instant::now() > give_up {
+                        return Err("the other task never ran at the same time");
+                    }
+                    std::hint::spin_loop();
+                }
+                Ok(std::thread::current().id())
+            })
+        })
+        .collect();
+    let threads = group.join(handles).await.unwrap();
+    assert_ne!(threads[0], threads[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s1_total_time_is_the_slowest_not_the_sum() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::new();
+    let a = group.spawn("a", |_| async {
+        sleep(ms(100)).await;
+        Ok(1)
+    });
+    let b = group.spawn("b", |_| async {
+        sleep(ms(300)).await;
+        Ok(2)
+    });
+    let c = group.spawn("c", |_| async {
+        sleep(ms(200)).await;
+        Ok(3)
+    });
+    assert_eq!(group.join((a, b, c)).await.unwrap(), (1, 2, 3));
+    assert_eq!(start.elapsed(), ms(300));
+}
+
+// ---------------------------------------------------------------------------
+// 2. Nothing outlives the group.
+
+#[tokio::test(start_paused = true)]
+async fn s2_every_task_is_reaped_when_the_wait_returns() {
+    let alive = Alive::default();
+    let group = Group::<&str>::new();
+    for i in 0..10u64 {
+        let token = alive.token();
+        group.spawn(format!("t{i}"), move |_| async move {
+            let _token = token;
+            sleep(ms(10 * i)).await;
+            if i == 3 { Err("three") } else { Ok(()) }
+        });
+    }
+    // Tasks whose handles were dropped are waited for too.
+    assert!(group.wait().await.is_err());
+    assert_eq!(alive.count(), 0, "a task outlived the wait");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s2_dropping_the_group_stops_its_tasks() {
+    let alive = Alive::default();
+    let group = Group::<Infallible>::new();
+    let ctx = group.context();
+    for i in 0..5 {
+        let token = alive.token();
+        group.spawn(format!("t{i}"), move |_| async move {
+            let _token = token;
+            forever().await;
+            Ok(())
+        });
+    }
+    sleep(ms(1)).await;
+    assert_eq!(alive.count(), 5);
+    drop(group);
+    assert_eq!(ctx.cause(), Some(Cause::GroupDropped));
+    sleep(ms(1)).await;
+    assert_eq!(alive.count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s2_dropping_the_waiting_future_stops_the_tasks() {
+    let alive = Alive::default();
+    let group = Group::<Infallible>::new();
+    let token = alive.token();
+    let h = group.spawn("stuck", move |_| async move {
+        let _token = token;
+        forever().await;
+        Ok(())
+    });
+    let waited = tokio::time::timeout(ms(50), group.join(h)).await;
+    assert!(waited.is_err(), "the join should still have been pending");
+    sleep(ms(1)).await;
+    assert_eq!(alive.count(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Typed results, in submission order.
+
+#[tokio::test(start_paused = true)]
+async fn s3_results_of_different_types_in_submission_order() {
+    let group = Group::<Infallible>::new();
+    let name = group.spawn("name", |_| async {
+        sleep(ms(30)).await;
+        Ok(String::from("Ada"))
+    });
+    let points = group.spawn("points", |_| async {
+        sleep(ms(10)).await;
+        Ok(1200u64)
+    });
+    let list: Vec<_> = (0..5u64)
+        .map(|i| {
+            group.spawn(format!("item-{i}"), move |_| async move {
+                sleep(ms(50 - 10 * i)).await; // the last finishes first
+                Ok(i)
+            })
+        })
+        .collect();
+    let arr = [
+        group.spawn("x", |_| async {
+            sleep(ms(2)).await;
+            Ok('x')
+        }),
+        group.spawn("y", |_| async { Ok('y') }),
+    ];
+    let (name, points, list, arr) = group.join((name, points, list, arr)).await.unwrap();
+    assert_eq!(name, "Ada");
+    assert_eq!(points, 1200);
+    assert_eq!(list, vec![0, 1, 2, 3, 4]);
+    assert_eq!(arr, ['x', 'y']);
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "did not spawn it")]
+async fn s3_a_handle_from_another_group_is_refused() {
+    let a = Group::<Infallible>::new();
+    let b = Group::<Infallible>::new();
+    let h = a.spawn("mine", |_| async { Ok(()) });
+    let _ = b.join(h).await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. Policies.
+
+#[tokio::test(start_paused = true)]
+async fn s4_fail_fast_returns_the_first_failure_and_cancels_the_rest() {
+    let start = Instant::now();
+    let group = Group::<String>::new();
+    let timeline = group.timeline();
+    let slow = group.spawn("slow", |_| async {
+        sleep(Duration::from_secs(2)).await;
+        Ok(1)
+    });
+    let bad = group.spawn("bad", |_| async {
+        sleep(ms(50)).await;
+        Err::<i32, _>("backend down".to_string())
+    });
+    let err = group.join((slow, bad)).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(50));
+    match &err {
+        GroupError::Failed { task, error } => {
+            assert_eq!(task, "bad");
+            assert_eq!(error, "backend down");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(err.to_string(), "task `bad` failed: backend down");
+    let entries = timeline.entries();
+    assert_eq!(
+        entries[0].outcome,
+        Outcome::Cancelled(Cause::TaskFailed {
+            task: "bad".into(),
+            error: "backend down".into()
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_collect_all_returns_every_outcome_and_cancels_nothing() {
+    let group = Group::<&str>::builder().collect_all().build();
+    let a = group.spawn("a", |_| async {
+        sleep(ms(10)).await;
+        Err::<u32, _>("a broke")
+    });
+    let b = group.spawn("b", |_| async {
+        sleep(ms(30)).await;
+        Ok(2u32)
+    });
+    let c = group.spawn("c", |_| async { panic!("c exploded") });
+    let (a, b, c): (Result<u32, _>, _, Result<(), _>) = group.join((a, b, c)).await;
+    assert!(matches!(a, Err(TaskError::Failed("a broke"))));
+    assert_eq!(b.unwrap(), 2, "a sibling's failure must not cancel b");
+    assert!(matches!(c, Err(TaskError::Panicked { message }) if message == "c exploded"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_first_success_wins_and_cancels_the_rest() {
+    let start = Instant::now();
+    let alive = Alive::default();
+    let group = Group::<&str>::builder().first_success().build();
+    let mut handles = Vec::new();
+    for (name, delay, ok) in [
+        ("primary", 100, true),
+        ("replica", 20, true),
+        ("broken", 5, false),
+    ] {
+        let token = alive.token();
+        handles.push(group.spawn(name, move |_| async move {
+            let _token = token;
+            sleep(ms(delay)).await;
+            if ok { Ok(name) } else { Err("no") }
+        }));
+    }
+    assert_eq!(group.join(handles).await.unwrap(), "replica");
+    assert_eq!(start.elapsed(), ms(20));
+    assert_eq!(alive.count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_first_success_returns_every_error_when_all_fail() {
+    let group = Group::<String>::builder().first_success().build();
+    let handles: Vec<_> = (0..3u64)
+        .map(|i| {
+            group.spawn(format!("r{i}"), move |_| async move {
+                sleep(ms(30 - 10 * i)).await;
+                Err::<(), _>(format!("e{i}"))
+            })
+        })
+        .collect();
+    let all = group.join(handles).await.unwrap_err();
+    let names: Vec<_> = all.failures.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, ["r0", "r1", "r2"], "in submission order");
+    let errors: Vec<_> = all
+        .failures
+        .into_iter()
+        .map(|(_, e)| e.into_failed().unwrap())
+        .collect();
+    assert_eq!(errors, ["e0", "e1", "e2"]);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Limit.
+
+#[tokio::test(start_paused = true)]
+async fn s5_limit_runs_at_most_n_and_starts_queued_tasks_in_fifo_order() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().limit(3).build();
+    let timeline = group.timeline();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    for i in 0..10 {
+        let (running, peak) = (running.clone(), peak.clone());
+        // Never blocks, even far beyond the limit.
+        group.spawn(format!("t{i}"), move |_| async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            sleep(ms(10)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    group.wait().await.unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), ms(40), "10 tasks of 10ms, 3 at a time");
+    let entries = timeline.entries();
+    let mut by_start: Vec<_> = entries
+        .iter()
+        .map(|e| (e.started.unwrap(), e.index))
+        .collect();
+    by_start.sort();
+    let order: Vec<_> = by_start.iter().map(|&(_, i)| i).collect();
+    assert_eq!(
+        order,
+        (0..10).collect::<Vec<_>>(),
+        "queued tasks start in submission order"
+    );
+    assert_eq!(entries[9].queued(), ms(30));
+    assert_eq!(entries[9].ran(), ms(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s5_try_spawn_refuses_when_full_and_gives_the_closure_back() {
+    let group = Group::<Infallible>::builder().limit(1).build();
+    let first = group
+        .try_spawn("first", |_| async {
+            sleep(ms(10)).await;
+            Ok(1)
+        })
+        .unwrap();
+    let refused = group.try_spawn("second", |_| async { Ok(2) }).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "the group already runs or queues its limit of 1 tasks"
+    );
+    sleep(ms(11)).await;
+    let second = group.try_spawn("second", refused.into_inner()).unwrap();
+    assert_eq!(group.join((first, second)).await.unwrap(), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s5_spawn_when_free_waits_for_room() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().limit(2).build();
+    let mut handles = Vec::new();
+    let mut spawned_at = Vec::new();
+    for i in 0..4u64 {
+        handles.push(
+            group
+                .spawn_when_free(format!("t{i}"), |_| async {
+                    sleep(ms(10)).await;
+                    Ok(())
+                })
+                .await,
+        );
+        spawned_at.push(start.elapsed());
+    }
+    assert_eq!(spawned_at, [ms(0), ms(0), ms(10), ms(10)]);
+    group.join(handles).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn s5_queued_tasks_never_start_after_cancellation_and_say_so() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let group = Group::<&str>::builder().limit(2).collect_all().build();
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let started = started.clone();
+            group.spawn(format!("t{i}"), move |_| async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                sleep(ms(100)).await;
+                Ok(())
+            })
+        })
+        .collect();
+    sleep(ms(5)).await;
+    assert!(group.cancel("operator said stop"));
+    let outcomes = group.join(handles).await;
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    let requested = Cause::Requested {
+        reason: "operator said stop".into(),
+    };
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (0 | 1, Err(TaskError::Cancelled(c))) => assert_eq!(c, requested),
+            (2.., Err(TaskError::NotStarted(c))) => assert_eq!(c, requested),
+            (i, other) => panic!("task {i}: unexpected {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Deadlines.
+
+#[tokio::test(start_paused = true)]
+async fn s6_group_deadline_cancels_with_a_cause_naming_it() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().deadline(ms(500)).build();
+    let ctx = group.context();
+    let slow = group.spawn("loyalty", |_| async {
+        sleep(Duration::from_secs(1)).await;
+        Ok(42)
+    });
+    let err = group.join(slow).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(500));
+    assert!(
+        matches!(&err, GroupError::Cancelled(Cause::DeadlineExpired { after }) if *after == ms(500))
+    );
+    assert_eq!(
+        err.to_string(),
+        "group cancelled: group deadline of 500ms expired"
+    );
+    assert_eq!(ctx.cause(), Some(Cause::DeadlineExpired { after: ms(500) }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s6_per_task_timeout_under_collect_all_only_stops_that_task() {
+    let group = Group::<Infallible>::builder()
+        .collect_all()
+        .task_timeout(ms(300))
+        .build();
+    let fast = group.spawn("fast", |_| async {
+        sleep(ms(100)).await;
+        Ok(1)
+    });
+    let slow = group.spawn("slow", |_| async {
+        sleep(ms(400)).await;
+        Ok(2)
+    });
+    let own = group.task("own").timeout(ms(500)).spawn(|_| async {
+        sleep(ms(400)).await;
+        Ok(3)
+    });
+    let (fast, slow, own) = group.join((fast, slow, own)).await;
+    assert_eq!(fast.unwrap(), 1);
+    assert!(matches!(slow, Err(TaskError::TimedOut { after }) if after == ms(300)));
+    assert_eq!(
+        own.unwrap(),
+        3,
+        "a per-task timeout overrides the group's default"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s6_task_context_knows_its_deadline() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().deadline(ms(1000)).build();
+    let tight = group
+        .task("tight")
+        .timeout(ms(200))
+        .spawn(|ctx| async move { Ok(ctx.deadline()) });
+    let loose = group
+        .task("loose")
+        .timeout(ms(5000))
+        .spawn(|ctx| async move { Ok(ctx.remaining()) });
+    let (tight, loose) = group.join((tight, loose)).await.unwrap();
+    assert_eq!(tight, Some(start + ms(200)));
+    assert_eq!(
+        loose,
+        Some(ms(1000)),
+        "the group's deadline is earlier than the task's"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. Cancellation with a cause.
+
+#[tokio::test(start_paused = true)]
+async fn s7_a_task_can_ask_why_it_was_cancelled() {
+    let seen = Arc::new(Mutex::new(None));
+    let group = Group::<&str>::new();
+    let seen2 = seen.clone();
+    group.spawn("watcher", move |ctx| async move {
+        // Cleanup that runs on cancellation: a guard whose drop reads the cause.
+        struct OnDrop(fanout_group::Context, Arc<Mutex<Option<Cause>>>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                *self.1.lock().unwrap() = self.0.cause();
+            }
+        }
+        let _guard = OnDrop(ctx, seen2);
+        forever().await;
+        Ok(())
+    });
+    group.spawn("failing", |_| async {
+        sleep(ms(10)).await;
+        Err::<(), _>("quota exceeded")
+    });
+    assert!(group.wait().await.is_err());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(Cause::TaskFailed {
+            task: "failing".into(),
+            error: "quota exceeded".into()
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s7_explicit_cancel_from_elsewhere_with_a_reason() {
+    let group = Group::<Infallible>::new();
+    let canceller = group.canceller();
+    let h = group.spawn("work", |_| async {
+        forever().await;
+        Ok(())
+    });
+    tokio::spawn(async move {
+        sleep(ms(25)).await;
+        canceller.cancel("client went away");
+    });
+    let err = group.join(h).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "group cancelled: cancelled: client went away"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s7_cancelled_tasks_stop_at_their_next_await() {
+    let steps = Arc::new(AtomicUsize::new(0));
+    let group = Group::<Infallible>::new();
+    let steps2 = steps.clone();
+    group.spawn("looper", move |_| async move {
+        loop {
+            steps2.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), Infallible>(())
+    });
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    group.cancel("enough");
+    let at_cancel = steps.load(Ordering::SeqCst);
+    // Fail-fast is all or nothing: a cancelled task fails the wait.
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "group cancelled: cancelled: enough");
+    // At most the step already under way when the cancel landed.
+    assert!(steps.load(Ordering::SeqCst) <= at_cancel + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s7_the_first_cause_stands() {
+    let group = Group::<Infallible>::new();
+    assert!(group.cancel("first"));
+    assert!(!group.cancel("second"));
+    assert_eq!(
+        group.cause(),
+        Some(Cause::Requested {
+            reason: "first".into()
+        })
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 8. Nesting.
+
+#[tokio::test(start_paused = true)]
+async fn s8_nested_group_is_cancelled_with_its_parent_and_inherits_its_deadline() {
+    let start = Instant::now();
+    let outer = Group::<String>::builder().deadline(ms(300)).build();
+    let h = outer.spawn("fan-in", |ctx| async move {
+        let inner = Group::<String>::builder()
+            .parent(&ctx)
+            .deadline(ms(10_000))
+            .build();
+        let deadline = inner.context().deadline();
+        let timeline = inner.timeline();
+        inner.spawn("leaf", |_| async {
+            sleep(Duration::from_secs(5)).await;
+            Ok(())
+        });
+        let result = inner.wait().await;
+        Ok((deadline, result.map_err(|e| e.to_string()), timeline))
+    });
+    let ctx = outer.context();
+    // The outer task is itself stopped by the deadline, so read what the inner
+    // group saw from its timeline via a collect-all wrapper instead.
+    let err = outer.join(h).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(300));
+    assert!(matches!(
+        err,
+        GroupError::Cancelled(Cause::DeadlineExpired { .. })
+    ));
+    assert!(ctx.is_cancelled());
+
+    // Same shape, with the inner group's view captured from inside.
+    let start = Instant::now();
+    let outer = Group::<String>::builder()
+        .deadline(ms(300))
+        .collect_all()
+        .build();
+    let seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    outer.spawn("fan-in", move |ctx| async move {
+        let inner = Group::<String>::builder().parent(&ctx).build();
+        assert_eq!(inner.context().deadline(), Some(start + ms(300)));
+        let timeline = inner.timeline();
+        *seen2.lock().unwrap() = Some(timeline);
+        inner.spawn("leaf", |_| async {
+            sleep(Duration::from_secs(5)).await;
+            Ok(())
+        });
+        inner.wait().await.map_err(|e| e.to_string())
+    });
+    outer.wait().await;
+    let timeline = seen.lock().unwrap().take().unwrap();
+    let leaf = &timeline.entries()[0];
+    assert_eq!(
+        leaf.outcome,
+        Outcome::Cancelled(Cause::Parent(Arc::new(Cause::DeadlineExpired {
+            after: ms(300)
+        })))
+    );
+    assert_eq!(leaf.finished - start, ms(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s8_nested_group_sees_its_task_timeout_as_the_cause() {
+    let seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    let outer = Group::<Infallible>::builder().collect_all().build();
+    let h = outer
+        .task("parent")
+        .timeout(ms(100))
+        .spawn(move |ctx| async move {
+            let inner = Group::<Infallible>::builder().parent(&ctx).build();
+            *seen2.lock().unwrap() = Some(inner.timeline());
+            inner.spawn("leaf", |_| async {
+                forever().await;
+                Ok(())
+            });
+            inner.wait().await.unwrap();
+            Ok(())
+        });
+    assert!(matches!(
+        outer.join(h).await,
+        Err(TaskError::TimedOut { .. })
+    ));
+    sleep(ms(1)).await;
+    let timeline = seen.lock().unwrap().take().unwrap();
+    let cause = match &timeline.entries()[0].outcome {
+        Outcome::Cancelled(c) => c.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        cause.root(),
+        &Cause::TaskTimedOut {
+            task: "parent".into(),
+            after: ms(100)
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. Panics.
+
+#[tokio::test(start_paused = true)]
+async fn s9_a_panic_is_a_failure_with_the_task_name_and_message_and_cancels_siblings() {
+    let alive = Alive::default();
+    let group = Group::<Infallible>::new();
+    let token = alive.token();
+    group.spawn("sibling", move |_| async move {
+        let _t = token;
+        forever().await;
+        Ok(())
+    });
+    group.spawn("buggy", |_| async {
+        sleep(ms(5)).await;
+        let v: Vec<u8> = Vec::new();
+        Ok(v[3])
+    });
+    let err = group.wait().await.unwrap_err();
+    match err {
+        GroupError::Panicked { task, message } => {
+            assert_eq!(task, "buggy");
+            assert!(message.contains("index out of bounds"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(alive.count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s9_a_panic_while_building_the_future_is_caught_too() {
+    let group = Group::<Infallible>::new();
+    group.spawn("eager", |_| -> std::future::Ready<Result<(), Infallible>> {
+        panic!("bad input")
+    });
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "task `eager` panicked: bad input");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s9_panics_can_be_resumed_at_the_wait_after_reaping() {
+    let alive = Alive::default();
+    let group = Group::<Infallible>::builder().resume_panics(true).build();
+    let token = alive.token();
+    group.spawn("sibling", move |_| async move {
+        let _t = token;
+        forever().await;
+        Ok(())
+    });
+    group.spawn("buggy", |_| async {
+        sleep(ms(5)).await;
+        std::panic::panic_any(1234u32) as Result<(), Infallible>
+    });
+    let caught = std::panic::AssertUnwindSafe(group.wait())
+        .catch_unwind()
+        .await;
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<u32>(), Some(&1234));
+    assert_eq!(
+        alive.count(),
+        0,
+        "siblings are reaped before the panic resumes"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 10. Timeline and tracing.
+
+#[tokio::test(start_paused = true)]
+async fn s10_timeline_records_names_instants_and_outcomes() {
+    let group = Group::<&str>::builder().collect_all().limit(1).build();
+    let timeline = group.timeline();
+    let origin = timeline.origin();
+    group.spawn("ok", |_| async {
+        sleep(ms(10)).await;
+        Ok(())
+    });
+    group.spawn("err", |_| async {
+        sleep(ms(20)).await;
+        Err::<(), _>("nope")
+    });
+    group.task("slow").timeout(ms(5)).spawn(|_| async {
+        sleep(ms(50)).await;
+        Ok(())
+    });
+    group.wait().await;
+    let e = timeline.entries();
+    let names: Vec<_> = e.iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, ["ok", "err", "slow"]);
+    assert_eq!(e[0].started.unwrap() - origin, ms(0));
+    assert_eq!(e[0].ran(), ms(10));
+    assert_eq!(e[1].started.unwrap() - origin, ms(10));
+    assert_eq!(
+        e[1].outcome,
+        Outcome::Failed {
+            error: "nope".into()
+        }
+    );
+    assert_eq!(e[2].queued(), ms(30));
+    assert_eq!(e[2].outcome, Outcome::TimedOut { after: ms(5) });
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn s10_each_task_runs_in_a_tracing_span_named_after_it() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let group = Group::<Infallible>::new();
+    group.spawn("profile", |_| async {
+        tracing::info!("calling the profile service");
+        Ok(())
+    });
+    group.wait().await.unwrap();
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        out.contains("task{otel.name=profile task.index=0}: ")
+            && out.contains("calling the profile service"),
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Go x/sync errgroup (errgroup_test.go).
+
+#[tokio::test(start_paused = true)]
+async fn go_errgroup_test_zero_group() {
+    let err1 = "errgroup_test: 1";
+    let err2 = "errgroup_test: 2";
+    let cases: [&[Option<&'static str>]; 5] = [
+        &[],
+        &[None],
+        &[Some(err1)],
+        &[Some(err1), None],
+        &[Some(err1), None, Some(err2)],
+    ];
+    for errs in cases {
+        let group = Group::<&str>::default();
+        for (i, err) in errs.iter().copied().enumerate() {
+            // Go waits after each call; here task i ends at i ms, which orders them the same way.
+            group.spawn(format!("t{i}"), move |_| async move {
+                sleep(ms(i as u64)).await;
+                err.map_or(Ok(()), Err)
+            });
+        }
+        let first = errs.iter().flatten().next().copied();
+        let got = group.wait().await.err().map(|e| match e {
+            GroupError::Failed { error, .. } => error,
+            other => panic!("{other:?}"),
+        });
+        assert_eq!(got, first, "errs = {errs:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_errgroup_test_with_context() {
+    let doom = "group_test: doomed";
+    let cases: [&[Option<&'static str>]; 4] = [&[], &[None], &[Some(doom)], &[Some(doom), None]];
+    for errs in cases {
+        let group = Group::<&str>::new();
+        let ctx = group.context();
+        for (i, err) in errs.iter().copied().enumerate() {
+            group.spawn(
+                format!("t{i}"),
+                move |_| async move { err.map_or(Ok(()), Err) },
+            );
+        }
+        let want = errs.iter().flatten().next().copied();
+        let got = group.wait().await.err().and_then(|e| match e {
+            GroupError::Failed { error, .. } => Some(error),
+            _ => None,
+        });
+        assert_eq!(got, want);
+        assert!(
+            ctx.is_cancelled(),
+            "the group's context is done after the wait ({errs:?})"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_errgroup_test_try_go() {
+    let n = 42;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let group = Group::<Infallible>::builder().limit(n).build();
+    let task = |gate: Arc<tokio::sync::Semaphore>| {
+        move |_| async move {
+            gate.acquire().await.unwrap().forget();
+            Ok(())
+        }
+    };
+    for i in 0..n {
+        assert!(
+            group.try_spawn(format!("t{i}"), task(gate.clone())).is_ok(),
+            "call {i} should succeed"
+        );
+    }
+    assert!(
+        group.try_spawn("extra", task(gate.clone())).is_err(),
+        "call past the limit should fail"
+    );
+    gate.add_permits(n);
+    sleep(ms(1)).await;
+    assert!(
+        group.try_spawn("again", task(gate.clone())).is_ok(),
+        "room again once the tasks ended"
+    );
+    gate.add_permits(1);
+    group.wait().await.unwrap();
+
+    // Switch limit.
+    let group = Group::<Infallible>::builder().limit(1).build();
+    assert!(group.try_spawn("one", task(gate.clone())).is_ok());
+    assert!(group.try_spawn("two", task(gate.clone())).is_err());
+    gate.add_permits(1);
+    group.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_errgroup_test_go_limit() {
+    const LIMIT: usize = 10;
+    let group = Group::<String>::builder().limit(LIMIT).build();
+    let active = Arc::new(AtomicUsize::new(0));
+    for i in 0..=(1 << 10) {
+        let active = active.clone();
+        group.spawn(format!("t{i}"), move |_| async move {
+            let n = active.fetch_add(1, Ordering::SeqCst) + 1;
+            if n > LIMIT {
+                return Err(format!("saw {n} active tasks; want ≤ {LIMIT}"));
+            }
+            tokio::task::yield_now().await; // let others try to get in
+            active.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    group.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_errgroup_test_cancel_cause() {
+    let doom = "group_test: doomed";
+    let cases: [&[Option<&'static str>]; 4] = [&[], &[None], &[Some(doom)], &[Some(doom), None]];
+    for errs in cases {
+        let group = Group::<&str>::new();
+        let ctx = group.context();
+        for (i, err) in errs.iter().copied().enumerate() {
+            group.spawn(
+                format!("t{i}"),
+                move |_| async move { err.map_or(Ok(()), Err) },
+            );
+        }
+        let want = errs.iter().flatten().next().copied();
+        let _ = group.wait().await;
+        let expected = match want {
+            Some(e) => Cause::TaskFailed {
+                task: "t0".into(),
+                error: e.into(),
+            },
+            None => Cause::GroupFinished,
+        };
+        assert_eq!(ctx.cause(), Some(expected), "errs = {errs:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kratos v1 errgroup (errgroup_test.go).
+
+#[tokio::test(start_paused = true)]
+async fn kratos_errgroup_test_gomaxprocs() {
+    let sleep_1s = |_| async {
+        sleep(Duration::from_secs(1)).await;
+        Ok::<_, &str>(())
+    };
+
+    // No limit: four one-second tasks take one second.
+    let start = Instant::now();
+    let group = Group::<&str>::new();
+    for i in 0..4 {
+        group.spawn(format!("t{i}"), sleep_1s);
+    }
+    group.wait().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+
+    // Limit 2: two seconds.
+    let start = Instant::now();
+    let group = Group::<&str>::builder().limit(2).build();
+    for i in 0..4 {
+        group.spawn(format!("t{i}"), sleep_1s);
+    }
+    group.wait().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+    // Context cancelled: the error cancels the one-second task.
+    let group = Group::<&str>::builder().limit(2).build();
+    let timeline = group.timeline();
+    group.spawn("err", |_| async {
+        sleep(ms(10)).await; // let the sleeper start, as the goroutines in Go's test do
+        Err::<(), _>("error for testing errgroup context")
+    });
+    group.spawn("sleeper", sleep_1s);
+    group.wait().await.unwrap_err();
+    assert!(matches!(
+        timeline.entries()[1].outcome,
+        Outcome::Cancelled(_)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn kratos_errgroup_test_recover() {
+    let group = Group::<Infallible>::new();
+    group.spawn("t", |_| async { panic!("2233") as Result<(), Infallible> });
+    assert!(group.wait().await.is_err());
+}
+
+// ---------------------------------------------------------------------------
+// sourcegraph/conc pool tests.
+
+#[tokio::test(start_paused = true)]
+async fn conc_result_pool_results_in_submission_order() {
+    let group = Group::<Infallible>::new();
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| {
+            group.spawn(format!("t{i}"), move |_| async move {
+                sleep(ms(100 - i)).await;
+                Ok(i)
+            })
+        })
+        .collect();
+    assert_eq!(
+        group.join(handles).await.unwrap(),
+        (0..100).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn conc_context_pool_cancel_on_error() {
+    let group = Group::<String>::new();
+    group.spawn("err", |_| async { Err::<(), _>("err".to_string()) });
+    for i in 0..5 {
+        // Each returns its own error once it sees the cancellation, as conc's tests do.
+        group.spawn(format!("waiter{i}"), move |ctx| async move {
+            ctx.cancelled().await;
+            Err::<(), _>(format!("context canceled ({i})"))
+        });
+    }
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "task `err` failed: err");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conc_first_error_wins() {
+    let group = Group::<String>::new();
+    for i in 0..10u64 {
+        group.spawn(format!("t{i}"), move |_| async move {
+            sleep(ms(10 + i)).await;
+            Err::<(), _>(format!("error {i}"))
+        });
+    }
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "task `t0` failed: error 0");
+}
+
+// ---------------------------------------------------------------------------
+// Java StructuredTaskScope joiners.
+
+#[tokio::test(start_paused = true)]
+async fn java_sts_all_successful_or_throw() {
+    let group = Group::<&str>::new();
+    let hs: Vec<_> = (0..3)
+        .map(|i| group.spawn(format!("t{i}"), move |_| async move { Ok(i * 10) }))
+        .collect();
+    assert_eq!(group.join(hs).await.unwrap(), [0, 10, 20]);
+
+    let group = Group::<&str>::new();
+    let ok = group.spawn("ok", |_| async {
+        sleep(ms(100)).await;
+        Ok(1)
+    });
+    let bad = group.spawn("bad", |_| async {
+        sleep(ms(1)).await;
+        Err::<i32, _>("thrown")
+    });
+    let err = group.join((ok, bad)).await.unwrap_err();
+    assert_eq!(err.task(), Some("bad"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn java_sts_any_successful_result_or_throw() {
+    let group = Group::<&str>::builder().first_success().build();
+    let hs = vec![
+        group.spawn("fails-fast", |_| async { Err("no") }),
+        group.spawn("slow", |_| async {
+            sleep(ms(50)).await;
+            Ok("slow")
+        }),
+        group.spawn("fast", |_| async {
+            sleep(ms(10)).await;
+            Ok("fast")
+        }),
+    ];
+    assert_eq!(group.join(hs).await.unwrap(), "fast");
+
+    let group = Group::<&str>::builder().first_success().build();
+    let hs = vec![
+        group.spawn("a", |_| async { Err::<(), _>("a") }),
+        group.spawn("b", |_| async { Err("b") }),
+    ];
+    let all = group.join(hs).await.unwrap_err();
+    assert_eq!(
+        all.to_string(),
+        "all 2 tasks failed; `a` failed: a; `b` failed: b"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn java_sts_await_all() {
+    let start = Instant::now();
+    let group = Group::<&str>::builder().collect_all().build();
+    let a = group.spawn("a", |_| async { Err::<(), _>("early failure") });
+    let b = group.spawn("b", |_| async {
+        sleep(ms(80)).await;
+        Ok(())
+    });
+    let (a, b) = group.join((a, b)).await;
+    assert!(a.is_err());
+    assert!(b.is_ok());
+    assert_eq!(start.elapsed(), ms(80), "waits for all, cancels nothing");
+}
+
+// ---------------------------------------------------------------------------
+// Known pitfalls.
+
+#[tokio::test(start_paused = true)]
+async fn go_issue_54045_no_task_starts_after_the_first_failure() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let group = Group::<&str>::new();
+    let timeline = group.timeline();
+    group.spawn("fails", |_| async { Err::<(), _>("boom") });
+    sleep(ms(1)).await;
+    assert!(group.is_cancelled());
+    for i in 0..5 {
+        let calls = calls.clone();
+        group.spawn(format!("late{i}"), move |_| async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    assert_eq!(group.wait().await.unwrap_err().task(), Some("fails"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(
+        timeline.entries()[1..]
+            .iter()
+            .all(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_issue_27837_an_error_caused_by_cancellation_is_never_the_cause() {
+    // `first` returns an error only *because* it was cancelled; the cause is the
+    // deadline, and that is what is reported, not `first`'s error.
+    let group = Group::<String>::builder()
+        .collect_all()
+        .deadline(ms(20))
+        .build();
+    let ctx = group.context();
+    let h = group.spawn("first", |ctx| async move {
+        // Synchronous work that notices cancellation by polling the context.
+        loop {
+            if let Some(cause) = ctx.cause() {
+                return Err::<(), _>(format!("gave up: {cause}"));
+            }
+            sleep(ms(1)).await;
+        }
+    });
+    let outcome = group.join(h).await;
+    assert!(
+        outcome.unwrap_err().is_cancelled(),
+        "stopped at its await, not reported as failed"
+    );
+    assert_eq!(ctx.cause(), Some(Cause::DeadlineExpired { after: ms(20) }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokio_issue_1830_no_sibling_left_running_after_an_error() {
+    let alive = Alive::default();
+    let group = Group::<&str>::new();
+    for i in 0..20 {
+        let token = alive.token();
+        group.spawn(format!("sibling{i}"), move |_| async move {
+            let _t = token;
+            forever().await;
+            Ok(())
+        });
+    }
+    group.spawn("fails", |_| async {
+        sleep(ms(3)).await;
+        Err::<(), _>("boom")
+    });
+    group.wait().await.unwrap_err();
+    // Checked immediately, with no time for stragglers.
+    assert_eq!(alive.count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn kratos_queue_bug_queued_tasks_never_start_after_cancellation() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let group = Group::<&str>::builder().limit(1).build();
+    let timeline = group.timeline();
+    group.spawn("fails", |_| async {
+        sleep(ms(10)).await;
+        Err::<(), _>("boom")
+    });
+    for i in 0..5 {
+        let calls = calls.clone();
+        group.spawn(format!("queued{i}"), move |_| async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    group.wait().await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let not_started = timeline
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+        .count();
+    assert_eq!(not_started, 5);
+}
+
+#[test]
+fn task_names_compare_with_strings() {
+    let n: TaskName = "a".into();
+    assert_eq!(n, "a");
+    assert_eq!(TaskName::from(String::from("a")), n);
+}
