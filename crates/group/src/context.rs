@@ -2,7 +2,10 @@
 
 use std::{
     fmt,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -14,10 +17,14 @@ use crate::{Cause, TaskName};
 /// One node of the cancellation tree: a group, or a task with its own timeout.
 ///
 /// tokio-util's [`CancellationToken`] does the tree (parents cancel children,
-/// children unregister on drop) and the wake-ups; what it lacks is a *cause*, so
-/// the scope keeps one beside it, set once by whoever cancels first.
+/// children unregister on drop) and the wake-ups. What it lacks is a *cause*, so
+/// the scope keeps one beside it, set once by whoever cancels first; and its
+/// `is_cancelled` takes the tree's mutex, which every task would contend on at
+/// every start, so the scope also keeps a lock-free flag, set before the token
+/// is cancelled.
 pub(crate) struct Scope {
     token: CancellationToken,
+    cancelled: AtomicBool,
     cause: OnceLock<Cause>,
     parent: Option<Arc<Scope>>,
     deadline: Option<Instant>,
@@ -27,6 +34,7 @@ impl Scope {
     pub(crate) fn root(deadline: Option<Instant>) -> Arc<Scope> {
         Arc::new(Scope {
             token: CancellationToken::new(),
+            cancelled: AtomicBool::new(false),
             cause: OnceLock::new(),
             parent: None,
             deadline,
@@ -41,6 +49,7 @@ impl Scope {
         };
         Arc::new(Scope {
             token: parent.token.child_token(),
+            cancelled: AtomicBool::new(false),
             cause: OnceLock::new(),
             parent: Some(parent.clone()),
             deadline,
@@ -50,19 +59,32 @@ impl Scope {
     /// Cancels with `cause` unless already cancelled. Returns whether this call
     /// was the one that cancelled.
     pub(crate) fn cancel(&self, cause: Cause) -> bool {
-        if self.token.is_cancelled() || self.cause.set(cause).is_err() {
+        if self.is_cancelled() || self.cause.set(cause).is_err() {
             return false;
         }
+        self.cancelled.store(true, Ordering::Release);
         self.token.cancel();
         true
     }
 
+    /// Every cancellation in the tree goes through [`Scope::cancel`], which sets
+    /// the flag first, so this scope is cancelled iff it or an ancestor has the
+    /// flag set. Nesting is shallow, so the walk is short.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        let mut scope = self;
+        loop {
+            if scope.cancelled.load(Ordering::Acquire) {
+                return true;
+            }
+            match &scope.parent {
+                Some(parent) => scope = parent,
+                None => return false,
+            }
+        }
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {
-        if !self.token.is_cancelled() {
+        if !self.is_cancelled() {
             return None;
         }
         match self.cause.get() {

@@ -86,6 +86,7 @@ pub(crate) struct Shared<E> {
     /// The first success of a first-success group.
     pub(crate) winner: OnceLock<usize>,
     pub(crate) timeline: Timeline,
+    pub(crate) record_timeline: bool,
 }
 
 impl<E> Shared<E> {
@@ -122,6 +123,7 @@ pub struct Builder<E, P = FailFast> {
     deadline: Option<Duration>,
     task_timeout: Option<Duration>,
     resume_panics: bool,
+    record_timeline: bool,
     parent: Option<Arc<Scope>>,
     policy: PolicyKind,
     _marker: PhantomData<fn() -> (E, P)>,
@@ -134,6 +136,7 @@ impl<E, P: Policy> Builder<E, P> {
             deadline: self.deadline,
             task_timeout: self.task_timeout,
             resume_panics: self.resume_panics,
+            record_timeline: self.record_timeline,
             parent: self.parent,
             policy,
             _marker: PhantomData,
@@ -190,6 +193,15 @@ impl<E, P: Policy> Builder<E, P> {
         self
     }
 
+    /// Whether tasks record themselves in the group's [`Timeline`] (on by
+    /// default). Recording costs about a quarter of the group's overhead for
+    /// trivial tasks (see `BENCHMARKS.md`); turn it off for hot loops of tiny
+    /// tasks whose timing nobody reads. Tracing spans are kept either way.
+    pub fn record_timeline(mut self, record: bool) -> Self {
+        self.record_timeline = record;
+        self
+    }
+
     /// Makes the group a child of `parent`: it is cancelled when `parent` is
     /// (with [`Cause::Parent`]), and its deadline is at most `parent`'s.
     pub fn parent(mut self, parent: &Context) -> Self {
@@ -226,6 +238,7 @@ impl<E, P: Policy> Builder<E, P> {
                 panic: Mutex::new(None),
                 winner: OnceLock::new(),
                 timeline: Timeline::new(origin),
+                record_timeline: self.record_timeline,
             }),
             deadline,
             watchdog: OnceLock::new(),
@@ -242,6 +255,7 @@ impl<E, P> fmt::Debug for Builder<E, P> {
             .field("deadline", &self.deadline)
             .field("task_timeout", &self.task_timeout)
             .field("resume_panics", &self.resume_panics)
+            .field("record_timeline", &self.record_timeline)
             .field("nested", &self.parent.is_some())
             .finish()
     }
@@ -279,6 +293,7 @@ impl<E> Group<E, FailFast> {
             deadline: None,
             task_timeout: None,
             resume_panics: false,
+            record_timeline: true,
             parent: None,
             policy: PolicyKind::FailFast,
             _marker: PhantomData,
@@ -387,7 +402,11 @@ where
             spawned: Instant::now(),
             f,
         };
-        let join = tokio::spawn(task::run(shared.clone(), spec).instrument(span));
+        // Boxed once here: the task's state is a few hundred bytes, and tokio
+        // moves a spawned future several times on its way into the task cell.
+        // One allocation is cheaper than those copies (callgrind: 449M → 326M
+        // instructions for 100 × 1 000 tasks; see BENCHMARKS.md).
+        let join = tokio::spawn(Box::pin(task::run(shared.clone(), spec)).instrument(span));
         Handle {
             group: shared.id,
             index,
@@ -455,7 +474,8 @@ impl<E, P: Policy> Group<E, P> {
         self.len() == 0
     }
 
-    /// The group's per-task records, complete once the wait has returned.
+    /// The group's per-task records, complete once the wait has returned (empty
+    /// if [`Builder::record_timeline`] turned recording off).
     pub fn timeline(&self) -> Timeline {
         self.shared.timeline.clone()
     }

@@ -17,7 +17,7 @@ use tokio::{
     sync::{AcquireError, OwnedSemaphorePermit},
     time::{Instant, Sleep, sleep_until},
 };
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::{
     Cause, Context, GroupError, TaskError, TaskName,
@@ -91,6 +91,9 @@ where
         if outcome != Outcome::Succeeded {
             shared.any_unsuccessful.store(true, Ordering::Release);
         }
+        if !shared.record_timeline {
+            return;
+        }
         shared.timeline.record(Entry {
             index,
             name: name.clone(),
@@ -104,8 +107,9 @@ where
     let permit = match admission {
         Admission::Free => None,
         Admission::Held(permit) => Some(permit),
+        // Boxed: only queued tasks pay for this wait's state in their future.
         Admission::Queued(acquire) => {
-            match first_of(shared.scope.token().cancelled(), acquire).await {
+            match Box::pin(first_of(shared.scope.token().cancelled(), acquire)).await {
                 Either::Left(()) | Either::Right(Err(_)) => None,
                 Either::Right(Ok(permit)) => Some(permit),
             }
@@ -128,12 +132,18 @@ where
                 task: name.clone(),
                 after,
             };
-            (scope, at.map(|at| (sleep_until(at), cause)))
+            let timer = at.map(|at| {
+                Box::pin(Timer {
+                    sleep: sleep_until(at),
+                    cause: Some(cause),
+                })
+            });
+            (scope, timer)
         }
     };
     let ctx = Context::new(scope.clone(), Some(name.clone()));
     let result = match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
-        Ok(fut) => Guarded::new(fut, scope, timer).await,
+        Ok(fut) => Guarded::new(fut, &scope, timer).await,
         Err(payload) => Err(Stopped::Panicked(payload)),
     };
     // The slot is free as soon as the task's future is gone.
@@ -229,75 +239,76 @@ pin_project! {
     /// timeout expires, and turns a panic into a value. Cancellation is looked at
     /// before the task's future on every poll, so a cancelled task is stopped at
     /// its next `.await` even if it was woken for another reason.
-    struct Guarded<F> {
+    ///
+    /// The cancellation waiter and the timer are boxed: this future lives inside
+    /// every task, and its size is copied into tokio's task cell at each spawn
+    /// (inline, they tripled it). Trivial tasks that finish on their first poll
+    /// never allocate either; the timer exists only for tasks with a timeout.
+    struct Guarded<'s, F> {
         #[pin]
         fut: F,
-        scope: Arc<Scope>,
-        // Registered lazily: a task that completes on its first poll (the common
-        // case for trivial tasks) never touches the token's waiter list.
-        #[pin]
-        cancelled: Option<WaitForCancellationFutureOwned>,
-        #[pin]
-        sleep: Option<Sleep>,
-        on_timeout: Option<Cause>,
+        // Borrowed from `run`, which owns the task's scope: no reference-count
+        // traffic on the group's shared scope per task.
+        scope: &'s Scope,
+        cancelled: Option<Pin<Box<WaitForCancellationFuture<'s>>>>,
+        timer: Option<Pin<Box<Timer>>>,
     }
 }
 
-impl<F> Guarded<F> {
-    fn new(fut: F, scope: Arc<Scope>, timer: Option<(Sleep, Cause)>) -> Self {
-        let (sleep, on_timeout) = match timer {
-            Some((sleep, cause)) => (Some(sleep), Some(cause)),
-            None => (None, None),
-        };
+pin_project! {
+    /// A task's own timeout, and the cause its scope is cancelled with when it fires.
+    pub(crate) struct Timer {
+        #[pin]
+        sleep: Sleep,
+        cause: Option<Cause>,
+    }
+}
+
+impl<'s, F> Guarded<'s, F> {
+    fn new(fut: F, scope: &'s Scope, timer: Option<Pin<Box<Timer>>>) -> Self {
         Guarded {
             fut,
             scope,
             cancelled: None,
-            sleep,
-            on_timeout,
+            timer,
         }
     }
 }
 
-impl<F: Future> Future for Guarded<F> {
+impl<F: Future> Future for Guarded<'_, F> {
     type Output = Result<F::Output, Stopped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        match this.cancelled.as_mut().as_pin_mut() {
-            Some(cancelled) => {
-                if cancelled.poll(cx).is_ready() {
-                    return Poll::Ready(Err(Stopped::Cancelled));
-                }
-            }
-            None => {
-                if this.scope.is_cancelled() {
-                    return Poll::Ready(Err(Stopped::Cancelled));
-                }
-            }
+        let this = self.project();
+        let stopped = match this.cancelled {
+            Some(cancelled) => cancelled.as_mut().poll(cx).is_ready(),
+            None => this.scope.is_cancelled(),
+        };
+        if stopped {
+            return Poll::Ready(Err(Stopped::Cancelled));
         }
-        match catch_unwind(AssertUnwindSafe(|| this.fut.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
             Ok(Poll::Ready(output)) => return Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => {}
             Err(payload) => return Poll::Ready(Err(Stopped::Panicked(payload))),
         }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            if sleep.poll(cx).is_ready() {
+        if let Some(timer) = this.timer {
+            let timer = timer.as_mut().project();
+            if timer.sleep.poll(cx).is_ready() {
                 // Cancel the task's own scope before its future is dropped, so
                 // that groups nested inside it see the timeout as their cause.
-                if let Some(cause) = this.on_timeout.take() {
+                if let Some(cause) = timer.cause.take() {
                     this.scope.cancel(cause);
                 }
                 return Poll::Ready(Err(Stopped::TimedOut));
             }
         }
         if this.cancelled.is_none() {
-            this.cancelled
-                .set(Some(this.scope.token().clone().cancelled_owned()));
-            if let Some(cancelled) = this.cancelled.as_pin_mut() {
-                if cancelled.poll(cx).is_ready() {
-                    return Poll::Ready(Err(Stopped::Cancelled));
-                }
+            let mut cancelled = Box::pin(this.scope.token().cancelled());
+            let ready = cancelled.as_mut().poll(cx).is_ready();
+            *this.cancelled = Some(cancelled);
+            if ready {
+                return Poll::Ready(Err(Stopped::Cancelled));
             }
         }
         Poll::Pending

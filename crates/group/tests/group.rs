@@ -774,6 +774,17 @@ async fn s10_timeline_records_names_instants_and_outcomes() {
     assert_eq!(e[2].outcome, Outcome::TimedOut { after: ms(5) });
 }
 
+#[tokio::test(start_paused = true)]
+async fn s10_timeline_recording_can_be_turned_off() {
+    let group = Group::<&str>::builder().record_timeline(false).build();
+    let timeline = group.timeline();
+    group.spawn("a", |_| async { Ok(()) });
+    group.spawn("b", |_| async { Err::<(), _>("still reported") });
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.task(), Some("b"));
+    assert!(timeline.entries().is_empty());
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
