@@ -79,58 +79,45 @@ async fn try_join_all(n: usize) {
     black_box(futures::future::try_join_all(handles).await.unwrap());
 }
 
-#[divan::bench_group]
-mod current_thread {
-    use super::*;
+/// The spawn+join benchmarks, once per runtime.
+macro_rules! spawn_join_benches {
+    ($module:ident, $rt:ident) => {
+        #[divan::bench_group]
+        mod $module {
+            use super::*;
 
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_fanout_group(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&CURRENT, fanout_group(n, true)));
-    }
+            #[divan::bench(args = SIZES)]
+            fn spawn_join_fanout_group(b: Bencher<'_, '_>, n: usize) {
+                b.bench(|| in_task(&$rt, fanout_group(n, true)));
+            }
 
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_fanout_group_no_timeline(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&CURRENT, fanout_group(n, false)));
-    }
+            #[divan::bench(args = SIZES)]
+            fn spawn_join_fanout_group_no_timeline(b: Bencher<'_, '_>, n: usize) {
+                b.bench(|| in_task(&$rt, fanout_group(n, false)));
+            }
 
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_tokio_joinset(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&CURRENT, tokio_joinset(n)));
-    }
+            #[divan::bench(args = SIZES)]
+            fn spawn_join_tokio_joinset(b: Bencher<'_, '_>, n: usize) {
+                b.bench(|| in_task(&$rt, tokio_joinset(n)));
+            }
 
-    // futures' `try_join_all` is quadratic-ish at 100 000 handles (seconds per
-    // sample), so it gets fewer samples.
-    #[divan::bench(args = SIZES, sample_count = 10)]
-    fn spawn_join_try_join_all(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&CURRENT, try_join_all(n)));
-    }
+            // futures' `try_join_all` is quadratic-ish at 100 000 handles
+            // (seconds per sample), so it gets fewer samples.
+            #[divan::bench(args = SIZES, sample_count = 10)]
+            fn spawn_join_try_join_all(b: Bencher<'_, '_>, n: usize) {
+                b.bench(|| in_task(&$rt, try_join_all(n)));
+            }
+        }
+    };
 }
 
+spawn_join_benches!(current_thread, CURRENT);
+spawn_join_benches!(multi_thread, MULTI);
+
+/// Cancelling 1 000 parked tasks, on the multi-threaded runtime.
 #[divan::bench_group]
-mod multi_thread {
+mod cancel {
     use super::*;
-
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_fanout_group(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&MULTI, fanout_group(n, true)));
-    }
-
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_fanout_group_no_timeline(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&MULTI, fanout_group(n, false)));
-    }
-
-    #[divan::bench(args = SIZES)]
-    fn spawn_join_tokio_joinset(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&MULTI, tokio_joinset(n)));
-    }
-
-    // futures' `try_join_all` is quadratic-ish at 100 000 handles (seconds per
-    // sample), so it gets fewer samples.
-    #[divan::bench(args = SIZES, sample_count = 10)]
-    fn spawn_join_try_join_all(b: Bencher<'_, '_>, n: usize) {
-        b.bench(|| in_task(&MULTI, try_join_all(n)));
-    }
 
     /// 1 000 tasks that count themselves in, then park forever.
     fn parked<S>(spawn: impl Fn(Arc<AtomicUsize>) -> S) -> S {
@@ -145,7 +132,7 @@ mod multi_thread {
     }
 
     #[divan::bench]
-    fn cancel_1000_waiting_fanout_group(b: Bencher<'_, '_>) {
+    fn waiting_1000_fanout_group(b: Bencher<'_, '_>) {
         b.with_inputs(|| {
             parked(|started| {
                 let group = Group::<Infallible>::new();
@@ -168,7 +155,7 @@ mod multi_thread {
     }
 
     #[divan::bench]
-    fn cancel_1000_waiting_tokio_joinset(b: Bencher<'_, '_>) {
+    fn waiting_1000_tokio_joinset(b: Bencher<'_, '_>) {
         b.with_inputs(|| {
             parked(|started| {
                 let mut set = JoinSet::<()>::new();
