@@ -1,9 +1,10 @@
 //! The `fanout` command. Thin: it parses arguments and wires the libraries
 //! together.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fanout_gateway::config::Config;
 
 mod demo;
 
@@ -21,14 +22,22 @@ enum Command {
     Demo,
     /// Run the gateway with a config file (not built yet).
     Serve,
-    /// Validate a gateway config file (not built yet).
-    Check,
-    /// Print the config's JSON Schema (not built yet).
+    /// Validate a gateway config file; every problem is reported with its line
+    /// and column, and the exit status is 1 if there is any.
+    Check(ConfigArg),
+    /// Print the config file's JSON Schema (point your editor at it).
     Schema,
     /// Call many URLs concurrently (not built yet).
     Fetch,
     /// Serve canned JSON for trying configs (not built yet).
     Mock,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config file: .yaml, .yml, .toml or .json.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,15 @@ fn main() -> ExitCode {
             runtime.block_on(demo::run());
             ExitCode::SUCCESS
         }
+        Command::Check(arg) => check(&arg.config),
+        Command::Schema => {
+            let schema = Config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         other => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!(
@@ -52,6 +70,30 @@ fn main() -> ExitCode {
                  (`fanout demo` shows it); the gateway and its commands come next."
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `fanout check`: one line per problem on stderr, a summary, exit 1; or a
+/// one-line summary of what the file defines.
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            let backends: usize = config.endpoints.iter().map(|e| e.backends.len()).sum();
+            println!(
+                "{}: ok ({} upstreams, {} endpoints, {} backends)",
+                path.display(),
+                config.upstreams.len(),
+                config.endpoints.len(),
+                backends
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            let n = err.problems.len();
+            eprintln!("{}: {n} problem{}", err.file, if n == 1 { "" } else { "s" });
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The fanout gateway: a declarative API-aggregation server.
 //!
-//! This crate is a placeholder in the workspace layout; the gateway (config →
-//! plan → run → shape/merge → respond) is built on [`fanout_group`] in the
-//! gateway issue.
+//! A request flows through the modules in this order: [`config`] (the file, as
+//! written) → plan (each endpoint compiled once) → run (the backends, on a
+//! [`fanout_group::Group`]) → [`shape`] (each body cut to size, then merged) →
+//! respond.
 #![forbid(unsafe_code)]
 
-pub use fanout_group;
+pub mod config;
+pub mod plan;
+pub mod shape;

@@ -1,0 +1,214 @@
+//! The configuration file: one model for YAML, TOML and JSON, with `${env.NAME}`
+//! expansion, human units, and checks that report every problem with its line
+//! and column.
+//!
+//! ```
+//! use fanout_gateway::config::{Config, Format};
+//!
+//! let yaml = r#"
+//! upstreams:
+//!   users: { url: "http://127.0.0.1:9101", timeout: 500ms }
+//! endpoints:
+//!   - route: GET /users/{id}
+//!     backends:
+//!       - { name: profile, upstream: users, path: "/users/{id}", required: true }
+//! "#;
+//! let config = Config::parse(yaml, Format::Yaml, "gateway.yaml", |_| None).unwrap();
+//! assert_eq!(config.endpoints[0].backends[0].name, "profile");
+//!
+//! let err = Config::parse(&yaml.replace("upstream: users", "upstream: user"), Format::Yaml, "gateway.yaml", |_| None)
+//!     .unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "gateway.yaml:7:36: unknown upstream `user` (defined upstreams: users)"
+//! );
+//! ```
+
+mod env;
+mod locate;
+mod model;
+mod units;
+mod validate;
+
+use std::{fmt, path::Path as FsPath};
+
+pub use model::{
+    Backend, Breaker, Cache, Config, Endpoint, Hedge, Method, Retry, Server, Upstream,
+};
+pub use units::{ByteSize, Duration, Percent};
+
+/// The syntax of a configuration file, chosen by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.yaml` or `.yml`.
+    Yaml,
+    /// `.toml`.
+    Toml,
+    /// `.json`.
+    Json,
+}
+
+impl Format {
+    /// The format for a file name, by its extension.
+    pub fn from_path(path: &FsPath) -> Option<Format> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "yaml" | "yml" => Some(Format::Yaml),
+            "toml" => Some(Format::Toml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// One problem in a configuration, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, and what to do about it.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn at(line: usize, column: usize, message: impl Into<String>) -> Problem {
+        Problem {
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// A configuration that cannot be used: every problem found, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, as named by the caller.
+    pub file: String,
+    /// The problems, sorted by position (at least one).
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn new(file: &str, mut problems: Vec<Problem>) -> ConfigError {
+        problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError {
+            file: file.to_owned(),
+            problems,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, expands (from the process environment), parses and checks a file.
+    pub fn load(path: &FsPath) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let Some(format) = Format::from_path(path) else {
+            return Err(ConfigError::new(
+                &file,
+                vec![Problem::at(
+                    1,
+                    1,
+                    "unknown config format: name the file .yaml, .yml, .toml or .json",
+                )],
+            ));
+        };
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                &file,
+                vec![Problem::at(1, 1, format!("cannot read the file: {e}"))],
+            )
+        })?;
+        Config::parse(&source, format, &file, |name| std::env::var(name).ok())
+    }
+
+    /// Expands, parses and checks configuration text. `file` names it in errors;
+    /// `env` looks up `${env.NAME}` variables.
+    pub fn parse(
+        source: &str,
+        format: Format,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let source = env::expand(source, env).map_err(|p| ConfigError::new(file, p))?;
+        let config = deserialize(&source, format).map_err(|p| ConfigError::new(file, vec![p]))?;
+        let problems = validate::validate(&config);
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let locator = locate::Locator::new(&source, format);
+        let problems = problems
+            .into_iter()
+            .map(|(path, message)| {
+                let (line, column) = locator.locate(&path);
+                Problem::at(line, column, message)
+            })
+            .collect();
+        Err(ConfigError::new(file, problems))
+    }
+
+    /// The JSON Schema of the configuration file, for editors.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+    }
+}
+
+/// Parses the text into the model; syntax and type errors come located.
+fn deserialize(source: &str, format: Format) -> Result<Config, Problem> {
+    match format {
+        Format::Yaml => serde_saphyr::from_str(source).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+            Problem::at(line, column, first_line(&e.to_string()))
+        }),
+        Format::Json => serde_json::from_str(source).map_err(|e| {
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            Problem::at(e.line().max(1), e.column().max(1), message)
+        }),
+        Format::Toml => toml::from_str(source).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |s| locate::line_col(source, s.start));
+            Problem::at(line, column, e.message().trim().to_owned())
+        }),
+    }
+}
+
+/// The message alone: the YAML library's text starts with its own copy of the
+/// position (`error: line 3 column 5: …`), which ours replaces.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, text)) if position.contains(" column ") => text.to_owned(),
+        _ => line.to_owned(),
+    }
+}

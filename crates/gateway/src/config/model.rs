@@ -1,0 +1,246 @@
+//! The configuration file's model. The key names are the product's contract
+//! (`shared/design/product.md` §2.1); doc comments become the descriptions of
+//! `fanout schema`.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, Duration, Percent};
+
+/// A fanout gateway configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listeners and the limits that apply to every request.
+    #[serde(default)]
+    pub server: Server,
+    /// Named downstream services, with the pool and policies they share.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// The routes the gateway serves, each fanning out to its backends.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Listeners and request limits.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address the gateway listens on (HTTP/1.1 and h2c).
+    pub listen: SocketAddr,
+    /// Address of the admin listener (metrics, health, dashboard); absent: off.
+    pub admin: Option<SocketAddr>,
+    /// The cap for every endpoint's deadline, and the default deadline.
+    pub request_timeout: Duration,
+    /// Largest request body accepted from a client.
+    pub max_request_body: ByteSize,
+    /// Largest response body accepted from a backend.
+    pub max_backend_body: ByteSize,
+    /// Deepest JSON nesting accepted in a backend body.
+    pub max_json_depth: u32,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        let secs = |s| Duration(std::time::Duration::from_secs(s));
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: None,
+            request_timeout: secs(5),
+            max_request_body: ByteSize(1 << 20),
+            max_backend_body: ByteSize(10 << 20),
+            max_json_depth: 64,
+            header_read_timeout: secs(10),
+            shutdown_grace: secs(10),
+        }
+    }
+}
+
+/// A downstream service: its address, and the policies its calls share.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL, `http://host:port` (a path prefix is allowed).
+    pub url: String,
+    /// Limit for each attempt of a call.
+    pub timeout: Option<Duration>,
+    /// Bulkhead: calls beyond this many in flight fail at once as `overloaded`.
+    pub max_in_flight: Option<u32>,
+    /// Retries of idempotent calls.
+    pub retry: Option<Retry>,
+    /// Hedged calls: a second attempt when the first is slow.
+    pub hedge: Option<Hedge>,
+    /// Circuit breaker.
+    pub breaker: Option<Breaker>,
+    /// Response cache for GET calls.
+    pub cache: Option<Cache>,
+    /// Identical in-flight GETs share one backend call.
+    #[serde(default)]
+    pub coalesce: bool,
+    /// Headers sent with every call to this upstream (values may use `${env.NAME}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Retries with a budget.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    /// Base delay before a retry; grows exponentially, with jitter.
+    pub backoff: Duration,
+    /// Retries may add at most this share of the live traffic.
+    pub budget: Percent,
+}
+
+/// Hedging: after `delay`, or the `percentile` latency of recent calls, send a
+/// second attempt; the first answer wins.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hedge {
+    /// Fixed delay before the extra attempt.
+    pub delay: Option<Duration>,
+    /// Latency percentile of recent calls after which to hedge (e.g. 95).
+    pub percentile: Option<f64>,
+    /// Extra attempts may add at most this share of the traffic.
+    pub max_extra: Option<Percent>,
+}
+
+/// Circuit breaker: consecutive failures open it; after the cooldown a probe decides.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    /// Consecutive failures that open the circuit.
+    pub failures: u32,
+    /// How long it stays open before a probe.
+    pub cooldown: Duration,
+}
+
+/// Response cache for GET calls.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// How long an answer is reused.
+    pub ttl: Duration,
+    /// Most answers kept.
+    pub max_entries: u32,
+}
+
+/// One route of the gateway and the backends it fans out to.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Method and path, e.g. `GET /users/{id}`; `{name}` captures a path segment.
+    pub route: String,
+    /// Whole-endpoint deadline (default and cap: `server.request_timeout`).
+    pub timeout: Option<Duration>,
+    /// Client headers passed on to backends; nothing else is.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// Client query parameters passed on to backends; nothing else is.
+    #[serde(default)]
+    pub forward_query: Vec<String>,
+    /// Add `"_errors": {backend: {kind, status, message}}` to the response.
+    #[serde(default)]
+    pub expose_errors: bool,
+    /// The calls this endpoint makes, merged in this order.
+    pub backends: Vec<Backend>,
+}
+
+/// HTTP methods a route or a backend call can use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum Method {
+    #[default]
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl Method {
+    /// Whether a call with this method may be retried or hedged.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Method::Post | Method::Patch)
+    }
+
+    /// The method's name, e.g. `GET`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    /// Parses an upper-case method name.
+    pub fn parse(s: &str) -> Option<Method> {
+        [
+            Method::Get,
+            Method::Head,
+            Method::Post,
+            Method::Put,
+            Method::Patch,
+            Method::Delete,
+            Method::Options,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+/// One call of an endpoint, and how its answer is shaped.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique within the endpoint; used by `after`, in templates and in errors.
+    pub name: String,
+    /// A named upstream to call (with `path`); or give a `url`.
+    pub upstream: Option<String>,
+    /// A full URL template, `http://host:port/path/{id}`, instead of an upstream.
+    pub url: Option<String>,
+    /// Path (and query) template appended to the upstream's URL: `{id}` route
+    /// values, `{query.lang}` client query values, `{profile.field}` values from a
+    /// dependency's body. Every value is percent-encoded.
+    pub path: Option<String>,
+    /// Method of the call.
+    #[serde(default)]
+    pub method: Method,
+    /// Whether this call's failure fails the response (default: partial allowed).
+    #[serde(default)]
+    pub required: bool,
+    /// This call's own limit, inside the endpoint's deadline.
+    pub timeout: Option<Duration>,
+    /// Take this sub-object of the body (dot path).
+    pub extract: Option<String>,
+    /// Keep only these dot paths.
+    pub select: Option<Vec<String>>,
+    /// Remove these dot paths.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Rename keys: `{ old: new }` (the key may be a dot path).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Nest the result under this key (dot path).
+    pub into: Option<String>,
+    /// Return this required backend's 4xx to the client as is.
+    #[serde(default)]
+    pub pass_status: bool,
+    /// Backends whose answers this one needs; it starts as soon as they answered.
+    #[serde(default)]
+    pub after: Vec<String>,
+}

@@ -1,0 +1,180 @@
+//! Path and URL templates: literal text with `{…}` holes filled per request.
+
+use std::fmt;
+
+use super::route::is_identifier;
+
+/// Where a template's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Var {
+    /// `{id}`: a value captured by the route.
+    Route(String),
+    /// `{query.lang}`: a query parameter of the client's request.
+    Query(String),
+    /// `{profile.account_id}`: a field of a dependency's (shaped) body.
+    Field {
+        /// The backend it comes from (it must be in `after`).
+        backend: String,
+        /// The dot path inside that backend's body.
+        path: String,
+    },
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Var::Route(name) => write!(f, "{{{name}}}"),
+            Var::Query(name) => write!(f, "{{query.{name}}}"),
+            Var::Field { backend, path } => write!(f, "{{{backend}.{path}}}"),
+        }
+    }
+}
+
+/// Which part of a URL a hole is in: values are encoded differently there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Before the `?`: a value fills one path segment (a `/` in it is encoded).
+    Path,
+    /// After the `?`: a value fills a query component.
+    Query,
+}
+
+/// A piece of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Text copied as written.
+    Literal(String),
+    /// A hole, and where in the URL it is.
+    Var(Var, Place),
+}
+
+/// A parsed template, e.g. `/orders?user={profile.account_id}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parses a template. `{{` is not special: templates hold no literal braces.
+    ///
+    /// ```
+    /// use fanout_gateway::plan::template::{Template, Var};
+    /// let t = Template::parse("/users/{id}/orders?lang={query.lang}").unwrap();
+    /// let vars: Vec<_> = t.vars().cloned().collect();
+    /// assert_eq!(vars, [Var::Route("id".into()), Var::Query("lang".into())]);
+    /// ```
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut place = Place::Path;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let literal_end = rest.find(['{', '}']).unwrap_or(rest.len());
+            if literal_end > 0 {
+                let literal = &rest[..literal_end];
+                if literal.contains('?') {
+                    place = Place::Query;
+                }
+                parts.push(Part::Literal(literal.to_owned()));
+                rest = &rest[literal_end..];
+                continue;
+            }
+            if rest.starts_with('}') {
+                return Err(format!("`}}` without `{{` in template `{text}`"));
+            }
+            let Some(close) = rest.find('}') else {
+                return Err(format!("`{{` is not closed in template `{text}`"));
+            };
+            let inner = &rest[1..close];
+            parts.push(Part::Var(parse_var(inner, text)?, place));
+            rest = &rest[close + 1..];
+        }
+        Ok(Template { parts })
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The holes, in order.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v, _) => Some(v),
+            Part::Literal(_) => None,
+        })
+    }
+}
+
+fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
+    let bad = || {
+        format!(
+            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}} or {{backend.field}} (letters, digits, _; fields may be dot paths)"
+        )
+    };
+    let mut segments = inner.split('.');
+    let first = segments
+        .next()
+        .filter(|s| is_identifier(s))
+        .ok_or_else(bad)?;
+    let rest: Vec<&str> = segments.collect();
+    if rest.iter().any(|s| s.is_empty()) {
+        return Err(bad());
+    }
+    Ok(match (first, rest.as_slice()) {
+        (name, []) => Var::Route(name.to_owned()),
+        ("query", [name])
+            if is_identifier(name)
+                || name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) =>
+        {
+            Var::Query((*name).to_owned())
+        }
+        ("query", _) => return Err(bad()),
+        (backend, path) => Var::Field {
+            backend: backend.to_owned(),
+            path: path.join("."),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_know_whether_they_are_in_the_path_or_the_query() {
+        let t = Template::parse("/a/{id}?x={profile.address.city}&y=1").unwrap();
+        assert_eq!(
+            t.parts(),
+            [
+                Part::Literal("/a/".into()),
+                Part::Var(Var::Route("id".into()), Place::Path),
+                Part::Literal("?x=".into()),
+                Part::Var(
+                    Var::Field {
+                        backend: "profile".into(),
+                        path: "address.city".into()
+                    },
+                    Place::Query
+                ),
+                Part::Literal("&y=1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_templates_say_why() {
+        for (bad, why) in [
+            ("/a/{id", "is not closed"),
+            ("/a/id}", "without `{`"),
+            ("/a/{}", "write {param}"),
+            ("/a/{query.}", "write {param}"),
+            ("/a/{x..y}", "write {param}"),
+            ("/a/{9}", "write {param}"),
+        ] {
+            let err = Template::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Shape and merge: cutting each backend's JSON body to size, then combining
+//! the bodies of one request into a single response object.
+//!
+//! Everything here is a pure function on parsed JSON ([`serde_json::Value`]):
+//! no I/O and no runtime, so the rules can be tested exhaustively on their
+//! own and the same inputs always give the same bytes.
+//!
+//! # Shape, per backend
+//!
+//! A [`Shape`] runs five optional steps, always in this order:
+//!
+//! 1. **extract** a path: the body becomes the value found there, and a
+//!    missing path is an error ([`ShapeError::ExtractMissing`]), since the
+//!    backend did not answer in the expected form;
+//! 2. **select** an allow-list of paths, keeping their enclosing objects, in
+//!    the body's own key order;
+//! 3. **drop** a deny-list of paths;
+//! 4. **rename** keys in place, the new key taking the old one's position;
+//! 5. nest the result **into** a path.
+//!
+//! Paths are [`FieldPath`]s such as `address.city`. When select, drop or
+//! rename meet an array on a path, they apply the rest of the path to each
+//! element, so `items.id` reaches the `id` of every item. Apart from extract,
+//! paths that are not there are not errors: backends omit fields, and a
+//! gateway should pass on what it got rather than fail the request.
+//!
+//! # Merge, per request
+//!
+//! [`merge`] takes the shaped bodies as [`Part`]s in declaration order and
+//! deep-merges them into one object. Objects merge key by key, recursively;
+//! in any other collision the later part wins. A part that is not an object
+//! (and so had no `into`) goes under the key [`COLLECTION_KEY`]. Each key keeps
+//! the position of its first appearance. Since the order is the declaration
+//! order and never the order in which backends answered, the response is
+//! reproducible byte for byte.
+//!
+//! # Example
+//!
+//! ```
+//! use fanout_gateway::shape::{merge, FieldPath, Shape};
+//! use serde_json::{json, Value};
+//!
+//! let path = |s: &str| FieldPath::parse(s).unwrap();
+//! let user = Shape {
+//!     extract: Some(path("data")),
+//!     select: Some(vec![path("id"), path("name"), path("address.city")]),
+//!     rename: vec![(path("name"), "full_name".to_owned())],
+//!     ..Shape::default()
+//! };
+//! let orders = Shape {
+//!     drop: vec![path("internal")],
+//!     into: Some(path("orders")),
+//!     ..Shape::default()
+//! };
+//!
+//! let user_body = json!({
+//!     "data": {"id": 7, "name": "Ada", "email": "a@x", "address": {"city": "P", "zip": "1"}}
+//! });
+//! let orders_body = json!([{"id": 1, "internal": true}, {"id": 2, "internal": false}]);
+//!
+//! let response = merge([user.apply_part(user_body)?, orders.apply_part(orders_body)?]);
+//! assert_eq!(
+//!     serde_json::to_string(&Value::Object(response))?,
+//!     r#"{"id":7,"full_name":"Ada","address":{"city":"P"},"orders":[{"id":1},{"id":2}]}"#,
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod apply;
+mod merge;
+mod path;
+#[cfg(test)]
+mod tests;
+
+pub use apply::{Shape, ShapeError};
+pub use merge::{COLLECTION_KEY, Part, merge};
+pub use path::{FieldPath, PathError};

@@ -1,0 +1,3 @@
+//! Black-box tests of the gateway crate. One test binary, one module per layer.
+
+mod config;
