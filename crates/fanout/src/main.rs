@@ -4,7 +4,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use fanout_gateway::config::Config;
+use fanout_gateway::{Gateway, Plan, config::Config};
+use tracing_subscriber::EnvFilter;
 
 mod demo;
 
@@ -20,8 +21,9 @@ struct Cli {
 enum Command {
     /// Replay the scenarios that motivated fanout, with their timings.
     Demo,
-    /// Run the gateway with a config file (not built yet).
-    Serve,
+    /// Run the gateway: serve the endpoints of a config file until SIGINT or
+    /// SIGTERM, then finish in-flight requests within the grace period.
+    Serve(ConfigArg),
     /// Validate a gateway config file; every problem is reported with its line
     /// and column, and the exit status is 1 if there is any.
     Check(ConfigArg),
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(arg) => check(&arg.config),
+        Command::Serve(arg) => runtime.block_on(serve(&arg.config)),
         Command::Schema => {
             let schema = Config::json_schema();
             println!(
@@ -95,5 +98,69 @@ fn check(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: {n} problem{}", err.file, if n == 1 { "" } else { "s" });
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `fanout serve`.
+async fn serve(path: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            eprintln!("fanout serve: the config has problems (above); nothing was started");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = match Plan::compile(&config) {
+        Ok(plan) => plan,
+        Err(err) => {
+            eprintln!("fanout serve: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = config.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "fanout serve: cannot listen on {listen}: {err} (is another process using it? change server.listen)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%addr, endpoints = config.endpoints.len(), "fanout gateway listening on http://{addr}");
+    match fanout_gateway::serve(listener, Gateway::new(plan), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fanout serve: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

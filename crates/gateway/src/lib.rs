@@ -3,9 +3,14 @@
 //! A request flows through the modules in this order: [`config`] (the file, as
 //! written) → plan (each endpoint compiled once) → run (the backends, on a
 //! [`fanout_group::Group`]) → [`shape`] (each body cut to size, then merged) →
-//! respond.
+//! respond; [`server`] is the HTTP side around it.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod plan;
+pub mod run;
+pub mod server;
 pub mod shape;
+
+pub use plan::Plan;
+pub use server::{Gateway, serve};

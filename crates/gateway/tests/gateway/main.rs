@@ -1,3 +1,5 @@
 //! Black-box tests of the gateway crate. One test binary, one module per layer.
 
 mod config;
+mod serve;
+mod support;

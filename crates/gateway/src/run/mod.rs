@@ -1,0 +1,230 @@
+//! Running one request: every backend on a [`fanout_group::Group`], then the
+//! answers shaped, merged and turned into a response.
+//!
+//! - Backends without `after` start at once; a backend with `after` waits, inside
+//!   its task, for exactly the answers it needs (a DAG, not stages).
+//! - The endpoint deadline is the group's deadline. A backend's own timeout
+//!   covers its call (not the wait for its dependencies).
+//! - The group collects every outcome (optional failures give partial answers);
+//!   a *required* failure cancels the group with a reason, which stops every
+//!   other call at once.
+//! - Dropping the future (the client went away) drops the group, which stops
+//!   every call, which closes their connections: backends see the disconnect.
+
+pub mod call;
+mod respond;
+
+pub use respond::COMPLETE;
+pub(crate) mod url;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanout_group::{Cause, Group, TaskError};
+use http::{HeaderMap, Response};
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use self::call::{BackendError, Client, ErrorKind, Limits};
+use crate::plan::Plan;
+
+/// What one request brings that templates and forwarding may use.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    /// Route captures, percent-decoded.
+    pub(crate) params: Vec<(String, String)>,
+    /// The client's query parameters, decoded.
+    pub(crate) query: Vec<(String, String)>,
+    /// Headers to send on: the allow-listed ones and `x-forwarded-*`.
+    pub(crate) headers: HeaderMap,
+}
+
+/// A dependency's answer as its dependents see it: not yet, failed, or the
+/// (unshaped) body.
+type Answer = Option<Option<Arc<Value>>>;
+
+/// Runs endpoint `endpoint` of `plan` for one request.
+pub(crate) async fn execute(
+    plan: Arc<Plan>,
+    endpoint: usize,
+    inputs: Arc<Inputs>,
+    client: Client,
+) -> Response<Full<Bytes>> {
+    let ep = &plan.endpoints[endpoint];
+    let group = Group::<BackendError>::builder()
+        .collect_all()
+        .deadline(ep.deadline)
+        .build();
+    let canceller = group.canceller();
+    let forward_query: Arc<Vec<(String, String)>> = Arc::new(
+        inputs
+            .query
+            .iter()
+            .filter(|(k, _)| ep.forward_query.iter().any(|f| f == k))
+            .cloned()
+            .collect(),
+    );
+    let (senders, receivers): (Vec<_>, Vec<_>) = ep
+        .backends
+        .iter()
+        .map(|_| watch::channel::<Answer>(None))
+        .unzip();
+    let has_dependents: Vec<bool> = (0..ep.backends.len())
+        .map(|i| ep.backends.iter().any(|b| b.after.contains(&i)))
+        .collect();
+
+    let handles: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, answer)| {
+            let backend = &ep.backends[i];
+            let deps: Vec<(usize, watch::Receiver<Answer>)> = backend
+                .after
+                .iter()
+                .map(|&d| (d, receivers[d].clone()))
+                .collect();
+            let (plan, inputs, client) = (plan.clone(), inputs.clone(), client.clone());
+            let (canceller, forward_query, shares) =
+                (canceller.clone(), forward_query.clone(), has_dependents[i]);
+            group.spawn(backend.name.clone(), move |_ctx| async move {
+                let backend = &plan.endpoints[endpoint].backends[i];
+                let result =
+                    run_backend(&plan, endpoint, i, deps, &inputs, &forward_query, &client).await;
+                match result {
+                    Ok(raw) => {
+                        let raw = if shares {
+                            let shared = Arc::new(raw);
+                            answer.send_replace(Some(Some(shared.clone())));
+                            Arc::unwrap_or_clone(shared)
+                        } else {
+                            raw
+                        };
+                        backend
+                            .shape
+                            .apply(raw)
+                            .map_err(|e| BackendError::new(ErrorKind::Decode, e.to_string()))
+                    }
+                    Err(err) => {
+                        answer.send_replace(Some(None));
+                        if backend.required {
+                            canceller.cancel(format!("required backend `{}` failed", backend.name));
+                        }
+                        Err(err)
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(receivers);
+
+    let outcomes = group.join(handles).await;
+    let results = outcomes
+        .into_iter()
+        .map(|outcome| outcome.map_err(|e| task_error(e, ep.deadline)))
+        .collect();
+    respond::respond(ep, results)
+}
+
+/// Waits for the dependencies, then makes the call within its timeout.
+async fn run_backend(
+    plan: &Plan,
+    endpoint: usize,
+    index: usize,
+    deps: Vec<(usize, watch::Receiver<Answer>)>,
+    inputs: &Inputs,
+    forward_query: &[(String, String)],
+    client: &Client,
+) -> Result<Value, BackendError> {
+    let ep = &plan.endpoints[endpoint];
+    let backend = &ep.backends[index];
+    let mut answers: Vec<(&str, Arc<Value>)> = Vec::with_capacity(deps.len());
+    for (dep, mut rx) in deps {
+        let name = ep.backends[dep].name.as_str();
+        let answer = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|a| a.clone().flatten());
+        match answer {
+            Some(value) => answers.push((name, value)),
+            None => {
+                return Err(BackendError::new(
+                    ErrorKind::Dependency,
+                    format!("`{name}` failed, so this call was not made"),
+                ));
+            }
+        }
+    }
+    let values = RequestValues { inputs, answers };
+    let url = url::render(&backend.origin, &backend.template, &values, forward_query)
+        .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
+    let mut headers = inputs.headers.clone();
+    headers.extend(backend.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let limits = Limits {
+        max_body: plan.max_backend_body,
+        max_depth: plan.max_json_depth,
+    };
+    let call = call::call(client, backend.method, &url, headers, limits);
+    match backend.timeout {
+        None => call.await,
+        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(BackendError::new(
+                ErrorKind::Timeout,
+                format!("no answer within its timeout of {limit:?}"),
+            ))
+        }),
+    }
+}
+
+struct RequestValues<'a> {
+    inputs: &'a Inputs,
+    answers: Vec<(&'a str, Arc<Value>)>,
+}
+
+impl url::Values for RequestValues<'_> {
+    fn route(&self, name: &str) -> Option<&str> {
+        self.inputs
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn query(&self, name: &str) -> Option<&str> {
+        self.inputs
+            .query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn field(&self, backend: &str, path: &str) -> Option<Value> {
+        let (_, body) = self.answers.iter().find(|(name, _)| *name == backend)?;
+        path.split('.')
+            .try_fold(body.as_ref(), |v, key| v.get(key))
+            .cloned()
+    }
+}
+
+/// What a task that did not return its own result means for the response.
+fn task_error(error: TaskError<BackendError>, deadline: std::time::Duration) -> BackendError {
+    match error {
+        TaskError::Failed(e) => e,
+        TaskError::Cancelled(cause) | TaskError::NotStarted(cause) => match cause.root() {
+            Cause::DeadlineExpired { .. } => BackendError::new(
+                ErrorKind::Timeout,
+                format!("the endpoint's deadline of {deadline:?} expired first"),
+            ),
+            Cause::Requested { reason } => {
+                BackendError::new(ErrorKind::Cancelled, reason.to_string())
+            }
+            other => BackendError::new(ErrorKind::Cancelled, other.to_string()),
+        },
+        TaskError::TimedOut { after } => {
+            BackendError::new(ErrorKind::Timeout, format!("no answer within {after:?}"))
+        }
+        TaskError::Panicked { message } => BackendError::new(ErrorKind::Internal, message),
+        other => BackendError::new(ErrorKind::Internal, other.to_string()),
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP side: the listener (HTTP/1.1 and h2c), request intake (routing,
+//! limits, forwarding), and graceful shutdown.
+
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::{
+    config::Method,
+    plan::Plan,
+    run::{self, Inputs, call::Client},
+};
+
+/// A running configuration: its plan and the shared backend client.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    plan: Arc<Plan>,
+    client: Client,
+}
+
+impl Gateway {
+    /// A gateway serving `plan`.
+    pub fn new(plan: Plan) -> Gateway {
+        Gateway {
+            plan: Arc::new(plan),
+            client: run::call::client(),
+        }
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        let Some(method) = Method::parse(request.method().as_str()) else {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} is not served", request.method()),
+            );
+        };
+        let Some((endpoint, params)) = self.plan.route(method, path) else {
+            if self.plan.allows_other_method(path) {
+                return error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{path} is not served for {}", method.as_str()),
+                );
+            }
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint for {} {path}", method.as_str()),
+            );
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.plan.max_request_body) {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the {} bytes allowed",
+                    self.plan.max_request_body
+                ),
+            );
+        }
+        let ep = &self.plan.endpoints[endpoint];
+        let inputs = Inputs {
+            params: params
+                .into_iter()
+                .map(|(k, v)| (k, percent_decode_str(&v).decode_utf8_lossy().into_owned()))
+                .collect(),
+            query: request
+                .uri()
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            headers: forwarded_headers(
+                request.headers(),
+                &ep.forward_headers,
+                request.uri().authority(),
+                peer,
+            ),
+        };
+        run::execute(
+            self.plan.clone(),
+            endpoint,
+            Arc::new(inputs),
+            self.client.clone(),
+        )
+        .await
+    }
+}
+
+/// The headers a backend gets from the client: the allow-listed ones (never a
+/// hop-by-hop one), `x-forwarded-for` with the client's address appended, and
+/// `x-forwarded-host`.
+fn forwarded_headers(
+    incoming: &HeaderMap,
+    allowed: &[http::HeaderName],
+    authority: Option<&http::uri::Authority>,
+    peer: SocketAddr,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in allowed {
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        for value in incoming.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let peer_ip = peer.ip().to_string();
+    let xff = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(previous) => format!("{previous}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let host = incoming
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers
+}
+
+/// Headers that describe one connection, not the message: never forwarded.
+pub(crate) fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish for up to the plan's grace period,
+/// and closes what is left.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.plan.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let grace = gateway.plan.shutdown_grace;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gateway = gateway.clone();
+                let service = service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                });
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                connections.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(in_flight = connections.len(), grace = ?grace, "shutting down");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = connections.len(),
+            "grace period over: closing the remaining connections"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
