@@ -248,7 +248,15 @@ fn check_endpoint(
                 ));
             }
             match Template::parse(&text) {
-                Ok(template) => check_vars(&template_at, &template, backend, route, &names, found),
+                Ok(template) => check_vars(
+                    &template_at,
+                    &template,
+                    backend,
+                    endpoint,
+                    route,
+                    &names,
+                    found,
+                ),
                 Err(message) => found.push((template_at, message)),
             }
         }
@@ -287,6 +295,7 @@ fn check_vars(
     at: &Path,
     template: &Template,
     backend: &super::Backend,
+    endpoint: &Endpoint,
     route: &RouteSpec,
     names: &HashMap<&str, usize>,
     found: &mut Found,
@@ -301,6 +310,10 @@ fn check_vars(
                     route.path,
                     list_or_none(route.params.iter().map(String::as_str))
                 ),
+            )),
+            Var::Query(name) if !endpoint.forward_query.contains(name) => found.push((
+                at.clone(),
+                format!("{var} would send the client's `{name}` on: add `{name}` to the endpoint's forward_query"),
             )),
             Var::Field { backend: dep, path } => {
                 if !names.contains_key(dep.as_str()) {

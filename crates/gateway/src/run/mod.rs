@@ -156,7 +156,11 @@ async fn run_backend(
             }
         }
     }
-    let values = RequestValues { inputs, answers };
+    let values = RequestValues {
+        inputs,
+        forward_query,
+        answers,
+    };
     let url = url::render(&backend.origin, &backend.template, &values, forward_query)
         .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = inputs.headers.clone();
@@ -179,6 +183,8 @@ async fn run_backend(
 
 struct RequestValues<'a> {
     inputs: &'a Inputs,
+    /// Only the allow-listed query parameters: a template cannot reach others.
+    forward_query: &'a [(String, String)],
     answers: Vec<(&'a str, Arc<Value>)>,
 }
 
@@ -192,8 +198,7 @@ impl url::Values for RequestValues<'_> {
     }
 
     fn query(&self, name: &str) -> Option<&str> {
-        self.inputs
-            .query
+        self.forward_query
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())

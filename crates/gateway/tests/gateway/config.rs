@@ -141,7 +141,7 @@ endpoints:
         url: http://{id}.orders.internal/orders
       - name: audit
         upstream: users
-        path: /audit?u={profile.id}
+        path: /audit?u={profile.id}&t={query.token}
         after: [history]
       - name: profile
         url: http://127.0.0.1:9/x
@@ -159,6 +159,7 @@ endpoints:
         "11:18: timeout 5s is longer than the endpoint's deadline (3s)",
         "13:14: `http://{id}.orders.internal/orders`: the host and port cannot hold {…} values",
         "16:15: {profile.id} uses `profile`'s answer, so `profile` must be listed in `after`",
+        "16:15: {query.token} would send the client's `token` on: add `token` to the endpoint's forward_query",
         "17:17: no backend named `history` in this endpoint",
         "18:15: two backends are named `profile` (also backends[0])",
         "20:12: route `GET /users/{name}` matches the same requests as endpoints[0]",

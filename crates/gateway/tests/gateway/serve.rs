@@ -583,3 +583,58 @@ endpoints:
         "no longer accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_backend_fails_the_answer_is_502_or_504() {
+    let b = Backend::start(&[
+        ("/down1", Reply::Json(500, "{}", Duration::ZERO)),
+        ("/down2", Reply::Raw(200, "application/json", "nope")),
+        ("/slow", slow(30_000, "{}")),
+    ])
+    .await;
+    let gw = TestGateway::start(
+        r#"
+upstreams: { s: { url: "${env.S}" } }
+endpoints:
+  - route: GET /broken
+    backends:
+      - { name: a, upstream: s, path: /down1 }
+      - { name: b, upstream: s, path: /down2 }
+  - route: GET /stuck
+    timeout: 100ms
+    backends:
+      - { name: a, upstream: s, path: /slow }
+      - { name: b, upstream: s, path: /slow }
+"#,
+        &[("S", base(&b))],
+    )
+    .await;
+    let got = get(&gw.url("/broken")).await;
+    assert_eq!((got.status, got.complete()), (502, Some("false")));
+    assert_eq!(got.json(), json!({"error": "every backend failed"}));
+    let got = get(&gw.url("/stuck")).await;
+    assert_eq!((got.status, got.complete()), (504, Some("false")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_only_see_allow_listed_query_parameters() {
+    let b = Backend::start(&[("/s", json("{}"))]).await;
+    let gw = TestGateway::start(
+        r#"
+upstreams: { s: { url: "${env.S}" } }
+endpoints:
+  - route: GET /s
+    forward_query: [q]
+    backends:
+      - { name: s, upstream: s, path: "/s?term={query.q}" }
+"#,
+        &[("S", base(&b))],
+    )
+    .await;
+    let got = get(&gw.url("/s?q=a%26b&secret=1")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        b.seen().pop().unwrap().path_and_query,
+        "/s?term=a%26b&q=a%26b"
+    );
+}
