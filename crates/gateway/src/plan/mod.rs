@@ -73,6 +73,9 @@ pub struct BackendPlan {
     pub pass_status: bool,
     /// Indexes (in `EndpointPlan::backends`) of the backends it waits for.
     pub after: Vec<usize>,
+    /// The fields of its answer that dependents' templates read (dot paths):
+    /// only these are handed on, so its body is never copied.
+    pub exported: Vec<String>,
     /// Headers its upstream adds to every call.
     pub headers: HeaderMap,
 }
@@ -144,10 +147,13 @@ impl Plan {
                             .iter()
                             .filter_map(|d| names.get(d.as_str()).copied())
                             .collect(),
+                        exported: Vec::new(),
                         headers,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            let mut backends = backends;
+            export_fields(&mut backends, &names);
             endpoints.push(EndpointPlan {
                 route: endpoint.route.clone(),
                 deadline: endpoint.timeout.unwrap_or(config.server.request_timeout).0,
@@ -187,6 +193,25 @@ impl Plan {
     /// Whether any endpoint serves this path with another method (for 405).
     pub fn allows_other_method(&self, path: &str) -> bool {
         self.router.values().any(|r| r.at(path).is_ok())
+    }
+}
+
+/// Records, on each backend, which of its fields its dependents' templates read.
+fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
+    let wanted: Vec<(usize, String)> = backends
+        .iter()
+        .flat_map(|b| b.template.vars())
+        .filter_map(|var| match var {
+            template::Var::Field { backend, path } => {
+                names.get(backend.as_str()).map(|&i| (i, path.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (index, path) in wanted {
+        if !backends[index].exported.contains(&path) {
+            backends[index].exported.push(path);
+        }
     }
 }
 

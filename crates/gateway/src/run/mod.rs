@@ -40,9 +40,12 @@ pub(crate) struct Inputs {
     pub(crate) headers: HeaderMap,
 }
 
+/// The fields of a backend's answer that its dependents read, by dot path.
+type Exported = Vec<(String, Value)>;
+
 /// A dependency's answer as its dependents see it: not yet, failed, or the
-/// (unshaped) body.
-type Answer = Option<Option<Arc<Value>>>;
+/// fields they need (copied out of the body before it is shaped).
+type Answer = Option<Option<Arc<Exported>>>;
 
 /// Runs endpoint `endpoint` of `plan` for one request.
 pub(crate) async fn execute(
@@ -70,9 +73,6 @@ pub(crate) async fn execute(
         .iter()
         .map(|_| watch::channel::<Answer>(None))
         .unzip();
-    let has_dependents: Vec<bool> = (0..ep.backends.len())
-        .map(|i| ep.backends.iter().any(|b| b.after.contains(&i)))
-        .collect();
 
     let handles: Vec<_> = senders
         .into_iter()
@@ -85,21 +85,23 @@ pub(crate) async fn execute(
                 .map(|&d| (d, receivers[d].clone()))
                 .collect();
             let (plan, inputs, client) = (plan.clone(), inputs.clone(), client.clone());
-            let (canceller, forward_query, shares) =
-                (canceller.clone(), forward_query.clone(), has_dependents[i]);
+            let (canceller, forward_query) = (canceller.clone(), forward_query.clone());
             group.spawn(backend.name.clone(), move |_ctx| async move {
                 let backend = &plan.endpoints[endpoint].backends[i];
                 let result =
                     run_backend(&plan, endpoint, i, deps, &inputs, &forward_query, &client).await;
                 match result {
                     Ok(raw) => {
-                        let raw = if shares {
-                            let shared = Arc::new(raw);
-                            answer.send_replace(Some(Some(shared.clone())));
-                            Arc::unwrap_or_clone(shared)
-                        } else {
-                            raw
-                        };
+                        if !backend.exported.is_empty() {
+                            let fields = backend
+                                .exported
+                                .iter()
+                                .filter_map(|path| {
+                                    lookup(&raw, path).map(|v| (path.clone(), v.clone()))
+                                })
+                                .collect();
+                            answer.send_replace(Some(Some(Arc::new(fields))));
+                        }
                         backend
                             .shape
                             .apply(raw)
@@ -138,7 +140,7 @@ async fn run_backend(
 ) -> Result<Value, BackendError> {
     let ep = &plan.endpoints[endpoint];
     let backend = &ep.backends[index];
-    let mut answers: Vec<(&str, Arc<Value>)> = Vec::with_capacity(deps.len());
+    let mut answers: Vec<(&str, Arc<Exported>)> = Vec::with_capacity(deps.len());
     for (dep, mut rx) in deps {
         let name = ep.backends[dep].name.as_str();
         let answer = rx
@@ -185,7 +187,7 @@ struct RequestValues<'a> {
     inputs: &'a Inputs,
     /// Only the allow-listed query parameters: a template cannot reach others.
     forward_query: &'a [(String, String)],
-    answers: Vec<(&'a str, Arc<Value>)>,
+    answers: Vec<(&'a str, Arc<Exported>)>,
 }
 
 impl url::Values for RequestValues<'_> {
@@ -205,11 +207,17 @@ impl url::Values for RequestValues<'_> {
     }
 
     fn field(&self, backend: &str, path: &str) -> Option<Value> {
-        let (_, body) = self.answers.iter().find(|(name, _)| *name == backend)?;
-        path.split('.')
-            .try_fold(body.as_ref(), |v, key| v.get(key))
-            .cloned()
+        let (_, fields) = self.answers.iter().find(|(name, _)| *name == backend)?;
+        fields
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
     }
+}
+
+/// The value at a dot path of a body.
+fn lookup<'v>(body: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(body, |v, key| v.get(key))
 }
 
 /// What a task that did not return its own result means for the response.
