@@ -1,157 +1,125 @@
-//! `fanout demo`: the seed scenarios on the task group, in real time, each
-//! followed by its waterfall.
+//! `fanout demo`: the embedded default. Mock services and a gateway on
+//! loopback, configured by `examples/demo-mock.yaml` and `examples/demo.yaml`
+//! (embedded), replaying the scenarios fanout exists for, until Ctrl-C.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{future::Future, io::ErrorKind, net::SocketAddr, path::Path};
 
-use fanout_group::{Group, Outcome, Timeline};
-use tokio::time::{Instant, sleep};
+use anyhow::{Context, Result};
+use fanout_gateway::{
+    Gateway, Plan,
+    config::{Config, Format},
+};
+use fanout_mock::{Mock, MockConfig};
+use tokio::{net::TcpListener, sync::watch};
 
-/// A downstream call that takes `ms` and answers `value` (or fails with it).
-async fn call(ms: u64, value: &'static str, ok: bool) -> Result<&'static str, String> {
-    sleep(Duration::from_millis(ms)).await;
-    if ok {
-        Ok(value)
-    } else {
-        Err(value.to_string())
-    }
-}
+const GATEWAY_CONFIG: &str = include_str!("../../../examples/demo.yaml");
+const MOCK_CONFIG: &str = include_str!("../../../examples/demo-mock.yaml");
 
-pub(crate) async fn run() {
-    println!("fanout demo: the scenarios that motivated fanout, on the task group.");
-    println!(
-        "(Each call is a timer standing in for a service; the gateway demo comes with `fanout serve`.)\n"
-    );
+/// The port a newcomer expects; taken ports fall back to a free one.
+const PREFERRED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
-    // 1. Merge three interfaces into one map.
-    let start = Instant::now();
-    let group = Group::new();
-    let timeline = group.timeline();
-    let calls = vec![
-        group.spawn("interface1", |_| async {
-            call(100, "value1", true).await.map(|v| ("key1", v))
-        }),
-        group.spawn("interface2", |_| async {
-            call(300, "value2", true).await.map(|v| ("key2", v))
-        }),
-        group.spawn("interface3", |_| async {
-            call(200, "value3", true).await.map(|v| ("key3", v))
-        }),
-    ];
-    let merged = group
-        .join(calls)
+pub(crate) async fn run(
+    listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let mock_config = MockConfig::parse(MOCK_CONFIG)
+        .map_err(|p| anyhow::anyhow!("examples/demo-mock.yaml:{p}"))?;
+    let mock = Mock::new(&mock_config, Path::new("."))?;
+    let mock_listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map(|kv| kv.into_iter().collect::<BTreeMap<_, _>>());
-    section("merge three interfaces into one map", start, &timeline);
-    match merged {
-        Ok(map) => println!("  result: {}", json_map(&map)),
-        Err(err) => println!("  error: {err}"),
-    }
-    println!("  calls of 100, 300 and 200 ms: one after another would take 600 ms\n");
+        .context("cannot open a port on 127.0.0.1 for the mock services")?;
+    let mock_url = format!("http://{}", mock_listener.local_addr()?);
 
-    // 2. Scatter-gather a user.
-    let start = Instant::now();
-    let group = Group::new();
-    let timeline = group.timeline();
-    let name = group.spawn("name", |_| call(80, "Ada Lovelace", true));
-    let points = group.spawn("loyalty", |_| async { call(1000, "1200", true).await });
-    let result = group.join((name, points)).await;
-    section("scatter-gather a user", start, &timeline);
-    match result {
-        Ok((name, points)) => {
-            println!("  result: {{\"name\":\"{name}\",\"loyalty_points\":{points}}}\n")
-        }
-        Err(err) => println!("  error: {err}\n"),
-    }
+    let (listener, note) = match listen {
+        Some(addr) => (
+            TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr}: pick another address with --listen")
+            })?,
+            None,
+        ),
+        None => match TcpListener::bind(PREFERRED).await {
+            Ok(listener) => (listener, None),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let port = listener.local_addr()?.port();
+                (
+                    listener,
+                    Some(format!(
+                        "port 8080 is taken, so the gateway uses port {port}"
+                    )),
+                )
+            }
+            Err(e) => return Err(e).context("cannot listen on 127.0.0.1:8080"),
+        },
+    };
+    let addr = listener.local_addr()?;
+    let config = Config::parse(
+        GATEWAY_CONFIG,
+        Format::Yaml,
+        "examples/demo.yaml",
+        |name| match name {
+            "MOCK" => Some(mock_url.clone()),
+            "LISTEN" => Some(addr.to_string()),
+            _ => None,
+        },
+    )?;
+    let plan = Plan::compile(&config).map_err(anyhow::Error::msg)?;
 
-    // 3. The same with a 500 ms deadline: partial answer, slow call cancelled.
-    let start = Instant::now();
-    let group = Group::builder()
-        .collect_all()
-        .deadline(Duration::from_millis(500))
-        .build();
-    let timeline = group.timeline();
-    let name = group.spawn("name", |_| call(80, "Ada Lovelace", true));
-    let points = group.spawn("loyalty", |_| call(1000, "1200", true));
-    let (name, points) = group.join((name, points)).await;
-    section("the same with a 500 ms deadline", start, &timeline);
-    let mut body = String::from("{");
-    if let Ok(name) = name {
-        let _ = write!(body, "\"name\":\"{name}\"");
-    }
-    body.push('}');
-    let complete = points.is_ok();
-    println!("  result: {body}   complete: {complete}");
-    if let Err(err) = points {
-        println!("  loyalty: {err}");
-    }
-    println!();
-
-    // 4. Fail fast.
-    let start = Instant::now();
-    let group = Group::new();
-    let timeline = group.timeline();
-    let inventory = group.spawn("inventory", |_| call(2000, "7 left", true));
-    let payment = group.spawn("payment", |_| call(50, "card declined", false));
-    let result = group.join((inventory, payment)).await;
-    section(
-        "fail fast: one required call fails at 50 ms, another takes 2 s",
-        start,
-        &timeline,
+    print!(
+        "{}",
+        banner(&format!("http://{addr}"), &mock_url, note.as_deref())
     );
-    match result {
-        Ok(_) => println!("  unexpectedly succeeded\n"),
-        Err(err) => println!("  error: {err}\n"),
-    }
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (mock_done, gateway_done, ()) = tokio::join!(
+        mock.serve(mock_listener, until_stopped(stopped.clone())),
+        fanout_gateway::serve(listener, Gateway::new(plan), until_stopped(stopped)),
+        async {
+            shutdown.await;
+            println!("\nstopping: finishing requests in flight");
+            let _ = stop.send(true);
+        }
+    );
+    mock_done?;
+    gateway_done?;
+    Ok(())
 }
 
-fn section(title: &str, start: Instant, timeline: &Timeline) {
-    println!("{title}: {} ms", start.elapsed().as_millis());
-    print!("{}", waterfall(timeline));
-}
-
-/// Draws each task as a bar on a shared time axis.
-fn waterfall(timeline: &Timeline) -> String {
-    const WIDTH: f64 = 40.0;
-    let entries = timeline.entries();
-    let origin = timeline.origin();
-    let end = entries
-        .iter()
-        .map(|e| e.finished - origin)
-        .max()
-        .unwrap_or_default();
-    let scale = WIDTH / end.as_secs_f64().max(1e-9);
-    let mut out = String::new();
-    for e in &entries {
-        let from = e.started.map_or(e.finished, |s| s) - origin;
-        let to = e.finished - origin;
-        let lead = (from.as_secs_f64() * scale).round() as usize;
-        let len = (((to - from).as_secs_f64() * scale).round() as usize).max(1);
-        let (mark, what) = match &e.outcome {
-            Outcome::Succeeded => ('█', "ok".to_string()),
-            Outcome::Failed { error } => ('▓', format!("failed: {error}")),
-            Outcome::Cancelled(cause) => ('░', format!("cancelled: {cause}")),
-            Outcome::TimedOut { after } => ('░', format!("timed out after {after:?}")),
-            Outcome::NotStarted(_) => ('·', "never started".to_string()),
-            Outcome::Panicked { message } => ('▓', format!("panicked: {message}")),
-            other => ('?', format!("{other:?}")),
-        };
-        let bar: String = std::iter::repeat_n(mark, len).collect();
-        let _ = writeln!(
-            out,
-            "  {:<10} {:lead$}{bar:<pad$} {:>5} ms  {what}",
-            e.name.as_str(),
-            "",
-            (to - from).as_millis(),
-            pad = WIDTH as usize + 1 - lead.min(WIDTH as usize),
-        );
+fn banner(gateway: &str, mocks: &str, note: Option<&str>) -> String {
+    let mut out = String::from("fanout demo\n");
+    out += &format!("  gateway  {gateway}   (config: examples/demo.yaml)\n");
+    out += &format!("  mocks    {mocks}   (config: examples/demo-mock.yaml)\n");
+    if let Some(note) = note {
+        out += &format!("  note     {note}\n");
     }
+    out += &format!(
+        r#"
+Try these (-i shows the status and the x-fanout-complete header):
+
+  merge three interfaces into one map: about the slowest call (300 ms), not the sum (600 ms)
+    curl -i {gateway}/merged
+
+  scatter-gather a user: the name service and ~1 s loyalty points, together
+    curl -i {gateway}/users/ada@example.com
+
+  the same with a 500 ms deadline: the name only, complete: false, the loyalty call cancelled
+    curl -i {gateway}/users/ada@example.com/fast
+
+  fail fast: the payment fails at 50 ms, the 2 s inventory call is cancelled: a 502 at once
+    curl -i {gateway}/checkout
+
+  many URLs at once, each with its own timeout, and a table of what came back
+    fanout fetch --timeout 700ms {gateway}/merged {gateway}/users/ada@example.com {gateway}/users/ada@example.com/fast {gateway}/checkout
+
+  what the mock services saw (calls, concurrency, calls cancelled by the gateway)
+    curl {mocks}/__mock/stats
+
+Ctrl-C stops the demo.
+"#
+    );
     out
-}
-
-fn json_map(map: &BTreeMap<&str, &str>) -> String {
-    let fields: Vec<_> = map
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
-        .collect();
-    format!("{{{}}}", fields.join(","))
 }

@@ -19,8 +19,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay the scenarios that motivated fanout, with their timings.
-    Demo,
+    /// The demo: mock services and a gateway on loopback replaying the
+    /// scenarios fanout exists for, until Ctrl-C.
+    Demo {
+        /// Where the gateway listens (default 127.0.0.1:8080, or a free port if
+        /// that one is taken).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Run the gateway: serve the endpoints of a config file until SIGINT or
     /// SIGTERM, then finish in-flight requests within the grace period.
     Serve(ConfigArg),
@@ -29,10 +35,42 @@ enum Command {
     Check(ConfigArg),
     /// Print the config file's JSON Schema (point your editor at it).
     Schema,
-    /// Call many URLs concurrently (not built yet).
-    Fetch,
-    /// Serve canned JSON for trying configs (not built yet).
-    Mock,
+    /// Call many URLs concurrently, each with its own timeout, and print a table
+    /// of what came back; the exit status is 1 if any failed.
+    Fetch(FetchArgs),
+    /// Serve canned JSON with latency, failures and faults, for trying configs
+    /// without real services.
+    Mock {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only check the mock config, then exit (1 if it has a problem).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    /// The URLs to call (http://).
+    urls: Vec<String>,
+    /// Read more URLs from a file, one per line (`-` for standard input).
+    #[arg(short, long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = fanout_fetch::FetchOptions::DEFAULT_LIMIT)]
+    limit: usize,
+    /// Time allowed for each call, e.g. 700ms or 5s.
+    #[arg(long, default_value = "10s")]
+    timeout: fanout_gateway::config::Duration,
+    /// HTTP method of every call.
+    #[arg(long, default_value = "GET")]
+    method: http::Method,
+    /// A header for every call, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -52,10 +90,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Demo => {
-            runtime.block_on(demo::run());
-            ExitCode::SUCCESS
-        }
+        Command::Demo { listen } => report(runtime.block_on(demo::run(listen, shutdown_signal()))),
+        Command::Mock { config, check } => report(runtime.block_on(mock(&config.config, check))),
+        Command::Fetch(args) => match runtime.block_on(fetch(args)) {
+            Ok(all_ok) if all_ok => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("fanout fetch: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check(arg) => check(&arg.config),
         Command::Serve(arg) => runtime.block_on(serve(&arg.config)),
         Command::Schema => {
@@ -66,15 +110,99 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        other => {
-            let name = format!("{other:?}").to_lowercase();
-            eprintln!(
-                "fanout {name}: not available yet. This build has the task group \
-                 (`fanout demo` shows it); the gateway and its commands come next."
-            );
-            ExitCode::from(2)
+    }
+}
+
+/// Prints an error for a person and turns it into the exit status.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fanout: {err:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `fanout fetch`: returns whether every call succeeded.
+async fn fetch(args: FetchArgs) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal, Read};
+
+    use anyhow::Context;
+    let mut urls = args.urls;
+    if let Some(file) = &args.file {
+        let text = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read URLs from standard input")?;
+            text
+        } else {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+        };
+        urls.extend(fanout_fetch::read_urls(&text));
+    }
+    if urls.is_empty() {
+        anyhow::bail!(
+            "no URLs: give them as arguments, in a file with -f FILE, or on standard input with -f -"
+        );
+    }
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| fanout_fetch::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = fanout_fetch::FetchOptions {
+        limit: args.limit,
+        timeout: args.timeout.0,
+        method: args.method,
+        headers,
+    };
+    // A progress bar only for a person watching: never when piped or for --json.
+    let progress = (!args.json && std::io::stdout().is_terminal())
+        .then(|| fanout_fetch::progress_bar(urls.len() as u64));
+    let report = fanout_fetch::fetch_all(urls, &options, progress.as_ref()).await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(report.failed() == 0)
+}
+
+/// `fanout mock`.
+async fn mock(path: &std::path::Path, check_only: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = fanout_mock::MockConfig::parse(&text)
+        .map_err(|p| anyhow::anyhow!("{}:{p}", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let mock = fanout_mock::Mock::new(&config, base)?;
+    if check_only {
+        println!("{}: ok ({} routes)", path.display(), config.routes.len());
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (change `listen` in {})",
+                config.listen,
+                path.display()
+            )
+        })?;
+    println!(
+        "fanout mock: {} routes on http://{} (stats: /__mock/stats); Ctrl-C stops it",
+        config.routes.len(),
+        listener.local_addr()?
+    );
+    mock.serve(listener, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// `fanout check`: one line per problem on stderr, a summary, exit 1; or a

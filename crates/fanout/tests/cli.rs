@@ -150,3 +150,231 @@ fn serve_refuses_a_bad_config_without_starting() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was started"));
 }
+
+/// A GET over a fresh connection: (status, headers and body as text, elapsed).
+fn http_get(url: &str) -> (u16, String, Duration) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    (status, response, start.elapsed())
+}
+
+fn mock_abandoned(mocks: &str) -> u64 {
+    let (_, response, _) = http_get(&format!("{mocks}/__mock/stats"));
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let stats: serde_json::Value = serde_json::from_str(body).unwrap();
+    stats["abandoned"].as_u64().unwrap()
+}
+
+#[test]
+fn the_demo_replays_every_scenario() {
+    let mut child = fanout()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut gateway, mut mocks) = (String::new(), String::new());
+    while gateway.is_empty() || mocks.is_empty() {
+        let line = lines
+            .next()
+            .expect("the demo printed its addresses")
+            .unwrap();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("gateway"), Some(url)) => gateway = url.to_owned(),
+            (Some("mocks"), Some(url)) => mocks = url.to_owned(),
+            _ => {}
+        }
+    }
+    // Keep reading the banner so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let body = |response: &str| response[response.find("\r\n\r\n").unwrap() + 4..].to_owned();
+    let complete = |response: &str| {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("x-fanout-complete: "))
+            .map(str::to_owned)
+    };
+
+    let (status, response, _) = http_get(&format!("{gateway}/merged"));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(
+        body(&response),
+        r#"{"key1":"value1","key2":"value2","key3":"value3"}"#
+    );
+    assert_eq!(complete(&response).as_deref(), Some("true"));
+
+    let (status, response, _) = http_get(&format!("{gateway}/users/ada@example.com"));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(
+        body(&response),
+        r#"{"name":"Ada Lovelace","loyalty_points":1200}"#
+    );
+
+    let before = mock_abandoned(&mocks);
+    let (status, response, elapsed) = http_get(&format!("{gateway}/users/ada@example.com/fast"));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(complete(&response).as_deref(), Some("false"));
+    let parsed: serde_json::Value = serde_json::from_str(&body(&response)).unwrap();
+    assert_eq!(parsed["name"], "Ada Lovelace");
+    assert!(parsed.get("loyalty_points").is_none());
+    assert!(
+        elapsed < Duration::from_millis(1000),
+        "answered before the 1 s loyalty call: {elapsed:?}"
+    );
+    assert_eq!(
+        mock_abandoned(&mocks),
+        before + 1,
+        "the loyalty call was cancelled"
+    );
+
+    let (status, response, elapsed) = http_get(&format!("{gateway}/checkout"));
+    assert_eq!(status, 502, "{response}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered before the 2 s inventory call: {elapsed:?}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&body(&response)).unwrap();
+    assert_eq!(parsed["_errors"]["inventory"]["kind"], "cancelled");
+    assert_eq!(
+        mock_abandoned(&mocks),
+        before + 2,
+        "the inventory call was cancelled"
+    );
+
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mock_serves_a_config_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = temp_file(
+        "mock.yaml",
+        &format!(
+            "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/hello/{{who}}\", body: {{ hello: \"{{who}}\" }} }}\n"
+        ),
+    );
+    let mut child = fanout()
+        .args(["mock", "-c"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains(&format!("1 routes on http://127.0.0.1:{port}")),
+        "{first}"
+    );
+    let (status, response, _) = http_get(&format!("http://127.0.0.1:{port}/hello/world"));
+    assert_eq!(status, 200);
+    assert!(response.ends_with(r#"{"hello":"world"}"#), "{response}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = temp_file(
+        "fetch-mock.yaml",
+        &format!(
+            "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/item/{{n}}\", latency: 100ms, body: {{ n: \"{{n}}\" }} }}\n"
+        ),
+    );
+    let mut mock = fanout()
+        .args(["mock", "-c"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(mock.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("routes on"));
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Six calls of 100 ms, two at a time: a table, exit 0.
+    let urls: Vec<String> = (0..6).map(|n| format!("{base}/item/{n}")).collect();
+    let out = fanout()
+        .args(["fetch", "--limit", "2"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("URL"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains("/item/")).count(), 6);
+    assert!(table.contains("6 requests: 6 ok, 0 failed"), "{table}");
+    assert!(
+        !table.contains('\u{1b}'),
+        "no progress bar when stdout is not a terminal"
+    );
+    let (_, response, _) = http_get(&format!("{base}/__mock/stats"));
+    let stats: serde_json::Value =
+        serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(
+        stats["max_in_flight"], 2,
+        "the mock saw at most --limit calls at once"
+    );
+
+    // URLs from standard input, one of them failing: JSON, exit 1.
+    let mut child = fanout()
+        .args(["fetch", "--json", "--timeout", "2s", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        child.stdin.take().unwrap(),
+        "# two URLs\n{base}/item/1\n{base}/nowhere\n"
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["ok"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(report["requests"][1]["status"], 404);
+
+    // Nothing to do is a usage error, said plainly.
+    let out = fanout().arg("fetch").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no URLs"));
+
+    mock.kill().unwrap();
+    let _ = mock.wait();
+}

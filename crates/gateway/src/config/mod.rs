@@ -175,12 +175,7 @@ impl Config {
 /// Parses the text into the model; syntax and type errors come located.
 fn deserialize(source: &str, format: Format) -> Result<Config, Problem> {
     match format {
-        Format::Yaml => serde_saphyr::from_str(source).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
-            Problem::at(line, column, first_line(&e.to_string()))
-        }),
+        Format::Yaml => serde_saphyr::from_str(source).map_err(|e| yaml_problem(&e)),
         Format::Json => serde_json::from_str(source).map_err(|e| {
             let message = e.to_string();
             let message = message
@@ -197,6 +192,15 @@ fn deserialize(source: &str, format: Format) -> Result<Config, Problem> {
             Problem::at(line, column, e.message().trim().to_owned())
         }),
     }
+}
+
+/// A YAML parse or type error as a located [`Problem`] (also used by
+/// `fanout mock` for its own file).
+pub fn yaml_problem(error: &serde_saphyr::Error) -> Problem {
+    let (line, column) = error
+        .location()
+        .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+    Problem::at(line, column, first_line(&error.to_string()))
 }
 
 /// The message alone: the YAML library's text starts with its own copy of the
