@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod plan;
+pub mod resilience;
 pub mod run;
 pub mod server;
 pub mod shape;

@@ -7,10 +7,13 @@ pub mod template;
 
 use std::{collections::HashMap, time::Duration};
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
     config::{Config, Method},
+    resilience::Policies,
     shape::{FieldPath, Shape},
 };
 
@@ -20,6 +23,8 @@ use self::{route::RouteSpec, template::Template};
 #[derive(Debug)]
 pub struct Plan {
     router: HashMap<Method, matchit::Router<usize>>,
+    /// Each upstream's policies and their state, by name.
+    pub upstreams: Vec<(String, Arc<Policies>)>,
     /// The endpoints, in configuration order.
     pub endpoints: Vec<EndpointPlan>,
     /// Largest response body accepted from a backend, in bytes.
@@ -78,6 +83,9 @@ pub struct BackendPlan {
     pub exported: Vec<String>,
     /// Headers its upstream adds to every call.
     pub headers: HeaderMap,
+    /// Its upstream's policies (shared with every backend of that upstream);
+    /// none for a backend called by `url`.
+    pub policies: Option<Arc<Policies>>,
 }
 
 impl Plan {
@@ -88,6 +96,11 @@ impl Plan {
     /// Only on inputs the checks would have refused (a message saying which).
     pub fn compile(config: &Config) -> Result<Plan, String> {
         let mut router: HashMap<Method, matchit::Router<usize>> = HashMap::new();
+        let upstreams: Vec<(String, Arc<Policies>)> = config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| (name.clone(), Arc::new(Policies::new(name, upstream))))
+            .collect();
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for (index, endpoint) in config.endpoints.iter().enumerate() {
             let spec = RouteSpec::parse(&endpoint.route)?;
@@ -149,6 +162,11 @@ impl Plan {
                             .collect(),
                         exported: Vec::new(),
                         headers,
+                        policies: backend
+                            .upstream
+                            .as_ref()
+                            .and_then(|u| upstreams.iter().find(|(name, _)| name == u))
+                            .map(|(_, p)| p.clone()),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -169,6 +187,7 @@ impl Plan {
         }
         Ok(Plan {
             router,
+            upstreams,
             endpoints,
             max_backend_body: config.server.max_backend_body.0,
             max_json_depth: config.server.max_json_depth,

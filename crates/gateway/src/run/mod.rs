@@ -86,10 +86,15 @@ pub(crate) async fn execute(
                 .collect();
             let (plan, inputs, client) = (plan.clone(), inputs.clone(), client.clone());
             let (canceller, forward_query) = (canceller.clone(), forward_query.clone());
-            group.spawn(backend.name.clone(), move |_ctx| async move {
+            group.spawn(backend.name.clone(), move |ctx| async move {
                 let backend = &plan.endpoints[endpoint].backends[i];
-                let result =
-                    run_backend(&plan, endpoint, i, deps, &inputs, &forward_query, &client).await;
+                let call = Call {
+                    plan: &plan,
+                    endpoint,
+                    index: i,
+                    deadline: ctx.deadline(),
+                };
+                let result = run_backend(call, deps, &inputs, &forward_query, &client).await;
                 match result {
                     Ok(raw) => {
                         if !backend.exported.is_empty() {
@@ -128,11 +133,23 @@ pub(crate) async fn execute(
     respond::respond(ep, results)
 }
 
-/// Waits for the dependencies, then makes the call within its timeout.
-async fn run_backend(
-    plan: &Plan,
+/// Which backend call this is, and by when the request must be answered.
+struct Call<'p> {
+    plan: &'p Plan,
     endpoint: usize,
     index: usize,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Waits for the dependencies, then makes the call through its upstream's
+/// policies, each attempt within its timeout.
+async fn run_backend(
+    Call {
+        plan,
+        endpoint,
+        index,
+        deadline,
+    }: Call<'_>,
     deps: Vec<(usize, watch::Receiver<Answer>)>,
     inputs: &Inputs,
     forward_query: &[(String, String)],
@@ -171,16 +188,44 @@ async fn run_backend(
         max_body: plan.max_backend_body,
         max_depth: plan.max_json_depth,
     };
-    let call = call::call(client, backend.method, &url, headers, limits);
-    match backend.timeout {
-        None => call.await,
-        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(BackendError::new(
-                ErrorKind::Timeout,
-                format!("no answer within its timeout of {limit:?}"),
-            ))
-        }),
+    let attempt = || {
+        crate::resilience::with_timeout(
+            backend.timeout,
+            call::call(client, backend.method, &url, headers.clone(), limits),
+        )
+    };
+    match &backend.policies {
+        None => attempt().await,
+        Some(policies) => {
+            let key = if policies.keyed() {
+                call_key(&url, &headers)
+            } else {
+                String::new()
+            };
+            policies
+                .call(backend.method, &key, deadline, attempt)
+                .await
+                .map(Arc::unwrap_or_clone)
+        }
     }
+}
+
+/// What makes two calls the same call, for the cache and coalescing: the URL
+/// and the headers sent with it.
+fn call_key(url: &str, headers: &HeaderMap) -> String {
+    let mut pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    pairs.sort_unstable();
+    let mut key = String::from(url);
+    for (name, value) in pairs {
+        key.push('\n');
+        key.push_str(name);
+        key.push(':');
+        key.push_str(&String::from_utf8_lossy(value));
+    }
+    key
 }
 
 struct RequestValues<'a> {

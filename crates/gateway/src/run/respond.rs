@@ -54,10 +54,11 @@ pub(crate) fn respond(
                 }
             }
         }
-        let status = if error.kind == ErrorKind::Timeout {
-            StatusCode::GATEWAY_TIMEOUT
-        } else {
-            StatusCode::BAD_GATEWAY
+        let status = match error.kind {
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            // Shed by the gateway's own protection: come back later.
+            ErrorKind::Overloaded | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
         };
         let mut body = json!({ "error": format!("required backend `{}` failed", backend.name) });
         if let Some(exposed) = exposed {

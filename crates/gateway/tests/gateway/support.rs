@@ -41,6 +41,12 @@ pub(crate) enum Reply {
     ResetMidBody,
     /// Waits for the gate to open (all `n` calls arrived), then answers JSON.
     Gated(Arc<tokio::sync::Barrier>, &'static str),
+    /// Never answers.
+    Hang,
+    /// Headers at once, then a byte every 50 ms, forever.
+    Drip,
+    /// Answers 503 to its first `n` calls (counted in the cell), then 200 JSON.
+    Flaky(Arc<AtomicUsize>, usize, &'static str),
 }
 
 /// Shorthand for an immediate 200 JSON reply.
@@ -65,6 +71,34 @@ pub(crate) struct Backend {
     pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     abandoned: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One call in flight: counted until dropped, whether the handler is dropped
+/// before answering or the response body is dropped after.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its call counted until it is dropped.
+struct Counted<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
 }
 
 struct Abandoned(Arc<AtomicUsize>, bool);
@@ -89,16 +123,20 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let abandoned = Arc::new(AtomicUsize::new(0));
-        let (seen2, abandoned2) = (seen.clone(), abandoned.clone());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (seen2, abandoned2, in_flight2) = (seen.clone(), abandoned.clone(), in_flight.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let (routes, seen, abandoned) = (routes.clone(), seen2.clone(), abandoned2.clone());
+                let in_flight = in_flight2.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (routes, seen, abandoned) =
                         (routes.clone(), seen.clone(), abandoned.clone());
+                    let counted = InFlight(in_flight.clone());
+                    counted.0.fetch_add(1, Ordering::SeqCst);
                     async move {
                         seen.lock().unwrap().push(Seen {
                             path_and_query: req
@@ -112,7 +150,12 @@ impl Backend {
                         let reply = routes.get(req.uri().path()).cloned();
                         let response = answer(reply).await;
                         guard.1 = true;
-                        Ok::<_, Infallible>(response)
+                        let (parts, body) = response.into_parts();
+                        let body = Counted {
+                            body,
+                            _in_flight: counted,
+                        };
+                        Ok::<_, Infallible>(Response::from_parts(parts, body))
                     }
                 });
                 tokio::spawn(async move {
@@ -126,12 +169,29 @@ impl Backend {
             addr,
             seen,
             abandoned,
+            in_flight,
         }
     }
 
     /// Every request that reached this backend, in arrival order.
     pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Calls being answered now (a response counts until its body is dropped).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 5 s) until no call is in flight; returns how many still are.
+    pub(crate) async fn wait_idle(&self) -> usize {
+        for _ in 0..500 {
+            if self.in_flight() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.in_flight()
     }
 
     /// How many calls were dropped by the caller before they were answered.
@@ -176,12 +236,41 @@ async fn answer(reply: Option<Reply>) -> Response<Boxed> {
             gate.wait().await;
             full(200, "application/json", body)
         }
+        Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Drip) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Drip(tokio::time::interval(Duration::from_millis(50))).boxed())
+            .unwrap(),
+        Some(Reply::Flaky(calls, fail_first, body)) => {
+            if calls.fetch_add(1, Ordering::SeqCst) < fail_first {
+                full(503, "application/json", r#"{"error":"flaky"}"#)
+            } else {
+                full(200, "application/json", body)
+            }
+        }
         Some(Reply::ResetMidBody) => Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
             .header("content-length", "100")
             .body(BrokenBody(false).boxed())
             .unwrap(),
+    }
+}
+
+/// A byte every tick, forever.
+struct Drip(tokio::time::Interval);
+
+impl Body for Drip {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_tick(cx)
+            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b" ")))))
     }
 }
 
