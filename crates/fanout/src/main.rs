@@ -28,8 +28,15 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Run the gateway: serve the endpoints of a config file until SIGINT or
-    /// SIGTERM, then finish in-flight requests within the grace period.
-    Serve(ConfigArg),
+    /// SIGTERM, then finish in-flight requests within the grace period (a
+    /// second signal stops at once). SIGHUP, or a change to the file, reloads it.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log format: `text` (readable) or `json` (one object per line).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
     /// Validate a gateway config file; every problem is reported with its line
     /// and column, and the exit status is 1 if there is any.
     Check(ConfigArg),
@@ -101,7 +108,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(arg) => check(&arg.config),
-        Command::Serve(arg) => runtime.block_on(serve(&arg.config)),
+        Command::Serve { config, log_format } => {
+            runtime.block_on(serve(&config.config, &log_format))
+        }
         Command::Schema => {
             let schema = Config::json_schema();
             println!(
@@ -230,24 +239,21 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// `fanout serve`.
-async fn serve(path: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let config = match Config::load(path) {
-        Ok(config) => config,
+async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let (config, plan) = match load(path) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{err}");
             eprintln!("fanout serve: the config has problems (above); nothing was started");
-            return ExitCode::FAILURE;
-        }
-    };
-    let plan = match Plan::compile(&config) {
-        Ok(plan) => plan,
-        Err(err) => {
-            eprintln!("fanout serve: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -261,13 +267,115 @@ async fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let gateway = Gateway::new(plan);
+    if let Some(admin) = config.server.admin {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .and_then(|b| b.install_recorder());
+        let metrics = match metrics {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics are off");
+                None
+            }
+        };
+        match tokio::net::TcpListener::bind(admin).await {
+            Ok(admin_listener) => {
+                tracing::info!(%admin, "admin API on http://{admin} (/healthz, /readyz, /config, /metrics)");
+                tokio::spawn(fanout_gateway::serve_admin(
+                    admin_listener,
+                    gateway.clone(),
+                    metrics,
+                    std::future::pending(),
+                ));
+            }
+            Err(err) => {
+                eprintln!(
+                    "fanout serve: cannot listen on {admin} for the admin API: {err} (change server.admin)"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    tokio::spawn(reload_on_change(path.to_owned(), gateway.clone()));
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(%addr, endpoints = config.endpoints.len(), "fanout gateway listening on http://{addr}");
-    match fanout_gateway::serve(listener, Gateway::new(plan), shutdown_signal()).await {
+    let shutdown = async {
+        shutdown_signal().await;
+        // A second signal does not wait for the grace period.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("fanout serve: second signal: stopping now");
+            std::process::exit(130);
+        });
+    };
+    match fanout_gateway::serve(listener, gateway, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fanout serve: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads, checks and compiles a config file.
+fn load(path: &std::path::Path) -> Result<(Config, Plan), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let plan = Plan::compile(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((config, plan))
+}
+
+/// Reloads the config on SIGHUP and when the file changes (checked every
+/// second: simpler than filesystem events, and it works on every filesystem and
+/// with editors that replace the file). A config with problems is refused with
+/// its located errors, and the previous one keeps serving.
+async fn reload_on_change(path: PathBuf, gateway: Gateway) {
+    let stamp = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        let reason = tokio::select! {
+            () = hup => {
+                last = stamp(&path);
+                "SIGHUP"
+            }
+            _ = tick.tick() => {
+                let now = stamp(&path);
+                if now == last { continue; }
+                last = now;
+                "the file changed"
+            }
+        };
+        match load(&path) {
+            Ok((config, plan)) => {
+                gateway.reload(plan);
+                tracing::info!(
+                    reason,
+                    endpoints = config.endpoints.len(),
+                    "config reloaded"
+                );
+            }
+            Err(problems) => {
+                tracing::error!(
+                    reason,
+                    "config change refused; still serving the previous config:\n{problems}"
+                );
+            }
         }
     }
 }

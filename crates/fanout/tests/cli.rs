@@ -378,3 +378,117 @@ fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
     mock.kill().unwrap();
     let _ = mock.wait();
 }
+
+/// A backend on a std thread that answers `{"path": <the path it was asked for>}`.
+fn echo_backend() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let body = format!(r#"{{"path":"{path}"}}"#);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
+    let backend = echo_backend();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |path: &str| {
+        format!(
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://{backend}{path}\" }}] }}\n"
+        )
+    };
+    let file = temp_file("reload.yaml", &config("/one"));
+    let mut child = fanout()
+        .args(["serve", "--log-format", "json", "-c"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let event: serde_json::Value =
+                serde_json::from_str(&line).expect("--log-format json writes JSON lines");
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| loop {
+        let event = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the log line never came");
+        if event.to_string().contains(needle) {
+            return event;
+        }
+    };
+    wait_for("listening on");
+    let body = |url: &str| {
+        let (_, response, _) = http_get(url);
+        response[response.find("\r\n\r\n").unwrap() + 4..].to_owned()
+    };
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert_eq!(body(&url), r#"{"path":"/one"}"#);
+    let request_line = wait_for("\"request\"");
+    assert_eq!(request_line["fields"]["backends"], "a=ok", "{request_line}");
+
+    let hup = |child: &std::process::Child| {
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    std::fs::write(
+        &file,
+        "endpoints:\n  - { route: GET /x, backends: [{ name: a, upstream: nope }] }\n",
+    )
+    .unwrap();
+    hup(&child);
+    let refused = wait_for("config change refused");
+    assert!(
+        refused.to_string().contains("unknown upstream `nope`"),
+        "{refused}"
+    );
+    assert_eq!(
+        body(&url),
+        r#"{"path":"/one"}"#,
+        "the previous config keeps serving"
+    );
+
+    std::fs::write(&file, config("/two")).unwrap();
+    hup(&child);
+    wait_for("config reloaded");
+    assert_eq!(body(&url), r#"{"path":"/two"}"#);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,6 +6,7 @@
 //! respond; [`server`] is the HTTP side around it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod plan;
 pub mod resilience;
@@ -13,5 +14,6 @@ pub mod run;
 pub mod server;
 pub mod shape;
 
+pub use admin::serve_admin;
 pub use plan::Plan;
 pub use server::{Gateway, serve};

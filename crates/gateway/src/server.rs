@@ -1,7 +1,18 @@
 //! The HTTP side: the listener (HTTP/1.1 and h2c), request intake (routing,
 //! limits, forwarding), and graceful shutdown.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -21,20 +32,41 @@ use crate::{
     run::{self, Inputs, call::Client},
 };
 
-/// A running configuration: its plan and the shared backend client.
+/// A running gateway: its current plan (swapped atomically on reload), the
+/// shared backend client, and whether it is ready. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    plan: Arc<Plan>,
+    plan: Arc<ArcSwap<Plan>>,
     client: Client,
+    ready: Arc<AtomicBool>,
 }
 
 impl Gateway {
     /// A gateway serving `plan`.
     pub fn new(plan: Plan) -> Gateway {
         Gateway {
-            plan: Arc::new(plan),
+            plan: Arc::new(ArcSwap::from_pointee(plan)),
             client: run::call::client(),
+            ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Serves `plan` from now on. Requests already in flight finish on the
+    /// plan they started with. The listener's own settings (`listen`,
+    /// `header_read_timeout`, `shutdown_grace`) keep their first values; the
+    /// upstreams' policy state (breakers, budgets, caches) starts afresh.
+    pub fn reload(&self, plan: Plan) {
+        self.plan.store(Arc::new(plan));
+    }
+
+    /// The plan requests start on now.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.load_full()
+    }
+
+    /// Whether the gateway's listener is accepting requests.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// Answers one request from `peer`.
@@ -43,6 +75,7 @@ impl Gateway {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
+        let plan = self.plan.load_full();
         let path = request.uri().path();
         let Some(method) = Method::parse(request.method().as_str()) else {
             return error(
@@ -50,8 +83,8 @@ impl Gateway {
                 format!("method {} is not served", request.method()),
             );
         };
-        let Some((endpoint, params)) = self.plan.route(method, path) else {
-            if self.plan.allows_other_method(path) {
+        let Some((endpoint, params)) = plan.route(method, path) else {
+            if plan.allows_other_method(path) {
                 return error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     format!("{path} is not served for {}", method.as_str()),
@@ -66,16 +99,16 @@ impl Gateway {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.plan.max_request_body) {
+        if declared.is_some_and(|n| n > plan.max_request_body) {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the request body is larger than the {} bytes allowed",
-                    self.plan.max_request_body
+                    plan.max_request_body
                 ),
             );
         }
-        let ep = &self.plan.endpoints[endpoint];
+        let ep = &plan.endpoints[endpoint];
         let inputs = Inputs {
             params: params
                 .into_iter()
@@ -94,7 +127,7 @@ impl Gateway {
             ),
         };
         run::execute(
-            self.plan.clone(),
+            plan.clone(),
             endpoint,
             Arc::new(inputs),
             self.client.clone(),
@@ -160,7 +193,7 @@ pub(crate) fn is_hop_by_hop(name: &http::HeaderName) -> bool {
     )
 }
 
-fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -183,10 +216,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.plan.header_read_timeout);
+        .header_read_timeout(gateway.plan().header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let grace = gateway.plan.shutdown_grace;
+    let grace = gateway.plan().shutdown_grace;
+    gateway.ready.store(true, Ordering::Release);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -218,6 +252,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    gateway.ready.store(false, Ordering::Release);
     tracing::info!(in_flight = connections.len(), grace = ?grace, "shutting down");
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

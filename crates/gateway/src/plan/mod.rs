@@ -37,6 +37,8 @@ pub struct Plan {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// The configuration it was compiled from (for the admin API's `/config`).
+    pub config: Config,
 }
 
 /// One endpoint, compiled.
@@ -194,6 +196,7 @@ impl Plan {
             max_request_body: config.server.max_request_body.0,
             header_read_timeout: config.server.header_read_timeout.0,
             shutdown_grace: config.server.shutdown_grace.0,
+            config: config.clone(),
         })
     }
 

@@ -59,7 +59,7 @@ impl Policies {
             retry: upstream
                 .retry
                 .as_ref()
-                .map(|r| RetryPolicy::new(r.attempts, r.backoff.0, r.budget.fraction())),
+                .map(|r| RetryPolicy::new(name, r.attempts, r.backoff.0, r.budget.fraction())),
             hedge: upstream.hedge.as_ref().and_then(|h| {
                 let max_extra = h.max_extra.map_or(0.1, |p| p.fraction());
                 match (&h.delay, h.percentile) {
@@ -108,6 +108,8 @@ impl Policies {
         let get = method == Method::Get;
         if get {
             if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(key)) {
+                metrics::counter!("fanout_cache_hits_total", "upstream" => self.upstream.clone())
+                    .increment(1);
                 return Ok(hit);
             }
         }

@@ -14,14 +14,21 @@ use crate::run::call::{BackendError, ErrorKind};
 
 #[derive(Debug)]
 pub(crate) struct RetryPolicy {
+    upstream: String,
     attempts: u32,
     backoff: Duration,
     budget: TpsBudget,
 }
 
 impl RetryPolicy {
-    pub(crate) fn new(attempts: u32, backoff: Duration, budget: f64) -> RetryPolicy {
+    pub(crate) fn new(
+        upstream: &str,
+        attempts: u32,
+        backoff: Duration,
+        budget: f64,
+    ) -> RetryPolicy {
         RetryPolicy {
+            upstream: upstream.to_owned(),
             attempts: attempts.max(1),
             backoff,
             // A 10 s window; at least one retry a second so a quiet upstream can
@@ -55,6 +62,8 @@ impl RetryPolicy {
             if deadline.is_some_and(|d| Instant::now() + delay >= d) || !self.budget.withdraw() {
                 return result;
             }
+            metrics::counter!("fanout_retries_total", "upstream" => self.upstream.clone())
+                .increment(1);
             tokio::time::sleep(delay).await;
             tried += 1;
         }

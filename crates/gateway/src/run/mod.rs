@@ -54,7 +54,10 @@ pub(crate) async fn execute(
     inputs: Arc<Inputs>,
     client: Client,
 ) -> Response<Full<Bytes>> {
+    let started = tokio::time::Instant::now();
     let ep = &plan.endpoints[endpoint];
+    metrics::gauge!("fanout_in_flight_requests").increment(1.0);
+    let _in_flight = InFlight;
     let group = Group::<BackendError>::builder()
         .collect_all()
         .deadline(ep.deadline)
@@ -126,11 +129,66 @@ pub(crate) async fn execute(
     drop(receivers);
 
     let outcomes = group.join(handles).await;
-    let results = outcomes
+    let results: Vec<_> = outcomes
         .into_iter()
         .map(|outcome| outcome.map_err(|e| task_error(e, ep.deadline)))
         .collect();
-    respond::respond(ep, results)
+    let outcomes: Vec<(&str, &'static str)> = ep
+        .backends
+        .iter()
+        .zip(&results)
+        .map(|(b, r)| {
+            (
+                b.name.as_str(),
+                r.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok"),
+            )
+        })
+        .collect();
+    let response = respond::respond(ep, results);
+    observe(
+        &ep.route,
+        &outcomes,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// One log line per request, and its metrics.
+fn observe(route: &str, outcomes: &[(&str, &'static str)], status: u16, took: std::time::Duration) {
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|(name, outcome)| format!("{name}={outcome}"))
+        .collect();
+    tracing::info!(
+        endpoint = route,
+        status,
+        ms = took.as_secs_f64() * 1e3,
+        backends = %summary.join(" "),
+        "request"
+    );
+    metrics::counter!("fanout_requests_total", "endpoint" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("fanout_request_duration_seconds", "endpoint" => route.to_owned())
+        .record(took.as_secs_f64());
+    for (name, outcome) in outcomes {
+        metrics::counter!(
+            "fanout_backend_calls_total",
+            "endpoint" => route.to_owned(),
+            "backend" => (*name).to_owned(),
+            "outcome" => *outcome
+        )
+        .increment(1);
+    }
+}
+
+/// Counts a request in flight until it ends, however it ends (the client may leave).
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("fanout_in_flight_requests").decrement(1.0);
+    }
 }
 
 /// Which backend call this is, and by when the request must be answered.

@@ -296,29 +296,23 @@ impl Body for BrokenBody {
 /// looked up in `vars` (backend addresses, usually).
 pub(crate) struct TestGateway {
     pub(crate) addr: SocketAddr,
+    pub(crate) gateway: Gateway,
     stop: Option<oneshot::Sender<()>>,
     pub(crate) stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestGateway {
     pub(crate) async fn start(yaml: &str, vars: &[(&str, String)]) -> TestGateway {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let config = Config::parse(yaml, Format::Yaml, "test.yaml", |name| {
-            vars.get(name).cloned()
-        })
-        .unwrap_or_else(|e| panic!("test config refused:\n{e}"));
-        let plan = Plan::compile(&config).unwrap();
+        let gateway = Gateway::new(compile(yaml, vars));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(fanout_gateway::serve(listener, Gateway::new(plan), async {
+        let task = tokio::spawn(fanout_gateway::serve(listener, gateway.clone(), async {
             let _ = stopped.await;
         }));
         TestGateway {
             addr,
+            gateway,
             stop: Some(stop),
             stopped: Some(task),
         }
@@ -340,6 +334,19 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Compiles a YAML config; `${env.NAME}` is looked up in `vars`.
+pub(crate) fn compile(yaml: &str, vars: &[(&str, String)]) -> Plan {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let config = Config::parse(yaml, Format::Yaml, "test.yaml", |name| {
+        vars.get(name).cloned()
+    })
+    .unwrap_or_else(|e| panic!("test config refused:\n{e}"));
+    Plan::compile(&config).unwrap()
 }
 
 /// A response, read to the end.

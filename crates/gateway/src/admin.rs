@@ -1,0 +1,132 @@
+//! The admin listener: `/healthz`, `/readyz`, `/config` and `/metrics`.
+//!
+//! It binds where `server.admin` says (loopback in every example; nothing
+//! binds it elsewhere unless told to). Metrics are rendered by the
+//! `metrics-exporter-prometheus` recorder the binary installs; per-upstream
+//! state (breakers, hedges) is read from the live plan at each scrape.
+
+use std::{convert::Infallible, future::Future, io};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::{Gateway, resilience::BreakerState, server::error};
+
+/// Serves the admin API for `gateway` until `shutdown` completes.
+pub async fn serve_admin(
+    listener: TcpListener,
+    gateway: Gateway,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let (gateway, metrics) = (gateway.clone(), metrics.clone());
+                let service = hyper::service::service_fn(move |request| {
+                    let response = answer(&request, &gateway, metrics.as_ref());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                connections.spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+fn answer(
+    request: &Request<Incoming>,
+    gateway: &Gateway,
+    metrics: Option<&PrometheusHandle>,
+) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
+        "/readyz" if gateway.is_ready() => json(StatusCode::OK, &json!({ "status": "ready" })),
+        "/readyz" => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "starting or stopping" }),
+        ),
+        "/config" => json(StatusCode::OK, &redacted_config(gateway)),
+        "/metrics" => match metrics {
+            Some(handle) => {
+                record_upstream_state(gateway);
+                let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "metrics are not recorded in this process".into(),
+            ),
+        },
+        other => error(
+            StatusCode::NOT_FOUND,
+            format!("no admin route {other}: try /healthz, /readyz, /config or /metrics"),
+        ),
+    }
+}
+
+/// The effective configuration, with every upstream header value (API keys,
+/// tokens: often from `${env.…}`) replaced.
+fn redacted_config(gateway: &Gateway) -> Value {
+    let mut config = serde_json::to_value(&gateway.plan().config).unwrap_or_default();
+    if let Some(upstreams) = config.get_mut("upstreams").and_then(Value::as_object_mut) {
+        for upstream in upstreams.values_mut() {
+            if let Some(headers) = upstream.get_mut("headers").and_then(Value::as_object_mut) {
+                for value in headers.values_mut() {
+                    *value = Value::from("<redacted>");
+                }
+            }
+        }
+    }
+    config
+}
+
+/// Per-upstream state that lives in the plan rather than in counters.
+fn record_upstream_state(gateway: &Gateway) {
+    for (name, policies) in &gateway.plan().upstreams {
+        if let Some(state) = policies.breaker_state() {
+            let value = match state {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            };
+            metrics::gauge!("fanout_breaker_state", "upstream" => name.clone()).set(value);
+        }
+        if let Some((extra, _)) = policies.hedge_counts() {
+            metrics::counter!("fanout_hedges_total", "upstream" => name.clone()).absolute(extra);
+        }
+    }
+}
+
+fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
