@@ -54,6 +54,12 @@ pub(crate) async fn run(
         },
     };
     let addr = listener.local_addr()?;
+    // The admin listener (dashboard): 9090 if free, else any free port.
+    let admin = match TcpListener::bind((addr.ip(), 9090)).await {
+        Ok(admin) => admin,
+        Err(_) => TcpListener::bind((addr.ip(), 0)).await?,
+    };
+    let admin_addr = admin.local_addr()?;
     let config = Config::parse(
         GATEWAY_CONFIG,
         Format::Yaml,
@@ -61,6 +67,7 @@ pub(crate) async fn run(
         |name| match name {
             "MOCK" => Some(mock_url.clone()),
             "LISTEN" => Some(addr.to_string()),
+            "ADMIN" => Some(admin_addr.to_string()),
             _ => None,
         },
     )?;
@@ -68,16 +75,26 @@ pub(crate) async fn run(
 
     print!(
         "{}",
-        banner(&format!("http://{addr}"), &mock_url, note.as_deref())
+        banner(
+            &format!("http://{addr}"),
+            &mock_url,
+            &format!("http://{admin_addr}"),
+            note.as_deref()
+        )
     );
+    let gateway = Gateway::new(plan);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (mock_done, gateway_done, ()) = tokio::join!(
+    let (mock_done, gateway_done, admin_done, ()) = tokio::join!(
         mock.serve(mock_listener, until_stopped(stopped.clone())),
-        fanout_gateway::serve(listener, Gateway::new(plan), until_stopped(stopped)),
+        fanout_gateway::serve(listener, gateway.clone(), until_stopped(stopped.clone())),
+        fanout_gateway::serve_admin(admin, gateway, metrics, until_stopped(stopped)),
         async {
             shutdown.await;
             println!("\nstopping: finishing requests in flight");
@@ -86,13 +103,17 @@ pub(crate) async fn run(
     );
     mock_done?;
     gateway_done?;
+    admin_done?;
     Ok(())
 }
 
-fn banner(gateway: &str, mocks: &str, note: Option<&str>) -> String {
+fn banner(gateway: &str, mocks: &str, dashboard: &str, note: Option<&str>) -> String {
     let mut out = String::from("fanout demo\n");
-    out += &format!("  gateway  {gateway}   (config: examples/demo.yaml)\n");
-    out += &format!("  mocks    {mocks}   (config: examples/demo-mock.yaml)\n");
+    out += &format!("  gateway    {gateway}   (config: examples/demo.yaml)\n");
+    out += &format!(
+        "  dashboard  {dashboard}/   (live waterfall; also /metrics, /config, /healthz)\n"
+    );
+    out += &format!("  mocks      {mocks}   (config: examples/demo-mock.yaml)\n");
     if let Some(note) = note {
         out += &format!("  note     {note}\n");
     }

@@ -184,8 +184,8 @@ fn the_demo_replays_every_scenario() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut gateway, mut mocks) = (String::new(), String::new());
-    while gateway.is_empty() || mocks.is_empty() {
+    let (mut gateway, mut mocks, mut dashboard) = (String::new(), String::new(), String::new());
+    while gateway.is_empty() || mocks.is_empty() || dashboard.is_empty() {
         let line = lines
             .next()
             .expect("the demo printed its addresses")
@@ -194,6 +194,7 @@ fn the_demo_replays_every_scenario() {
         match (words.next(), words.next()) {
             (Some("gateway"), Some(url)) => gateway = url.to_owned(),
             (Some("mocks"), Some(url)) => mocks = url.to_owned(),
+            (Some("dashboard"), Some(url)) => dashboard = url.trim_end_matches('/').to_owned(),
             _ => {}
         }
     }

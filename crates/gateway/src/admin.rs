@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/config` and `/metrics`.
+//! The admin listener: the dashboard (`/`), its JSON API (`/api/requests`,
+//! `/api/stats`), `/healthz`, `/readyz`, `/config` and `/metrics`.
 //!
 //! It binds where `server.admin` says (loopback in every example; nothing
 //! binds it elsewhere unless told to). Metrics are rendered by the
@@ -19,7 +20,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet};
 
-use crate::{Gateway, resilience::BreakerState, server::error};
+use crate::{Gateway, observe::KEPT, resilience::BreakerState, server::error};
+
+/// The dashboard: one page, no external resources (it works offline).
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Serves the admin API for `gateway` until `shutdown` completes.
 pub async fn serve_admin(
@@ -59,6 +63,29 @@ fn answer(
     metrics: Option<&PrometheusHandle>,
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
+        "/" => {
+            let mut response = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        "/api/requests" => {
+            let query = request.uri().query().unwrap_or("");
+            let param = |name: &str| {
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+            };
+            let since = param("since").unwrap_or(0);
+            let limit = param("limit").unwrap_or(50).min(KEPT as u64) as usize;
+            json(
+                StatusCode::OK,
+                &json!({ "requests": gateway.recorder().requests(since, limit) }),
+            )
+        }
+        "/api/stats" => json(StatusCode::OK, &gateway.recorder().stats()),
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" if gateway.is_ready() => json(StatusCode::OK, &json!({ "status": "ready" })),
         "/readyz" => json(
@@ -83,7 +110,9 @@ fn answer(
         },
         other => error(
             StatusCode::NOT_FOUND,
-            format!("no admin route {other}: try /healthz, /readyz, /config or /metrics"),
+            format!(
+                "no admin route {other}: try /, /api/requests, /api/stats, /healthz, /readyz, /config or /metrics"
+            ),
         ),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod observe;
 pub mod plan;
 pub mod resilience;
 pub mod run;

@@ -28,6 +28,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     config::Method,
+    observe::Recorder,
     plan::Plan,
     run::{self, Inputs, call::Client},
 };
@@ -39,6 +40,7 @@ pub struct Gateway {
     plan: Arc<ArcSwap<Plan>>,
     client: Client,
     ready: Arc<AtomicBool>,
+    recorder: Arc<Recorder>,
 }
 
 impl Gateway {
@@ -48,7 +50,13 @@ impl Gateway {
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             client: run::call::client(),
             ready: Arc::new(AtomicBool::new(false)),
+            recorder: Arc::new(Recorder::default()),
         }
+    }
+
+    /// The recent requests, for the dashboard.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// Serves `plan` from now on. Requests already in flight finish on the
@@ -131,6 +139,7 @@ impl Gateway {
             endpoint,
             Arc::new(inputs),
             self.client.clone(),
+            &self.recorder,
         )
         .await
     }

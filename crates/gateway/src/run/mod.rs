@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use self::call::{BackendError, Client, ErrorKind, Limits};
+use crate::observe::{BackendRecord, Recorder, RequestRecord};
 use crate::plan::Plan;
 
 /// What one request brings that templates and forwarding may use.
@@ -53,6 +54,7 @@ pub(crate) async fn execute(
     endpoint: usize,
     inputs: Arc<Inputs>,
     client: Client,
+    recorder: &Recorder,
 ) -> Response<Full<Bytes>> {
     let started = tokio::time::Instant::now();
     let ep = &plan.endpoints[endpoint];
@@ -128,6 +130,7 @@ pub(crate) async fn execute(
         .collect();
     drop(receivers);
 
+    let timeline = group.timeline();
     let outcomes = group.join(handles).await;
     let results: Vec<_> = outcomes
         .into_iter()
@@ -144,7 +147,21 @@ pub(crate) async fn execute(
             )
         })
         .collect();
+    let calls = backend_records(ep, &timeline, &results);
     let response = respond::respond(ep, results);
+    let took = started.elapsed();
+    recorder.record(RequestRecord {
+        id: 0,
+        at_ms: 0,
+        endpoint: ep.route.clone(),
+        status: response.status().as_u16(),
+        complete: response
+            .headers()
+            .get(COMPLETE)
+            .is_some_and(|v| v == "true"),
+        duration_ms: took.as_secs_f64() * 1e3,
+        backends: calls,
+    });
     observe(
         &ep.route,
         &outcomes,
@@ -152,6 +169,34 @@ pub(crate) async fn execute(
         started.elapsed(),
     );
     response
+}
+
+/// Each backend call on the request's time axis (from the group's timeline),
+/// with its outcome.
+fn backend_records(
+    ep: &crate::plan::EndpointPlan,
+    timeline: &fanout_group::Timeline,
+    results: &[Result<Value, BackendError>],
+) -> Vec<BackendRecord> {
+    let origin = timeline.origin();
+    let entries = timeline.entries();
+    ep.backends
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (backend, result))| {
+            let entry = entries.iter().find(|e| e.index == i);
+            let ms = |t: tokio::time::Instant| (t - origin).as_secs_f64() * 1e3;
+            BackendRecord {
+                name: backend.name.clone(),
+                required: backend.required,
+                start_ms: entry.map_or(0.0, |e| ms(e.started.unwrap_or(e.spawned))),
+                end_ms: entry.map_or(0.0, |e| ms(e.finished)),
+                outcome: result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok"),
+                message: result.as_ref().err().map(|e| e.message.clone()),
+            }
+        })
+        .collect()
 }
 
 /// One log line per request, and its metrics.

@@ -152,3 +152,188 @@ async fn a_reload_under_load_loses_no_request() {
         "every request was answered by exactly one backend call"
     );
 }
+
+/// A gateway whose requests give the dashboard something of each kind: a
+/// complete answer, a partial one (a timed-out optional call) and a fail-fast
+/// 502 (a cancelled sibling). Returns the admin URL.
+async fn gateway_with_history() -> (TestGateway, String, Backend) {
+    let b = Backend::start(&[
+        ("/fast", json(r#"{"fast":1}"#)),
+        ("/slow", slow(30_000, "{}")),
+        ("/fail", Reply::Json(500, "{}", Duration::from_millis(20))),
+    ])
+    .await;
+    let gw = TestGateway::start(
+        r#"
+upstreams: { s: { url: "${env.S}" } }
+endpoints:
+  - { route: GET /complete, backends: [{ name: fast, upstream: s, path: /fast }, { name: also, upstream: s, path: /fast }] }
+  - route: GET /partial
+    backends:
+      - { name: fast, upstream: s, path: /fast }
+      - { name: slow, upstream: s, path: /slow, timeout: 50ms }
+  - route: GET /failing
+    backends:
+      - { name: fail, upstream: s, path: /fail, required: true }
+      - { name: slow, upstream: s, path: /slow }
+"#,
+        &[("S", format!("http://{}", b.addr))],
+    )
+    .await;
+    for path in ["/complete", "/partial", "/failing", "/complete"] {
+        get(&gw.url(path)).await;
+    }
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    tokio::spawn(fanout_gateway::serve_admin(
+        admin,
+        gw.gateway.clone(),
+        None,
+        std::future::pending(),
+    ));
+    (gw, admin_url, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_api_lists_recent_requests_and_their_calls() {
+    let (_gw, admin, _b) = gateway_with_history().await;
+    let all = get(&format!("{admin}/api/requests")).await.json();
+    let requests = all["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 4);
+    let endpoints: Vec<&str> = requests
+        .iter()
+        .map(|r| r["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            "GET /complete",
+            "GET /failing",
+            "GET /partial",
+            "GET /complete"
+        ],
+        "newest first"
+    );
+    let failing = &requests[1];
+    assert_eq!(
+        (failing["status"].as_u64(), failing["complete"].as_bool()),
+        (Some(502), Some(false))
+    );
+    let outcomes: Vec<&str> = failing["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["status", "cancelled"]);
+    let partial = &requests[2]["backends"][1];
+    assert_eq!(partial["outcome"], "timeout");
+    let took = partial["end_ms"].as_f64().unwrap() - partial["start_ms"].as_f64().unwrap();
+    assert!(
+        (45.0..5_000.0).contains(&took),
+        "the timed-out call's bar spans its 50 ms: {took}"
+    );
+
+    let newest = requests[0]["id"].as_u64().unwrap();
+    let none = get(&format!("{admin}/api/requests?since={newest}"))
+        .await
+        .json();
+    assert_eq!(
+        none["requests"].as_array().unwrap().len(),
+        0,
+        "since= returns only newer requests"
+    );
+
+    let stats = get(&format!("{admin}/api/stats")).await.json();
+    let complete = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /complete")
+        .unwrap();
+    assert_eq!(complete["requests"], 2);
+    assert_eq!(complete["backends"].as_array().unwrap().len(), 2);
+    let failing = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /failing")
+        .unwrap();
+    assert_eq!(failing["error_rate"], 1.0);
+}
+
+/// Debian's Chromium, or `None` outside CI when it is not installed.
+fn chromium() -> Option<&'static str> {
+    let path = "/usr/bin/chromium";
+    if std::path::Path::new(path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium is not installed: .ci/run installs it (apt-get install chromium)"
+    );
+    eprintln!("skipping the browser test: /usr/bin/chromium is not installed");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_waterfall_in_a_browser() {
+    let Some(chromium) = chromium() else { return };
+    let (_gw, admin, _b) = gateway_with_history().await;
+    let profile = std::env::temp_dir().join(format!("fanout-chromium-{}", std::process::id()));
+    let output = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{admin}/"))
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        dom.contains("4 recent requests"),
+        "the page loaded the API:\n{dom}"
+    );
+    for (what, needle) in [
+        (
+            "a complete request",
+            r#"data-status="200" data-complete="true""#,
+        ),
+        (
+            "a partial request",
+            r#"data-status="200" data-complete="false""#,
+        ),
+        (
+            "the fail-fast 502",
+            r#"data-status="502" data-complete="false""#,
+        ),
+        ("an ok call", r#"data-outcome="ok""#),
+        (
+            "the timed-out call",
+            r#"data-backend="slow" data-outcome="timeout""#,
+        ),
+        (
+            "the cancelled call",
+            r#"data-backend="slow" data-outcome="cancelled""#,
+        ),
+        (
+            "the failed call",
+            r#"data-backend="fail" data-outcome="status""#,
+        ),
+        ("the stats table", r#"data-endpoint="GET /partial""#),
+    ] {
+        assert!(
+            dom.contains(needle),
+            "the dashboard does not show {what} ({needle}):\n{dom}"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! What the dashboard shows: the recent requests, each backend call placed on
+//! the request's time axis, and rates and latencies derived from them.
+//!
+//! The recorder keeps the last [`KEPT`] requests in a ring (it survives
+//! reloads); statistics are computed from the last minute of them when asked,
+//! so recording a request costs one short lock and nothing else.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Requests kept for the dashboard.
+pub const KEPT: usize = 200;
+
+/// One request as the dashboard shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// Increasing id.
+    pub id: u64,
+    /// When it arrived, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Its endpoint's route.
+    pub endpoint: String,
+    /// The status it was answered with.
+    pub status: u16,
+    /// Whether every backend succeeded.
+    pub complete: bool,
+    /// How long it took.
+    pub duration_ms: f64,
+    /// Its backend calls, in declaration order.
+    pub backends: Vec<BackendRecord>,
+}
+
+/// One backend call, on its request's time axis.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendRecord {
+    /// The backend's name.
+    pub name: String,
+    /// Whether it was required.
+    pub required: bool,
+    /// When its task started, from the request's start (it may then wait for
+    /// its dependencies).
+    pub start_ms: f64,
+    /// When it ended.
+    pub end_ms: f64,
+    /// `ok`, or the error kind (`timeout`, `cancelled`, `status`…).
+    pub outcome: &'static str,
+    /// What went wrong, when something did.
+    pub message: Option<String>,
+}
+
+/// The recent requests.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    next: AtomicU64,
+    recent: Mutex<VecDeque<RequestRecord>>,
+}
+
+impl Recorder {
+    /// Records a request (its `id` and `at_ms` are filled in here).
+    pub fn record(&self, mut record: RequestRecord) {
+        record.id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        record.at_ms = now_ms();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    /// The requests after `since` (an id), newest first, at most `limit`.
+    pub fn requests(&self, since: u64, limit: usize) -> Vec<RequestRecord> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .filter(|r| r.id > since)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Per endpoint and per backend, over the last minute: rate, error rate,
+    /// latency percentiles.
+    pub fn stats(&self) -> Value {
+        let window = Duration::from_secs(60);
+        let since = now_ms().saturating_sub(window.as_millis() as u64);
+        let recent: Vec<RequestRecord> = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent
+                .iter()
+                .filter(|r| r.at_ms >= since)
+                .cloned()
+                .collect()
+        };
+        // The rate is over the time the kept requests actually cover.
+        let span_s = recent.first().map_or(1.0, |first| {
+            ((now_ms() - first.at_ms) as f64 / 1e3).clamp(1.0, 60.0)
+        });
+        let mut endpoints: Vec<String> = recent.iter().map(|r| r.endpoint.clone()).collect();
+        endpoints.sort();
+        endpoints.dedup();
+        let endpoints: Vec<Value> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let of: Vec<&RequestRecord> =
+                    recent.iter().filter(|r| &r.endpoint == endpoint).collect();
+                let durations: Vec<f64> = of.iter().map(|r| r.duration_ms).collect();
+                let errors = of.iter().filter(|r| r.status >= 500).count();
+                let partial = of.iter().filter(|r| !r.complete).count();
+                let mut names: Vec<&str> = of
+                    .iter()
+                    .flat_map(|r| r.backends.iter().map(|b| b.name.as_str()))
+                    .collect();
+                names.dedup();
+                let mut seen = Vec::new();
+                let backends: Vec<Value> = names
+                    .into_iter()
+                    .filter(|n| {
+                        let new = !seen.contains(n);
+                        seen.push(*n);
+                        new
+                    })
+                    .map(|name| {
+                        let calls: Vec<&BackendRecord> = of
+                            .iter()
+                            .flat_map(|r| r.backends.iter().filter(|b| b.name == name))
+                            .collect();
+                        let took: Vec<f64> = calls.iter().map(|b| b.end_ms - b.start_ms).collect();
+                        let failed = calls.iter().filter(|b| b.outcome != "ok").count();
+                        json!({
+                            "name": name,
+                            "calls": calls.len(),
+                            "rate": calls.len() as f64 / span_s,
+                            "error_rate": failed as f64 / calls.len().max(1) as f64,
+                            "p50_ms": percentile(&took, 50.0),
+                            "p99_ms": percentile(&took, 99.0),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "endpoint": endpoint,
+                    "requests": of.len(),
+                    "rate": of.len() as f64 / span_s,
+                    "error_rate": errors as f64 / of.len().max(1) as f64,
+                    "partial_rate": partial as f64 / of.len().max(1) as f64,
+                    "p50_ms": percentile(&durations, 50.0),
+                    "p90_ms": percentile(&durations, 90.0),
+                    "p99_ms": percentile(&durations, 99.0),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json!({ "window_s": span_s, "endpoints": endpoints })
+    }
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
