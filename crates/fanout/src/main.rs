@@ -240,15 +240,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 /// `fanout serve`.
 async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let telemetry = init_logging(log_format);
     let (config, plan) = match load(path) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -311,13 +303,80 @@ async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
             std::process::exit(130);
         });
     };
-    match fanout_gateway::serve(listener, gateway, shutdown).await {
+    let served = fanout_gateway::serve(listener, gateway, shutdown).await;
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fanout serve: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Trace export, when built with the `otel` feature and configured.
+#[derive(Default)]
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes the spans not yet exported.
+    fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider {
+            if let Err(err) = provider.shutdown() {
+                eprintln!("fanout serve: exporting the last traces failed: {err}");
+            }
+        }
+    }
+}
+
+/// Logs to stdout (text or JSON); with the `otel` feature and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, also exports spans over OTLP/HTTP.
+fn init_logging(format: &str) -> Telemetry {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if format == "json" {
+        tracing_subscriber::fmt::layer().json().boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[cfg(feature = "otel")]
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        use opentelemetry::trace::TracerProvider;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build();
+        match exporter {
+            Ok(exporter) => {
+                let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("fanout")
+                            .build(),
+                    )
+                    .build();
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let tracer = provider.tracer("fanout");
+                let otel = tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(EnvFilter::new("info"));
+                registry.with(otel).init();
+                return Telemetry {
+                    provider: Some(provider),
+                };
+            }
+            Err(err) => eprintln!("fanout serve: traces are not exported: {err}"),
+        }
+    }
+    registry.init();
+    Telemetry::default()
 }
 
 /// Reads, checks and compiles a config file.

@@ -493,3 +493,132 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// With the `otel` feature: spans reach an OTLP/HTTP collector and backends
+/// receive the W3C trace context.
+#[cfg(feature = "otel")]
+#[test]
+fn otel_exports_spans_and_propagates_traceparent() {
+    use std::sync::{Arc, Mutex};
+
+    // A collector: records the path of every POST (spans are protobuf).
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    let exports = Arc::new(Mutex::new(Vec::<(String, usize)>::new()));
+    let seen = exports.clone();
+    std::thread::spawn(move || {
+        for mut stream in collector.incoming().flatten() {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0;
+            // Read the head, then as much body as announced.
+            loop {
+                let n = stream.read(&mut buf[got..]).unwrap_or(0);
+                got += n;
+                let text = String::from_utf8_lossy(&buf[..got]).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if n == 0 || got >= head_end + 4 + length {
+                        let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        seen.lock().unwrap().push((path, length));
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+
+    // A backend that answers with the traceparent it received.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in backend.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let traceparent = request
+                .lines()
+                .find_map(|l| l.strip_prefix("traceparent: "))
+                .unwrap_or("")
+                .to_owned();
+            let body = format!(r#"{{"traceparent":"{traceparent}"}}"#);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = temp_file(
+        "otel.yaml",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /traced, backends: [{{ name: a, url: \"http://{backend_addr}/t\" }}] }}\n"
+        ),
+    );
+    let mut child = fanout()
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines.next().unwrap().unwrap().contains("listening on") {}
+    std::thread::spawn(move || for _ in lines {});
+
+    let (status, response, _) = http_get(&format!("http://127.0.0.1:{port}/traced"));
+    assert_eq!(status, 200, "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let traceparent = body["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        parts.len(),
+        4,
+        "a W3C traceparent reached the backend: {traceparent:?}"
+    );
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "{traceparent}"
+    );
+
+    // Shutting down flushes the spans.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exports = exports.lock().unwrap().clone();
+    assert!(
+        exports
+            .iter()
+            .any(|(path, length)| path == "/v1/traces" && *length > 0),
+        "spans were exported: {exports:?}"
+    );
+}

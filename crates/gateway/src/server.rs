@@ -25,6 +25,7 @@ use hyper_util::{
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tokio::{net::TcpListener, task::JoinSet};
+use tracing::Instrument;
 
 use crate::{
     config::Method,
@@ -134,14 +135,26 @@ impl Gateway {
                 peer,
             ),
         };
-        run::execute(
+        // A span per request; each backend call's span (opened by the task
+        // group) is its child, and carries the trace to the backend.
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %ep.route,
+            http.request.method = method.as_str(),
+            http.route = %ep.route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let response = run::execute(
             plan.clone(),
             endpoint,
             Arc::new(inputs),
             self.client.clone(),
             &self.recorder,
         )
-        .await
+        .instrument(span.clone())
+        .await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
     }
 }
 

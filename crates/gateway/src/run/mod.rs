@@ -287,6 +287,8 @@ async fn run_backend(
         .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = inputs.headers.clone();
     headers.extend(backend.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    #[cfg(feature = "otel")]
+    inject_trace_context(&mut headers);
     let limits = Limits {
         max_body: plan.max_backend_body,
         max_depth: plan.max_json_depth,
@@ -311,6 +313,30 @@ async fn run_backend(
                 .map(Arc::unwrap_or_clone)
         }
     }
+}
+
+/// Adds the W3C `traceparent` (and `tracestate`) of the current span, this
+/// backend call's, to its headers.
+#[cfg(feature = "otel")]
+fn inject_trace_context(headers: &mut HeaderMap) {
+    use opentelemetry::propagation::Injector;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Carrier<'h>(&'h mut HeaderMap);
+    impl Injector for Carrier<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Carrier(headers));
+    });
 }
 
 /// What makes two calls the same call, for the cache and coalescing: the URL
