@@ -261,6 +261,9 @@ async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
     };
     let gateway = Gateway::new(plan);
     if let Some(admin) = config.server.admin {
+        if !admin.ip().is_loopback() {
+            tracing::warn!(%admin, "the admin API has no authentication and listens beyond loopback");
+        }
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets(&[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -622,3 +622,79 @@ fn otel_exports_spans_and_propagates_traceparent() {
         "spans were exported: {exports:?}"
     );
 }
+
+#[test]
+fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
+    // A backend that accepts and never answers: the request stays in flight.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in backend.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = temp_file(
+        "grace.yaml",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", shutdown_grace: 60s, request_timeout: 60s }}\nendpoints:\n  - {{ route: GET /stuck, timeout: 60s, backends: [{{ name: a, url: \"http://{backend_addr}/\" }}] }}\n"
+        ),
+    );
+    let mut child = fanout()
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines.next().unwrap().unwrap().contains("listening on") {}
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut in_flight = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(in_flight, "GET /stuck HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // let the request reach the gateway
+
+    let pid = child.id().to_string();
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    term();
+    // The first signal starts the graceful stop, which waits for the request.
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the shutdown was logged");
+        if line.contains("shutting down") {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still waiting for the request in flight"
+    );
+    term();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second signal did not stop it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stopped by the second signal, not by the grace period"
+    );
+}

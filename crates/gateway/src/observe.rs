@@ -55,6 +55,12 @@ pub struct BackendRecord {
     pub outcome: &'static str,
     /// What went wrong, when something did.
     pub message: Option<String>,
+    /// Attempts sent: more than 1 when retried or hedged, 0 when cached.
+    pub attempts: u32,
+    /// Whether a hedged (extra) attempt was sent.
+    pub hedged: bool,
+    /// Whether the cache answered.
+    pub cached: bool,
 }
 
 /// The recent requests.

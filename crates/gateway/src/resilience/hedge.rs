@@ -12,7 +12,7 @@ use std::{
     pin::pin,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -101,7 +101,11 @@ impl HedgePolicy {
         }
     }
 
-    pub(crate) async fn run<T, F, Fut>(&self, attempt: F) -> Result<T, BackendError>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        hedged: &AtomicBool,
+        attempt: F,
+    ) -> Result<T, BackendError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
@@ -129,6 +133,7 @@ impl HedgePolicy {
             () = tokio::time::sleep(delay) => {}
         }
         self.extra.fetch_add(1, Ordering::Relaxed);
+        hedged.store(true, Ordering::Relaxed);
         let mut second = pin!(attempt());
         // The first answer wins; a failure waits for the other attempt.
         let result = tokio::select! {

@@ -18,7 +18,14 @@ mod coalesce;
 mod hedge;
 mod retry;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::Value;
 use tokio::{sync::Semaphore, time::Instant};
@@ -31,6 +38,36 @@ use crate::{
     config::{Method, Upstream},
     run::call::{BackendError, ErrorKind},
 };
+
+/// What the policies did for one call, for the dashboard: how many attempts
+/// went out, whether one was a hedge, whether the cache answered.
+#[derive(Debug, Default)]
+pub struct CallReport {
+    attempts: AtomicU32,
+    hedged: AtomicBool,
+    cached: AtomicBool,
+}
+
+impl CallReport {
+    /// Attempts sent (retries and hedges included; 0 if the cache answered).
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Whether an extra, hedged attempt was sent.
+    pub fn hedged(&self) -> bool {
+        self.hedged.load(Ordering::Relaxed)
+    }
+
+    /// Whether the answer came from the cache.
+    pub fn cached(&self) -> bool {
+        self.cached.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn attempt(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The policies of one upstream, shared by every call to it.
 #[derive(Debug)]
@@ -99,6 +136,7 @@ impl Policies {
         method: Method,
         key: &str,
         deadline: Option<Instant>,
+        report: &CallReport,
         attempt: F,
     ) -> Result<Arc<Value>, BackendError>
     where
@@ -110,10 +148,11 @@ impl Policies {
             if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(key)) {
                 metrics::counter!("fanout_cache_hits_total", "upstream" => self.upstream.clone())
                     .increment(1);
+                report.cached.store(true, Ordering::Relaxed);
                 return Ok(hit);
             }
         }
-        let protected = || self.protected(method, deadline, &attempt);
+        let protected = || self.protected(method, deadline, report, &attempt);
         let result = match &self.coalescer {
             Some(coalescer) if get => coalescer.run(key, protected).await,
             _ => protected().await,
@@ -129,6 +168,7 @@ impl Policies {
         &self,
         method: Method,
         deadline: Option<Instant>,
+        report: &CallReport,
         attempt: &F,
     ) -> Result<Arc<Value>, BackendError>
     where
@@ -142,9 +182,11 @@ impl Policies {
             };
             let result = match &self.hedge {
                 Some(hedge) if method.is_idempotent() => {
-                    hedge.run(|| self.bulkheaded(attempt)).await
+                    hedge
+                        .run(&report.hedged, || self.bulkheaded(report, attempt))
+                        .await
                 }
-                _ => self.bulkheaded(attempt).await,
+                _ => self.bulkheaded(report, attempt).await,
             };
             if let Some(pass) = pass {
                 pass.record(&result);
@@ -159,7 +201,11 @@ impl Policies {
     }
 
     /// Sheds the attempt at once when the upstream already has its maximum in flight.
-    async fn bulkheaded<F, Fut>(&self, attempt: &F) -> Result<Value, BackendError>
+    async fn bulkheaded<F, Fut>(
+        &self,
+        report: &CallReport,
+        attempt: &F,
+    ) -> Result<Value, BackendError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Value, BackendError>>,
@@ -178,6 +224,7 @@ impl Policies {
                 })?)
             }
         };
+        report.attempt();
         attempt().await
     }
 }

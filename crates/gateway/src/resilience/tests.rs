@@ -58,14 +58,16 @@ impl Drop for OnDrop {
 async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
     let p = policies("retry: { attempts: 3, backoff: 10ms, budget: 100% }");
     let calls = Count::default();
+    let report = CallReport::default();
     let result = p
-        .call(Method::Get, "k", None, || {
+        .call(Method::Get, "k", None, &report, || {
             calls.bump();
             async { Err::<Value, _>(status(503)) }
         })
         .await;
     assert_eq!(result.unwrap_err().status, Some(503));
     assert_eq!(calls.get(), 3, "3 attempts in all");
+    assert_eq!((report.attempts(), report.hedged()), (3, false));
 
     for (method, error, expected) in [
         (Method::Post, status(503), 1), // not idempotent
@@ -80,7 +82,7 @@ async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
         let calls = Count::default();
         let error = error.clone();
         let _ = p
-            .call(method, "k", None, || {
+            .call(method, "k", None, &CallReport::default(), || {
                 calls.bump();
                 let e = error.clone();
                 async move { Err::<Value, _>(e) }
@@ -96,7 +98,7 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
     let times = std::sync::Mutex::new(Vec::new());
     let start = Instant::now();
     let _ = p
-        .call(Method::Get, "k", None, || {
+        .call(Method::Get, "k", None, &CallReport::default(), || {
             times.lock().unwrap().push(start.elapsed());
             async { Err::<Value, _>(status(500)) }
         })
@@ -112,10 +114,16 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
     let calls = Count::default();
     let deadline = Instant::now() + ms(40);
     let _ = p
-        .call(Method::Get, "k", Some(deadline), || {
-            calls.bump();
-            async { Err::<Value, _>(status(500)) }
-        })
+        .call(
+            Method::Get,
+            "k",
+            Some(deadline),
+            &CallReport::default(),
+            || {
+                calls.bump();
+                async { Err::<Value, _>(status(500)) }
+            },
+        )
         .await;
     assert_eq!(
         calls.get(),
@@ -130,7 +138,7 @@ async fn the_retry_budget_caps_retries_to_a_share_of_traffic() {
     let calls = Count::default();
     for _ in 0..100 {
         let _ = p
-            .call(Method::Get, "k", None, || {
+            .call(Method::Get, "k", None, &CallReport::default(), || {
                 calls.bump();
                 async { Err::<Value, _>(status(503)) }
             })
@@ -152,12 +160,18 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     };
     for _ in 0..3 {
         assert_eq!(
-            p.call(Method::Get, "k", None, fail).await.unwrap_err().kind,
+            p.call(Method::Get, "k", None, &CallReport::default(), fail)
+                .await
+                .unwrap_err()
+                .kind,
             ErrorKind::Status
         );
     }
     assert_eq!(p.breaker_state(), Some(BreakerState::Open));
-    let err = p.call(Method::Get, "k", None, fail).await.unwrap_err();
+    let err = p
+        .call(Method::Get, "k", None, &CallReport::default(), fail)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::CircuitOpen);
     assert_eq!(calls.get(), 3, "an open circuit does not call");
 
@@ -165,21 +179,26 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     assert_eq!(p.breaker_state(), Some(BreakerState::HalfOpen));
     // The probe fails: open again.
     assert_eq!(
-        p.call(Method::Get, "k", None, fail).await.unwrap_err().kind,
+        p.call(Method::Get, "k", None, &CallReport::default(), fail)
+            .await
+            .unwrap_err()
+            .kind,
         ErrorKind::Status
     );
     assert_eq!(p.breaker_state(), Some(BreakerState::Open));
     sleep(Duration::from_secs(10)).await;
     // The probe succeeds: closed.
     let ok = p
-        .call(Method::Get, "k", None, || async { Ok(json!(1)) })
+        .call(Method::Get, "k", None, &CallReport::default(), || async {
+            Ok(json!(1))
+        })
         .await;
     assert!(ok.is_ok());
     assert_eq!(p.breaker_state(), Some(BreakerState::Closed));
     // 4xx answers do not count against the upstream.
     for _ in 0..5 {
         let _ = p
-            .call(Method::Get, "k", None, || async {
+            .call(Method::Get, "k", None, &CallReport::default(), || async {
                 Err::<Value, _>(status(404))
             })
             .await;
@@ -191,12 +210,13 @@ async fn the_breaker_opens_fails_fast_then_probes() {
 async fn a_cancelled_probe_frees_the_half_open_slot() {
     let p = policies("breaker: { failures: 1, cooldown: 1s }");
     let _ = p
-        .call(Method::Get, "k", None, || async {
+        .call(Method::Get, "k", None, &CallReport::default(), || async {
             Err::<Value, _>(status(500))
         })
         .await;
     sleep(Duration::from_secs(1)).await;
-    let probe = p.call(Method::Get, "k", None, || async {
+    let report = CallReport::default();
+    let probe = p.call(Method::Get, "k", None, &report, || async {
         sleep(Duration::from_secs(60)).await;
         Ok(json!(1))
     });
@@ -205,7 +225,9 @@ async fn a_cancelled_probe_frees_the_half_open_slot() {
         "the probe was cancelled"
     );
     let next = p
-        .call(Method::Get, "k", None, || async { Ok(json!(2)) })
+        .call(Method::Get, "k", None, &CallReport::default(), || async {
+            Ok(json!(2))
+        })
         .await;
     assert_eq!(*next.unwrap(), json!(2));
 }
@@ -218,7 +240,7 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     for _ in 0..2 {
         let (p, gate) = (p.clone(), gate.clone());
         held.push(tokio::spawn(async move {
-            p.call(Method::Get, "k", None, || {
+            p.call(Method::Get, "k", None, &CallReport::default(), || {
                 let gate = gate.clone();
                 async move {
                     gate.notified().await;
@@ -231,7 +253,9 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     tokio::task::yield_now().await;
     let start = Instant::now();
     let shed = p
-        .call(Method::Get, "k", None, || async { Ok(json!("third")) })
+        .call(Method::Get, "k", None, &CallReport::default(), || async {
+            Ok(json!("third"))
+        })
         .await;
     assert_eq!(shed.unwrap_err().kind, ErrorKind::Overloaded);
     assert_eq!(start.elapsed(), Duration::ZERO, "shed at once, not queued");
@@ -240,9 +264,11 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
         assert!(h.await.unwrap().is_ok());
     }
     assert!(
-        p.call(Method::Get, "k", None, || async { Ok(json!(1)) })
-            .await
-            .is_ok(),
+        p.call(Method::Get, "k", None, &CallReport::default(), || async {
+            Ok(json!(1))
+        })
+        .await
+        .is_ok(),
         "room again"
     );
 }
@@ -252,8 +278,9 @@ async fn a_hedge_starts_after_the_delay_and_the_loser_is_dropped() {
     let p = policies("hedge: { delay: 30ms, max_extra: 100% }");
     let (calls, dropped) = (Count::default(), Count::default());
     let start = Instant::now();
+    let report = CallReport::default();
     let result = p
-        .call(Method::Get, "k", None, || {
+        .call(Method::Get, "k", None, &report, || {
             let n = calls.bump();
             let guard = OnDrop(dropped.clone());
             async move {
@@ -272,6 +299,7 @@ async fn a_hedge_starts_after_the_delay_and_the_loser_is_dropped() {
         "the loser was dropped (and the winner finished)"
     );
     assert_eq!(p.hedge_counts(), Some((1, 1)));
+    assert!(report.hedged() && report.attempts() == 2, "{report:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,7 +307,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
     let p = policies("hedge: { delay: 5ms, max_extra: 10% }");
     for _ in 0..50 {
         let _ = p
-            .call(Method::Get, "k", None, || async {
+            .call(Method::Get, "k", None, &CallReport::default(), || async {
                 sleep(ms(20)).await;
                 Ok(json!(1))
             })
@@ -294,17 +322,23 @@ async fn hedging_is_capped_and_learns_a_percentile() {
     for i in 0..40u64 {
         let d = if i % 10 == 9 { ms(100) } else { ms(1) };
         let _ = p
-            .call(Method::Get, "k", None, || async move {
-                sleep(d).await;
-                Ok(json!(1))
-            })
+            .call(
+                Method::Get,
+                "k",
+                None,
+                &CallReport::default(),
+                || async move {
+                    sleep(d).await;
+                    Ok(json!(1))
+                },
+            )
             .await;
     }
     let (before, _) = p.hedge_counts().unwrap();
     let start = Instant::now();
     let calls = Count::default();
     let _ = p
-        .call(Method::Get, "k", None, || {
+        .call(Method::Get, "k", None, &CallReport::default(), || {
             let n = calls.bump();
             async move {
                 sleep(if n == 1 { ms(100) } else { ms(1) }).await;
@@ -328,13 +362,19 @@ async fn identical_gets_in_flight_share_one_call() {
         .map(|_| {
             let (p, calls) = (p.clone(), calls.clone());
             tokio::spawn(async move {
-                p.call(Method::Get, "GET http://u/x", None, || {
-                    calls.bump();
-                    async {
-                        sleep(ms(50)).await;
-                        Ok(json!({"shared": true}))
-                    }
-                })
+                p.call(
+                    Method::Get,
+                    "GET http://u/x",
+                    None,
+                    &CallReport::default(),
+                    || {
+                        calls.bump();
+                        async {
+                            sleep(ms(50)).await;
+                            Ok(json!({"shared": true}))
+                        }
+                    },
+                )
                 .await
             })
         })
@@ -345,10 +385,16 @@ async fn identical_gets_in_flight_share_one_call() {
     assert_eq!(calls.get(), 1);
     // A different key is a different call.
     let _ = p
-        .call(Method::Get, "GET http://u/y", None, || {
-            calls.bump();
-            async { Ok(json!(1)) }
-        })
+        .call(
+            Method::Get,
+            "GET http://u/y",
+            None,
+            &CallReport::default(),
+            || {
+                calls.bump();
+                async { Ok(json!(1)) }
+            },
+        )
         .await;
     assert_eq!(calls.get(), 2);
 }
@@ -361,7 +407,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
         let calls = calls.clone();
         let p = &p;
         async move {
-            p.call(Method::Get, key, None, move || {
+            p.call(Method::Get, key, None, &CallReport::default(), move || {
                 calls.bump();
                 async { Ok(json!("fresh")) }
             })
@@ -383,7 +429,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
     let failures = Count::default();
     for _ in 0..2 {
         let _ = p
-            .call(Method::Get, "bad", None, || {
+            .call(Method::Get, "bad", None, &CallReport::default(), || {
                 failures.bump();
                 async { Err::<Value, _>(status(500)) }
             })
@@ -393,7 +439,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
     let posts = Count::default();
     for _ in 0..2 {
         let _ = p
-            .call(Method::Post, "post", None, || {
+            .call(Method::Post, "post", None, &CallReport::default(), || {
                 posts.bump();
                 async { Ok(json!(1)) }
             })

@@ -27,8 +27,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use self::call::{BackendError, Client, ErrorKind, Limits};
-use crate::observe::{BackendRecord, Recorder, RequestRecord};
 use crate::plan::Plan;
+use crate::{
+    observe::{BackendRecord, Recorder, RequestRecord},
+    resilience::CallReport,
+};
 
 /// What one request brings that templates and forwarding may use.
 #[derive(Debug, Default)]
@@ -73,6 +76,7 @@ pub(crate) async fn execute(
             .cloned()
             .collect(),
     );
+    let reports: Arc<[CallReport]> = ep.backends.iter().map(|_| CallReport::default()).collect();
     let (senders, receivers): (Vec<_>, Vec<_>) = ep
         .backends
         .iter()
@@ -90,6 +94,7 @@ pub(crate) async fn execute(
                 .map(|&d| (d, receivers[d].clone()))
                 .collect();
             let (plan, inputs, client) = (plan.clone(), inputs.clone(), client.clone());
+            let reports = reports.clone();
             let (canceller, forward_query) = (canceller.clone(), forward_query.clone());
             group.spawn(backend.name.clone(), move |ctx| async move {
                 let backend = &plan.endpoints[endpoint].backends[i];
@@ -98,6 +103,7 @@ pub(crate) async fn execute(
                     endpoint,
                     index: i,
                     deadline: ctx.deadline(),
+                    report: &reports[i],
                 };
                 let result = run_backend(call, deps, &inputs, &forward_query, &client).await;
                 match result {
@@ -147,7 +153,7 @@ pub(crate) async fn execute(
             )
         })
         .collect();
-    let calls = backend_records(ep, &timeline, &results);
+    let calls = backend_records(ep, &timeline, &results, &reports);
     let response = respond::respond(ep, results);
     let took = started.elapsed();
     recorder.record(RequestRecord {
@@ -177,6 +183,7 @@ fn backend_records(
     ep: &crate::plan::EndpointPlan,
     timeline: &fanout_group::Timeline,
     results: &[Result<Value, BackendError>],
+    reports: &[CallReport],
 ) -> Vec<BackendRecord> {
     let origin = timeline.origin();
     let entries = timeline.entries();
@@ -194,6 +201,9 @@ fn backend_records(
                 end_ms: entry.map_or(0.0, |e| ms(e.finished)),
                 outcome: result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok"),
                 message: result.as_ref().err().map(|e| e.message.clone()),
+                attempts: reports[i].attempts(),
+                hedged: reports[i].hedged(),
+                cached: reports[i].cached(),
             }
         })
         .collect()
@@ -242,6 +252,7 @@ struct Call<'p> {
     endpoint: usize,
     index: usize,
     deadline: Option<tokio::time::Instant>,
+    report: &'p CallReport,
 }
 
 /// Waits for the dependencies, then makes the call through its upstream's
@@ -252,6 +263,7 @@ async fn run_backend(
         endpoint,
         index,
         deadline,
+        report,
     }: Call<'_>,
     deps: Vec<(usize, watch::Receiver<Answer>)>,
     inputs: &Inputs,
@@ -300,7 +312,10 @@ async fn run_backend(
         )
     };
     match &backend.policies {
-        None => attempt().await,
+        None => {
+            report.attempt();
+            attempt().await
+        }
         Some(policies) => {
             let key = if policies.keyed() {
                 call_key(&url, &headers)
@@ -308,7 +323,7 @@ async fn run_backend(
                 String::new()
             };
             policies
-                .call(backend.method, &key, deadline, attempt)
+                .call(backend.method, &key, deadline, report, attempt)
                 .await
                 .map(Arc::unwrap_or_clone)
         }

@@ -161,12 +161,29 @@ async fn gateway_with_history() -> (TestGateway, String, Backend) {
         ("/fast", json(r#"{"fast":1}"#)),
         ("/slow", slow(30_000, "{}")),
         ("/fail", Reply::Json(500, "{}", Duration::from_millis(20))),
+        (
+            "/flaky",
+            Reply::Flaky(Arc::new(Default::default()), 1, r#"{"flaky":1}"#),
+        ),
+        (
+            "/slow-first",
+            Reply::SlowFirst(
+                Arc::new(Default::default()),
+                Duration::from_secs(30),
+                r#"{"hedged":1}"#,
+            ),
+        ),
     ])
     .await;
     let gw = TestGateway::start(
         r#"
-upstreams: { s: { url: "${env.S}" } }
+upstreams:
+  s: { url: "${env.S}" }
+  retrying: { url: "${env.S}", retry: { attempts: 3, backoff: 5ms, budget: 100% } }
+  hedging: { url: "${env.S}", hedge: { delay: 30ms, max_extra: 100% } }
 endpoints:
+  - { route: GET /retried, backends: [{ name: flaky, upstream: retrying, path: /flaky }] }
+  - { route: GET /hedged, backends: [{ name: hedged, upstream: hedging, path: /slow-first }] }
   - { route: GET /complete, backends: [{ name: fast, upstream: s, path: /fast }, { name: also, upstream: s, path: /fast }] }
   - route: GET /partial
     backends:
@@ -180,7 +197,14 @@ endpoints:
         &[("S", format!("http://{}", b.addr))],
     )
     .await;
-    for path in ["/complete", "/partial", "/failing", "/complete"] {
+    for path in [
+        "/retried",
+        "/hedged",
+        "/complete",
+        "/partial",
+        "/failing",
+        "/complete",
+    ] {
         get(&gw.url(path)).await;
     }
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -199,7 +223,7 @@ async fn the_dashboard_api_lists_recent_requests_and_their_calls() {
     let (_gw, admin, _b) = gateway_with_history().await;
     let all = get(&format!("{admin}/api/requests")).await.json();
     let requests = all["requests"].as_array().unwrap();
-    assert_eq!(requests.len(), 4);
+    assert_eq!(requests.len(), 6);
     let endpoints: Vec<&str> = requests
         .iter()
         .map(|r| r["endpoint"].as_str().unwrap())
@@ -210,9 +234,28 @@ async fn the_dashboard_api_lists_recent_requests_and_their_calls() {
             "GET /complete",
             "GET /failing",
             "GET /partial",
-            "GET /complete"
+            "GET /complete",
+            "GET /hedged",
+            "GET /retried"
         ],
         "newest first"
+    );
+    let call = |r: &serde_json::Value| {
+        (
+            r["outcome"].as_str().map(str::to_owned),
+            r["hedged"].as_bool(),
+            r["attempts"].as_u64(),
+        )
+    };
+    assert_eq!(
+        call(&requests[4]["backends"][0]),
+        (Some("ok".into()), Some(true), Some(2)),
+        "hedged"
+    );
+    assert_eq!(
+        call(&requests[5]["backends"][0]),
+        (Some("ok".into()), Some(false), Some(2)),
+        "retried once"
     );
     let failing = &requests[1];
     assert_eq!(
@@ -300,7 +343,7 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
     let _ = std::fs::remove_dir_all(&profile);
     let dom = String::from_utf8_lossy(&output.stdout);
     assert!(
-        dom.contains("4 recent requests"),
+        dom.contains("6 recent requests"),
         "the page loaded the API:\n{dom}"
     );
     for (what, needle) in [
@@ -330,6 +373,8 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
             r#"data-backend="fail" data-outcome="status""#,
         ),
         ("the stats table", r#"data-endpoint="GET /partial""#),
+        ("the retried call", r#"class="bar ok retried""#),
+        ("the hedged call", r#"class="bar ok hedged""#),
     ] {
         assert!(
             dom.contains(needle),

@@ -47,6 +47,8 @@ pub(crate) enum Reply {
     Drip,
     /// Answers 503 to its first `n` calls (counted in the cell), then 200 JSON.
     Flaky(Arc<AtomicUsize>, usize, &'static str),
+    /// Its first call (counted in the cell) takes this long; later ones answer at once.
+    SlowFirst(Arc<AtomicUsize>, Duration, &'static str),
 }
 
 /// Shorthand for an immediate 200 JSON reply.
@@ -248,6 +250,12 @@ async fn answer(reply: Option<Reply>) -> Response<Boxed> {
             } else {
                 full(200, "application/json", body)
             }
+        }
+        Some(Reply::SlowFirst(calls, delay, body)) => {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(delay).await;
+            }
+            full(200, "application/json", body)
         }
         Some(Reply::ResetMidBody) => Response::builder()
             .status(StatusCode::OK)
