@@ -11,6 +11,18 @@ fn fanout() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fanout"))
 }
 
+/// Waits up to 30 s for the process to exit; `what` says what failed if it does not.
+fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fanout-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -129,17 +141,7 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fanout serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "fanout serve did not stop on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -259,11 +261,7 @@ fn the_demo_replays_every_scenario() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_exit(&mut child, "the demo did not stop on Ctrl-C");
 }
 
 #[test]
@@ -483,15 +481,7 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success());
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(wait_exit(&mut child, "did not stop").success());
 }
 
 /// With the `otel` feature: spans reach an OTLP/HTTP collector and backends
@@ -609,11 +599,7 @@ fn otel_exports_spans_and_propagates_traceparent() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_exit(&mut child, "did not stop");
     let exports = exports.lock().unwrap().clone();
     assert!(
         exports
@@ -681,17 +667,7 @@ fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
         "still waiting for the request in flight"
     );
     term();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second signal did not stop it"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "the second signal did not stop it");
     assert_eq!(
         status.code(),
         Some(130),

@@ -12,15 +12,16 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::net::TcpListener;
 
-use crate::{Gateway, observe::KEPT, resilience::BreakerState, server::error};
+use crate::{
+    Gateway,
+    observe::KEPT,
+    resilience::BreakerState,
+    server::{Connections, error},
+};
 
 /// The dashboard: one page, no external resources (it works offline).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -32,29 +33,23 @@ pub async fn serve_admin(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+    let connections = Connections {
+        header_read_timeout: Some(std::time::Duration::from_secs(10)),
+        grace: std::time::Duration::from_secs(1),
+    };
+    connections
+        .serve(
+            listener,
+            move |_peer| {
                 let (gateway, metrics) = (gateway.clone(), metrics.clone());
-                let service = hyper::service::service_fn(move |request| {
+                hyper::service::service_fn(move |request| {
                     let response = answer(&request, &gateway, metrics.as_ref());
                     async move { Ok::<_, Infallible>(response) }
-                });
-                connections.spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    connections.shutdown().await;
-    Ok(())
+                })
+            },
+            shutdown,
+        )
+        .await
 }
 
 fn answer(

@@ -17,4 +17,4 @@ pub mod shape;
 
 pub use admin::serve_admin;
 pub use plan::Plan;
-pub use server::{Gateway, serve};
+pub use server::{Connections, Gateway, serve};

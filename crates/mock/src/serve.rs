@@ -16,16 +16,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use fanout_gateway::config::Method;
+use fanout_gateway::{Connections, config::Method};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
 use serde::Serialize;
-use tokio::{net::TcpListener, task::JoinSet, time::Interval};
+use tokio::{net::TcpListener, time::Interval};
 
 use crate::config::{Fault, Latency, MockConfig};
 
@@ -174,36 +170,29 @@ impl Mock {
     }
 
     /// Serves on `listener` until `shutdown` completes; open connections are
-    /// then closed.
+    /// then closed at once (a mock has nothing worth waiting for).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let mut connections = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
+        let connections = Connections {
+            header_read_timeout: None,
+            grace: Duration::ZERO,
+        };
+        connections
+            .serve(
+                listener,
+                move |_peer| {
                     let mock = self.clone();
-                    let service = hyper::service::service_fn(move |request| {
+                    hyper::service::service_fn(move |request| {
                         let mock = mock.clone();
                         async move { Ok::<_, Infallible>(mock.answer(request).await) }
-                    });
-                    connections.spawn(async move {
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                    while connections.try_join_next().is_some() {}
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        connections.shutdown().await;
-        Ok(())
+                    })
+                },
+                shutdown,
+            )
+            .await
     }
 
     async fn answer(&self, request: Request<Incoming>) -> Response<Reply> {
