@@ -36,7 +36,7 @@ NGINX=$!
 "$WORK/go-reference" -listen 127.0.0.1:19280 \
   -backends http://127.0.0.1:19301/data,http://127.0.0.1:19302/data,http://127.0.0.1:19303/data &
 GO=$!
-target/release/fanout serve -c bench/throughput-gateway.yaml >/dev/null 2>&1 &
+RUST_LOG=${FANOUT_LOG:-info} target/release/fanout serve -c bench/throughput-gateway.yaml >/dev/null 2>&1 &
 FANOUT=$!
 trap 'kill $NGINX $GO $FANOUT 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for url in http://127.0.0.1:19301/data http://127.0.0.1:19280/merged http://127.0.0.1:19180/merged; do
