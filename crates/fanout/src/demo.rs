@@ -83,6 +83,7 @@ pub(crate) async fn run(
         )
     );
     let gateway = Gateway::new(plan);
+    gateway.recorder().enable();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();

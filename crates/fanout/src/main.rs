@@ -278,6 +278,7 @@ async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
         };
         match tokio::net::TcpListener::bind(admin).await {
             Ok(admin_listener) => {
+                gateway.recorder().enable();
                 tracing::info!(%admin, "admin API on http://{admin} (/healthz, /readyz, /config, /metrics)");
                 tokio::spawn(fanout_gateway::serve_admin(
                     admin_listener,

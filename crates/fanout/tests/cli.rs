@@ -11,6 +11,17 @@ fn fanout() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fanout"))
 }
 
+/// A child process that is killed when the test ends, passing or failing, so
+/// that a failed assertion never leaves a server running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits up to 30 s for the process to exit; `what` says what failed if it does not.
 fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -78,22 +89,7 @@ fn schema_is_json_schema() {
 
 #[test]
 fn serve_answers_and_stops_cleanly_on_sigterm() {
-    // A backend the gateway can call: a one-shot HTTP server on a std thread.
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in backend.incoming().flatten() {
-            let mut stream = stream;
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf);
-            let body = r#"{"hello":"world"}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let backend_addr = echo_backend();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -134,7 +130,7 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with(r#"{"hello":"world"}"#), "{response}");
+    assert!(response.ends_with(r#"{"path":"/x"}"#), "{response}");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -277,13 +273,15 @@ fn mock_serves_a_config_file() {
             "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/hello/{{who}}\", body: {{ hello: \"{{who}}\" }} }}\n"
         ),
     );
-    let mut child = fanout()
-        .args(["mock", "-c"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Running(
+        fanout()
+            .args(["mock", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(
         first.contains(&format!("1 routes on http://127.0.0.1:{port}")),
@@ -292,8 +290,6 @@ fn mock_serves_a_config_file() {
     let (status, response, _) = http_get(&format!("http://127.0.0.1:{port}/hello/world"));
     assert_eq!(status, 200);
     assert!(response.ends_with(r#"{"hello":"world"}"#), "{response}");
-    child.kill().unwrap();
-    let _ = child.wait();
 }
 
 #[test]
@@ -309,13 +305,15 @@ fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
             "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/item/{{n}}\", latency: 100ms, body: {{ n: \"{{n}}\" }} }}\n"
         ),
     );
-    let mut mock = fanout()
-        .args(["mock", "-c"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(mock.stdout.take().unwrap()).lines();
+    let mut mock = Running(
+        fanout()
+            .args(["mock", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(mock.0.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("routes on"));
     let base = format!("http://127.0.0.1:{port}");
 
@@ -373,9 +371,6 @@ fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
     let out = fanout().arg("fetch").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no URLs"));
-
-    mock.kill().unwrap();
-    let _ = mock.wait();
 }
 
 /// A backend on a std thread that answers `{"path": <the path it was asked for>}`.

@@ -33,6 +33,7 @@ pub async fn serve_admin(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    gateway.recorder().enable();
     let connections = Connections {
         header_read_timeout: Some(std::time::Duration::from_secs(10)),
         grace: std::time::Duration::from_secs(1),

@@ -9,7 +9,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -63,14 +63,27 @@ pub struct BackendRecord {
     pub cached: bool,
 }
 
-/// The recent requests.
+/// The recent requests. Off until someone can read them
+/// ([`serve_admin`](crate::serve_admin) turns it on), so a gateway without a
+/// dashboard does not build records on its request path.
 #[derive(Debug, Default)]
 pub struct Recorder {
+    enabled: AtomicBool,
     next: AtomicU64,
     recent: Mutex<VecDeque<RequestRecord>>,
 }
 
 impl Recorder {
+    /// Starts keeping records.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether records are kept.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Records a request (its `id` and `at_ms` are filled in here).
     pub fn record(&self, mut record: RequestRecord) {
         record.id = self.next.fetch_add(1, Ordering::Relaxed) + 1;

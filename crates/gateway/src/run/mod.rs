@@ -153,21 +153,26 @@ pub(crate) async fn execute(
             )
         })
         .collect();
-    let calls = backend_records(ep, &timeline, &results, &reports);
+    // Built only when a dashboard can read it: it copies names and messages.
+    let calls = recorder
+        .is_enabled()
+        .then(|| backend_records(ep, &timeline, &results, &reports));
     let response = respond::respond(ep, results);
     let took = started.elapsed();
-    recorder.record(RequestRecord {
-        id: 0,
-        at_ms: 0,
-        endpoint: ep.route.clone(),
-        status: response.status().as_u16(),
-        complete: response
-            .headers()
-            .get(COMPLETE)
-            .is_some_and(|v| v == "true"),
-        duration_ms: took.as_secs_f64() * 1e3,
-        backends: calls,
-    });
+    if let Some(calls) = calls {
+        recorder.record(RequestRecord {
+            id: 0,
+            at_ms: 0,
+            endpoint: ep.route.clone(),
+            status: response.status().as_u16(),
+            complete: response
+                .headers()
+                .get(COMPLETE)
+                .is_some_and(|v| v == "true"),
+            duration_ms: took.as_secs_f64() * 1e3,
+            backends: calls,
+        });
+    }
     observe(
         &ep.route,
         &outcomes,

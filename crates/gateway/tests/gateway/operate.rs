@@ -197,6 +197,16 @@ endpoints:
         &[("S", format!("http://{}", b.addr))],
     )
     .await;
+    // The dashboard records requests from when its admin API starts.
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    gw.gateway.recorder().enable();
+    tokio::spawn(fanout_gateway::serve_admin(
+        admin,
+        gw.gateway.clone(),
+        None,
+        std::future::pending(),
+    ));
     for path in [
         "/retried",
         "/hedged",
@@ -207,14 +217,6 @@ endpoints:
     ] {
         get(&gw.url(path)).await;
     }
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
     (gw, admin_url, b)
 }
 
