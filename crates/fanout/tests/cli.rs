@@ -11,6 +11,39 @@ fn fanout() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fanout"))
 }
 
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `fanout mock` with these routes (YAML list items) on a free port;
+/// returns it (killed when dropped), its base URL and the line it printed.
+fn start_mock(file: &str, routes: &str) -> (Running, String, String) {
+    let port = free_port();
+    let config = temp_file(
+        file,
+        &format!("listen: 127.0.0.1:{port}\nroutes:\n{routes}"),
+    );
+    let mut mock = Running(
+        fanout()
+            .args(["mock", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let first = BufReader::new(mock.0.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    (mock, format!("http://127.0.0.1:{port}"), first)
+}
+
 /// A child process that is killed when the test ends, passing or failing, so
 /// that a failed assertion never leaves a server running.
 struct Running(std::process::Child);
@@ -90,11 +123,7 @@ fn schema_is_json_schema() {
 #[test]
 fn serve_answers_and_stops_cleanly_on_sigterm() {
     let backend_addr = echo_backend();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = temp_file(
         "serve.yaml",
         &format!(
@@ -262,60 +291,22 @@ fn the_demo_replays_every_scenario() {
 
 #[test]
 fn mock_serves_a_config_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = temp_file(
+    let (_mock, base, first) = start_mock(
         "mock.yaml",
-        &format!(
-            "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/hello/{{who}}\", body: {{ hello: \"{{who}}\" }} }}\n"
-        ),
+        "  - { path: \"/hello/{who}\", body: { hello: \"{who}\" } }\n",
     );
-    let mut child = Running(
-        fanout()
-            .args(["mock", "-c"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(
-        first.contains(&format!("1 routes on http://127.0.0.1:{port}")),
-        "{first}"
-    );
-    let (status, response, _) = http_get(&format!("http://127.0.0.1:{port}/hello/world"));
+    assert!(first.contains(&format!("1 routes on {base}")), "{first}");
+    let (status, response, _) = http_get(&format!("{base}/hello/world"));
     assert_eq!(status, 200);
     assert!(response.ends_with(r#"{"hello":"world"}"#), "{response}");
 }
 
 #[test]
 fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = temp_file(
+    let (_mock, base, _) = start_mock(
         "fetch-mock.yaml",
-        &format!(
-            "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path: \"/item/{{n}}\", latency: 100ms, body: {{ n: \"{{n}}\" }} }}\n"
-        ),
+        "  - { path: \"/item/{n}\", latency: 100ms, body: { n: \"{n}\" } }\n",
     );
-    let mut mock = Running(
-        fanout()
-            .args(["mock", "-c"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(mock.0.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().contains("routes on"));
-    let base = format!("http://127.0.0.1:{port}");
 
     // Six calls of 100 ms, two at a time: a table, exit 0.
     let urls: Vec<String> = (0..6).map(|n| format!("{base}/item/{n}")).collect();
@@ -397,11 +388,7 @@ fn echo_backend() -> std::net::SocketAddr {
 #[test]
 fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     let backend = echo_backend();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = |path: &str| {
         format!(
             "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://{backend}{path}\" }}] }}\n"
@@ -546,11 +533,7 @@ fn otel_exports_spans_and_propagates_traceparent() {
         }
     });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = temp_file(
         "otel.yaml",
         &format!(
@@ -615,11 +598,7 @@ fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
             held.push(stream);
         }
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = temp_file(
         "grace.yaml",
         &format!(
