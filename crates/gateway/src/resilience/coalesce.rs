@@ -11,12 +11,12 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use serde_json::Value;
+use crate::shape::Json;
 use tokio::sync::watch;
 
 use crate::run::call::BackendError;
 
-type Shared = Option<Result<Arc<Value>, BackendError>>;
+type Shared = Option<Result<Arc<Json>, BackendError>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Coalescer {
@@ -40,10 +40,10 @@ impl Drop for Leader<'_> {
 }
 
 impl Coalescer {
-    pub(crate) async fn run<F, Fut>(&self, key: &str, call: F) -> Result<Arc<Value>, BackendError>
+    pub(crate) async fn run<F, Fut>(&self, key: &str, call: F) -> Result<Arc<Json>, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Arc<Value>, BackendError>>,
+        Fut: Future<Output = Result<Arc<Json>, BackendError>>,
     {
         loop {
             let existing = {

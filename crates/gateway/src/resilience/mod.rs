@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use crate::shape::Json;
 use tokio::{sync::Semaphore, time::Instant};
 
 pub use self::breaker::BreakerState;
@@ -138,10 +138,10 @@ impl Policies {
         deadline: Option<Instant>,
         report: &CallReport,
         attempt: F,
-    ) -> Result<Arc<Value>, BackendError>
+    ) -> Result<Arc<Json>, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Value, BackendError>>,
+        Fut: Future<Output = Result<Json, BackendError>>,
     {
         let get = method == Method::Get;
         if get {
@@ -170,10 +170,10 @@ impl Policies {
         deadline: Option<Instant>,
         report: &CallReport,
         attempt: &F,
-    ) -> Result<Arc<Value>, BackendError>
+    ) -> Result<Arc<Json>, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Value, BackendError>>,
+        Fut: Future<Output = Result<Json, BackendError>>,
     {
         let one_try = || async {
             let pass = match &self.breaker {
@@ -205,10 +205,10 @@ impl Policies {
         &self,
         report: &CallReport,
         attempt: &F,
-    ) -> Result<Value, BackendError>
+    ) -> Result<Json, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Value, BackendError>>,
+        Fut: Future<Output = Result<Json, BackendError>>,
     {
         let _permit = match &self.bulkhead {
             None => None,

@@ -9,7 +9,13 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::shape::Json;
+
+fn body(value: serde_json::Value) -> Json {
+    Json::from_value(&value)
+}
 use tokio::time::{Instant, sleep};
 
 use super::*;
@@ -62,7 +68,7 @@ async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
     let result = p
         .call(Method::Get, "k", None, &report, || {
             calls.bump();
-            async { Err::<Value, _>(status(503)) }
+            async { Err::<Json, _>(status(503)) }
         })
         .await;
     assert_eq!(result.unwrap_err().status, Some(503));
@@ -85,7 +91,7 @@ async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
             .call(method, "k", None, &CallReport::default(), || {
                 calls.bump();
                 let e = error.clone();
-                async move { Err::<Value, _>(e) }
+                async move { Err::<Json, _>(e) }
             })
             .await;
         assert_eq!(calls.get(), expected, "{method:?} {}", error.kind.as_str());
@@ -100,7 +106,7 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
     let _ = p
         .call(Method::Get, "k", None, &CallReport::default(), || {
             times.lock().unwrap().push(start.elapsed());
-            async { Err::<Value, _>(status(500)) }
+            async { Err::<Json, _>(status(500)) }
         })
         .await;
     let times = times.into_inner().unwrap();
@@ -121,7 +127,7 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
             &CallReport::default(),
             || {
                 calls.bump();
-                async { Err::<Value, _>(status(500)) }
+                async { Err::<Json, _>(status(500)) }
             },
         )
         .await;
@@ -140,7 +146,7 @@ async fn the_retry_budget_caps_retries_to_a_share_of_traffic() {
         let _ = p
             .call(Method::Get, "k", None, &CallReport::default(), || {
                 calls.bump();
-                async { Err::<Value, _>(status(503)) }
+                async { Err::<Json, _>(status(503)) }
             })
             .await;
     }
@@ -156,7 +162,7 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     let calls = Count::default();
     let fail = || {
         calls.bump();
-        async { Err::<Value, _>(status(502)) }
+        async { Err::<Json, _>(status(502)) }
     };
     for _ in 0..3 {
         assert_eq!(
@@ -190,7 +196,7 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     // The probe succeeds: closed.
     let ok = p
         .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(json!(1))
+            Ok(body(json!(1)))
         })
         .await;
     assert!(ok.is_ok());
@@ -199,7 +205,7 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     for _ in 0..5 {
         let _ = p
             .call(Method::Get, "k", None, &CallReport::default(), || async {
-                Err::<Value, _>(status(404))
+                Err::<Json, _>(status(404))
             })
             .await;
     }
@@ -211,14 +217,14 @@ async fn a_cancelled_probe_frees_the_half_open_slot() {
     let p = policies("breaker: { failures: 1, cooldown: 1s }");
     let _ = p
         .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Err::<Value, _>(status(500))
+            Err::<Json, _>(status(500))
         })
         .await;
     sleep(Duration::from_secs(1)).await;
     let report = CallReport::default();
     let probe = p.call(Method::Get, "k", None, &report, || async {
         sleep(Duration::from_secs(60)).await;
-        Ok(json!(1))
+        Ok(body(json!(1)))
     });
     assert!(
         tokio::time::timeout(ms(10), probe).await.is_err(),
@@ -226,10 +232,10 @@ async fn a_cancelled_probe_frees_the_half_open_slot() {
     );
     let next = p
         .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(json!(2))
+            Ok(body(json!(2)))
         })
         .await;
-    assert_eq!(*next.unwrap(), json!(2));
+    assert_eq!(next.unwrap().to_value(), json!(2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +250,7 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
                 let gate = gate.clone();
                 async move {
                     gate.notified().await;
-                    Ok(json!("held"))
+                    Ok(body(json!("held")))
                 }
             })
             .await
@@ -254,7 +260,7 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     let start = Instant::now();
     let shed = p
         .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(json!("third"))
+            Ok(body(json!("third")))
         })
         .await;
     assert_eq!(shed.unwrap_err().kind, ErrorKind::Overloaded);
@@ -265,7 +271,7 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     }
     assert!(
         p.call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(json!(1))
+            Ok(body(json!(1)))
         })
         .await
         .is_ok(),
@@ -286,11 +292,15 @@ async fn a_hedge_starts_after_the_delay_and_the_loser_is_dropped() {
             async move {
                 let _guard = guard;
                 sleep(if n == 1 { ms(100) } else { ms(10) }).await;
-                Ok(json!(n))
+                Ok(body(json!(n)))
             }
         })
         .await;
-    assert_eq!(*result.unwrap(), json!(2), "the hedge answered first");
+    assert_eq!(
+        result.unwrap().to_value(),
+        json!(2),
+        "the hedge answered first"
+    );
     assert_eq!(start.elapsed(), ms(40), "30 ms delay + 10 ms");
     assert_eq!(calls.get(), 2);
     assert_eq!(
@@ -309,7 +319,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
         let _ = p
             .call(Method::Get, "k", None, &CallReport::default(), || async {
                 sleep(ms(20)).await;
-                Ok(json!(1))
+                Ok(body(json!(1)))
             })
             .await;
     }
@@ -329,7 +339,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
                 &CallReport::default(),
                 || async move {
                     sleep(d).await;
-                    Ok(json!(1))
+                    Ok(body(json!(1)))
                 },
             )
             .await;
@@ -342,7 +352,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
             let n = calls.bump();
             async move {
                 sleep(if n == 1 { ms(100) } else { ms(1) }).await;
-                Ok(json!(n))
+                Ok(body(json!(n)))
             }
         })
         .await;
@@ -371,7 +381,7 @@ async fn identical_gets_in_flight_share_one_call() {
                         calls.bump();
                         async {
                             sleep(ms(50)).await;
-                            Ok(json!({"shared": true}))
+                            Ok(body(json!({"shared": true})))
                         }
                     },
                 )
@@ -380,7 +390,10 @@ async fn identical_gets_in_flight_share_one_call() {
         })
         .collect();
     for t in tasks {
-        assert_eq!(*t.await.unwrap().unwrap(), json!({"shared": true}));
+        assert_eq!(
+            t.await.unwrap().unwrap().to_value(),
+            json!({"shared": true})
+        );
     }
     assert_eq!(calls.get(), 1);
     // A different key is a different call.
@@ -392,7 +405,7 @@ async fn identical_gets_in_flight_share_one_call() {
             &CallReport::default(),
             || {
                 calls.bump();
-                async { Ok(json!(1)) }
+                async { Ok(body(json!(1))) }
             },
         )
         .await;
@@ -409,7 +422,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
         async move {
             p.call(Method::Get, key, None, &CallReport::default(), move || {
                 calls.bump();
-                async { Ok(json!("fresh")) }
+                async { Ok(body(json!("fresh"))) }
             })
             .await
         }
@@ -431,7 +444,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
         let _ = p
             .call(Method::Get, "bad", None, &CallReport::default(), || {
                 failures.bump();
-                async { Err::<Value, _>(status(500)) }
+                async { Err::<Json, _>(status(500)) }
             })
             .await;
     }
@@ -441,7 +454,7 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
         let _ = p
             .call(Method::Post, "post", None, &CallReport::default(), || {
                 posts.bump();
-                async { Ok(json!(1)) }
+                async { Ok(body(json!(1))) }
             })
             .await;
     }

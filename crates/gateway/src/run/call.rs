@@ -11,7 +11,8 @@ use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use serde_json::Value;
+
+use crate::shape::Json;
 
 use crate::config::Method;
 
@@ -117,7 +118,7 @@ pub(crate) async fn call(
     url: &str,
     headers: HeaderMap,
     limits: Limits,
-) -> Result<Value, BackendError> {
+) -> Result<Json, BackendError> {
     let mut request = Request::builder()
         .method(method.as_str())
         .uri(url)
@@ -197,7 +198,7 @@ pub(crate) async fn call(
             format!("JSON nested deeper than {} levels", limits.max_depth),
         ));
     }
-    serde_json::from_slice(&bytes)
+    Json::parse(bytes)
         .map_err(|e| BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")))
 }
 

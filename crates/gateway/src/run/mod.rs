@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use self::call::{BackendError, Client, ErrorKind, Limits};
 use crate::plan::Plan;
+use crate::shape::{Body, Json};
 use crate::{
     observe::{BackendRecord, Recorder, RequestRecord},
     resilience::CallReport,
@@ -107,20 +108,22 @@ pub(crate) async fn execute(
                 };
                 let result = run_backend(call, deps, &inputs, &forward_query, &client).await;
                 match result {
-                    Ok(raw) => {
+                    Ok(json) => {
                         if !backend.exported.is_empty() {
                             let fields = backend
                                 .exported
                                 .iter()
-                                .filter_map(|path| {
-                                    lookup(&raw, path).map(|v| (path.clone(), v.clone()))
-                                })
+                                .filter_map(|path| Some((path.clone(), json.lookup(path)?)))
                                 .collect();
                             answer.send_replace(Some(Some(Arc::new(fields))));
                         }
+                        if !backend.shape.reshapes() {
+                            return Ok(Body::Json(json));
+                        }
                         backend
                             .shape
-                            .apply(raw)
+                            .apply(json.to_value())
+                            .map(Body::Value)
                             .map_err(|e| BackendError::new(ErrorKind::Decode, e.to_string()))
                     }
                     Err(err) => {
@@ -187,7 +190,7 @@ pub(crate) async fn execute(
 fn backend_records(
     ep: &crate::plan::EndpointPlan,
     timeline: &fanout_group::Timeline,
-    results: &[Result<Value, BackendError>],
+    results: &[Result<Body, BackendError>],
     reports: &[CallReport],
 ) -> Vec<BackendRecord> {
     let origin = timeline.origin();
@@ -274,7 +277,7 @@ async fn run_backend(
     inputs: &Inputs,
     forward_query: &[(String, String)],
     client: &Client,
-) -> Result<Value, BackendError> {
+) -> Result<Json, BackendError> {
     let ep = &plan.endpoints[endpoint];
     let backend = &ep.backends[index];
     let mut answers: Vec<(&str, Arc<Exported>)> = Vec::with_capacity(deps.len());
@@ -407,11 +410,6 @@ impl url::Values for RequestValues<'_> {
             .find(|(p, _)| p == path)
             .map(|(_, v)| v.clone())
     }
-}
-
-/// The value at a dot path of a body.
-fn lookup<'v>(body: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(body, |v, key| v.get(key))
 }
 
 /// What a task that did not return its own result means for the response.

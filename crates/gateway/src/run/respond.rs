@@ -6,14 +6,17 @@ use http_body_util::Full;
 use serde_json::{Map, Value, json};
 
 use super::call::{BackendError, ErrorKind};
-use crate::{plan::EndpointPlan, shape};
+use crate::{
+    plan::EndpointPlan,
+    shape::{Body, Merged},
+};
 
 /// `x-fanout-complete`: whether every backend succeeded.
 pub const COMPLETE: &str = "x-fanout-complete";
 
 pub(crate) fn respond(
     ep: &EndpointPlan,
-    results: Vec<Result<Value, BackendError>>,
+    results: Vec<Result<Body, BackendError>>,
 ) -> Response<Full<Bytes>> {
     let complete = results.iter().all(Result::is_ok);
     let errors: Vec<(&str, &BackendError)> = ep
@@ -81,15 +84,16 @@ pub(crate) fn respond(
         return build(status, to_bytes(&body), false);
     }
 
-    let parts = ep.backends.iter().zip(results).filter_map(|(b, r)| {
-        r.ok()
-            .map(|value| shape::Part::new(value, b.shape.into.clone()))
-    });
-    let mut merged = shape::merge(parts);
-    if let Some(exposed) = exposed {
-        merged.insert("_errors".to_owned(), exposed);
+    let mut merged = Merged::default();
+    for (backend, result) in ep.backends.iter().zip(&results) {
+        if let Ok(body) = result {
+            merged.add(body, backend.shape.into.as_ref());
+        }
     }
-    build(StatusCode::OK, to_bytes(&Value::Object(merged)), complete)
+    if let Some(exposed) = &exposed {
+        merged.insert_value("_errors", exposed);
+    }
+    build(StatusCode::OK, Bytes::from(merged.to_vec()), complete)
 }
 
 fn to_bytes(value: &Value) -> Bytes {

@@ -111,6 +111,15 @@ impl Shape {
         })
     }
 
+    /// Whether any step but `into` is set. A body that is not reshaped is
+    /// merged as received ([`Part::json`]), without being parsed into a tree.
+    pub fn reshapes(&self) -> bool {
+        self.extract.is_some()
+            || self.select.is_some()
+            || !self.drop.is_empty()
+            || !self.rename.is_empty()
+    }
+
     /// Applies the shape and pairs the result with this shape's `into`, ready
     /// for [`merge`](super::merge), so the two cannot come from different
     /// shapes.
@@ -138,7 +147,7 @@ fn extract(body: Value, path: &FieldPath) -> Result<Value, ShapeError> {
 }
 
 /// Wraps `value` in one single-key object per segment of `path`.
-pub(crate) fn nest(value: Value, path: &FieldPath) -> Map<String, Value> {
+fn nest(value: Value, path: &FieldPath) -> Map<String, Value> {
     let (outer, inner) = path
         .segments()
         .split_first()

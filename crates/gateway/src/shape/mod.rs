@@ -1,9 +1,12 @@
 //! Shape and merge: cutting each backend's JSON body to size, then combining
 //! the bodies of one request into a single response object.
 //!
-//! Everything here is a pure function on parsed JSON ([`serde_json::Value`]):
-//! no I/O and no runtime, so the rules can be tested exhaustively on their
-//! own and the same inputs always give the same bytes.
+//! Everything here is a pure function on JSON: no I/O and no runtime, so the
+//! rules can be tested exhaustively on their own and the same inputs always
+//! give the same bytes. A body that is only merged (no extract, select, drop
+//! or rename) stays the text the backend sent ([`Json`]) and its values are
+//! spliced into the response as they are, apart from whitespace; a reshaped
+//! body is parsed into a [`serde_json::Value`].
 //!
 //! # Shape, per backend
 //!
@@ -67,11 +70,13 @@
 //! ```
 
 mod apply;
+mod json;
 mod merge;
 mod path;
 #[cfg(test)]
 mod tests;
 
 pub use apply::{Shape, ShapeError};
-pub use merge::{COLLECTION_KEY, Part, merge};
+pub use json::{Json, JsonError};
+pub use merge::{Body, COLLECTION_KEY, Merged, Part, merge};
 pub use path::{FieldPath, PathError};

@@ -689,3 +689,152 @@ proptest! {
         }
     }
 }
+
+// ---- bodies merged as received (`Json`) ----
+
+/// The merge as it was written on `Value`s before bodies could stay text:
+/// the model the text path must agree with.
+fn reference_merge(parts: Vec<(Value, Option<FieldPath>)>) -> Value {
+    fn merge_into(target: &mut Map<String, Value>, source: Map<String, Value>) {
+        for (key, value) in source {
+            match target.get_mut(&key) {
+                Some(Value::Object(old)) if value.is_object() => {
+                    let Value::Object(new) = value else {
+                        unreachable!()
+                    };
+                    merge_into(old, new);
+                }
+                Some(old) => *old = value,
+                None => {
+                    target.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut merged = Map::new();
+    for (value, into) in parts {
+        let shaped = Shape {
+            into,
+            ..Shape::default()
+        }
+        .apply(value)
+        .unwrap();
+        let object = match shaped {
+            Value::Object(map) => map,
+            other => Map::from_iter([(COLLECTION_KEY.to_owned(), other)]),
+        };
+        merge_into(&mut merged, object);
+    }
+    Value::Object(merged)
+}
+
+fn json(text: &str) -> Json {
+    Json::parse(text.to_owned().into()).unwrap()
+}
+
+fn merged_text(bodies: &[Json]) -> String {
+    let bodies: Vec<Body> = bodies.iter().cloned().map(Body::Json).collect();
+    let mut merged = Merged::default();
+    for body in &bodies {
+        merged.add(body, None);
+    }
+    String::from_utf8(merged.to_vec()).unwrap()
+}
+
+#[test]
+fn json_refuses_what_is_not_json_and_says_why() {
+    let err = Json::parse(bytes::Bytes::from_static(b"{\"a\": \"\xff\"}")).unwrap_err();
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+    let err = Json::parse(bytes::Bytes::from_static(b"{\"a\": 1,}")).unwrap_err();
+    assert!(err.to_string().contains("line 1"), "{err}");
+    assert!(Json::parse(bytes::Bytes::from_static(b"[1] 2")).is_err());
+    assert!(Json::parse(bytes::Bytes::from_static(b"")).is_err());
+    assert!(!json(" [1, {\"a\": 2}] ").is_object());
+}
+
+#[test]
+fn values_pass_through_byte_for_byte_apart_from_whitespace() {
+    // Numbers beyond f64 and escapes stay exactly as the backend wrote them.
+    assert_eq!(
+        merged_text(&[json(
+            "{ \"id\" : 12345678901234567890123 ,\n \"f\": 1.50, \"s\": \"a \\u00e9 \\\" [ }\",\"l\": [ 1 , { \"b\" : null } ] }"
+        )]),
+        r#"{"id":12345678901234567890123,"f":1.50,"s":"a \u00e9 \" [ }","l":[1,{"b":null}]}"#
+    );
+}
+
+#[test]
+fn escaped_keys_are_the_same_keys_as_plain_ones() {
+    assert_eq!(
+        merged_text(&[
+            json(r#"{"a\u0062": 1, "c": {"x": 1}, "q\"": 0}"#),
+            json(r#"{"ab": 2, "c": {"y": 2}}"#),
+        ]),
+        r#"{"ab":2,"c":{"x":1,"y":2},"q\"":0}"#
+    );
+}
+
+#[test]
+fn a_key_repeated_in_one_body_keeps_its_place_and_the_last_value() {
+    assert_eq!(
+        merged_text(&[json(r#"{"a": 1, "b": 2, "a": {"x": 1}, "a": {"y": 2}}"#)]),
+        r#"{"a":{"x":1,"y":2},"b":2}"#
+    );
+}
+
+#[test]
+fn non_object_bodies_go_under_collection_or_into() {
+    let array = Body::Json(json(" [1, 2] "));
+    let into = path("a.b");
+    let mut merged = Merged::default();
+    merged.add(&array, None);
+    merged.add(&array, Some(&into));
+    let errors = json!({"x": {"kind": "timeout"}});
+    merged.insert_value("_errors", &errors);
+    assert_eq!(
+        merged.to_vec(),
+        br#"{"collection":[1,2],"a":{"b":[1,2]},"_errors":{"x":{"kind":"timeout"}}}"#
+    );
+}
+
+#[test]
+fn lookup_reads_nested_fields_without_parsing_the_rest() {
+    let body = json(r#"{"user": {"id": 7, "tags": ["a"], "x\u0079": true}, "n": null}"#);
+    assert_eq!(body.lookup("user.id"), Some(json!(7)));
+    assert_eq!(body.lookup("user.tags"), Some(json!(["a"])));
+    assert_eq!(body.lookup("user.xy"), Some(json!(true)));
+    assert_eq!(body.lookup("n"), Some(Value::Null));
+    assert_eq!(body.lookup("user.missing"), None);
+    assert_eq!(body.lookup("n.deeper"), None);
+    assert_eq!(body.lookup("user.tags.0"), None, "arrays are not indexed");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Bodies merged as received (and pretty-printed, so whitespace must be
+    /// dropped) give the very bytes the `Value` merge gives.
+    #[test]
+    fn text_merge_matches_the_value_model(
+        parts in prop::collection::vec((json_value(), prop::option::of(field_path())), 0..5),
+    ) {
+        let expected = serde_json::to_vec(&reference_merge(parts.clone())).unwrap();
+        let bodies: Vec<(Body, Option<FieldPath>)> = parts
+            .iter()
+            .map(|(value, into)| {
+                let text = serde_json::to_string_pretty(value).unwrap();
+                (Body::Json(Json::parse(text.into()).unwrap()), into.clone())
+            })
+            .collect();
+        let mut merged = Merged::default();
+        for (body, into) in &bodies {
+            merged.add(body, into.as_ref());
+        }
+        prop_assert_eq!(String::from_utf8(merged.to_vec()).unwrap(), String::from_utf8(expected.clone()).unwrap());
+        // And the `Value` parts through the same engine agree too.
+        let values = merge(parts.into_iter().map(|(value, into)| {
+            Shape { into, ..Shape::default() }.apply_part(value).unwrap()
+        }));
+        prop_assert_eq!(serde_json::to_vec(&values).unwrap(), expected);
+    }
+}

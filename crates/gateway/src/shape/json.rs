@@ -1,0 +1,280 @@
+//! A backend's JSON body kept as it arrived.
+//!
+//! Most backends are merged as they are: no `extract`, `select`, `drop` or
+//! `rename`. Building a [`Value`] tree for such a body, only to serialize it
+//! again, was the largest cost per request in the gateway's profile (about a
+//! third of its allocations). [`Json`] instead checks the body once (UTF-8,
+//! then JSON syntax, both by `serde_json`) and records where the members of a
+//! top-level object are; merging then copies their values byte for byte.
+//! A value is parsed further only where two backends' objects meet under the
+//! same key and must be deep-merged.
+
+use std::{borrow::Cow, fmt, ops::Range, sync::Arc};
+
+use bytes::Bytes;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Value, value::RawValue};
+
+/// A JSON document checked once and kept as received, with the members of a
+/// top-level object located. Cheap to clone (the text is shared).
+///
+/// ```
+/// use fanout_gateway::shape::Json;
+///
+/// let body = Json::parse(r#"{"id": 7, "tags": ["a"]}"#.into())?;
+/// assert_eq!(body.text(), r#"{"id": 7, "tags": ["a"]}"#);
+/// assert_eq!(body.lookup("id"), Some(serde_json::json!(7)));
+/// assert!(Json::parse("{\"id\": ".into()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Json {
+    /// Valid UTF-8 and valid JSON.
+    text: Bytes,
+    /// The members of a top-level object, in order; `None` for anything else.
+    members: Option<Arc<[Member]>>,
+}
+
+/// One member of the top-level object: where its key and value are.
+#[derive(Debug)]
+struct Member {
+    key: Key,
+    value: Range<usize>,
+}
+
+/// A key as it appears in the text, or decoded when it has escapes.
+#[derive(Debug)]
+enum Key {
+    Plain(Range<usize>),
+    Decoded(Box<str>),
+}
+
+/// Why a body is not JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// The bytes are not UTF-8.
+    #[error("not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// The text is not JSON.
+    #[error("{0}")]
+    Syntax(#[from] serde_json::Error),
+}
+
+impl Json {
+    /// Checks `text` and locates the members of a top-level object.
+    ///
+    /// # Errors
+    ///
+    /// [`JsonError`] when `text` is not UTF-8 or not one JSON value.
+    pub fn parse(text: Bytes) -> Result<Json, JsonError> {
+        let str = std::str::from_utf8(&text)?;
+        let members = match serde_json::from_str::<Top<'_>>(str)? {
+            Top::Object(members) => Some(
+                members
+                    .into_iter()
+                    .map(|(key, value)| Member {
+                        key: match key {
+                            Cow::Borrowed(k) => Key::Plain(offset(str, k)),
+                            Cow::Owned(k) => Key::Decoded(k.into_boxed_str()),
+                        },
+                        value: offset(str, value.get()),
+                    })
+                    .collect(),
+            ),
+            Top::Other => None,
+        };
+        Ok(Json { text, members })
+    }
+
+    /// The text as received.
+    pub fn text(&self) -> &str {
+        // Checked in `parse`; never fails.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    /// Whether the document is an object.
+    pub fn is_object(&self) -> bool {
+        self.members.is_some()
+    }
+
+    /// The members of a top-level object, each value as its JSON text.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &str)> {
+        let text = self.text();
+        self.members.iter().flat_map(|m| m.iter()).map(move |m| {
+            let key = match &m.key {
+                Key::Plain(range) => &text[range.clone()],
+                Key::Decoded(key) => key,
+            };
+            (key, &text[m.value.clone()])
+        })
+    }
+
+    /// The value at a dot path of object keys (`user.id`), parsed; `None` if
+    /// a key is missing or a step is not an object.
+    pub fn lookup(&self, path: &str) -> Option<Value> {
+        let mut segments = path.split('.');
+        let first = segments.next()?;
+        let mut current = self.members().find(|(k, _)| *k == first)?.1;
+        for segment in segments {
+            current = object_members(current)?
+                .into_iter()
+                .find(|(k, _)| k == segment)?
+                .1
+                .get();
+        }
+        serde_json::from_str(current).ok()
+    }
+
+    /// The whole document as a [`Value`], for shaping.
+    pub fn to_value(&self) -> Value {
+        // Valid JSON by construction; serde_json's own nesting limit is the
+        // only way this could fail, and `Null` is then the honest answer.
+        serde_json::from_str(self.text()).unwrap_or(Value::Null)
+    }
+
+    /// A document from a [`Value`] (serialized once).
+    pub fn from_value(value: &Value) -> Json {
+        let text = serde_json::to_vec(value).unwrap_or_default();
+        Json::parse(Bytes::from(text)).unwrap_or_else(|_| Json {
+            text: Bytes::from_static(b"null"),
+            members: None,
+        })
+    }
+
+    /// The text without the whitespace around it.
+    pub(crate) fn trimmed(&self) -> &str {
+        self.text().trim_matches([' ', '\t', '\n', '\r'])
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Json").field(&self.text()).finish()
+    }
+}
+
+impl PartialEq for Json {
+    /// Equal as JSON values (whitespace and key order inside objects aside).
+    fn eq(&self, other: &Json) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn offset(whole: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The members of `text` if it is a JSON object, keys borrowed where they
+/// have no escapes.
+pub(crate) fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    match serde_json::from_str::<Top<'_>>(text).ok()? {
+        Top::Object(members) => Some(members),
+        Top::Other => None,
+    }
+}
+
+/// A document's top level: an object's members, or anything else (checked
+/// and skipped).
+enum Top<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+macro_rules! other {
+    ($($name:ident: $ty:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $ty) -> Result<Top<'de>, E> { Ok(Top::Other) })*
+    };
+}
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Top<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
+            members.push((key.0, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(Top::Object(members))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Top::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+
+    other!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+}
+
+/// A key borrowed from the text when it has no escapes.
+struct MaybeBorrowed<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = MaybeBorrowed<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Appends `text`, valid JSON, without the whitespace between its tokens, so
+/// spliced values serialize as compactly as `serde_json` writes.
+pub(crate) fn write_compact(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            out.push(b);
+            continue;
+        }
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            b'"' => {
+                in_string = true;
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+}
