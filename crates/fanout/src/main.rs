@@ -340,12 +340,26 @@ impl Telemetry {
 /// Logs to stdout (text or JSON); with the `otel` feature and
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` set, also exports spans over OTLP/HTTP.
 fn init_logging(format: &str) -> Telemetry {
-    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    use tracing_subscriber::{
+        Layer, filter::FilterExt, layer::SubscriberExt, util::SubscriberInitExt,
+    };
+    // By default the log gets events only: each request's line carries its
+    // own fields, and formatting every request's and backend call's span
+    // for it cost more than the line itself. `RUST_LOG` brings spans back.
+    let (filter, spans) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, true),
+        Err(_) => (EnvFilter::new("info"), false),
+    };
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(move |meta| {
+        spans || !meta.is_span()
+    }));
     let fmt = if format == "json" {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed()
     };
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
     #[cfg(feature = "otel")]

@@ -177,25 +177,25 @@ fn forwarded_headers(
         }
     }
     let peer_ip = peer.ip().to_string();
-    let xff = match incoming
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let xff = match incoming.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) => format!("{previous}, {peer_ip}"),
         None => peer_ip,
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+        headers.insert(X_FORWARDED_FOR, value);
     }
     let host = incoming
         .get(header::HOST)
         .cloned()
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
     headers
 }
+
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, not the message: never forwarded.
 pub(crate) fn is_hop_by_hop(name: &http::HeaderName) -> bool {

@@ -56,6 +56,8 @@ pub struct EndpointPlan {
     pub expose_errors: bool,
     /// The backends, in declaration (merge) order.
     pub backends: Vec<BackendPlan>,
+    /// Its metric handles, registered on first use.
+    pub(crate) meters: crate::run::Meters,
 }
 
 /// One backend call of an endpoint, compiled.
@@ -184,6 +186,7 @@ impl Plan {
                     .collect::<Result<_, _>>()?,
                 forward_query: endpoint.forward_query.clone(),
                 expose_errors: endpoint.expose_errors,
+                meters: crate::run::Meters::new(backends.len()),
                 backends,
             });
         }

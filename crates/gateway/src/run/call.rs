@@ -58,6 +58,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// How many kinds there are (`Internal` is the last).
+    pub(crate) const COUNT: usize = ErrorKind::Internal as usize + 1;
+
     /// The stable name, e.g. `body_too_large`.
     pub fn as_str(self) -> &'static str {
         match self {

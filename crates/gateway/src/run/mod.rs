@@ -17,7 +17,7 @@ mod respond;
 pub use respond::COMPLETE;
 pub(crate) mod url;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use fanout_group::{Cause, Group, TaskError};
@@ -64,9 +64,11 @@ pub(crate) async fn execute(
     let ep = &plan.endpoints[endpoint];
     metrics::gauge!("fanout_in_flight_requests").increment(1.0);
     let _in_flight = InFlight;
+    // The timeline feeds the dashboard only.
     let group = Group::<BackendError>::builder()
         .collect_all()
         .deadline(ep.deadline)
+        .record_timeline(recorder.is_enabled())
         .build();
     let canceller = group.canceller();
     let forward_query: Arc<Vec<(String, String)>> = Arc::new(
@@ -145,22 +147,11 @@ pub(crate) async fn execute(
         .into_iter()
         .map(|outcome| outcome.map_err(|e| task_error(e, ep.deadline)))
         .collect();
-    let outcomes: Vec<(&str, &'static str)> = ep
-        .backends
-        .iter()
-        .zip(&results)
-        .map(|(b, r)| {
-            (
-                b.name.as_str(),
-                r.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok"),
-            )
-        })
-        .collect();
     // Built only when a dashboard can read it: it copies names and messages.
     let calls = recorder
         .is_enabled()
         .then(|| backend_records(ep, &timeline, &results, &reports));
-    let response = respond::respond(ep, results);
+    let response = respond::respond(ep, &results);
     let took = started.elapsed();
     if let Some(calls) = calls {
         recorder.record(RequestRecord {
@@ -176,12 +167,7 @@ pub(crate) async fn execute(
             backends: calls,
         });
     }
-    observe(
-        &ep.route,
-        &outcomes,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    observe(ep, &results, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -218,30 +204,101 @@ fn backend_records(
 }
 
 /// One log line per request, and its metrics.
-fn observe(route: &str, outcomes: &[(&str, &'static str)], status: u16, took: std::time::Duration) {
-    let summary: Vec<String> = outcomes
-        .iter()
-        .map(|(name, outcome)| format!("{name}={outcome}"))
-        .collect();
+fn observe(
+    ep: &crate::plan::EndpointPlan,
+    results: &[Result<Body, BackendError>],
+    status: u16,
+    took: std::time::Duration,
+) {
     tracing::info!(
-        endpoint = route,
+        endpoint = ep.route,
         status,
         ms = took.as_secs_f64() * 1e3,
-        backends = %summary.join(" "),
+        backends = %Outcomes(ep, results),
         "request"
     );
-    metrics::counter!("fanout_requests_total", "endpoint" => route.to_owned(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("fanout_request_duration_seconds", "endpoint" => route.to_owned())
-        .record(took.as_secs_f64());
-    for (name, outcome) in outcomes {
-        metrics::counter!(
-            "fanout_backend_calls_total",
-            "endpoint" => route.to_owned(),
-            "backend" => (*name).to_owned(),
-            "outcome" => *outcome
-        )
-        .increment(1);
+    ep.meters.record(ep, results, status, took);
+}
+
+/// `name=outcome` for each backend, written straight into the log line.
+struct Outcomes<'a>(
+    &'a crate::plan::EndpointPlan,
+    &'a [Result<Body, BackendError>],
+);
+
+impl std::fmt::Display for Outcomes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (backend, result)) in self.0.backends.iter().zip(self.1).enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{}={}", backend.name, outcome(result))?;
+        }
+        Ok(())
+    }
+}
+
+fn outcome(result: &Result<Body, BackendError>) -> &'static str {
+    result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok")
+}
+
+/// An endpoint's metric handles. Each is registered on first use, since the
+/// recorder is installed after plans are compiled; from then on a request
+/// increments them without building label sets or looking series up.
+pub(crate) struct Meters {
+    duration: OnceLock<metrics::Histogram>,
+    answered_200: OnceLock<metrics::Counter>,
+    /// Per backend, per outcome: `ok`, then each [`ErrorKind`].
+    calls: Box<[[OnceLock<metrics::Counter>; ErrorKind::COUNT + 1]]>,
+}
+
+impl Meters {
+    pub(crate) fn new(backends: usize) -> Meters {
+        Meters {
+            duration: OnceLock::new(),
+            answered_200: OnceLock::new(),
+            calls: (0..backends)
+                .map(|_| std::array::from_fn(|_| OnceLock::new()))
+                .collect(),
+        }
+    }
+
+    fn record(
+        &self,
+        ep: &crate::plan::EndpointPlan,
+        results: &[Result<Body, BackendError>],
+        status: u16,
+        took: std::time::Duration,
+    ) {
+        let route = || ep.route.clone();
+        let requests = |status: u16| metrics::counter!("fanout_requests_total", "endpoint" => route(), "status" => status.to_string());
+        if status == 200 {
+            self.answered_200.get_or_init(|| requests(200)).increment(1);
+        } else {
+            requests(status).increment(1);
+        }
+        self.duration
+            .get_or_init(
+                || metrics::histogram!("fanout_request_duration_seconds", "endpoint" => route()),
+            )
+            .record(took.as_secs_f64());
+        for ((backend, result), counters) in ep.backends.iter().zip(results).zip(&self.calls) {
+            let slot = result.as_ref().map_or_else(|e| e.kind as usize + 1, |_| 0);
+            counters[slot]
+                .get_or_init(|| {
+                    metrics::counter!(
+                        "fanout_backend_calls_total",
+                        "endpoint" => route(),
+                        "backend" => backend.name.clone(),
+                        "outcome" => outcome(result)
+                    )
+                })
+                .increment(1);
+        }
+    }
+}
+
+impl std::fmt::Debug for Meters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meters").finish_non_exhaustive()
     }
 }
 

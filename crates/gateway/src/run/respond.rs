@@ -16,13 +16,13 @@ pub const COMPLETE: &str = "x-fanout-complete";
 
 pub(crate) fn respond(
     ep: &EndpointPlan,
-    results: Vec<Result<Body, BackendError>>,
+    results: &[Result<Body, BackendError>],
 ) -> Response<Full<Bytes>> {
     let complete = results.iter().all(Result::is_ok);
     let errors: Vec<(&str, &BackendError)> = ep
         .backends
         .iter()
-        .zip(&results)
+        .zip(results)
         .filter_map(|(b, r)| r.as_ref().err().map(|e| (b.name.as_str(), e)))
         .collect();
     let exposed = (ep.expose_errors && !errors.is_empty()).then(|| {
@@ -44,7 +44,7 @@ pub(crate) fn respond(
     let decisive = ep
         .backends
         .iter()
-        .zip(&results)
+        .zip(results)
         .filter(|(b, _)| b.required)
         .filter_map(|(b, r)| r.as_ref().err().map(|e| (b, e)))
         .min_by_key(|(_, e)| e.kind == ErrorKind::Cancelled);
@@ -85,7 +85,7 @@ pub(crate) fn respond(
     }
 
     let mut merged = Merged::default();
-    for (backend, result) in ep.backends.iter().zip(&results) {
+    for (backend, result) in ep.backends.iter().zip(results) {
         if let Ok(body) = result {
             merged.add(body, backend.shape.into.as_ref());
         }
