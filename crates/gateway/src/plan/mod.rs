@@ -87,6 +87,9 @@ pub struct BackendPlan {
     pub exported: Vec<String>,
     /// Headers its upstream adds to every call.
     pub headers: HeaderMap,
+    /// The `Host` header for its origin, made once (unless its upstream's
+    /// headers set one).
+    pub host: Option<HeaderValue>,
     /// Its upstream's policies (shared with every backend of that upstream);
     /// none for a backend called by `url`.
     pub policies: Option<Arc<Policies>>,
@@ -147,6 +150,11 @@ impl Plan {
                         let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
                         headers.insert(name, value);
                     }
+                    let host = if headers.contains_key(http::header::HOST) {
+                        None
+                    } else {
+                        host_header(&origin)
+                    };
                     Ok(BackendPlan {
                         name: backend.name.clone(),
                         origin,
@@ -165,6 +173,7 @@ impl Plan {
                             .filter_map(|d| names.get(d.as_str()).copied())
                             .collect(),
                         exported: Vec::new(),
+                        host,
                         headers,
                         policies: backend
                             .upstream
@@ -241,6 +250,18 @@ fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
 }
 
 /// Splits a full backend URL into its origin and its path template.
+/// `Host` as the HTTP client would write it: the host, and the port unless
+/// it is 80.
+fn host_header(origin: &str) -> Option<HeaderValue> {
+    let uri: http::Uri = origin.parse().ok()?;
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
 fn split_origin(url: &str) -> (String, String) {
     let after_scheme = url.strip_prefix("http://").unwrap_or(url);
     let at = after_scheme.find('/').unwrap_or(after_scheme.len());

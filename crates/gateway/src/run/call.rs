@@ -4,7 +4,7 @@
 
 use std::{fmt, time::Duration};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::{
@@ -157,10 +157,12 @@ pub(crate) async fn call(
     if declared.is_some_and(|n| n > limits.max_body) {
         return Err(too_large());
     }
-    let bytes = Limited::new(body, usize::try_from(limits.max_body).unwrap_or(usize::MAX))
-        .collect()
-        .await
-        .map_err(|e| {
+    let mut body = Limited::new(body, usize::try_from(limits.max_body).unwrap_or(usize::MAX));
+    // Read by hand rather than with `collect`: a body in one frame (the usual
+    // case) is kept as it is, with no buffer list allocated for it.
+    let (mut bytes, mut joined) = (Bytes::new(), None::<BytesMut>);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -168,8 +170,22 @@ pub(crate) async fn call(
             } else {
                 BackendError::new(ErrorKind::Connect, format!("the body was cut off: {e}"))
             }
-        })?
-        .to_bytes();
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut joined {
+            Some(buffer) => buffer.extend_from_slice(&data),
+            None if bytes.is_empty() => bytes = data,
+            None => {
+                let mut buffer = BytesMut::with_capacity(bytes.len() + data.len());
+                buffer.extend_from_slice(&bytes);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+        }
+    }
+    let bytes = joined.map_or(bytes, BytesMut::freeze);
     if !status.is_success() {
         return Err(BackendError {
             kind: ErrorKind::Status,

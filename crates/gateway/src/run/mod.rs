@@ -363,6 +363,9 @@ async fn run_backend(
     let url = url::render(&backend.origin, &backend.template, &values, forward_query)
         .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = inputs.headers.clone();
+    if let Some(host) = &backend.host {
+        headers.insert(http::header::HOST, host.clone());
+    }
     headers.extend(backend.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     #[cfg(feature = "otel")]
     inject_trace_context(&mut headers);
@@ -370,16 +373,16 @@ async fn run_backend(
         max_body: plan.max_backend_body,
         max_depth: plan.max_json_depth,
     };
-    let attempt = || {
+    let attempt = |headers| {
         crate::resilience::with_timeout(
             backend.timeout,
-            call::call(client, backend.method, &url, headers.clone(), limits),
+            call::call(client, backend.method, &url, headers, limits),
         )
     };
     match &backend.policies {
         None => {
             report.attempt();
-            attempt().await
+            attempt(headers).await
         }
         Some(policies) => {
             let key = if policies.keyed() {
@@ -387,10 +390,14 @@ async fn run_backend(
             } else {
                 String::new()
             };
-            policies
-                .call(backend.method, &key, deadline, report, attempt)
-                .await
-                .map(Arc::unwrap_or_clone)
+            // Boxed: the policies' future (a hedge holds two attempts) is
+            // several KiB, and would otherwise make every call's task that
+            // big, policies or not; tokio moves a task's future as it spawns.
+            Box::pin(policies.call(backend.method, &key, deadline, report, || {
+                attempt(headers.clone())
+            }))
+            .await
+            .map(Arc::unwrap_or_clone)
         }
     }
 }

@@ -9,14 +9,14 @@
 //! A value is parsed further only where two backends' objects meet under the
 //! same key and must be deep-merged.
 
-use std::{borrow::Cow, fmt, ops::Range, sync::Arc};
+use std::{borrow::Cow, fmt, ops::Range};
 
 use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, value::RawValue};
 
 /// A JSON document checked once and kept as received, with the members of a
-/// top-level object located. Cheap to clone (the text is shared).
+/// top-level object located. The text is shared between clones.
 ///
 /// ```
 /// use fanout_gateway::shape::Json;
@@ -32,18 +32,18 @@ pub struct Json {
     /// Valid UTF-8 and valid JSON.
     text: Bytes,
     /// The members of a top-level object, in order; `None` for anything else.
-    members: Option<Arc<[Member]>>,
+    members: Option<Vec<Member>>,
 }
 
 /// One member of the top-level object: where its key and value are.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Member {
     key: Key,
     value: Range<usize>,
 }
 
 /// A key as it appears in the text, or decoded when it has escapes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Key {
     Plain(Range<usize>),
     Decoded(Box<str>),

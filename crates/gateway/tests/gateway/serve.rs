@@ -489,6 +489,9 @@ endpoints:
     assert_eq!(h["x-api-key"], "dev");
     assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     assert_eq!(h["x-forwarded-host"], gw.addr.to_string());
+    // The backend's own host, once, never the client's.
+    assert_eq!(h["host"], b.addr.to_string());
+    assert_eq!(h.get_all("host").iter().count(), 1);
     assert!(
         h.get("cookie").is_none() && h.get("x-internal").is_none(),
         "{h:?}"
@@ -637,4 +640,45 @@ endpoints:
         b.seen().pop().unwrap().path_and_query,
         "/s?term=a%26b&q=a%26b"
     );
+}
+
+/// A body that arrives in several chunks, with pauses between them, is
+/// joined whole (and the keys of the one that arrived as one frame are kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_many_chunks_are_joined() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                stream.write_all(head.as_bytes()).await.unwrap();
+                for piece in [r#"{"slow": ["a","#, r#" "b"], "#, r#""n": 1}"#] {
+                    let chunk = format!("{:x}\r\n{piece}\r\n", piece.len());
+                    stream.write_all(chunk.as_bytes()).await.unwrap();
+                    stream.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                stream.write_all(b"0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let b = Backend::start(&[("/one", json(r#"{"fast": true}"#))]).await;
+    let gw = TestGateway::start(
+        r#"
+endpoints:
+  - route: GET /both
+    backends:
+      - { name: fast, url: "${env.B}/one" }
+      - { name: slow, url: "${env.S}/chunked" }
+"#,
+        &[("B", base(&b)), ("S", format!("http://{addr}"))],
+    )
+    .await;
+    let got = get(&gw.url("/both")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body, r#"{"fast":true,"slow":["a","b"],"n":1}"#);
 }
