@@ -4,11 +4,15 @@
 //
 // Build (offline, Debian's golang-go and golang-golang-x-sync-dev):
 //   GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/go-reference bench/go-reference/main.go
+//
+// bench/run.sh builds and runs it next to fanout: -listen for the address,
+// -backends for the comma-separated URLs merged by GET /merged.
 package main
 
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log"
 	"net/http"
 	"strings"
@@ -44,6 +48,12 @@ func main() {
 					return err
 				}
 				defer resp.Body.Close()
+				// A failed backend fails the request, and errgroup's context
+				// cancels the other calls (the fail-fast scenario). Every
+				// throughput backend answers 200, so this changes nothing there.
+				if resp.StatusCode >= 300 {
+					return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+				}
 				var part map[string]interface{}
 				if err := json.NewDecoder(resp.Body).Decode(&part); err != nil {
 					return err

@@ -1,0 +1,642 @@
+#!/usr/bin/env python3
+"""bench/results/latest.json (written by bench/run.sh) -> markdown and SVG plots.
+Stdlib only.
+
+    report.py RESULTS.json                          print the markdown
+    report.py RESULTS.json --write BENCHMARKS.md --svg-dir bench/results
+        replace the part of BENCHMARKS.md between <!-- bench:begin --> and
+        <!-- bench:end --> with the markdown, write throughput.svg and
+        width.svg, and print the summary table
+"""
+
+import argparse
+import html
+import json
+import math
+import os
+import re
+import sys
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+WIDTHS = (1, 3, 10, 30)
+COLORS = {"direct": "#868e96", "go": "#1c7ed6", "fanout": "#e8590c"}
+LABELS = {"direct": "direct (nginx)", "go": "Go reference", "fanout": "fanout"}
+
+
+# --- formatting ---------------------------------------------------------------
+def num(value, digits=0):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def ms(value):
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:.0f} ms"
+    if value >= 10:
+        return f"{value:.1f} ms"
+    return f"{value:.2f} ms"
+
+
+def us(value):
+    return "–" if value is None else f"{value:.0f} µs"
+
+
+def duration_ns(value):
+    if value is None:
+        return "–"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if value >= scale:
+            x = value / scale
+            return f"{x:.3g} {unit}" if x < 100 else f"{x:.0f} {unit}"
+    return f"{value:.0f} ns"
+
+
+def mib(kb):
+    return "–" if kb is None else f"{kb / 1024:.1f} MiB"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def times(r):
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def met(ok):
+    if ok is None:
+        return "–"
+    return "met" if ok else "**not met**"
+
+
+def version(text, pattern=r"(\d+\.\d+(?:\.\d+)?)"):
+    if not text:
+        return "?"
+    match = re.search(pattern, text)
+    return match.group(1) if match else text
+
+
+# --- the analysis -----------------------------------------------------------------
+def get(doc, *path):
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def width_figures(doc, target):
+    """{width: (req/s, req/s × width, p99)} and the spread (min/max of req/s × width over 3..30)."""
+    rows = {}
+    for w in WIDTHS:
+        run = get(doc, "width", target, f"w{w}")
+        if run:
+            rows[w] = (run["requests_per_s"], run["requests_per_s"] * w, run["p99_ms"], run)
+    scaled = [rows[w][1] for w in (3, 10, 30) if w in rows]
+    spread = min(scaled) / max(scaled) if len(scaled) == 3 and max(scaled) > 0 else None
+    return rows, spread
+
+
+def overhead_figures(doc):
+    targets = get(doc, "overhead", "targets")
+    if not targets:
+        return None
+    backends = {k: targets[k]["p50_us"] for k in ("one", "two", "three") if k in targets}
+    slowest_name = max(backends, key=backends.get)
+    slowest = backends[slowest_name]
+    out = {"slowest": slowest, "slowest_name": slowest_name}
+    for t in ("fanout", "go"):
+        if t in targets and targets[t]["p50_us"] is not None:
+            out[t] = targets[t]["p50_us"] - slowest
+    return out
+
+
+GROUP_ROWS = [(rt, n) for rt in ("current_thread", "multi_thread") for n in (10, 1000, 100000)]
+
+
+def group_median(doc, runtime, bench, n):
+    return get(doc, "group", f"{runtime}/{bench}/{n}", "median_ns")
+
+
+def summary_rows(doc):
+    """[(scenario, fanout, reference, ratio, target, met)]"""
+    rows = []
+    tp = doc.get("throughput") or {}
+    fo, go = tp.get("fanout"), tp.get("go")
+    if fo and go:
+        r = ratio(fo["requests_per_s"], go["requests_per_s"])
+        rows.append(("aggregation throughput: requests/s", num(fo["requests_per_s"]),
+                     f"{num(go['requests_per_s'])} (Go)", times(r), "≥ 2.0× Go", met(r >= 2.0)))
+        r = ratio(fo["p99_ms"], go["p99_ms"])
+        rows.append(("aggregation throughput: p99", ms(fo["p99_ms"]), f"{ms(go['p99_ms'])} (Go)",
+                     times(r), "≤ 0.5× Go", met(r is not None and r <= 0.5)))
+    else:
+        rows.append(("aggregation throughput", "not run", "", "", "≥ 2.0× Go req/s, p99 ≤ 0.5×", "–"))
+
+    ov = overhead_figures(doc)
+    if ov and "fanout" in ov:
+        go_ov = ov.get("go")
+        rows.append(("overhead over the slowest call: gateway p50 − slowest backend p50",
+                     us(ov["fanout"]), f"{us(go_ov)} (Go)", times(ratio(ov["fanout"], go_ov)) if go_ov and go_ov > 0 else "–",
+                     "≤ 100 µs", met(ov["fanout"] <= 100)))
+    else:
+        rows.append(("overhead over the slowest call", "not run", "", "", "≤ 100 µs", "–"))
+
+    fw, fspread = width_figures(doc, "fanout")
+    gw, gspread = width_figures(doc, "go")
+    if fspread is not None:
+        rows.append(("cost of fan-out width: req/s × width, min ÷ max over widths 3, 10, 30",
+                     f"{fspread:.2f}", f"{gspread:.2f} (Go)" if gspread is not None else "–",
+                     "–", "≥ 0.80 (within 20 %)", met(fspread >= 0.8)))
+        if 30 in fw and 30 in gw:
+            r = ratio(fw[30][0], gw[30][0])
+            rows.append(("cost of fan-out width: requests/s at width 30", num(fw[30][0]),
+                         f"{num(gw[30][0])} (Go)", times(r), "(informational)", "–"))
+    else:
+        rows.append(("cost of fan-out width", "not run", "", "", "within 20 % from 3 to 30", "–"))
+
+    tail = doc.get("tail") or {}
+    hedged, plain, gotail = tail.get("hedged"), tail.get("plain"), tail.get("go")
+    if hedged and plain:
+        ref = gotail or plain
+        ref_name = "Go, no hedging" if gotail else "fanout without hedging"
+        rows.append(("tail latency: p99 with hedging", ms(hedged["p99_ms"]), f"{ms(ref['p99_ms'])} ({ref_name})",
+                     times(ratio(hedged["p99_ms"], ref["p99_ms"])), "≤ 10 ms", met(hedged["p99_ms"] <= 10)))
+        rows.append(("tail latency: p99 without hedging (control)", ms(plain["p99_ms"]),
+                     f"{ms(gotail['p99_ms'])} (Go)" if gotail else "–", "–", "≥ 100 ms", met(plain["p99_ms"] >= 100)))
+        rows.append(("tail latency: extra backend calls with hedging", f"{hedged['extra_calls_pct']:.1f} %",
+                     f"{gotail['extra_calls_pct']:.1f} % (Go)" if gotail else "–", "–", "≤ 10 %",
+                     met(hedged["extra_calls_pct"] <= 10)))
+    else:
+        rows.append(("tail latency with hedging", "not run", "", "", "p99 ≤ 10 ms, extra calls ≤ 10 %", "–"))
+
+    ff = doc.get("failfast") or {}
+    fo, go = ff.get("fanout"), ff.get("go")
+    if fo:
+        rows.append(("fail-fast: response time, median (max)", f"{ms(fo['p50_ms'])} ({ms(fo['max_ms'])})",
+                     f"{ms(go['p50_ms'])} ({ms(go['max_ms'])}) (Go)" if go else "–",
+                     times(ratio(fo["p50_ms"], go["p50_ms"])) if go else "–", "≤ 60 ms (median)",
+                     met(fo["p50_ms"] <= 60)))
+
+        def cancelled(x):
+            return x["slow_calls"] > 0 and x["abandoned"] >= x["slow_calls"] and x["in_flight_after"] == 0
+
+        rows.append(("fail-fast: slow calls the backend saw abandoned", f"{fo['abandoned']}/{fo['slow_calls']}",
+                     f"{go['abandoned']}/{go['slow_calls']} (Go)" if go else "–", "–", "all", met(cancelled(fo))))
+    else:
+        rows.append(("fail-fast", "not run", "", "", "≤ 60 ms, slow call cancelled", "–"))
+
+    if doc.get("group"):
+        for runtime, n in GROUP_ROWS:
+            g = group_median(doc, runtime, "spawn_join_fanout_group", n)
+            j = group_median(doc, runtime, "spawn_join_tokio_joinset", n)
+            r = ratio(g, j)
+            rows.append((f"task group: spawn + join, {runtime}, n = " + f"{n:,}".replace(",", " "), duration_ns(g),
+                         f"{duration_ns(j)} (JoinSet)", times(r), "≤ 1.2× JoinSet",
+                         met(r <= 1.2) if r is not None else "–"))
+        g = get(doc, "group", "cancel/waiting_1000_fanout_group", "median_ns")
+        j = get(doc, "group", "cancel/waiting_1000_tokio_joinset", "median_ns")
+        rows.append(("task group: cancel 1 000 waiting tasks", duration_ns(g), f"{duration_ns(j)} (JoinSet)",
+                     times(ratio(g, j)), "≤ 1 ms", met(g <= 1e6) if g is not None else "–"))
+    else:
+        why = "skipped (BENCH_SKIP_GROUP=1)" if get(doc, "meta", "skip_group") else "not run"
+        rows.append(("task group overhead", why, "", "", "≤ 1.2× JoinSet; cancel ≤ 1 ms", "–"))
+
+    tp = doc.get("throughput") or {}
+    fo, go = tp.get("fanout"), tp.get("go")
+    if fo and go and fo.get("rss_kb") and go.get("rss_kb"):
+        r = ratio(fo["rss_kb"], go["rss_kb"])
+        rows.append(("memory: RSS after the throughput run", mib(fo["rss_kb"]), f"{mib(go['rss_kb'])} (Go)",
+                     times(r), "≤ 1.0× Go", met(r <= 1.0)))
+        r = ratio(fo.get("cpu_us_per_request"), go.get("cpu_us_per_request"))
+        rows.append(("CPU time per request (throughput run)", us(fo.get("cpu_us_per_request")),
+                     f"{us(go.get('cpu_us_per_request'))} (Go)", times(r), "(informational)", "–"))
+    else:
+        rows.append(("memory", "not run", "", "", "≤ Go's RSS", "–"))
+    return rows
+
+
+def table(header, rows, align):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def warnings(doc):
+    notes = []
+    for section in ("throughput", "width"):
+        runs = doc.get(section) or {}
+        flat = {}
+        for name, run in runs.items():
+            if isinstance(run, dict) and "requests_per_s" in run:
+                flat[name] = run
+            elif isinstance(run, dict):
+                flat.update({f"{name} {k}": v for k, v in run.items()})
+        for name, run in flat.items():
+            errors = sum(run.get("socket_errors", {}).values())
+            if run.get("non_2xx") or errors:
+                notes.append(f"{section} {name}: {run.get('non_2xx', 0)} non-2xx responses, {errors} socket errors")
+    for name, run in (get(doc, "overhead", "targets") or {}).items():
+        if run["errors"] or set(run["statuses"]) - {"200"}:
+            notes.append(f"overhead {name}: statuses {run['statuses']}, {run['errors']} errors")
+    if get(doc, "overhead", "late"):
+        notes.append(f"overhead: the client sent {doc['overhead']['late']} ticks late (it was starved of CPU)")
+    for name, run in (doc.get("tail") or {}).items():
+        if run.get("failed"):
+            notes.append(f"tail {name}: {run['failed']} requests failed")
+    return notes
+
+
+def markdown(doc, svg_prefix=None):
+    meta, machine = doc.get("meta", {}), doc.get("machine", {})
+    v = machine.get("versions", {})
+    out = [BEGIN,
+           "<!-- Generated by bench/run.sh (bench/report.py, from bench/results/latest.json): "
+           "edits here are overwritten. -->",
+           "",
+           "## Every target in one run (generated)",
+           "",
+           "```sh",
+           meta.get("command", "bash bench/run.sh"),
+           "```",
+           "",
+           f"Run on {machine.get('date', '?')}, in {meta.get('duration_s', '?')} s: "
+           f"wrk runs of {meta.get('bench_seconds')} s ({meta.get('width_seconds')} s per width), "
+           f"fanout logging at `{meta.get('fanout_log')}`"
+           + (" (**short rounds**: indicative only)" if meta.get("quick") or (meta.get("bench_seconds") or 10) < 10
+              else "") + ".",
+           f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu')}), {machine.get('mem_gib')} GiB, "
+           f"Linux {machine.get('kernel')}. Versions: rustc {version(v.get('rustc'))}, "
+           f"tokio {v.get('tokio')}, hyper {v.get('hyper')}, divan {v.get('divan')}, Go {version(v.get('go'))}, "
+           f"nginx {version(v.get('nginx'))}, wrk {version(v.get('wrk'))}, Python {v.get('python')}; "
+           f"{meta.get('fanout_version', 'fanout')} at commit {meta.get('git', '?')}.",
+           "",
+           "Everything shares the same cores (wrk, nginx, the gateways): read the ratios, "
+           "measured side by side in this run, rather than the absolute figures. "
+           "Reference: the Go gateway of [`bench/go-reference`](bench/go-reference/main.go) "
+           "(`errgroup.WithContext`, `net/http`, `encoding/json`) against the same backends, "
+           "or raw `tokio::task::JoinSet` for the task group.",
+           ""]
+    rows = summary_rows(doc)
+    judged = [r for r in rows if r[5] not in ("–",)]
+    n_met = sum(1 for r in judged if r[5] == "met")
+    out.append(table(["scenario", "fanout", "reference", "fanout ÷ reference", "target", "met?"], rows,
+                     ["---", "---:", "---:", "---:", "---", "---"]))
+    out.append("")
+    out.append(f"**{n_met} of {len(judged)} targets met** in this run.")
+    notes = warnings(doc)
+    if notes:
+        out.append("")
+        out.append("Warnings from this run:")
+        out.append("")
+        out += [f"- {n}" for n in notes]
+    out.append("")
+
+    # Throughput and memory.
+    tp = doc.get("throughput") or {}
+    if tp:
+        out += ["### Aggregation throughput and memory", "",
+                "Three nginx backends (one worker, `127.0.0.1:19301-19303`) each serve a ~200-byte JSON object; "
+                "`GET /merged` calls all three and merges them "
+                "([`bench/throughput-gateway.yaml`](bench/throughput-gateway.yaml)). "
+                f"wrk: 2 threads, 64 connections, {meta.get('bench_seconds')} s after a 2 s warm-up, one target after "
+                "the other. `direct` is one backend without a gateway: the ceiling the backends allow. RSS is read "
+                "from `/proc/PID/status` right after the run; CPU per request is the process's utime + stime over "
+                "the run divided by the requests wrk counted (backend CPU: the nginx worker's); peak RSS is `VmHWM`.", ""]
+        if svg_prefix:
+            out += [f"![requests/s and p99: direct, Go reference, fanout]({svg_prefix}throughput.svg)", ""]
+        trs = []
+        for name in ("direct", "go", "fanout"):
+            r = tp.get(name)
+            if not r:
+                continue
+            errors = r.get("non_2xx", 0) + sum(r.get("socket_errors", {}).values())
+            trs.append((LABELS[name], num(r["requests_per_s"]), ms(r["p50_ms"]), ms(r["p90_ms"]), ms(r["p99_ms"]),
+                        num(errors), mib(r.get("rss_kb")), mib(r.get("hwm_kb")), us(r.get("cpu_us_per_request")),
+                        us(r.get("backend_cpu_us_per_request"))))
+        out += [table(["target", "requests/s", "p50", "p90", "p99", "errors", "RSS", "peak RSS", "CPU / request",
+                       "backend CPU / request"], trs,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
+
+    ov = overhead_figures(doc)
+    if ov:
+        targets = doc["overhead"]["targets"]
+        out += ["### Overhead over the slowest call", "",
+                f"[`bench/loadgen.py`](bench/loadgen.py): a fixed-rate (open-loop) client, "
+                f"{num(doc['overhead']['rate'])} requests/s to each target over one keep-alive connection each, "
+                f"for {meta.get('bench_seconds')} s after 1 s of warm-up; each tick calls every target in turn "
+                "(rotating order), so all are measured at the same moments by the same client, and the client's "
+                "own cost cancels out of the difference.", ""]
+        names = {"one": "backend one (direct)", "two": "backend two (direct)", "three": "backend three (direct)",
+                 "go": "Go reference, `/merged`", "fanout": "fanout, `/merged`"}
+        ors = []
+        for k, r in targets.items():
+            extra = ""
+            if k in ("go", "fanout") and k in ov:
+                extra = us(ov[k])
+            ors.append((names.get(k, k), num(r["count"]), us(r["p50_us"]), us(r["p90_us"]), us(r["p99_us"]),
+                        num(r["errors"]), extra))
+        out += [table(["target", "requests", "p50", "p90", "p99", "errors", "p50 − slowest backend p50"], ors,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
+
+    fw, fspread = width_figures(doc, "fanout")
+    gw, gspread = width_figures(doc, "go")
+    if fw:
+        out += ["### Cost of fan-out width", "",
+                "`GET /wN` makes N calls, spread over the 3 nginx backends (`/w/0` … `/w/9` on each, every one "
+                "a ~200-byte object with its own keys, so the merged answer has 8 × N keys for both gateways). "
+                f"wrk: 2 threads, 64 connections, {meta.get('width_seconds')} s after 1 s, Go then fanout for each "
+                "width. If the cost of a call did not depend on the width, requests/s × width would be flat. "
+                "CPU / call: the gateway's CPU time per request (utime + stime over the run) divided by the width; "
+                "wrk shares the two cores, and its cost per request weighs more at small widths, so this column is "
+                "the steadier reading of the gateway's own cost per call.", ""]
+        if svg_prefix:
+            out += [f"![requests/s × width against width, fanout and Go]({svg_prefix}width.svg)", ""]
+        def per_call(row, w):
+            cpu = row[3].get("cpu_us_per_request") if row else None
+            return None if cpu is None else cpu / w
+
+        wrs = []
+        for w in WIDTHS:
+            f, g = fw.get(w), gw.get(w)
+            wrs.append((w, num(f[0]) if f else "–", num(f[1]) if f else "–", ms(f[2]) if f else "–",
+                        f"{per_call(f, w):.1f} µs" if per_call(f, w) is not None else "–",
+                        num(g[0]) if g else "–", num(g[1]) if g else "–", ms(g[2]) if g else "–",
+                        f"{per_call(g, w):.1f} µs" if per_call(g, w) is not None else "–",
+                        times(ratio(f[0], g[0])) if f and g else "–"))
+        out += [table(["width", "fanout req/s", "fanout req/s × width", "fanout p99", "fanout CPU / call",
+                       "Go req/s", "Go req/s × width", "Go p99", "Go CPU / call", "fanout ÷ Go"], wrs,
+                      ["---:"] * 10), ""]
+        out += [f"Spread of requests/s × width over widths 3, 10, 30 (min ÷ max): fanout "
+                f"{fspread:.2f}, Go {gspread:.2f}; target ≥ 0.80." if fspread is not None and gspread is not None
+                else "Spread: incomplete.", ""]
+
+    tail = doc.get("tail") or {}
+    if tail:
+        out += ["### Tail latency with hedging", "",
+                "One backend (`fanout mock`, [`bench/tail-mock.yaml`](bench/tail-mock.yaml)) answers in 1 ms for "
+                "97 % of calls and in 100 ms for 3 %. The gateway ([`bench/tail-gateway.yaml`]"
+                "(bench/tail-gateway.yaml)) serves it without hedging and with "
+                "`hedge: { percentile: 95, max_extra: 10% }`; the Go reference calls it once per request "
+                "(it has no hedging). Load: `fanout fetch`, 16 requests in flight, "
+                f"{meta.get('tail_requests')} requests per endpoint after 300 warm-up requests each; latency as "
+                "the client sees it. Extra calls: backend calls counted by the mock, less the requests.", ""]
+        trs = []
+        for k, label in (("plain", "fanout, no hedging"), ("hedged", "fanout, hedged"), ("go", "Go reference")):
+            r = tail.get(k)
+            if r:
+                trs.append((label, num(r["requests"]), ms(r["p50_ms"]), ms(r["p90_ms"]), ms(r["p99_ms"]),
+                            ms(r["max_ms"]), num(r["failed"]), num(r["backend_calls"]), f"{r['extra_calls_pct']:.1f} %"))
+        out += [table(["endpoint", "requests", "p50", "p90", "p99", "max", "failed", "backend calls", "extra calls"],
+                      trs, ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
+
+    ff = doc.get("failfast") or {}
+    if ff:
+        out += ["### Fail-fast", "",
+                "`fanout mock` ([`bench/failfast-mock.yaml`](bench/failfast-mock.yaml)): `/payments/authorize` "
+                "answers 500 after 50 ms, `/inventory/reserve` would answer after 2 s; both calls are required "
+                "([`bench/failfast-gateway.yaml`](bench/failfast-gateway.yaml); the Go reference fails a call on a "
+                f"status ≥ 300, and `errgroup.WithContext` cancels the other). {meta.get('failfast_requests')} "
+                "sequential requests per gateway (8 per second, one keep-alive connection). The mock counts the "
+                "calls whose caller went away before the answer (`abandoned` in `/__mock/stats`), read 0.5 s "
+                "after the last request.", ""]
+        frs = []
+        for k, label in (("fanout", "fanout"), ("go", "Go reference")):
+            r = ff.get(k)
+            if r:
+                statuses = ", ".join(f"{s} × {c}" for s, c in sorted(r["statuses"].items()))
+                frs.append((label, num(r["requests"]), statuses, ms(r["p50_ms"]), ms(r["max_ms"]),
+                            num(r["slow_calls"]), num(r["abandoned"]), num(r["in_flight_after"])))
+        out += [table(["gateway", "requests", "statuses", "median", "max", "slow calls", "abandoned",
+                       "still in flight"], frs, ["---", "---:", "---", "---:", "---:", "---:", "---:", "---:"]), ""]
+
+    if doc.get("group"):
+        out += ["### Task group overhead", "",
+                "```sh",
+                f"cargo bench -p fanout-group --bench group -- --skip try_join_all --max-time {meta.get('group_max_time', 3):g}",
+                "```", "",
+                "divan medians ([`crates/group/benches/group.rs`](crates/group/benches/group.rs)): each sample "
+                "spawns n trivial tasks and joins them; `multi_thread` is a 2-worker runtime spawning from inside "
+                "a task. Cancel: from `cancel` until 1 000 parked tasks are stopped and reaped.", ""]
+        def fastest(key):
+            return get(doc, "group", key, "fastest_ns")
+
+        grs = []
+        for runtime, n in GROUP_ROWS:
+            keys = [f"{runtime}/{b}/{n}" for b in ("spawn_join_fanout_group", "spawn_join_fanout_group_no_timeline",
+                                                  "spawn_join_tokio_joinset")]
+            g, nt, j = (get(doc, "group", k, "median_ns") for k in keys)
+            gf, _, jf = (fastest(k) for k in keys)
+            grs.append((runtime, f"{n:,}".replace(",", " "), duration_ns(g), duration_ns(nt), duration_ns(j),
+                        times(ratio(g, j)), times(ratio(nt, j)), times(ratio(gf, jf))))
+        keys = ("cancel/waiting_1000_fanout_group", "cancel/waiting_1000_tokio_joinset")
+        g, j = (get(doc, "group", k, "median_ns") for k in keys)
+        gf, jf = (fastest(k) for k in keys)
+        grs.append(("cancel (multi_thread)", "1 000", duration_ns(g), "–", duration_ns(j), times(ratio(g, j)), "–",
+                    times(ratio(gf, jf))))
+        out += [table(["runtime", "n", "fanout-group", "no timeline", "JoinSet", "group ÷ JoinSet",
+                       "no timeline ÷ JoinSet", "fastest ÷ fastest"], grs,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), "",
+                f"Cancel, fastest samples: fanout-group {duration_ns(gf)}, JoinSet {duration_ns(jf)}. "
+                "On a busy machine the fastest sample is the least disturbed one; the targets use medians.", ""]
+
+    out += ["Raw figures: [`bench/results/latest.json`](bench/results/latest.json).", "", END]
+    return "\n".join(out) + "\n"
+
+
+# --- SVG -----------------------------------------------------------------------------
+def nice_ticks(top, count=5):
+    if top <= 0:
+        return [0, 1]
+    raw = top / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = [0]
+    while ticks[-1] < top:
+        ticks.append(round(ticks[-1] + step, 10))
+    return ticks
+
+
+def short(value):
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e3:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
+
+
+def text(x, y, s, size=12, anchor="start", weight="normal", color="#212529"):
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" fill="{color}">{html.escape(str(s))}</text>')
+
+
+def svg_doc(width, height, body):
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">\n'
+            f'<rect width="{width}" height="{height}" fill="#ffffff"/>\n' + "\n".join(body) + "\n</svg>\n")
+
+
+def bar_panel(x0, y0, w, h, title, items, fmt, clip_to=None):
+    """Horizontal bars: items = [(label, value, color)]. Bars beyond clip_to are drawn broken."""
+    body = [text(x0, y0 + 14, title, 13, weight="bold")]
+    label_w, top_pad, bottom_pad = 110, 30, 24
+    plot_x, plot_w = x0 + label_w, w - label_w - 70
+    plot_y, plot_h = y0 + top_pad, h - top_pad - bottom_pad
+    values = [v for _, v, _ in items if v is not None]
+    top = clip_to if clip_to else max(values or [1])
+    ticks = nice_ticks(top)
+    scale = plot_w / ticks[-1]
+    for t in ticks:
+        x = plot_x + t * scale
+        body.append(f'<line x1="{x:.1f}" y1="{plot_y}" x2="{x:.1f}" y2="{plot_y + plot_h}" stroke="#e9ecef"/>')
+        body.append(text(x, plot_y + plot_h + 16, short(t), 11, "middle", color="#495057"))
+    band = plot_h / len(items)
+    for i, (label, value, color) in enumerate(items):
+        y = plot_y + i * band + band * 0.2
+        bh = band * 0.6
+        body.append(text(plot_x - 8, y + bh / 2 + 4, label, 12, "end"))
+        if value is None:
+            continue
+        broken = value > ticks[-1]
+        bw = plot_w if broken else value * scale
+        body.append(f'<rect x="{plot_x}" y="{y:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="{color}"/>')
+        if broken:  # a break mark: the bar is off the scale
+            bx = plot_x + plot_w * 0.8
+            for dx in (0, 7):
+                body.append(f'<line x1="{bx + dx - 4:.1f}" y1="{y + bh + 3:.1f}" x2="{bx + dx + 4:.1f}" '
+                            f'y2="{y - 3:.1f}" stroke="#ffffff" stroke-width="3"/>')
+        body.append(text(plot_x + bw + 5, y + bh / 2 + 4, fmt(value), 12, weight="bold"))
+    body.append(f'<line x1="{plot_x}" y1="{plot_y}" x2="{plot_x}" y2="{plot_y + plot_h}" stroke="#495057"/>')
+    return body
+
+
+def throughput_svg(doc):
+    tp = doc.get("throughput") or {}
+    items_rps = [(LABELS[k], tp[k]["requests_per_s"], COLORS[k]) for k in ("direct", "go", "fanout") if k in tp]
+    items_p99 = [(LABELS[k], tp[k]["p99_ms"], COLORS[k]) for k in ("direct", "go", "fanout") if k in tp]
+    gateways = [tp[k]["requests_per_s"] for k in ("go", "fanout") if k in tp]
+    clip = max(gateways) * 1.3 if gateways else None
+    if clip and all(v <= clip for _, v, _ in items_rps):
+        clip = None
+    W, H = 820, 190
+    body = bar_panel(10, 8, 420, H - 30, "requests/s (higher is better)", items_rps, lambda v: num(v), clip)
+    body += bar_panel(430, 8, 380, H - 30, "p99 latency, ms (lower is better)", items_p99, lambda v: f"{v:.2f}")
+    go, fo = tp.get("go"), tp.get("fanout")
+    if go and fo:
+        caption = (f"fanout ÷ Go: requests/s {fo['requests_per_s'] / go['requests_per_s']:.2f}× (target ≥ 2.0×), "
+                   f"p99 {fo['p99_ms'] / go['p99_ms']:.2f}× (target ≤ 0.5×). wrk -t2 -c64, "
+                   f"{get(doc, 'meta', 'bench_seconds')} s; {get(doc, 'machine', 'date')}")
+        body.append(text(10, H - 8, caption, 11, color="#495057"))
+    return svg_doc(W, H, body)
+
+
+def width_svg(doc):
+    fw, fspread = width_figures(doc, "fanout")
+    gw, gspread = width_figures(doc, "go")
+    W, H = 700, 330
+    left, right, top_, bottom = 70, 210, 40, 50
+    pw, ph = W - left - right, H - top_ - bottom
+    values = [r[1] for r in list(fw.values()) + list(gw.values())]
+    ticks = nice_ticks(max(values or [1]) * 1.1)
+    ymax = ticks[-1]
+    inner = 30  # keep the first and last points off the axes
+    xs = {w: left + inner + (pw - 2 * inner) * i / (len(WIDTHS) - 1) for i, w in enumerate(WIDTHS)}
+    ys = lambda v: top_ + ph - v / ymax * ph
+    body = [text(10, 20, "requests/s × width against fan-out width (flat is ideal)", 14, weight="bold")]
+    for t in ticks:
+        body.append(f'<line x1="{left}" y1="{ys(t):.1f}" x2="{left + pw}" y2="{ys(t):.1f}" stroke="#e9ecef"/>')
+        body.append(text(left - 8, ys(t) + 4, short(t), 11, "end", color="#495057"))
+    for w, x in xs.items():
+        body.append(f'<line x1="{x:.1f}" y1="{top_ + ph}" x2="{x:.1f}" y2="{top_ + ph + 5}" stroke="#495057"/>')
+        body.append(text(x, top_ + ph + 19, w, 12, "middle"))
+    body.append(text(left + pw / 2, H - 8, "backend calls per request (width)", 12, "middle", color="#495057"))
+    body.append(f'<line x1="{left}" y1="{top_}" x2="{left}" y2="{top_ + ph}" stroke="#495057"/>')
+    body.append(f'<line x1="{left}" y1="{top_ + ph}" x2="{left + pw}" y2="{top_ + ph}" stroke="#495057"/>')
+    # The target band for fanout: within 20 % of its best over widths 3..30.
+    best = max([fw[w][1] for w in (3, 10, 30) if w in fw] or [0])
+    if best:
+        y1, y2 = ys(best), ys(best * 0.8)
+        body.append(f'<rect x="{xs[3] - 8:.1f}" y="{y1:.1f}" width="{xs[30] - xs[3] + 16:.1f}" '
+                    f'height="{y2 - y1:.1f}" fill="{COLORS["fanout"]}" fill-opacity="0.10"/>')
+    series = (("fanout", fw), ("go", gw))
+    for key, rows in series:
+        points = [(xs[w], ys(rows[w][1])) for w in WIDTHS if w in rows]
+        if points:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            body.append(f'<polyline points="{path}" fill="none" stroke="{COLORS[key]}" stroke-width="2.5"/>')
+    for w in WIDTHS:
+        here = [(key, rows[w][1]) for key, rows in series if w in rows]
+        higher = max(here, key=lambda kv: kv[1])[0] if here else None
+        for key, value in here:
+            x, y = xs[w], ys(value)
+            dy = -9 if key == higher else 17
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{COLORS[key]}"/>')
+            body.append(text(x, y + dy, num(value), 10, "middle", color=COLORS[key]))
+    lx, ly = left + pw + 20, top_ + 10
+    for key, spread in (("fanout", fspread), ("go", gspread)):
+        body.append(f'<rect x="{lx}" y="{ly - 7}" width="16" height="4" fill="{COLORS[key]}"/>')
+        body.append(text(lx + 22, ly - 1, LABELS[key], 12))
+        if spread is not None:
+            body.append(text(lx + 22, ly + 14, f"min ÷ max over 3–30: {spread:.2f}", 10, color="#495057"))
+        ly += 40
+    if best:
+        body.append(f'<rect x="{lx}" y="{ly - 10}" width="16" height="10" fill="{COLORS["fanout"]}" '
+                    f'fill-opacity="0.10"/>')
+        body.append(text(lx + 22, ly - 1, "target: fanout within", 10, color="#495057"))
+        body.append(text(lx + 22, ly + 12, "20 % of its best (3–30)", 10, color="#495057"))
+    body.append(text(lx, top_ + ph - 12, f"wrk -t2 -c64, {get(doc, 'meta', 'width_seconds')} s per point",
+                     9, color="#868e96"))
+    body.append(text(lx, top_ + ph, str(get(doc, "machine", "date")), 9, color="#868e96"))
+    return svg_doc(W, H, body)
+
+
+# --- main ------------------------------------------------------------------------------
+def replace_region(path, generated):
+    text_ = open(path).read()
+    if BEGIN not in text_ or END not in text_:
+        raise SystemExit(f"report.py: {path} has no {BEGIN} … {END} region; add both markers where the "
+                         "generated section goes")
+    head, rest = text_.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = head + generated.rstrip("\n") + tail
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new)
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("--write", metavar="BENCHMARKS.md")
+    parser.add_argument("--svg-dir")
+    args = parser.parse_args()
+    doc = json.load(open(args.results))
+    if args.write:
+        svg_prefix = None
+        if args.svg_dir:
+            os.makedirs(args.svg_dir, exist_ok=True)
+            if doc.get("throughput"):
+                with open(os.path.join(args.svg_dir, "throughput.svg"), "w") as f:
+                    f.write(throughput_svg(doc))
+            if doc.get("width"):
+                with open(os.path.join(args.svg_dir, "width.svg"), "w") as f:
+                    f.write(width_svg(doc))
+            svg_prefix = os.path.relpath(args.svg_dir, os.path.dirname(os.path.abspath(args.write))) + "/"
+        replace_region(args.write, markdown(doc, svg_prefix))
+        rows = summary_rows(doc)
+        print(table(["scenario", "fanout", "reference", "fanout ÷ reference", "target", "met?"], rows,
+                    ["---", "---:", "---:", "---:", "---", "---"]))
+        for note in warnings(doc):
+            print(f"warning: {note}")
+    else:
+        sys.stdout.write(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# Every row of the performance table in targets.md, with one command, side by
+# side with the Go reference gateway (bench/go-reference) in the same run:
+#
+#   throughput  aggregation throughput: 3 nginx backends, GET /merged merges all
+#               3; wrk -t2 -c64; direct (one backend), go-reference, fanout
+#   memory      RSS of each gateway right after its throughput run, and its CPU
+#               time per request over that run (measured with throughput)
+#   overhead    fixed-rate open-loop load (bench/loadgen.py): gateway p50 minus
+#               the slowest backend's p50, all measured at the same moments
+#   width       1, 3, 10, 30 backend calls per request: requests/s × width
+#   tail        one backend, 97 % in 1 ms, 3 % in 100 ms: plain vs hedged
+#   failfast    a required call fails at 50 ms, another would take 2 s
+#   group       cargo bench -p fanout-group --bench group (divan)
+#
+# Usage:
+#   bash bench/run.sh            # everything (≈ 4 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
+#
+# Settings (environment):
+#   BENCH_SECONDS=10      wrk and fixed-rate durations (width rounds: half, ≥ 2 s)
+#   BENCH_ONLY=a,b        only these scenarios (names above); results go to
+#                         bench/results/partial.json and BENCHMARKS.md is left alone
+#   BENCH_SKIP_GROUP=1    skip the task-group benchmark (its rows say "skipped")
+#   TAIL_REQUESTS=3000    requests per endpoint in the tail scenario
+#   FAILFAST_REQUESTS=20  sequential requests per gateway in the fail-fast scenario
+#   OVERHEAD_RATE=200     requests/s per target in the overhead scenario
+#   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
+#   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
+#                         line per request, written to /dev/null)
+#   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
+#   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
+#   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
+#
+# A run covering every scenario writes bench/results/latest.json, the plots
+# bench/results/*.svg and the generated part of BENCHMARKS.md (between
+# <!-- bench:begin --> and <!-- bench:end -->), via bench/report.py.
+#
+# Needs Debian's nginx-light, wrk, golang-go and golang-golang-x-sync-dev
+# (installed with apt-get when missing, as root), python3, curl, cargo.
+# Everything listens on 127.0.0.1, ports 19101-19303; every process it starts
+# is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# The command as run, with the settings given in the environment that change
+# the figures (not BENCH_PORT_OFFSET or BENCH_NO_BUILD).
+CMDLINE="bash bench/run.sh${*:+ $*}"
+for var in GROUP_MAX_TIME OVERHEAD_RATE FAILFAST_REQUESTS TAIL_REQUESTS \
+  BENCH_SKIP_GROUP BENCH_ONLY FANOUT_LOG BENCH_SECONDS; do
+  if [ -n "${!var:-}" ]; then CMDLINE="$var=${!var} $CMDLINE"; fi
+done
+
+QUICK=0
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$QUICK" = 1 ]; then
+  : "${BENCH_SECONDS:=2}" "${TAIL_REQUESTS:=1000}" "${GROUP_MAX_TIME:=0.5}"
+fi
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+TAIL_REQUESTS=${TAIL_REQUESTS:-3000}
+FAILFAST_REQUESTS=${FAILFAST_REQUESTS:-20}
+OVERHEAD_RATE=${OVERHEAD_RATE:-200}
+GROUP_MAX_TIME=${GROUP_MAX_TIME:-3}
+FANOUT_LOG=${FANOUT_LOG:-info}
+BENCH_ONLY=${BENCH_ONLY:-}
+BENCH_SKIP_GROUP=${BENCH_SKIP_GROUP:-0}
+PORT_OFFSET=${BENCH_PORT_OFFSET:-0}
+S=$BENCH_SECONDS
+WIDTH_SECONDS=$((S / 2 < 2 ? 2 : S / 2))
+ALL_SCENARIOS="throughput overhead width tail failfast group"
+[[ $S =~ ^[0-9]+$ ]] && [ "$S" -ge 1 ] || { echo "run.sh: BENCH_SECONDS must be a whole number of seconds ≥ 1" >&2; exit 2; }
+
+log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\033[1;31m[bench] error:\033[0m %s\n' "$*" >&2; exit 1; }
+selected() { # scenario -> 0 if it runs
+  if [ "$1" = group ] && [ "$BENCH_SKIP_GROUP" = 1 ]; then return 1; fi
+  [ -z "$BENCH_ONLY" ] && return 0
+  [[ ",$BENCH_ONLY," == *",$1,"* ]] || { [ "$1" = throughput ] && [[ ",$BENCH_ONLY," == *",memory,"* ]]; }
+}
+for name in ${BENCH_ONLY//,/ }; do
+  [[ " $ALL_SCENARIOS memory " == *" $name "* ]] || die "BENCH_ONLY: unknown scenario '$name' (known: $ALL_SCENARIOS)"
+done
+
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] && [ "$PORT_OFFSET" -le 600 ] || { echo "run.sh: BENCH_PORT_OFFSET must be 0-600" >&2; exit 2; }
+MOCK_TAIL=$((19101 + PORT_OFFSET)) MOCK_FF=$((19102 + PORT_OFFSET))
+FO_TP=$((19180 + PORT_OFFSET)) FO_W=$((19181 + PORT_OFFSET)) FO_TAIL=$((19182 + PORT_OFFSET)) FO_FF=$((19183 + PORT_OFFSET))
+GO_TP=$((19280 + PORT_OFFSET)) GO_W=$((19281 + PORT_OFFSET)) GO_TAIL=$((19282 + PORT_OFFSET)) GO_FF=$((19283 + PORT_OFFSET))
+NG1=$((19301 + PORT_OFFSET)) NG2=$((19302 + PORT_OFFSET)) NG3=$((19303 + PORT_OFFSET))
+busy=$(python3 bench/lib.py ports-busy "$MOCK_TAIL" "$MOCK_FF" "$FO_TP" "$FO_W" "$FO_TAIL" "$FO_FF" \
+  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3")
+[ -z "$busy" ] || die "ports already in use on 127.0.0.1: $busy (another benchmark running? set BENCH_PORT_OFFSET, e.g. 300)"
+
+# --- what it needs -----------------------------------------------------------
+missing=()
+for cmd in nginx wrk go; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+[ -d /usr/share/gocode/src/golang.org/x/sync/errgroup ] || missing+=("golang.org/x/sync")
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: apt-get install -y nginx-light wrk golang-go golang-golang-x-sync-dev (as root)"
+  log "installing nginx-light wrk golang-go golang-golang-x-sync-dev (missing: ${missing[*]})"
+  # Keep the package scripts from starting the system's nginx on port 80.
+  policy_rc_d=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_rc_d=1
+  fi
+  install_rc=0
+  { timeout 600 apt-get update &&
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y nginx-light wrk golang-go golang-golang-x-sync-dev; } || install_rc=$?
+  if [ "$policy_rc_d" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  [ "$install_rc" = 0 ] || die "apt-get failed ($install_rc)"
+fi
+for cmd in python3 curl cargo; do command -v "$cmd" >/dev/null || die "$cmd is needed"; done
+
+# --- processes: every one is stopped on exit ---------------------------------
+WORK=$(mktemp -d /tmp/fanout-bench.XXXXXX)
+PIDS=()  # servers (nginx, gateways, mocks): one process each
+STEPS=() # the foreground step, in its own process group (wrk, loadgen, cargo)
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${STEPS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  if [ "$rc" = 0 ]; then rm -rf "$WORK"; else echo "[bench] failed ($rc); logs and partial results kept in $WORK" >&2; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step() { # CMD...: runs a bounded foreground step where a signal can interrupt it
+  local pid rc=0 kept=() p
+  setsid "$@" &
+  pid=$!
+  STEPS+=("$pid")
+  wait "$pid" || rc=$?
+  for p in "${STEPS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  STEPS=("${kept[@]}")
+  return "$rc"
+}
+SPAWNED=
+spawn() { # NAME STDOUT CMD... -> $SPAWNED; stderr goes to $WORK/NAME.err
+  local name=$1 out=$2
+  shift 2
+  "$@" >"$out" 2>"$WORK/$name.err" &
+  SPAWNED=$!
+  PIDS+=("$SPAWNED")
+}
+stop() { # PID: stop one process started by spawn
+  local pid=$1 kept=() p
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+wait_ready() { # NAME PID URL: until URL answers 200 (10 s at most)
+  local name=$1 pid=$2 url=$3 code
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || die "$name exited at start: $(tail -5 "$WORK/$name.err" 2>/dev/null)"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "$name does not answer 200 on $url after 10 s (last status: $code): $(tail -5 "$WORK/$name.err" 2>/dev/null)"
+}
+LIB=(python3 "$ROOT/bench/lib.py")
+lib() { "${LIB[@]}" "$@"; }
+config() { # FILE: bench/FILE with its ports shifted by BENCH_PORT_OFFSET, in $WORK
+  lib shift-ports "bench/$1" "$PORT_OFFSET" > "$WORK/$1" && echo "$WORK/$1"
+}
+RESULTS=$WORK/results.json
+rec() { lib set "$RESULTS" "$1" "$2"; }
+
+# --- build ---------------------------------------------------------------------
+T0=$(date +%s)
+BIN=${CARGO_TARGET_DIR:-target}/release/fanout
+[[ $BIN == /* ]] || BIN=$ROOT/$BIN
+if selected throughput || selected overhead || selected width || selected tail || selected failfast; then
+  if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    log "using the fanout binary as built: $BIN (BENCH_NO_BUILD=1)"
+  else
+    log "building fanout (cargo build --release --bin fanout)"
+    step timeout 1800 cargo build --release --quiet --bin fanout || die "cargo build failed"
+  fi
+  [ -x "$BIN" ] || die "no binary at $BIN"
+  log "building the Go reference (bench/go-reference)"
+  GO111MODULE=off GOPATH=/usr/share/gocode timeout 600 go build -o "$WORK/go-reference" bench/go-reference/main.go ||
+    die "go build failed"
+fi
+GOREF=$WORK/go-reference
+
+rec meta "$(python3 -c '
+import json, sys
+print(json.dumps({"command": sys.argv[1], "bench_seconds": int(sys.argv[2]), "width_seconds": int(sys.argv[3]),
+  "tail_requests": int(sys.argv[4]), "failfast_requests": int(sys.argv[5]), "overhead_rate": float(sys.argv[6]),
+  "group_max_time": float(sys.argv[7]), "fanout_log": sys.argv[8], "only": sys.argv[9] or None,
+  "skip_group": sys.argv[10] == "1", "quick": sys.argv[11] == "1"}))
+' "$CMDLINE" "$S" "$WIDTH_SECONDS" "$TAIL_REQUESTS" "$FAILFAST_REQUESTS" "$OVERHEAD_RATE" \
+  "$GROUP_MAX_TIME" "$FANOUT_LOG" "$BENCH_ONLY" "$BENCH_SKIP_GROUP" "$QUICK")"
+rec machine "$(lib machine)"
+rec meta.fanout_version "\"$( ("$BIN" --version 2>/dev/null || echo fanout unknown) | head -1)\""
+rec meta.git "\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
+  [ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] || echo ' with uncommitted changes')\""
+
+# --- nginx backends and the two gateways of the throughput scenario ------------
+NGINX=
+GO_PID=
+FANOUT_PID=
+if selected throughput || selected overhead || selected width; then
+  log "starting 3 nginx backends (one worker, 127.0.0.1:$NG1-$NG3)"
+  lib nginx-conf "$WORK" "$PORT_OFFSET" > "$WORK/nginx.conf"
+  nginx -t -q -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>"$WORK/nginx-test.err" ||
+    die "nginx rejects its config: $(cat "$WORK/nginx-test.err")"
+  spawn nginx /dev/null nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
+  NGINX=$SPAWNED
+  for port in "$NG1" "$NG2" "$NG3"; do wait_ready nginx "$NGINX" "http://127.0.0.1:$port/data"; done
+fi
+if selected throughput || selected overhead; then
+  spawn go-reference /dev/null "$GOREF" -listen 127.0.0.1:$GO_TP \
+    -backends http://127.0.0.1:$NG1/data,http://127.0.0.1:$NG2/data,http://127.0.0.1:$NG3/data
+  GO_PID=$SPAWNED
+  config=$(config throughput-gateway.yaml)
+  "$BIN" check -c "$config" >/dev/null || die "fanout check refuses bench/throughput-gateway.yaml"
+  spawn fanout /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$config"
+  FANOUT_PID=$SPAWNED
+  wait_ready go-reference "$GO_PID" http://127.0.0.1:$GO_TP/merged
+  wait_ready fanout "$FANOUT_PID" http://127.0.0.1:$FO_TP/merged
+  for url in http://127.0.0.1:$GO_TP/merged http://127.0.0.1:$FO_TP/merged; do
+    curl -s --max-time 2 "$url" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d) == 24, d' ||
+      die "$url does not merge the 3 backends (24 keys)"
+  done
+fi
+
+# --- 1 + 2: aggregation throughput and memory ------------------------------------
+if selected throughput; then
+  log "aggregation throughput: wrk -t2 -c64 -d${S}s after a 2 s warm-up; direct, go-reference, fanout"
+  for target in direct go fanout; do
+    case $target in
+      direct) url=http://127.0.0.1:$NG1/data pid= ;;
+      go) url=http://127.0.0.1:$GO_TP/merged pid=$GO_PID ;;
+      fanout) url=http://127.0.0.1:$FO_TP/merged pid=$FANOUT_PID ;;
+    esac
+    step "${LIB[@]}" wrk-run "$url" 2 >/dev/null
+    step "${LIB[@]}" wrk-run "$url" "$S" "$pid" "$NGINX" > "$WORK/throughput-$target.json"
+    rec "throughput.$target" "@$WORK/throughput-$target.json"
+    lib show throughput "$WORK/throughput-$target.json" "$target" >&2
+  done
+fi
+
+# --- 3: overhead over the slowest call -------------------------------------------
+if selected overhead; then
+  log "overhead: ${OVERHEAD_RATE} req/s per target for ${S}s (after 1 s), one keep-alive connection each, interleaved"
+  step timeout $((S * 4 + 60)) python3 bench/loadgen.py --rate "$OVERHEAD_RATE" --seconds "$S" --warmup 1 \
+    one=http://127.0.0.1:$NG1/data two=http://127.0.0.1:$NG2/data three=http://127.0.0.1:$NG3/data \
+    go=http://127.0.0.1:$GO_TP/merged fanout=http://127.0.0.1:$FO_TP/merged > "$WORK/overhead.json" ||
+    die "the fixed-rate client failed or timed out"
+  rec overhead "@$WORK/overhead.json"
+  lib show overhead "$WORK/overhead.json" >&2
+fi
+
+# --- 4: cost of fan-out width ------------------------------------------------------
+if selected width; then
+  log "fan-out width 1, 3, 10, 30: wrk -t2 -c64 -d${WIDTH_SECONDS}s after 1 s, go-reference then fanout"
+  lib width-gateway "$FO_W" "$PORT_OFFSET" 1 3 10 30 > "$WORK/width-gateway.yaml"
+  "$BIN" check -c "$WORK/width-gateway.yaml" >/dev/null || die "fanout check refuses the width config ($WORK/width-gateway.yaml)"
+  spawn fanout-width /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/width-gateway.yaml"
+  FANOUT_WIDTH=$SPAWNED
+  for width in 1 3 10 30; do
+    spawn "go-width-$width" /dev/null "$GOREF" -listen 127.0.0.1:$GO_W -backends "$(lib width-urls "$width" "$PORT_OFFSET")"
+    go_width=$SPAWNED
+    wait_ready "go-width-$width" "$go_width" http://127.0.0.1:$GO_W/merged
+    wait_ready fanout-width "$FANOUT_WIDTH" "http://127.0.0.1:$FO_W/w$width"
+    for target in go fanout; do
+      case $target in
+        go) url=http://127.0.0.1:$GO_W/merged pid=$go_width ;;
+        fanout) url=http://127.0.0.1:$FO_W/w$width pid=$FANOUT_WIDTH ;;
+      esac
+      keys=$(curl -s --max-time 2 "$url" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+      [ "$keys" = $((width * 8)) ] || die "$url merges $keys keys, not $((width * 8))"
+      step "${LIB[@]}" wrk-run "$url" 1 >/dev/null
+      step "${LIB[@]}" wrk-run "$url" "$WIDTH_SECONDS" "$pid" "$NGINX" > "$WORK/width-$target-$width.json"
+      rec "width.$target.w$width" "@$WORK/width-$target-$width.json"
+      lib show width "$WORK/width-$target-$width.json" "$target" "$width" >&2
+    done
+    stop "$go_width"
+  done
+  stop "$FANOUT_WIDTH"
+fi
+
+# Backends and gateways of the first scenarios are no longer needed.
+for pid in $FANOUT_PID $GO_PID $NGINX; do stop "$pid"; done
+
+# --- 5: tail latency with hedging ----------------------------------------------------
+mock_stats() { curl -s --max-time 2 "http://127.0.0.1:$1/__mock/stats"; }
+if selected tail; then
+  log "tail latency: fanout fetch, 16 in flight, $TAIL_REQUESTS requests per endpoint after 300 warm-up ones"
+  config=$(config tail-mock.yaml)
+  "$BIN" mock --check -c "$config" >/dev/null || die "bench/tail-mock.yaml is refused"
+  spawn tail-mock /dev/null "$BIN" mock -c "$config"
+  mock=$SPAWNED
+  spawn tail-gateway /dev/null env GATEWAY_PORT="$FO_TAIL" RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$(config tail-gateway.yaml)"
+  gateway=$SPAWNED
+  spawn tail-go /dev/null "$GOREF" -listen 127.0.0.1:$GO_TAIL -backends http://127.0.0.1:$MOCK_TAIL/tail
+  gotail=$SPAWNED
+  wait_ready tail-mock "$mock" http://127.0.0.1:$MOCK_TAIL/__mock/stats
+  wait_ready tail-gateway "$gateway" http://127.0.0.1:$FO_TAIL/plain
+  wait_ready tail-go "$gotail" http://127.0.0.1:$GO_TAIL/merged
+  urls() { python3 -c 'import sys; print("\n".join([sys.argv[1]] * int(sys.argv[2])))' "$1" "$2"; }
+  fetch() { timeout 300 "$BIN" fetch --limit 16 --timeout 5s --json -f - || [ $? = 1 ]; } # 1: some failed
+  for target in plain hedged go; do
+    case $target in
+      go) url=http://127.0.0.1:$GO_TAIL/merged ;;
+      *) url=http://127.0.0.1:$FO_TAIL/$target ;;
+    esac
+    urls "$url" 300 | fetch >/dev/null # warm-up; the hedged upstream learns its p95
+  done
+  for target in plain hedged go; do
+    case $target in
+      go) url=http://127.0.0.1:$GO_TAIL/merged ;;
+      *) url=http://127.0.0.1:$FO_TAIL/$target ;;
+    esac
+    before=$(mock_stats $MOCK_TAIL)
+    urls "$url" "$TAIL_REQUESTS" | fetch > "$WORK/tail-$target-fetch.json"
+    after=$(mock_stats $MOCK_TAIL)
+    lib tail-summary "$WORK/tail-$target-fetch.json" "$before" "$after" > "$WORK/tail-$target.json"
+    rec "tail.$target" "@$WORK/tail-$target.json"
+    lib show tail "$WORK/tail-$target.json" "$target" >&2
+  done
+  for pid in $gotail $gateway $mock; do stop "$pid"; done
+fi
+
+# --- 6: fail-fast ---------------------------------------------------------------------
+if selected failfast; then
+  log "fail-fast: $FAILFAST_REQUESTS sequential requests per gateway; the payment fails at 50 ms, the inventory takes 2 s"
+  config=$(config failfast-mock.yaml)
+  "$BIN" mock --check -c "$config" >/dev/null || die "bench/failfast-mock.yaml is refused"
+  spawn failfast-mock /dev/null "$BIN" mock -c "$config"
+  mock=$SPAWNED
+  spawn failfast-gateway /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$(config failfast-gateway.yaml)"
+  gateway=$SPAWNED
+  spawn failfast-go /dev/null "$GOREF" -listen 127.0.0.1:$GO_FF \
+    -backends http://127.0.0.1:$MOCK_FF/payments/authorize,http://127.0.0.1:$MOCK_FF/inventory/reserve
+  goff=$SPAWNED
+  wait_ready failfast-mock "$mock" http://127.0.0.1:$MOCK_FF/__mock/stats
+  for pid_port in "$gateway:$FO_FF" "$goff:$GO_FF"; do # up once the port accepts (they answer 502)
+    for _ in $(seq 100); do
+      curl -s -o /dev/null --max-time 5 "http://127.0.0.1:${pid_port#*:}/" && break
+      kill -0 "${pid_port%%:*}" || die "a fail-fast gateway exited at start"
+      sleep 0.1
+    done
+  done
+  for target in fanout go; do
+    case $target in
+      fanout) url=http://127.0.0.1:$FO_FF/checkout ;;
+      go) url=http://127.0.0.1:$GO_FF/merged ;;
+    esac
+    before=$(mock_stats $MOCK_FF)
+    # One every 125 ms: a gateway that waits for the slow call takes 2 s each.
+    step timeout $((FAILFAST_REQUESTS * 3 + 30)) python3 bench/loadgen.py --rate 8 --count "$FAILFAST_REQUESTS" \
+      --warmup 0 "$target=$url" > "$WORK/failfast-$target-load.json" || die "the fail-fast client failed"
+    sleep 0.5 # let the mock see the last disconnect
+    after=$(mock_stats $MOCK_FF)
+    lib failfast-summary "$WORK/failfast-$target-load.json" "$target" "$before" "$after" > "$WORK/failfast-$target.json"
+    rec "failfast.$target" "@$WORK/failfast-$target.json"
+    lib show failfast "$WORK/failfast-$target.json" "$target" >&2
+  done
+  for pid in $goff $gateway $mock; do stop "$pid"; done
+fi
+
+# --- 7: task group overhead -----------------------------------------------------------
+if selected group; then
+  log "task group: cargo bench -p fanout-group --bench group (divan, --max-time $GROUP_MAX_TIME s per benchmark, try_join_all skipped)"
+  step timeout 1200 cargo bench --quiet -p fanout-group --bench group -- --skip try_join_all --max-time "$GROUP_MAX_TIME" \
+    > "$WORK/group.txt" 2> "$WORK/group.err" || die "cargo bench failed: $(tail -20 "$WORK/group.err")"
+  lib divan "$WORK/group.txt" > "$WORK/group.json"
+  rec group "@$WORK/group.json"
+  sed 's/^/    /' "$WORK/group.txt" >&2
+elif [ "$BENCH_SKIP_GROUP" = 1 ]; then
+  rec group null
+fi
+
+# --- results ---------------------------------------------------------------------------
+rec meta.duration_s "$(($(date +%s) - T0))"
+rec meta.finished "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\""
+mkdir -p bench/results
+if [ -z "$BENCH_ONLY" ]; then
+  cp "$RESULTS" bench/results/latest.json
+  python3 bench/report.py bench/results/latest.json --write BENCHMARKS.md --svg-dir bench/results
+  log "wrote bench/results/latest.json, bench/results/*.svg and BENCHMARKS.md ($(($(date +%s) - T0)) s)"
+else
+  cp "$RESULTS" bench/results/partial.json
+  python3 bench/report.py bench/results/partial.json
+  log "partial run (BENCH_ONLY=$BENCH_ONLY): bench/results/partial.json; BENCHMARKS.md left alone"
+fi
