@@ -16,7 +16,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_json::{Value, value::RawValue};
 
 /// A JSON document checked once and kept as received, with the members of a
-/// top-level object located. The text is shared between clones.
+/// top-level object located.
 ///
 /// ```
 /// use fanout_gateway::shape::Json;
@@ -29,8 +29,9 @@ use serde_json::{Value, value::RawValue};
 /// ```
 #[derive(Clone)]
 pub struct Json {
-    /// Valid UTF-8 and valid JSON.
-    text: Bytes,
+    /// Valid JSON. A `String` rather than the `Bytes` it came in: UTF-8 is
+    /// checked once, and `text()` is free afterwards.
+    text: String,
     /// The members of a top-level object, in order; `None` for anything else.
     members: Option<Vec<Member>>,
 }
@@ -67,7 +68,9 @@ impl Json {
     ///
     /// [`JsonError`] when `text` is not UTF-8 or not one JSON value.
     pub fn parse(text: Bytes) -> Result<Json, JsonError> {
-        let str = std::str::from_utf8(&text)?;
+        // Reuses the buffer when nothing else holds it; else one copy.
+        let text = String::from_utf8(Vec::from(text)).map_err(|e| e.utf8_error())?;
+        let str = text.as_str();
         let members = match serde_json::from_str::<Top<'_>>(str)? {
             Top::Object(members) => Some(
                 members
@@ -88,8 +91,7 @@ impl Json {
 
     /// The text as received.
     pub fn text(&self) -> &str {
-        // Checked in `parse`; never fails.
-        std::str::from_utf8(&self.text).unwrap_or_default()
+        &self.text
     }
 
     /// Whether the document is an object.
@@ -136,7 +138,7 @@ impl Json {
     pub fn from_value(value: &Value) -> Json {
         let text = serde_json::to_vec(value).unwrap_or_default();
         Json::parse(Bytes::from(text)).unwrap_or_else(|_| Json {
-            text: Bytes::from_static(b"null"),
+            text: "null".to_owned(),
             members: None,
         })
     }
@@ -246,35 +248,39 @@ impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
 }
 
 /// Appends `text`, valid JSON, without the whitespace between its tokens, so
-/// spliced values serialize as compactly as `serde_json` writes.
+/// spliced values serialize as compactly as `serde_json` writes. Copies runs
+/// of bytes, not bytes one by one.
 pub(crate) fn write_compact(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
-    if !bytes
-        .iter()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            out.push(b);
-            continue;
-        }
-        match b {
-            b' ' | b'\t' | b'\n' | b'\r' => {}
+    out.reserve(bytes.len());
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let (mut i, mut start) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
             b'"' => {
-                in_string = true;
-                out.push(b);
+                // To the closing quote, stepping over escapes.
+                i += 1;
+                while let Some(at) = bytes
+                    .get(i..)
+                    .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
+                {
+                    i += at;
+                    if bytes[i] == b'"' {
+                        break;
+                    }
+                    i += 2;
+                }
+                i += 1;
             }
-            _ => out.push(b),
+            b if is_space(b) => {
+                out.extend_from_slice(&bytes[start..i]);
+                while i < bytes.len() && is_space(bytes[i]) {
+                    i += 1;
+                }
+                start = i;
+            }
+            _ => i += 1,
         }
     }
+    out.extend_from_slice(&bytes[start.min(bytes.len())..]);
 }

@@ -764,6 +764,16 @@ fn values_pass_through_byte_for_byte_apart_from_whitespace() {
 }
 
 #[test]
+fn whitespace_inside_strings_and_after_escapes_is_kept() {
+    assert_eq!(
+        merged_text(&[json(
+            "{\"a\" :\t[ \"x\\\\ \" , \"\\\" y \" ,\r\n {} ] , \"b\" : \" \" }"
+        )]),
+        r#"{"a":["x\\ ","\" y ",{}],"b":" "}"#
+    );
+}
+
+#[test]
 fn escaped_keys_are_the_same_keys_as_plain_ones() {
     assert_eq!(
         merged_text(&[
