@@ -36,6 +36,10 @@ enum Command {
         /// Log format: `text` (readable) or `json` (one object per line).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Serving threads, each with its own runtime, listener and backend
+        /// connections (default: one per CPU).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Validate a gateway config file; every problem is reported with its line
     /// and column, and the exit status is 1 if there is any.
@@ -108,8 +112,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(arg) => check(&arg.config),
-        Command::Serve { config, log_format } => {
-            runtime.block_on(serve(&config.config, &log_format))
+        Command::Serve {
+            config,
+            log_format,
+            threads,
+        } => {
+            let threads = threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, usize::from),
+                usize::from,
+            );
+            runtime.block_on(serve(&config.config, &log_format, threads))
         }
         Command::Schema => {
             let schema = Config::json_schema();
@@ -239,7 +251,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// `fanout serve`.
-async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
+async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> ExitCode {
     let telemetry = init_logging(log_format);
     let (config, plan) = match load(path) {
         Ok(loaded) => loaded,
@@ -250,8 +262,8 @@ async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
         }
     };
     let listen = config.server.listen;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(listener) => listener,
+    let listeners = match fanout_gateway::server::bind_reuseport(listen, threads) {
+        Ok(listeners) => listeners,
         Err(err) => {
             eprintln!(
                 "fanout serve: cannot listen on {listen}: {err} (is another process using it? change server.listen)"
@@ -296,18 +308,21 @@ async fn serve(path: &std::path::Path, log_format: &str) -> ExitCode {
         }
     }
     tokio::spawn(reload_on_change(path.to_owned(), gateway.clone()));
-    let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%addr, endpoints = config.endpoints.len(), "fanout gateway listening on http://{addr}");
-    let shutdown = async {
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(listen);
+    tracing::info!(%addr, endpoints = config.endpoints.len(), threads, "fanout gateway listening on http://{addr}");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown_signal().await;
+        let _ = stop.send(true);
         // A second signal does not wait for the grace period.
-        tokio::spawn(async {
-            shutdown_signal().await;
-            eprintln!("fanout serve: second signal: stopping now");
-            std::process::exit(130);
-        });
-    };
-    let served = fanout_gateway::serve(listener, gateway, shutdown).await;
+        shutdown_signal().await;
+        eprintln!("fanout serve: second signal: stopping now");
+        std::process::exit(130);
+    });
+    let served = fanout_gateway::server::serve_on_threads(listeners, gateway, stopped).await;
     telemetry.shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,

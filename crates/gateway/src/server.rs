@@ -259,6 +259,90 @@ pub async fn serve(
         .await
 }
 
+/// Binds `threads` listening sockets to `addr`, all with `SO_REUSEPORT`, so
+/// the kernel spreads incoming connections over them. With port 0, the first
+/// picks the port and the others share it.
+///
+/// # Errors
+///
+/// When `addr` cannot be bound (in use, not local, no permission).
+pub fn bind_reuseport(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut listeners = Vec::with_capacity(threads.max(1));
+    let mut addr = addr;
+    for _ in 0..threads.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves `gateway` on one thread per listener (from [`bind_reuseport`]),
+/// each with its own current-thread runtime and its own backend client, until
+/// `shutdown` turns `true`; then each stops as [`serve`] does.
+///
+/// Why: on the shared work-stealing runtime, a request's backend calls, their
+/// connections and the request itself wake each other across threads (futex
+/// calls, cache traffic). Kept on one thread, a request cost 12 to 15 % less
+/// CPU in `bench/run.sh`'s throughput scenario (see BENCHMARKS.md). Backend
+/// calls still run concurrently; the threads share the plan (reloads reach
+/// all of them), the policies' state and the dashboard.
+///
+/// # Errors
+///
+/// The first error of any thread (a runtime that cannot start, a listener
+/// that cannot be registered).
+pub async fn serve_on_threads(
+    listeners: Vec<std::net::TcpListener>,
+    gateway: Gateway,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut done = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gateway = Gateway {
+            client: run::call::client(),
+            ..gateway.clone()
+        };
+        let mut shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("fanout-serve-{i}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            let stop = async move {
+                                let _ = shutdown.wait_for(|stop| *stop).await;
+                            };
+                            serve(listener, gateway, stop).await
+                        })
+                    });
+                let _ = tx.send(served);
+            })?;
+        done.push(rx);
+    }
+    let mut result = Ok(());
+    for rx in done {
+        let served = rx
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a serving thread panicked")));
+        if result.is_ok() {
+            result = served;
+        }
+    }
+    result
+}
+
 /// How a listener serves its connections: HTTP/1.1 and h2c on one port, a
 /// limit on the time to send headers, and a graceful stop. The gateway, its
 /// admin listener and `fanout mock` all serve through this.

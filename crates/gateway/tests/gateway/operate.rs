@@ -384,3 +384,55 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
         );
     }
 }
+
+/// `serve_on_threads`: the listeners share one port, every thread answers,
+/// a reload reaches all of them, and a shutdown stops them all and frees the
+/// port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_share_the_port_the_plan_and_the_shutdown() {
+    let b = Backend::start(&[
+        ("/v1", json(r#"{"version":1}"#)),
+        ("/v2", json(r#"{"version":2}"#)),
+    ])
+    .await;
+    let config = |path: &str| {
+        compile(
+            &format!(
+                "endpoints:\n  - route: GET /v\n    backends: [{{ name: v, url: \"${{env.B}}{path}\" }}]\n"
+            ),
+            &[("B", base(&b))],
+        )
+    };
+    let listeners =
+        fanout_gateway::server::bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    assert!(listeners.iter().all(|l| l.local_addr().unwrap() == addr));
+    let gateway = fanout_gateway::Gateway::new(config("/v1"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(fanout_gateway::server::serve_on_threads(
+        listeners,
+        gateway.clone(),
+        stopped,
+    ));
+    let url = format!("http://{addr}/v");
+    // A new connection per request (a new client each time), so the kernel
+    // spreads them over the threads; every one is answered.
+    for _ in 0..12 {
+        let got = get(&url).await;
+        assert_eq!((got.status, got.body.as_str()), (200, r#"{"version":1}"#));
+    }
+    gateway.reload(config("/v2"));
+    for _ in 0..12 {
+        assert_eq!(get(&url).await.body, r#"{"version":2}"#);
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("every thread stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port is closed"
+    );
+}

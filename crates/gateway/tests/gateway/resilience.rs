@@ -11,10 +11,6 @@ use std::{
 
 use super::support::*;
 
-fn base(b: &Backend) -> String {
-    format!("http://{}", b.addr)
-}
-
 /// Tasks alive on this runtime: must not grow from one round of faults to the next.
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()

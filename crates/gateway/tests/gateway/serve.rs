@@ -8,10 +8,6 @@ use tokio::{sync::Barrier, time::Instant};
 
 use super::support::*;
 
-fn base(b: &Backend) -> String {
-    format!("http://{}", b.addr)
-}
-
 /// A generous bound: far below the slow call that must not be waited for,
 /// far above any scheduling noise.
 const WELL_BEFORE_THE_SLOW_CALL: Duration = Duration::from_secs(5);

@@ -344,6 +344,11 @@ impl Drop for TestGateway {
     }
 }
 
+/// `http://ADDR` of a test backend.
+pub(crate) fn base(b: &Backend) -> String {
+    format!("http://{}", b.addr)
+}
+
 /// Compiles a YAML config; `${env.NAME}` is looked up in `vars`.
 pub(crate) fn compile(yaml: &str, vars: &[(&str, String)]) -> Plan {
     let vars: HashMap<String, String> = vars
