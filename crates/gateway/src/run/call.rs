@@ -2,14 +2,22 @@
 //! within its limit, parse it as JSON within its depth. Every way this can
 //! fail becomes a [`BackendError`] with a stable [`ErrorKind`].
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::{
-    client::legacy::{Client as HyperClient, connect::HttpConnector},
-    rt::TokioExecutor,
+    client::legacy::{
+        Client as HyperClient,
+        connect::{Connected, Connection, HttpConnector},
+    },
+    rt::{TokioExecutor, TokioIo},
 };
 
 use crate::shape::Json;
@@ -18,7 +26,7 @@ use crate::config::Method;
 
 /// The pooled HTTP client shared by every backend call (keep-alive connections
 /// per host and port).
-pub type Client = HyperClient<HttpConnector, Empty<Bytes>>;
+pub type Client = HyperClient<Connector, Empty<Bytes>>;
 
 /// A client with keep-alive pools and `TCP_NODELAY`.
 pub fn client() -> Client {
@@ -26,7 +34,81 @@ pub fn client() -> Client {
     connector.set_nodelay(true);
     HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+        .build(Connector(connector))
+}
+
+/// hyper-util's `HttpConnector`, minus the `HttpInfo` (the connection's
+/// addresses) that its client copies into every response's extensions: nine
+/// allocations per request of three calls, for a value the gateway never
+/// reads (a profile of `bench/run.sh`'s throughput scenario).
+#[derive(Clone, Debug)]
+pub struct Connector(HttpConnector);
+
+/// A backend connection: a TCP stream that reports no extra information.
+#[derive(Debug)]
+pub struct Stream(TokioIo<tokio::net::TcpStream>);
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = Stream;
+    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
+    type Future = futures::future::MapOk<
+        <HttpConnector as tower::Service<http::Uri>>::Future,
+        fn(TokioIo<tokio::net::TcpStream>) -> Stream,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        futures::TryFutureExt::map_ok(self.0.call(uri), Stream as fn(_) -> _)
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Why a backend call failed. The names are stable: they appear in
