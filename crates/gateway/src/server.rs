@@ -290,8 +290,8 @@ pub fn bind_reuseport(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::n
 ///
 /// Why: on the shared work-stealing runtime, a request's backend calls, their
 /// connections and the request itself wake each other across threads (futex
-/// calls, cache traffic). Kept on one thread, a request cost 12 to 15 % less
-/// CPU in `bench/run.sh`'s throughput scenario (see BENCHMARKS.md). Backend
+/// calls, cache traffic). Kept on one thread, a request's CPU time in
+/// `bench/run.sh`'s throughput scenario went from 110 to 80 µs (BENCHMARKS.md). Backend
 /// calls still run concurrently; the threads share the plan (reloads reach
 /// all of them), the policies' state and the dashboard.
 ///

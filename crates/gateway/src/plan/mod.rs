@@ -249,7 +249,6 @@ fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
     }
 }
 
-/// Splits a full backend URL into its origin and its path template.
 /// `Host` as the HTTP client would write it: the host, and the port unless
 /// it is 80.
 fn host_header(origin: &str) -> Option<HeaderValue> {
@@ -262,6 +261,7 @@ fn host_header(origin: &str) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
+/// Splits a full backend URL into its origin and its path template.
 fn split_origin(url: &str) -> (String, String) {
     let after_scheme = url.strip_prefix("http://").unwrap_or(url);
     let at = after_scheme.find('/').unwrap_or(after_scheme.len());

@@ -20,9 +20,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 
-use crate::shape::Json;
-
-use crate::config::Method;
+use crate::{config::Method, shape::Json};
 
 /// The pooled HTTP client shared by every backend call (keep-alive connections
 /// per host and port).

@@ -785,7 +785,9 @@ fn escaped_keys_are_the_same_keys_as_plain_ones() {
 }
 
 #[test]
-fn a_key_repeated_in_one_body_keeps_its_place_and_the_last_value() {
+fn a_key_repeated_in_one_body_merges_like_a_later_part() {
+    // RFC 8259 leaves repeated names undefined; merged text treats each
+    // repetition as a later part would be treated: same place, deep merge.
     assert_eq!(
         merged_text(&[json(r#"{"a": 1, "b": 2, "a": {"x": 1}, "a": {"y": 2}}"#)]),
         r#"{"a":{"x":1,"y":2},"b":2}"#
@@ -817,6 +819,12 @@ fn lookup_reads_nested_fields_without_parsing_the_rest() {
     assert_eq!(body.lookup("user.missing"), None);
     assert_eq!(body.lookup("n.deeper"), None);
     assert_eq!(body.lookup("user.tags.0"), None, "arrays are not indexed");
+    let repeated = json(r#"{"a": {"b": 1, "b": 2}, "a": {"b": 3, "b": 4}}"#);
+    assert_eq!(
+        repeated.lookup("a.b"),
+        Some(json!(4)),
+        "the last value, as serde_json reads it"
+    );
 }
 
 proptest! {

@@ -385,7 +385,7 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
     }
 }
 
-/// `serve_on_threads`: the listeners share one port, every thread answers,
+/// `serve_on_threads`: the listeners share one port, the threads answer,
 /// a reload reaches all of them, and a shutdown stops them all and frees the
 /// port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
