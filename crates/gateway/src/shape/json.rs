@@ -121,8 +121,7 @@ impl Json {
         for segment in segments {
             current = object_members(current)?
                 .into_iter()
-                .filter(|(k, _)| k == segment)
-                .last()?
+                .rfind(|(k, _)| k == segment)?
                 .1
                 .get();
         }
