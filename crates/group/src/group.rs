@@ -85,8 +85,8 @@ pub(crate) struct Shared<E> {
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// The first success of a first-success group.
     pub(crate) winner: OnceLock<usize>,
-    pub(crate) timeline: Timeline,
-    pub(crate) record_timeline: bool,
+    /// `None` when the group does not record its timeline.
+    pub(crate) timeline: Option<Timeline>,
 }
 
 impl<E> Shared<E> {
@@ -194,9 +194,10 @@ impl<E, P: Policy> Builder<E, P> {
     }
 
     /// Whether tasks record themselves in the group's [`Timeline`] (on by
-    /// default). Recording costs about a quarter of the group's overhead for
-    /// trivial tasks (see `BENCHMARKS.md`); turn it off for hot loops of tiny
-    /// tasks whose timing nobody reads. Tracing spans are kept either way.
+    /// default). Recording reads the clock twice per task (start and end), which
+    /// for trivial tasks is about a fifth of their whole cost (see
+    /// `BENCHMARKS.md`); turn it off for hot loops of tiny tasks whose timing
+    /// nobody reads. Tracing spans are kept either way.
     pub fn record_timeline(mut self, record: bool) -> Self {
         self.record_timeline = record;
         self
@@ -211,10 +212,12 @@ impl<E, P: Policy> Builder<E, P> {
 
     /// Creates the group.
     pub fn build(self) -> Group<E, P> {
-        let origin = Instant::now();
+        // No clock read (nor timeline allocation) for a group that needs neither.
+        let origin = (self.record_timeline || self.deadline.is_some()).then(Instant::now);
         let own_deadline = self
             .deadline
-            .and_then(|after| origin.checked_add(after).map(|at| (at, after)));
+            .zip(origin)
+            .and_then(|(after, origin)| origin.checked_add(after).map(|at| (at, after)));
         let scope = match &self.parent {
             Some(parent) => Scope::child(parent, own_deadline.map(|(at, _)| at)),
             None => Scope::root(own_deadline.map(|(at, _)| at)),
@@ -237,8 +240,7 @@ impl<E, P: Policy> Builder<E, P> {
                 failure: Mutex::new(None),
                 panic: Mutex::new(None),
                 winner: OnceLock::new(),
-                timeline: Timeline::new(origin),
-                record_timeline: self.record_timeline,
+                timeline: origin.filter(|_| self.record_timeline).map(Timeline::new),
             }),
             deadline,
             watchdog: OnceLock::new(),
@@ -399,14 +401,13 @@ where
             name: name.clone(),
             timeout,
             admission,
-            spawned: Instant::now(),
             f,
         };
-        // Boxed once here: the task's state is a few hundred bytes, and tokio
-        // moves a spawned future several times on its way into the task cell.
-        // One allocation is cheaper than those copies (callgrind: 449M → 326M
-        // instructions for 100 × 1 000 tasks; see BENCHMARKS.md).
-        let join = tokio::spawn(Box::pin(task::run(shared.clone(), spec)).instrument(span));
+        // Boxed: tokio moves a spawned future several times on its way into the
+        // task cell, and a cell holding the whole task is larger than a cell and
+        // a box together are worth (spawn + join of 1 000 tasks: 450 µs unboxed,
+        // 350 µs boxed; see BENCHMARKS.md).
+        let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec)).instrument(span));
         Handle {
             group: shared.id,
             index,
@@ -477,7 +478,10 @@ impl<E, P: Policy> Group<E, P> {
     /// The group's per-task records, complete once the wait has returned (empty
     /// if [`Builder::record_timeline`] turned recording off).
     pub fn timeline(&self) -> Timeline {
-        self.shared.timeline.clone()
+        match &self.shared.timeline {
+            Some(timeline) => timeline.clone(),
+            None => Timeline::new(Instant::now()),
+        }
     }
 
     /// Waits until every task of the group has ended and been dropped.
@@ -670,11 +674,18 @@ where
                     // Poll once to take a place in the semaphore's FIFO queue now,
                     // in submission order; the task's own polls then replace the
                     // no-op waker with its real one.
-                    let mut acquire: task::Acquire = Box::pin(sem.clone().acquire_owned());
+                    let mut acquire = task::acquire(&self.group.shared.scope, sem.clone());
                     let mut cx = TaskCx::from_waker(Waker::noop());
                     match acquire.as_mut().poll(&mut cx) {
-                        Poll::Ready(Ok(permit)) => Admission::Held(permit),
-                        _ => Admission::Queued(acquire),
+                        Poll::Ready(Some(permit)) => Admission::Held(permit),
+                        // Cancelled: the task will find out before starting.
+                        Poll::Ready(None) => Admission::Free,
+                        Poll::Pending => Admission::Queued {
+                            acquire,
+                            // Read only for a task that waits, in a group that
+                            // records its timeline (see `Entry::spawned`).
+                            spawned: self.group.shared.timeline.is_some().then(Instant::now),
+                        },
                     }
                 }
             },

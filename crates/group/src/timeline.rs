@@ -45,7 +45,10 @@ pub struct Entry {
     pub index: usize,
     /// The name it was spawned with.
     pub name: TaskName,
-    /// When it was spawned.
+    /// When it was spawned, if it had to wait for room under the group's limit;
+    /// otherwise the same instant as `started` (or `finished`, if it never
+    /// started). The time a task waits for the runtime's first poll is not
+    /// recorded: that clock read would cost as much as the rest of the record.
     pub spawned: Instant,
     /// When its closure was called; `None` if it never started. Later than
     /// `spawned` when it waited behind the group's limit.
@@ -98,7 +101,24 @@ pub struct Timeline {
 
 struct Inner {
     origin: Instant,
-    entries: Mutex<Vec<Entry>>,
+    records: Mutex<Vec<Vec<Record>>>,
+}
+
+/// Records are kept in chunks of this many, never moved once written: a group
+/// of 100 000 tasks grows no single large buffer (whose reallocations would copy
+/// every record and touch fresh pages each time).
+const CHUNK: usize = 64;
+
+/// An [`Entry`] as stored: the (common) success without an allocation, and no
+/// arithmetic on instants until the entries are read.
+struct Record {
+    index: usize,
+    name: TaskName,
+    spawned: Option<Instant>,
+    started: Option<Instant>,
+    finished: Instant,
+    /// `None`: succeeded.
+    outcome: Option<Box<Outcome>>,
 }
 
 impl Timeline {
@@ -106,17 +126,43 @@ impl Timeline {
         Timeline {
             inner: Arc::new(Inner {
                 origin,
-                entries: Mutex::new(Vec::new()),
+                records: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    pub(crate) fn record(&self, entry: Entry) {
-        self.inner
-            .entries
+    /// Records one task. `spawned` is `None` when the task did not wait for room
+    /// under the limit (see [`Entry::spawned`]).
+    pub(crate) fn record(
+        &self,
+        index: usize,
+        name: TaskName,
+        spawned: Option<Instant>,
+        started: Option<Instant>,
+        finished: Instant,
+        outcome: Outcome,
+    ) {
+        let record = Record {
+            index,
+            name,
+            spawned,
+            started,
+            finished,
+            outcome: (outcome != Outcome::Succeeded).then(|| Box::new(outcome)),
+        };
+        let mut chunks = self
+            .inner
+            .records
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(entry);
+            .unwrap_or_else(PoisonError::into_inner);
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(record);
+                chunks.push(chunk);
+            }
+        }
     }
 
     /// When the group was created: the zero of a waterfall drawing.
@@ -126,12 +172,22 @@ impl Timeline {
 
     /// The entries recorded so far, in submission order.
     pub fn entries(&self) -> Vec<Entry> {
-        let mut entries = self
+        let mut entries: Vec<Entry> = self
             .inner
-            .entries
+            .records
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .iter()
+            .flatten()
+            .map(|r| Entry {
+                index: r.index,
+                name: r.name.clone(),
+                spawned: r.spawned.or(r.started).unwrap_or(r.finished),
+                started: r.started,
+                finished: r.finished,
+                outcome: r.outcome.as_deref().cloned().unwrap_or(Outcome::Succeeded),
+            })
+            .collect();
         entries.sort_unstable_by_key(|e| e.index);
         entries
     }

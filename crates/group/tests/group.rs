@@ -763,7 +763,12 @@ async fn s10_timeline_records_names_instants_and_outcomes() {
     assert_eq!(names, ["ok", "err", "slow"]);
     assert_eq!(e[0].started.unwrap() - origin, ms(0));
     assert_eq!(e[0].ran(), ms(10));
+    // `ok` had room at once: no queueing, spawned when it started.
+    assert_eq!(e[0].queued(), ms(0));
+    assert_eq!(Some(e[0].spawned), e[0].started);
     assert_eq!(e[1].started.unwrap() - origin, ms(10));
+    assert_eq!(e[1].queued(), ms(10));
+    assert_eq!(e[1].spawned - origin, ms(0));
     assert_eq!(
         e[1].outcome,
         Outcome::Failed {
