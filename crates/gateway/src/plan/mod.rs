@@ -93,6 +93,11 @@ pub struct BackendPlan {
     /// Its upstream's policies (shared with every backend of that upstream);
     /// none for a backend called by `url`.
     pub policies: Option<Arc<Policies>>,
+    /// Its name as a task name, made once (a clone is a reference count).
+    pub(crate) task_name: fanout_group::TaskName,
+    /// Whether another backend waits for it (`after`): only then is its answer
+    /// handed on, through a channel made per request.
+    pub(crate) awaited: bool,
 }
 
 impl Plan {
@@ -180,11 +185,17 @@ impl Plan {
                             .as_ref()
                             .and_then(|u| upstreams.iter().find(|(name, _)| name == u))
                             .map(|(_, p)| p.clone()),
+                        task_name: backend.name.clone().into(),
+                        awaited: false,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             let mut backends = backends;
             export_fields(&mut backends, &names);
+            let awaited: Vec<usize> = backends.iter().flat_map(|b| b.after.clone()).collect();
+            for index in awaited {
+                backends[index].awaited = true;
+            }
             endpoints.push(EndpointPlan {
                 route: endpoint.route.clone(),
                 deadline: endpoint.timeout.unwrap_or(config.server.request_timeout).0,

@@ -80,10 +80,17 @@ pub(crate) async fn execute(
             .collect(),
     );
     let reports: Arc<[CallReport]> = ep.backends.iter().map(|_| CallReport::default()).collect();
+    // A channel only for the backends that others wait for.
     let (senders, receivers): (Vec<_>, Vec<_>) = ep
         .backends
         .iter()
-        .map(|_| watch::channel::<Answer>(None))
+        .map(|backend| match backend.awaited {
+            true => {
+                let (tx, rx) = watch::channel::<Answer>(None);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        })
         .unzip();
 
     let handles: Vec<_> = senders
@@ -94,12 +101,13 @@ pub(crate) async fn execute(
             let deps: Vec<(usize, watch::Receiver<Answer>)> = backend
                 .after
                 .iter()
-                .map(|&d| (d, receivers[d].clone()))
+                // Every backend named in an `after` is `awaited`, so has a channel.
+                .filter_map(|&d| Some((d, receivers[d].clone()?)))
                 .collect();
             let (plan, inputs, client) = (plan.clone(), inputs.clone(), client.clone());
             let reports = reports.clone();
             let (canceller, forward_query) = (canceller.clone(), forward_query.clone());
-            group.spawn(backend.name.clone(), move |ctx| async move {
+            group.spawn(backend.task_name.clone(), move |ctx| async move {
                 let backend = &plan.endpoints[endpoint].backends[i];
                 let call = Call {
                     plan: &plan,
@@ -111,7 +119,7 @@ pub(crate) async fn execute(
                 let result = run_backend(call, deps, &inputs, &forward_query, &client).await;
                 match result {
                     Ok(json) => {
-                        if !backend.exported.is_empty() {
+                        if let Some(answer) = &answer {
                             let fields = backend
                                 .exported
                                 .iter()
@@ -129,7 +137,9 @@ pub(crate) async fn execute(
                             .map_err(|e| BackendError::new(ErrorKind::Decode, e.to_string()))
                     }
                     Err(err) => {
-                        answer.send_replace(Some(None));
+                        if let Some(answer) = &answer {
+                            answer.send_replace(Some(None));
+                        }
                         if backend.required {
                             canceller.cancel(format!("required backend `{}` failed", backend.name));
                         }

@@ -279,6 +279,35 @@ endpoints:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_another_that_reads_none_of_its_fields_still_runs() {
+    // `after` only for ordering: `audit` reads nothing of `save`'s answer, and
+    // used to be refused as if `save` had failed.
+    let b = Backend::start(&[
+        ("/save", json(r#"{"saved":true}"#)),
+        ("/audit", json(r#"{"logged":true}"#)),
+    ])
+    .await;
+    let gw = TestGateway::start(
+        r#"
+upstreams: { s: { url: "${env.S}" } }
+endpoints:
+  - route: GET /save
+    expose_errors: true
+    backends:
+      - { name: save, upstream: s, path: /save, required: true }
+      - { name: audit, upstream: s, path: /audit, after: [save], required: true }
+"#,
+        &[("S", base(&b))],
+    )
+    .await;
+    let got = get(&gw.url("/save")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json(), json!({"saved": true, "logged": true}));
+    let paths: Vec<_> = b.seen().into_iter().map(|s| s.path_and_query).collect();
+    assert_eq!(paths, ["/save", "/audit"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_kind_is_reported_by_name() {
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
