@@ -572,6 +572,23 @@ async fn s7_the_first_cause_stands() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn s7_a_context_kept_past_the_wait_sees_the_group_finished() {
+    let group = Group::<Infallible>::new();
+    let kept = Arc::new(Mutex::new(None));
+    let slot = kept.clone();
+    group.spawn("keeps its context", move |ctx| async move {
+        *slot.lock().unwrap() = Some(ctx);
+        Ok(())
+    });
+    let canceller = group.canceller();
+    group.wait().await.unwrap();
+    let ctx = kept.lock().unwrap().take().unwrap();
+    assert_eq!(ctx.cause(), Some(Cause::GroupFinished));
+    assert_eq!(ctx.cancelled().await, Cause::GroupFinished);
+    assert!(canceller.is_cancelled());
+}
+
 // ---------------------------------------------------------------------------
 // 8. Nesting.
 
