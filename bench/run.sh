@@ -7,7 +7,9 @@
 #   memory      RSS of each gateway right after its throughput run, and its CPU
 #               time per request over that run (measured with throughput)
 #   overhead    fixed-rate open-loop load (bench/loadgen.py): gateway p50 minus
-#               the slowest backend's p50, all measured at the same moments
+#               the slowest backend's p50, all measured at the same moments; and
+#               the floor of one more hop: nginx proxy_pass to one backend, beside
+#               fanout making that one call
 #   width       1, 3, 10, 30 backend calls per request: requests/s × width
 #   tail        one backend, 97 % in 1 ms, 3 % in 100 ms: plain vs hedged
 #   failfast    a required call fails at 50 ms, another would take 2 s
@@ -24,6 +26,8 @@
 #   BENCH_SKIP_GROUP=1    skip the task-group benchmark (its rows say "skipped")
 #   TAIL_REQUESTS=3000    requests per endpoint in the tail scenario
 #   FAILFAST_REQUESTS=20  sequential requests per gateway in the fail-fast scenario
+#   THROUGHPUT_ROUNDS=3   rounds of the throughput scenario (Go and fanout in turn;
+#                         the figures are medians over the rounds)
 #   OVERHEAD_RATE=200     requests/s per target in the overhead scenario
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
@@ -38,7 +42,7 @@
 #
 # Needs Debian's nginx-light, wrk, golang-go and golang-golang-x-sync-dev
 # (installed with apt-get when missing, as root), python3, curl, cargo.
-# Everything listens on 127.0.0.1, ports 19101-19303; every process it starts
+# Everything listens on 127.0.0.1, ports 19101-19304; every process it starts
 # is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +52,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # The command as run, with the settings given in the environment that change
 # the figures (not BENCH_PORT_OFFSET or BENCH_NO_BUILD).
 CMDLINE="bash bench/run.sh${*:+ $*}"
-for var in GROUP_MAX_TIME OVERHEAD_RATE FAILFAST_REQUESTS TAIL_REQUESTS \
+for var in GROUP_MAX_TIME OVERHEAD_RATE FAILFAST_REQUESTS TAIL_REQUESTS THROUGHPUT_ROUNDS \
   BENCH_SKIP_GROUP BENCH_ONLY FANOUT_LOG BENCH_SECONDS; do
   if [ -n "${!var:-}" ]; then CMDLINE="$var=${!var} $CMDLINE"; fi
 done
@@ -62,12 +66,13 @@ for arg in "$@"; do
   esac
 done
 if [ "$QUICK" = 1 ]; then
-  : "${BENCH_SECONDS:=2}" "${TAIL_REQUESTS:=1000}" "${GROUP_MAX_TIME:=0.5}"
+  : "${BENCH_SECONDS:=2}" "${TAIL_REQUESTS:=1000}" "${GROUP_MAX_TIME:=0.5}" "${THROUGHPUT_ROUNDS:=1}"
 fi
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 TAIL_REQUESTS=${TAIL_REQUESTS:-3000}
 FAILFAST_REQUESTS=${FAILFAST_REQUESTS:-20}
 OVERHEAD_RATE=${OVERHEAD_RATE:-200}
+ROUNDS=${THROUGHPUT_ROUNDS:-3}
 GROUP_MAX_TIME=${GROUP_MAX_TIME:-3}
 FANOUT_LOG=${FANOUT_LOG:-info}
 BENCH_ONLY=${BENCH_ONLY:-}
@@ -76,6 +81,7 @@ PORT_OFFSET=${BENCH_PORT_OFFSET:-0}
 S=$BENCH_SECONDS
 WIDTH_SECONDS=$((S / 2 < 2 ? 2 : S / 2))
 ALL_SCENARIOS="throughput overhead width tail failfast group"
+[[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] || { echo "run.sh: THROUGHPUT_ROUNDS must be a whole number ≥ 1" >&2; exit 2; }
 [[ $S =~ ^[0-9]+$ ]] && [ "$S" -ge 1 ] || { echo "run.sh: BENCH_SECONDS must be a whole number of seconds ≥ 1" >&2; exit 2; }
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -93,9 +99,9 @@ done
 MOCK_TAIL=$((19101 + PORT_OFFSET)) MOCK_FF=$((19102 + PORT_OFFSET))
 FO_TP=$((19180 + PORT_OFFSET)) FO_W=$((19181 + PORT_OFFSET)) FO_TAIL=$((19182 + PORT_OFFSET)) FO_FF=$((19183 + PORT_OFFSET))
 GO_TP=$((19280 + PORT_OFFSET)) GO_W=$((19281 + PORT_OFFSET)) GO_TAIL=$((19282 + PORT_OFFSET)) GO_FF=$((19283 + PORT_OFFSET))
-NG1=$((19301 + PORT_OFFSET)) NG2=$((19302 + PORT_OFFSET)) NG3=$((19303 + PORT_OFFSET))
+NG1=$((19301 + PORT_OFFSET)) NG2=$((19302 + PORT_OFFSET)) NG3=$((19303 + PORT_OFFSET)) NGP=$((19304 + PORT_OFFSET))
 busy=$(python3 bench/lib.py ports-busy "$MOCK_TAIL" "$MOCK_FF" "$FO_TP" "$FO_W" "$FO_TAIL" "$FO_FF" \
-  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3")
+  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP")
 [ -z "$busy" ] || die "ports already in use on 127.0.0.1: $busy (another benchmark running? set BENCH_PORT_OFFSET, e.g. 300)"
 
 # --- what it needs -----------------------------------------------------------
@@ -208,9 +214,9 @@ import json, sys
 print(json.dumps({"command": sys.argv[1], "bench_seconds": int(sys.argv[2]), "width_seconds": int(sys.argv[3]),
   "tail_requests": int(sys.argv[4]), "failfast_requests": int(sys.argv[5]), "overhead_rate": float(sys.argv[6]),
   "group_max_time": float(sys.argv[7]), "fanout_log": sys.argv[8], "only": sys.argv[9] or None,
-  "skip_group": sys.argv[10] == "1", "quick": sys.argv[11] == "1"}))
+  "skip_group": sys.argv[10] == "1", "quick": sys.argv[11] == "1", "throughput_rounds": int(sys.argv[12])}))
 ' "$CMDLINE" "$S" "$WIDTH_SECONDS" "$TAIL_REQUESTS" "$FAILFAST_REQUESTS" "$OVERHEAD_RATE" \
-  "$GROUP_MAX_TIME" "$FANOUT_LOG" "$BENCH_ONLY" "$BENCH_SKIP_GROUP" "$QUICK")"
+  "$GROUP_MAX_TIME" "$FANOUT_LOG" "$BENCH_ONLY" "$BENCH_SKIP_GROUP" "$QUICK" "$ROUNDS")"
 rec machine "$(lib machine)"
 rec meta.fanout_version "\"$( ("$BIN" --version 2>/dev/null || echo fanout unknown) | head -1)\""
 rec meta.git "\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
@@ -247,15 +253,29 @@ fi
 
 # --- 1 + 2: aggregation throughput and memory ------------------------------------
 if selected throughput; then
-  log "aggregation throughput: wrk -t2 -c64 -d${S}s after a 2 s warm-up; direct, go-reference, fanout"
-  for target in direct go fanout; do
-    case $target in
-      direct) url=http://127.0.0.1:$NG1/data pid= ;;
-      go) url=http://127.0.0.1:$GO_TP/merged pid=$GO_PID ;;
-      fanout) url=http://127.0.0.1:$FO_TP/merged pid=$FANOUT_PID ;;
+  log "aggregation throughput: wrk -t2 -c64 -d${S}s after a 2 s warm-up; direct once, then go-reference and fanout in turn, $ROUNDS rounds"
+  target_of() { # NAME -> url pid
+    case $1 in
+      direct) echo "http://127.0.0.1:$NG1/data" ;;
+      go) echo "http://127.0.0.1:$GO_TP/merged $GO_PID" ;;
+      fanout) echo "http://127.0.0.1:$FO_TP/merged $FANOUT_PID" ;;
     esac
+  }
+  for target in direct go fanout; do
+    read -r url pid <<< "$(target_of "$target")"
     step "${LIB[@]}" wrk-run "$url" 2 >/dev/null
-    step "${LIB[@]}" wrk-run "$url" "$S" "$pid" "$NGINX" > "$WORK/throughput-$target.json"
+  done
+  read -r url pid <<< "$(target_of direct)"
+  step "${LIB[@]}" wrk-run "$url" "$S" "" "$NGINX" > "$WORK/throughput-direct-1.json"
+  # Go and fanout alternate, so that both see the same drift of a shared machine.
+  for round in $(seq "$ROUNDS"); do
+    for target in go fanout; do
+      read -r url pid <<< "$(target_of "$target")"
+      step "${LIB[@]}" wrk-run "$url" "$S" "$pid" "$NGINX" > "$WORK/throughput-$target-$round.json"
+    done
+  done
+  for target in direct go fanout; do
+    lib merge-rounds "$WORK"/throughput-"$target"-*.json > "$WORK/throughput-$target.json"
     rec "throughput.$target" "@$WORK/throughput-$target.json"
     lib show throughput "$WORK/throughput-$target.json" "$target" >&2
   done
@@ -263,11 +283,19 @@ fi
 
 # --- 3: overhead over the slowest call -------------------------------------------
 if selected overhead; then
+  # The floor: one more HTTP hop, as nginx's proxy_pass makes it (a process of
+  # its own, like a gateway), to backend one; and fanout making that one call.
+  lib nginx-proxy-conf "$WORK" "$PORT_OFFSET" > "$WORK/nginx-proxy.conf"
+  spawn nginx-proxy /dev/null nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" -e "$WORK/nginx-proxy-error.log"
+  NGINX_PROXY=$SPAWNED
+  wait_ready nginx-proxy "$NGINX_PROXY" "http://127.0.0.1:$NGP/data"
   log "overhead: ${OVERHEAD_RATE} req/s per target for ${S}s (after 1 s), one keep-alive connection each, interleaved"
   step timeout $((S * 4 + 60)) python3 bench/loadgen.py --rate "$OVERHEAD_RATE" --seconds "$S" --warmup 1 \
     one=http://127.0.0.1:$NG1/data two=http://127.0.0.1:$NG2/data three=http://127.0.0.1:$NG3/data \
-    go=http://127.0.0.1:$GO_TP/merged fanout=http://127.0.0.1:$FO_TP/merged > "$WORK/overhead.json" ||
+    go=http://127.0.0.1:$GO_TP/merged fanout=http://127.0.0.1:$FO_TP/merged \
+    proxy=http://127.0.0.1:$NGP/data fanout_one=http://127.0.0.1:$FO_TP/one > "$WORK/overhead.json" ||
     die "the fixed-rate client failed or timed out"
+  stop "$NGINX_PROXY"
   rec overhead "@$WORK/overhead.json"
   lib show overhead "$WORK/overhead.json" >&2
 fi
