@@ -134,8 +134,8 @@ struct OwnTimeout {
     timer: Option<Pin<Box<Timer>>>,
 }
 
-/// What only some running tasks need. Dropped with the task's future when it
-/// stops, which frees its slot under the limit.
+/// What only some running tasks need. Taken out of the stage when the task
+/// stops; its permit is released once the outcome is settled.
 struct Extras {
     permit: Option<OwnedSemaphorePermit>,
     timeout: Option<OwnTimeout>,
@@ -176,15 +176,18 @@ where
                     admission,
                     timeout,
                 } => {
-                    let (permit, spawned) = match admission {
+                    let (permit, spawned) = match std::mem::replace(admission, Admission::Free) {
                         Admission::Free => (None, None),
-                        Admission::Held(_) => match std::mem::replace(admission, Admission::Free) {
-                            Admission::Held(permit) => (Some(permit), None),
-                            _ => (None, None),
-                        },
-                        Admission::Queued { acquire, spawned } => match acquire.as_mut().poll(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(permit) => (permit, *spawned),
+                        Admission::Held(permit) => (Some(permit), None),
+                        Admission::Queued {
+                            mut acquire,
+                            spawned,
+                        } => match acquire.as_mut().poll(cx) {
+                            Poll::Ready(permit) => (permit, spawned),
+                            Poll::Pending => {
+                                *admission = Admission::Queued { acquire, spawned };
+                                return Poll::Pending;
+                            }
                         },
                     };
                     let Some(f) = f.take() else {
