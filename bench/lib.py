@@ -11,8 +11,8 @@ and the results file.
     lib.py wrk FILE                        wrk --latency output -> JSON
     lib.py wrk-run URL SECONDS [PID [BACKEND_PID]]
                                            runs wrk -t2 -c64 --latency, samples the
-                                           processes' CPU time around it and their
-                                           RSS after it -> JSON
+                                           processes' CPU time around it, PID's RSS
+                                           every 100 ms during it and after it -> JSON
     lib.py merge-rounds FILE...            wrk-run results of several rounds -> medians
     lib.py divan FILE                      divan output -> JSON (medians in ns)
     lib.py proc PID                        {"ticks", "rss_kb", "hwm_kb"} of a process
