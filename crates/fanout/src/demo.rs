@@ -5,10 +5,7 @@
 use std::{future::Future, io::ErrorKind, net::SocketAddr, path::Path};
 
 use anyhow::{Context, Result};
-use fanout_gateway::{
-    Gateway, Plan,
-    config::{Config, Format},
-};
+use fanout_gateway::{Gateway, Plan, config::Format};
 use fanout_mock::{Mock, MockConfig};
 use tokio::{net::TcpListener, sync::watch};
 
@@ -60,7 +57,7 @@ pub(crate) async fn run(
         Err(_) => TcpListener::bind((addr.ip(), 0)).await?,
     };
     let admin_addr = admin.local_addr()?;
-    let config = Config::parse(
+    let plan = Plan::parse(
         GATEWAY_CONFIG,
         Format::Yaml,
         "examples/demo.yaml",
@@ -71,7 +68,6 @@ pub(crate) async fn run(
             _ => None,
         },
     )?;
-    let plan = Plan::compile(&config).map_err(anyhow::Error::msg)?;
 
     print!(
         "{}",
@@ -83,7 +79,6 @@ pub(crate) async fn run(
         )
     );
     let gateway = Gateway::new(plan);
-    gateway.recorder().enable();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();

@@ -229,8 +229,9 @@ async fn mock(path: &std::path::Path, check_only: bool) -> anyhow::Result<()> {
 /// `fanout check`: one line per problem on stderr, a summary, exit 1; or a
 /// one-line summary of what the file defines.
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
+    match Plan::load(path) {
+        Ok(plan) => {
+            let config = plan.config();
             let backends: usize = config.endpoints.iter().map(|e| e.backends.len()).sum();
             println!(
                 "{}: ok ({} upstreams, {} endpoints, {} backends)",
@@ -253,16 +254,19 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// `fanout serve`.
 async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> ExitCode {
     let telemetry = init_logging(log_format);
-    let (config, plan) = match load(path) {
-        Ok(loaded) => loaded,
+    let plan = match Plan::load(path) {
+        Ok(plan) => plan,
         Err(err) => {
             eprintln!("{err}");
             eprintln!("fanout serve: the config has problems (above); nothing was started");
             return ExitCode::FAILURE;
         }
     };
-    let listen = config.server.listen;
-    let listeners = match fanout_gateway::server::bind_reuseport(listen, threads) {
+    let (listen, admin, endpoints) = {
+        let server = &plan.config().server;
+        (server.listen, server.admin, plan.config().endpoints.len())
+    };
+    let listeners = match fanout_gateway::bind_reuseport(listen, threads) {
         Ok(listeners) => listeners,
         Err(err) => {
             eprintln!(
@@ -272,7 +276,7 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
         }
     };
     let gateway = Gateway::new(plan);
-    if let Some(admin) = config.server.admin {
+    if let Some(admin) = admin {
         if !admin.ip().is_loopback() {
             tracing::warn!(%admin, "the admin API has no authentication and listens beyond loopback");
         }
@@ -290,7 +294,6 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
         };
         match tokio::net::TcpListener::bind(admin).await {
             Ok(admin_listener) => {
-                gateway.recorder().enable();
                 tracing::info!(%admin, "admin API on http://{admin} (/healthz, /readyz, /config, /metrics)");
                 tokio::spawn(fanout_gateway::serve_admin(
                     admin_listener,
@@ -312,7 +315,7 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(listen);
-    tracing::info!(%addr, endpoints = config.endpoints.len(), threads, "fanout gateway listening on http://{addr}");
+    tracing::info!(%addr, endpoints, threads, "fanout gateway listening on http://{addr}");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -322,7 +325,7 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
         eprintln!("fanout serve: second signal: stopping now");
         std::process::exit(130);
     });
-    let served = fanout_gateway::server::serve_on_threads(listeners, gateway, stopped).await;
+    let served = fanout_gateway::serve_on_threads(listeners, gateway, stopped).await;
     telemetry.shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -413,13 +416,6 @@ fn init_logging(format: &str) -> Telemetry {
     Telemetry::default()
 }
 
-/// Reads, checks and compiles a config file.
-fn load(path: &std::path::Path) -> Result<(Config, Plan), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let plan = Plan::compile(&config).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((config, plan))
-}
-
 /// Reloads the config on SIGHUP and when the file changes (checked every
 /// second: simpler than filesystem events, and it works on every filesystem and
 /// with editors that replace the file). A config with problems is refused with
@@ -454,14 +450,11 @@ async fn reload_on_change(path: PathBuf, gateway: Gateway) {
                 "the file changed"
             }
         };
-        match load(&path) {
-            Ok((config, plan)) => {
+        match Plan::load(&path) {
+            Ok(plan) => {
+                let endpoints = plan.config().endpoints.len();
                 gateway.reload(plan);
-                tracing::info!(
-                    reason,
-                    endpoints = config.endpoints.len(),
-                    "config reloaded"
-                );
+                tracing::info!(reason, endpoints, "config reloaded");
             }
             Err(problems) => {
                 tracing::error!(

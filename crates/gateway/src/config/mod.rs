@@ -1,41 +1,25 @@
-//! The configuration file: one model for YAML, TOML and JSON, with `${env.NAME}`
-//! expansion, human units, and checks that report every problem with its line
-//! and column.
+//! The configuration file as written: one serde model for YAML, TOML and
+//! JSON, `${env.NAME}` expansion, human units, and positions, so that every
+//! problem can be reported with its line and column.
 //!
-//! ```
-//! use fanout_gateway::config::{Config, Format};
-//!
-//! let yaml = r#"
-//! upstreams:
-//!   users: { url: "http://127.0.0.1:9101", timeout: 500ms }
-//! endpoints:
-//!   - route: GET /users/{id}
-//!     backends:
-//!       - { name: profile, upstream: users, path: "/users/{id}", required: true }
-//! "#;
-//! let config = Config::parse(yaml, Format::Yaml, "gateway.yaml", |_| None).unwrap();
-//! assert_eq!(config.endpoints[0].backends[0].name, "profile");
-//!
-//! let err = Config::parse(&yaml.replace("upstream: users", "upstream: user"), Format::Yaml, "gateway.yaml", |_| None)
-//!     .unwrap_err();
-//! assert_eq!(
-//!     err.to_string(),
-//!     "gateway.yaml:7:36: unknown upstream `user` (defined upstreams: users)"
-//! );
-//! ```
+//! Parsing here checks syntax and types only. Everything that needs the
+//! whole file (references, templates, cycles, limits) is checked once, by
+//! the compiler that builds the [`Plan`](crate::Plan) from it.
 
 mod env;
 mod locate;
 mod model;
 mod units;
-mod validate;
 
 use std::{fmt, path::Path as FsPath};
 
+pub(crate) use locate::Path;
 pub use model::{
     Backend, Breaker, Cache, Config, Endpoint, Hedge, Method, Retry, Server, Upstream,
 };
 pub use units::{ByteSize, Duration, Percent};
+
+use locate::Locator;
 
 /// The syntax of a configuration file, chosen by its extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,9 +102,25 @@ impl ConfigError {
     }
 }
 
-impl Config {
-    /// Reads, expands (from the process environment), parses and checks a file.
-    pub fn load(path: &FsPath) -> Result<Config, ConfigError> {
+/// A configuration file read and parsed, still unchecked: the typed model
+/// with the text it came from, so that the checks made while compiling it
+/// ([`crate::Plan`]) can say where each problem is written.
+#[derive(Debug)]
+pub(crate) struct Document {
+    /// The model.
+    pub(crate) config: Config,
+    /// The text after `${env.…}` expansion (line and column numbers are those
+    /// of the file: expansion never adds a line).
+    text: String,
+    format: Format,
+    /// The file, as named by the caller.
+    file: String,
+}
+
+impl Document {
+    /// Reads a file and parses it, with `${env.NAME}` from the process
+    /// environment.
+    pub(crate) fn load(path: &FsPath) -> Result<Document, ConfigError> {
         let file = path.display().to_string();
         let Some(format) = Format::from_path(path) else {
             return Err(ConfigError::new(
@@ -138,24 +138,31 @@ impl Config {
                 vec![Problem::at(1, 1, format!("cannot read the file: {e}"))],
             )
         })?;
-        Config::parse(&source, format, &file, |name| std::env::var(name).ok())
+        Document::parse(&source, format, &file, |name| std::env::var(name).ok())
     }
 
-    /// Expands, parses and checks configuration text. `file` names it in errors;
-    /// `env` looks up `${env.NAME}` variables.
-    pub fn parse(
+    /// Expands and parses configuration text. `file` names it in errors;
+    /// `env` looks up `${env.NAME}` variables. Syntax and type errors come
+    /// located; nothing else is checked here.
+    pub(crate) fn parse(
         source: &str,
         format: Format,
         file: &str,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let source = env::expand(source, env).map_err(|p| ConfigError::new(file, p))?;
-        let config = deserialize(&source, format).map_err(|p| ConfigError::new(file, vec![p]))?;
-        let problems = validate::validate(&config);
-        if problems.is_empty() {
-            return Ok(config);
-        }
-        let locator = locate::Locator::new(&source, format);
+    ) -> Result<Document, ConfigError> {
+        let text = env::expand(source, env).map_err(|p| ConfigError::new(file, p))?;
+        let config = deserialize(&text, format).map_err(|p| ConfigError::new(file, vec![p]))?;
+        Ok(Document {
+            config,
+            text,
+            format,
+            file: file.to_owned(),
+        })
+    }
+
+    /// The problems found at `paths` of the document, located and sorted.
+    pub(crate) fn error(&self, problems: Vec<(Path, String)>) -> ConfigError {
+        let locator = Locator::new(&self.text, self.format);
         let problems = problems
             .into_iter()
             .map(|(path, message)| {
@@ -163,9 +170,11 @@ impl Config {
                 Problem::at(line, column, message)
             })
             .collect();
-        Err(ConfigError::new(file, problems))
+        ConfigError::new(&self.file, problems)
     }
+}
 
+impl Config {
     /// The JSON Schema of the configuration file, for editors.
     pub fn json_schema() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()

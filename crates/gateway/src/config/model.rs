@@ -62,7 +62,7 @@ impl Default for Server {
 }
 
 /// A downstream service: its address, and the policies its calls share.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Base URL, `http://host:port` (a path prefix is allowed).
@@ -88,7 +88,7 @@ pub struct Upstream {
 }
 
 /// Retries with a budget.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     /// Total attempts, the first included.
@@ -101,7 +101,7 @@ pub struct Retry {
 
 /// Hedging: after `delay`, or the `percentile` latency of recent calls, send a
 /// second attempt; the first answer wins.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hedge {
     /// Fixed delay before the extra attempt.
@@ -113,7 +113,7 @@ pub struct Hedge {
 }
 
 /// Circuit breaker: consecutive failures open it; after the cooldown a probe decides.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
     /// Consecutive failures that open the circuit.
@@ -123,7 +123,7 @@ pub struct Breaker {
 }
 
 /// Response cache for GET calls.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cache {
     /// How long an answer is reused.

@@ -1,302 +1,237 @@
-//! Endpoints compiled once, at load: route matcher, URL templates, shaping
-//! steps, dependency order, header names. The per-request path does no parsing
-//! of the configuration.
+//! A configuration compiled, once, into what serving needs: the route table,
+//! each endpoint's backends with their URL templates, shapes and dependency
+//! order, each upstream with its policies. Every problem in the file is found
+//! here, in one pass ([`compile`]), each with its line and column; a plan
+//! exists only for a configuration without problems, and serving parses
+//! nothing.
+//!
+//! ```
+//! use fanout_gateway::{Plan, config::Format};
+//!
+//! let yaml = r#"
+//! upstreams:
+//!   users: { url: "http://127.0.0.1:9101", timeout: 500ms }
+//! endpoints:
+//!   - route: GET /users/{id}
+//!     backends:
+//!       - { name: profile, upstream: users, path: "/users/{id}", required: true }
+//! "#;
+//! let plan = Plan::parse(yaml, Format::Yaml, "gateway.yaml", |_| None).unwrap();
+//! assert_eq!(plan.config().endpoints[0].backends[0].name, "profile");
+//!
+//! let err = Plan::parse(&yaml.replace("upstream: users", "upstream: user"), Format::Yaml, "gateway.yaml", |_| None)
+//!     .unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "gateway.yaml:7:36: unknown upstream `user` (defined upstreams: users)"
+//! );
+//! ```
 
-pub mod route;
-pub mod template;
+mod compile;
+mod names;
+mod origin;
+pub(crate) mod route;
+pub(crate) mod template;
 
-use std::{collections::HashMap, time::Duration};
+use std::{path::Path as FsPath, sync::Arc, time::Duration};
 
-use std::sync::Arc;
-
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use crate::{
-    config::{Config, Method},
+    config::{Config, ConfigError, Document, Format, Method, Upstream},
+    metrics::EndpointMeters,
     resilience::Policies,
     shape::{FieldPath, Shape},
 };
 
-use self::{route::RouteSpec, template::Template};
+pub(crate) use self::origin::Origin;
+use self::{route::Router, template::Template};
 
-/// A whole configuration, ready to serve requests.
+/// A route's captured values by name, still percent-encoded.
+pub(crate) type Captures<'p> = Vec<(String, &'p str)>;
+
+/// A whole configuration, checked and ready to serve requests.
+///
+/// Built by [`Plan::load`] or [`Plan::parse`], which report every problem of
+/// the configuration with its line and column; `fanout check` is that and
+/// nothing more.
 #[derive(Debug)]
 pub struct Plan {
-    router: HashMap<Method, matchit::Router<usize>>,
-    /// Each upstream's policies and their state, by name.
-    pub upstreams: Vec<(String, Arc<Policies>)>,
+    router: Router,
     /// The endpoints, in configuration order.
-    pub endpoints: Vec<EndpointPlan>,
-    /// Largest response body accepted from a backend, in bytes.
-    pub max_backend_body: u64,
-    /// Deepest JSON nesting accepted in a backend body.
-    pub max_json_depth: u32,
+    pub(crate) endpoints: Vec<Arc<EndpointPlan>>,
+    /// The named upstreams, in name order.
+    pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
+    /// Limits of the listener.
+    pub(crate) server: ServerLimits,
+    /// The configuration it was compiled from.
+    config: Config,
+}
+
+/// What the listener enforces for every request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerLimits {
     /// Largest request body accepted from a client, in bytes.
-    pub max_request_body: u64,
+    pub(crate) max_request_body: u64,
     /// How long a client may take to send its request headers.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
-    pub shutdown_grace: Duration,
-    /// The configuration it was compiled from (for the admin API's `/config`).
-    pub config: Config,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// What a backend may send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyLimits {
+    /// Largest body, in bytes.
+    pub(crate) max_body: u64,
+    /// Deepest JSON nesting.
+    pub(crate) max_depth: u32,
+}
+
+/// A downstream service: where it is, what every call to it carries, and the
+/// policies (with their state) that its calls share. A backend given by
+/// `url` has one of its own, with no policies.
+#[derive(Debug)]
+pub(crate) struct UpstreamPlan {
+    /// Its name (`url:` backends: the backend's `endpoint/backend` path).
+    pub(crate) name: String,
+    /// Where calls go.
+    pub(crate) origin: Origin,
+    /// Headers sent with every call (configured ones replace a client's).
+    pub(crate) headers: HeaderMap,
+    /// The limit for each attempt.
+    pub(crate) timeout: Option<Duration>,
+    /// Its policies, `None` when it has none (every `url:` backend).
+    pub(crate) policies: Option<Policies>,
+    /// The configuration it was built from (`None` for a `url:` backend):
+    /// a reload keeps the state of an upstream whose configuration is equal.
+    pub(crate) config: Option<Upstream>,
 }
 
 /// One endpoint, compiled.
 #[derive(Debug)]
-pub struct EndpointPlan {
-    /// The route as written, for logs and errors.
-    pub route: String,
+pub(crate) struct EndpointPlan {
+    /// The route as written, for logs, metrics and errors.
+    pub(crate) route: String,
     /// Whole-endpoint deadline.
-    pub deadline: Duration,
+    pub(crate) deadline: Duration,
     /// Client headers passed on to backends.
-    pub forward_headers: Vec<HeaderName>,
+    pub(crate) forward_headers: Vec<HeaderName>,
     /// Client query parameters passed on to backends.
-    pub forward_query: Vec<String>,
+    pub(crate) forward_query: Vec<String>,
     /// Whether `_errors` is added to responses.
-    pub expose_errors: bool,
+    pub(crate) expose_errors: bool,
     /// The backends, in declaration (merge) order.
-    pub backends: Vec<BackendPlan>,
-    /// Its metric handles, registered on first use.
-    pub(crate) meters: crate::run::Meters,
+    pub(crate) backends: Vec<BackendPlan>,
+    /// What a backend may send.
+    pub(crate) limits: BodyLimits,
+    /// Its metric handles.
+    pub(crate) meters: EndpointMeters,
 }
 
 /// One backend call of an endpoint, compiled.
 #[derive(Debug)]
-pub struct BackendPlan {
+pub(crate) struct BackendPlan {
     /// Its name.
-    pub name: String,
-    /// `http://host:port` plus any base path of its upstream: fixed, never
-    /// touched by request values.
-    pub origin: String,
-    /// The path and query template appended to `origin`.
-    pub template: Template,
+    pub(crate) name: String,
+    /// Where it goes, and the policies on the way.
+    pub(crate) upstream: Arc<UpstreamPlan>,
+    /// The path and query template appended to the upstream's origin.
+    pub(crate) template: Template,
     /// The call's method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// Whether its failure fails the response.
-    pub required: bool,
-    /// Its own time limit: the backend's `timeout`, else its upstream's.
-    pub timeout: Option<Duration>,
+    pub(crate) required: bool,
+    /// Its own time limit for each attempt: the backend's `timeout`, else its
+    /// upstream's.
+    pub(crate) timeout: Option<Duration>,
     /// How its answer is shaped.
-    pub shape: Shape,
+    pub(crate) shape: Shape,
     /// Whether a 4xx of this (required) backend is returned as is.
-    pub pass_status: bool,
-    /// Indexes (in `EndpointPlan::backends`) of the backends it waits for.
-    pub after: Vec<usize>,
-    /// The fields of its answer that dependents' templates read (dot paths):
-    /// only these are handed on, so its body is never copied.
-    pub exported: Vec<String>,
-    /// Headers its upstream adds to every call.
-    pub headers: HeaderMap,
-    /// The `Host` header for its origin, made once (unless its upstream's
-    /// headers set one).
-    pub host: Option<HeaderValue>,
-    /// Its upstream's policies (shared with every backend of that upstream);
-    /// none for a backend called by `url`.
-    pub policies: Option<Arc<Policies>>,
+    pub(crate) pass_status: bool,
+    /// Indexes (in [`EndpointPlan::backends`]) of the backends it waits for.
+    pub(crate) after: Vec<usize>,
+    /// The fields of its answer that its dependents' templates read: only
+    /// these are handed on, so its body is never copied. Empty when nothing
+    /// waits for it.
+    pub(crate) exported: Vec<FieldPath>,
+    /// Whether another backend waits for it (`after`).
+    pub(crate) awaited: bool,
     /// Its name as a task name, made once (a clone is a reference count).
     pub(crate) task_name: fanout_group::TaskName,
-    /// Whether another backend waits for it (`after`): only then is its answer
-    /// handed on, through a channel made per request.
-    pub(crate) awaited: bool,
 }
 
 impl Plan {
-    /// Compiles a configuration that [`Config::parse`] accepted.
+    /// Reads, expands (from the process environment), checks and compiles a
+    /// configuration file.
     ///
     /// # Errors
     ///
-    /// Only on inputs the checks would have refused (a message saying which).
-    pub fn compile(config: &Config) -> Result<Plan, String> {
-        let mut router: HashMap<Method, matchit::Router<usize>> = HashMap::new();
-        let upstreams: Vec<(String, Arc<Policies>)> = config
-            .upstreams
-            .iter()
-            .map(|(name, upstream)| (name.clone(), Arc::new(Policies::new(name, upstream))))
-            .collect();
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for (index, endpoint) in config.endpoints.iter().enumerate() {
-            let spec = RouteSpec::parse(&endpoint.route)?;
-            router
-                .entry(spec.method)
-                .or_default()
-                .insert(spec.path.clone(), index)
-                .map_err(|e| format!("route `{}`: {e}", endpoint.route))?;
-            let names: HashMap<&str, usize> = endpoint
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (b.name.as_str(), i))
-                .collect();
-            let backends = endpoint
-                .backends
-                .iter()
-                .map(|backend| {
-                    let upstream = backend
-                        .upstream
-                        .as_ref()
-                        .and_then(|u| config.upstreams.get(u));
-                    let (origin, path) = match (&backend.url, upstream) {
-                        (Some(url), _) => split_origin(url),
-                        (None, Some(upstream)) => (
-                            upstream.url.trim_end_matches('/').to_owned(),
-                            backend.path.clone().unwrap_or_default(),
-                        ),
-                        (None, None) => {
-                            return Err(format!(
-                                "backend `{}` has no upstream or url",
-                                backend.name
-                            ));
-                        }
-                    };
-                    let mut headers = HeaderMap::new();
-                    for (name, value) in upstream.map(|u| &u.headers).into_iter().flatten() {
-                        let name =
-                            HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-                        let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
-                        headers.insert(name, value);
-                    }
-                    let host = if headers.contains_key(http::header::HOST) {
-                        None
-                    } else {
-                        host_header(&origin)
-                    };
-                    Ok(BackendPlan {
-                        name: backend.name.clone(),
-                        origin,
-                        template: Template::parse(&path)?,
-                        method: backend.method,
-                        required: backend.required,
-                        timeout: backend
-                            .timeout
-                            .or(upstream.and_then(|u| u.timeout))
-                            .map(|d| d.0),
-                        shape: shape_of(backend)?,
-                        pass_status: backend.pass_status,
-                        after: backend
-                            .after
-                            .iter()
-                            .filter_map(|d| names.get(d.as_str()).copied())
-                            .collect(),
-                        exported: Vec::new(),
-                        host,
-                        headers,
-                        policies: backend
-                            .upstream
-                            .as_ref()
-                            .and_then(|u| upstreams.iter().find(|(name, _)| name == u))
-                            .map(|(_, p)| p.clone()),
-                        task_name: backend.name.clone().into(),
-                        awaited: false,
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let mut backends = backends;
-            export_fields(&mut backends, &names);
-            let awaited: Vec<usize> = backends.iter().flat_map(|b| b.after.clone()).collect();
-            for index in awaited {
-                backends[index].awaited = true;
-            }
-            endpoints.push(EndpointPlan {
-                route: endpoint.route.clone(),
-                deadline: endpoint.timeout.unwrap_or(config.server.request_timeout).0,
-                forward_headers: endpoint
-                    .forward_headers
-                    .iter()
-                    .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?,
-                forward_query: endpoint.forward_query.clone(),
-                expose_errors: endpoint.expose_errors,
-                meters: crate::run::Meters::new(backends.len()),
-                backends,
-            });
-        }
-        Ok(Plan {
-            router,
-            upstreams,
-            endpoints,
-            max_backend_body: config.server.max_backend_body.0,
-            max_json_depth: config.server.max_json_depth,
-            max_request_body: config.server.max_request_body.0,
-            header_read_timeout: config.server.header_read_timeout.0,
-            shutdown_grace: config.server.shutdown_grace.0,
-            config: config.clone(),
-        })
+    /// Every problem found, each with its line and column.
+    pub fn load(path: &FsPath) -> Result<Plan, ConfigError> {
+        compile::compile(&Document::load(path)?)
     }
 
-    /// The index of the endpoint for a request, with its route captures
-    /// (still percent-encoded, as they were in the request path).
-    pub fn route(&self, method: Method, path: &str) -> Option<(usize, Vec<(String, String)>)> {
-        let matched = self.router.get(&method)?.at(path).ok()?;
-        let params = matched
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Some((*matched.value, params))
+    /// Expands, checks and compiles configuration text. `file` names it in
+    /// errors (and relative paths in it start from its folder); `env` looks up
+    /// `${env.NAME}` variables.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with its line and column.
+    pub fn parse(
+        source: &str,
+        format: Format,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Plan, ConfigError> {
+        compile::compile(&Document::parse(source, format, file, env)?)
+    }
+
+    /// The configuration it was compiled from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The endpoint for a request, with its route captures (still
+    /// percent-encoded, as they were in the request path).
+    pub(crate) fn route<'p>(
+        &self,
+        method: Method,
+        path: &'p str,
+    ) -> Option<(&Arc<EndpointPlan>, Captures<'p>)> {
+        let (index, params) = self.router.find(method, path)?;
+        Some((&self.endpoints[index], params))
     }
 
     /// Whether any endpoint serves this path with another method (for 405).
-    pub fn allows_other_method(&self, path: &str) -> bool {
-        self.router.values().any(|r| r.at(path).is_ok())
+    pub(crate) fn serves_path(&self, path: &str) -> bool {
+        self.router.serves_path(path)
     }
-}
 
-/// Records, on each backend, which of its fields its dependents' templates read.
-fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
-    let wanted: Vec<(usize, String)> = backends
-        .iter()
-        .flat_map(|b| b.template.vars())
-        .filter_map(|var| match var {
-            template::Var::Field { backend, path } => {
-                names.get(backend.as_str()).map(|&i| (i, path.clone()))
+    /// Takes over the state (breakers, budgets, hedging latencies, caches) of
+    /// every upstream of `previous` whose configuration is the same in this
+    /// plan, so that a reload does not forget what the gateway learned about
+    /// an upstream it did not change.
+    pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
+        for upstream in &mut self.upstreams {
+            let kept = previous
+                .upstreams
+                .iter()
+                .find(|old| old.name == upstream.name && old.config == upstream.config);
+            let Some(kept) = kept else { continue };
+            let replaced = std::mem::replace(upstream, kept.clone());
+            for endpoint in &mut self.endpoints {
+                // A plan being installed is not shared yet.
+                let Some(endpoint) = Arc::get_mut(endpoint) else {
+                    continue;
+                };
+                for backend in &mut endpoint.backends {
+                    if Arc::ptr_eq(&backend.upstream, &replaced) {
+                        backend.upstream = kept.clone();
+                    }
+                }
             }
-            _ => None,
-        })
-        .collect();
-    for (index, path) in wanted {
-        if !backends[index].exported.contains(&path) {
-            backends[index].exported.push(path);
         }
     }
-}
-
-/// `Host` as the HTTP client would write it: the host, and the port unless
-/// it is 80.
-fn host_header(origin: &str) -> Option<HeaderValue> {
-    let uri: http::Uri = origin.parse().ok()?;
-    let host = uri.host()?;
-    let value = match uri.port_u16() {
-        Some(port) if port != 80 => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
-}
-
-/// Splits a full backend URL into its origin and its path template.
-fn split_origin(url: &str) -> (String, String) {
-    let after_scheme = url.strip_prefix("http://").unwrap_or(url);
-    let at = after_scheme.find('/').unwrap_or(after_scheme.len());
-    (
-        format!("http://{}", &after_scheme[..at]),
-        after_scheme[at..].to_owned(),
-    )
-}
-
-fn shape_of(backend: &crate::config::Backend) -> Result<Shape, String> {
-    let path = |s: &String| FieldPath::parse(s).map_err(|e| e.to_string());
-    Ok(Shape {
-        extract: backend.extract.as_ref().map(path).transpose()?,
-        select: backend
-            .select
-            .as_ref()
-            .map(|s| s.iter().map(path).collect())
-            .transpose()?,
-        drop: backend.drop.iter().map(path).collect::<Result<_, _>>()?,
-        rename: backend
-            .rename
-            .iter()
-            .map(|(from, to)| Ok((path(from)?, to.clone())))
-            .collect::<Result<_, String>>()?,
-        into: backend.into.as_ref().map(path).transpose()?,
-    })
 }

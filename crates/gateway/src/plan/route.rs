@@ -1,28 +1,25 @@
-//! Route specs: `GET /users/{id}`.
+//! Routes: `GET /users/{id}` parsed once, and the table that matches
+//! requests to endpoints.
 
+use std::collections::HashMap;
+
+use super::names::{NAME_RULE, is_name};
 use crate::config::Method;
 
 /// A parsed route: a method and a path whose `{name}` segments capture values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
+pub(crate) struct RouteSpec {
     /// The method it answers.
-    pub method: Method,
+    pub(crate) method: Method,
     /// The path, as written (`/users/{id}`).
-    pub path: String,
+    pub(crate) path: String,
     /// The names of the captured segments, in order.
-    pub params: Vec<String>,
+    pub(crate) params: Vec<String>,
 }
 
 impl RouteSpec {
     /// Parses `METHOD /path/{param}`.
-    ///
-    /// ```
-    /// use fanout_gateway::plan::route::RouteSpec;
-    /// let r = RouteSpec::parse("GET /users/{id}/orders").unwrap();
-    /// assert_eq!(r.params, ["id"]);
-    /// assert!(RouteSpec::parse("GET users").unwrap_err().contains("must start with /"));
-    /// ```
-    pub fn parse(spec: &str) -> Result<RouteSpec, String> {
+    pub(crate) fn parse(spec: &str) -> Result<RouteSpec, String> {
         let spec = spec.trim();
         let Some((method, path)) = spec.split_once(char::is_whitespace) else {
             return Err(format!(
@@ -49,10 +46,10 @@ impl RouteSpec {
             let name = segment
                 .strip_prefix('{')
                 .and_then(|s| s.strip_suffix('}'))
-                .filter(|n| is_identifier(n))
+                .filter(|n| is_name(n))
                 .ok_or_else(|| {
                     format!(
-                        "segment `{segment}` of route `{spec}`: a capture is a whole segment `{{name}}` (letters, digits, _)"
+                        "segment `{segment}` of route `{spec}`: a capture is a whole segment `{{name}}` ({NAME_RULE})"
                     )
                 })?;
             if params.iter().any(|p| p == name) {
@@ -69,7 +66,7 @@ impl RouteSpec {
 
     /// The route with its captures blanked out: two routes with the same shape
     /// would match the same requests.
-    pub fn shape(&self) -> String {
+    pub(crate) fn shape(&self) -> String {
         let path: Vec<_> = self
             .path
             .split('/')
@@ -79,12 +76,60 @@ impl RouteSpec {
     }
 }
 
-/// Letters, digits and `_`, not empty, not starting with a digit.
-pub(crate) fn is_identifier(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+/// Requests to endpoints: one matcher per method.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    /// Each route's shape, and the endpoint that has it, to name a clash.
+    shapes: HashMap<String, usize>,
+}
+
+impl Router {
+    /// Adds endpoint `index`'s route. A route that would match the same
+    /// requests as an earlier one is refused, naming that endpoint.
+    pub(crate) fn add(
+        &mut self,
+        route: &RouteSpec,
+        index: usize,
+        written: impl Fn(usize) -> String,
+    ) -> Result<(), String> {
+        if let Some(&first) = self.shapes.get(&route.shape()) {
+            return Err(format!(
+                "route `{} {}` matches the same requests as endpoints[{first}] (`{}`)",
+                route.method.as_str(),
+                route.path,
+                written(first)
+            ));
+        }
+        self.by_method
+            .entry(route.method)
+            .or_default()
+            .insert(route.path.clone(), index)
+            .map_err(|e| format!("route `{} {}`: {e}", route.method.as_str(), route.path))?;
+        self.shapes.insert(route.shape(), index);
+        Ok(())
+    }
+
+    /// The endpoint for a request, with its route captures (still
+    /// percent-encoded, as they were in the request path).
+    pub(crate) fn find<'p>(
+        &self,
+        method: Method,
+        path: &'p str,
+    ) -> Option<(usize, Vec<(String, &'p str)>)> {
+        let matched = self.by_method.get(&method)?.at(path).ok()?;
+        let params = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        Some((*matched.value, params))
+    }
+
+    /// Whether any endpoint serves this path with another method (for 405).
+    pub(crate) fn serves_path(&self, path: &str) -> bool {
+        self.by_method.values().any(|r| r.at(path).is_ok())
+    }
 }
 
 #[cfg(test)]
@@ -110,5 +155,22 @@ mod tests {
             let err = RouteSpec::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn routes_that_match_the_same_requests_are_refused() {
+        let mut router = Router::default();
+        let a = RouteSpec::parse("GET /users/{id}").unwrap();
+        let b = RouteSpec::parse("GET /users/{name}").unwrap();
+        router.add(&a, 0, |_| "GET /users/{id}".into()).unwrap();
+        let err = router.add(&b, 1, |_| "GET /users/{id}".into()).unwrap_err();
+        assert!(
+            err.contains("matches the same requests as endpoints[0]"),
+            "{err}"
+        );
+        let (index, params) = router.find(Method::Get, "/users/7").unwrap();
+        assert_eq!((index, params), (0, vec![("id".to_owned(), "7")]));
+        assert!(router.serves_path("/users/7"));
+        assert!(router.find(Method::Post, "/users/7").is_none());
     }
 }

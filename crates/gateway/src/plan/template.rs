@@ -2,21 +2,22 @@
 
 use std::fmt;
 
-use super::route::is_identifier;
+use super::names::{NAME_RULE, is_name};
+use crate::shape::FieldPath;
 
 /// Where a template's value comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Var {
+pub(crate) enum Var {
     /// `{id}`: a value captured by the route.
     Route(String),
     /// `{query.lang}`: a query parameter of the client's request.
     Query(String),
-    /// `{profile.account_id}`: a field of a dependency's (shaped) body.
+    /// `{profile.account_id}`: a field of a dependency's answer.
     Field {
         /// The backend it comes from (it must be in `after`).
         backend: String,
-        /// The dot path inside that backend's body.
-        path: String,
+        /// The path inside that backend's body.
+        path: FieldPath,
     },
 }
 
@@ -32,7 +33,7 @@ impl fmt::Display for Var {
 
 /// Which part of a URL a hole is in: values are encoded differently there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// Before the `?`: a value fills one path segment (a `/` in it is encoded).
     Path,
     /// After the `?`: a value fills a query component.
@@ -41,7 +42,7 @@ pub enum Place {
 
 /// A piece of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Part {
+pub(crate) enum Part {
     /// Text copied as written.
     Literal(String),
     /// A hole, and where in the URL it is.
@@ -50,20 +51,13 @@ pub enum Part {
 
 /// A parsed template, e.g. `/orders?user={profile.account_id}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
 impl Template {
     /// Parses a template. `{{` is not special: templates hold no literal braces.
-    ///
-    /// ```
-    /// use fanout_gateway::plan::template::{Template, Var};
-    /// let t = Template::parse("/users/{id}/orders?lang={query.lang}").unwrap();
-    /// let vars: Vec<_> = t.vars().cloned().collect();
-    /// assert_eq!(vars, [Var::Route("id".into()), Var::Query("lang".into())]);
-    /// ```
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut place = Place::Path;
         let mut rest = text;
@@ -92,15 +86,25 @@ impl Template {
     }
 
     /// The pieces, in order.
-    pub fn parts(&self) -> &[Part] {
+    pub(crate) fn parts(&self) -> &[Part] {
         &self.parts
     }
 
     /// The holes, in order.
-    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v, _) => Some(v),
             Part::Literal(_) => None,
+        })
+    }
+
+    /// Whether the template's query already names this parameter (`name=`).
+    pub(crate) fn sets_query(&self, name: &str) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Literal(text) => text
+                .split(['?', '&'])
+                .any(|pair| pair.split('=').next() == Some(name) && pair.contains('=')),
+            Part::Var(..) => false,
         })
     }
 }
@@ -108,32 +112,23 @@ impl Template {
 fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
     let bad = || {
         format!(
-            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}} or {{backend.field}} (letters, digits, _; fields may be dot paths)"
+            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}} or {{backend.field}} (names: {NAME_RULE}; fields may be dot paths)"
         )
     };
-    let mut segments = inner.split('.');
-    let first = segments
-        .next()
-        .filter(|s| is_identifier(s))
-        .ok_or_else(bad)?;
-    let rest: Vec<&str> = segments.collect();
-    if rest.iter().any(|s| s.is_empty()) {
+    let (first, rest) = match inner.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (inner, None),
+    };
+    if !is_name(first) {
         return Err(bad());
     }
-    Ok(match (first, rest.as_slice()) {
-        (name, []) => Var::Route(name.to_owned()),
-        ("query", [name])
-            if is_identifier(name)
-                || name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) =>
-        {
-            Var::Query((*name).to_owned())
-        }
-        ("query", _) => return Err(bad()),
-        (backend, path) => Var::Field {
+    Ok(match (first, rest) {
+        (name, None) => Var::Route(name.to_owned()),
+        ("query", Some(name)) if is_name(name) => Var::Query(name.to_owned()),
+        ("query", Some(_)) => return Err(bad()),
+        (backend, Some(path)) => Var::Field {
             backend: backend.to_owned(),
-            path: path.join("."),
+            path: FieldPath::parse(path).map_err(|_| bad())?,
         },
     })
 }
@@ -154,13 +149,25 @@ mod tests {
                 Part::Var(
                     Var::Field {
                         backend: "profile".into(),
-                        path: "address.city".into()
+                        path: FieldPath::parse("address.city").unwrap(),
                     },
                     Place::Query
                 ),
                 Part::Literal("&y=1".into()),
             ]
         );
+        let vars: Vec<_> = Template::parse("/users/{id}/orders?lang={query.lang}")
+            .unwrap()
+            .vars()
+            .cloned()
+            .collect();
+        assert_eq!(vars, [Var::Route("id".into()), Var::Query("lang".into())]);
+    }
+
+    #[test]
+    fn a_dashed_backend_name_can_be_referred_to() {
+        let t = Template::parse("/o?u={user-profile.id}").unwrap();
+        assert_eq!(t.vars().next().unwrap().to_string(), "{user-profile.id}");
     }
 
     #[test]
@@ -176,5 +183,13 @@ mod tests {
             let err = Template::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_template_knows_which_query_parameters_it_sets() {
+        let t = Template::parse("/s?lang=fr&q={query.q}").unwrap();
+        assert!(t.sets_query("lang"));
+        assert!(t.sets_query("q"), "`q=` followed by a hole sets it too");
+        assert!(!t.sets_query("s"));
     }
 }

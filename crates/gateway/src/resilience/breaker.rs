@@ -11,11 +11,11 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::run::call::{BackendError, ErrorKind};
+use crate::error::{BackendError, ErrorKind};
 
 /// The breaker's state, as metrics show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BreakerState {
+pub(crate) enum BreakerState {
     /// Calls go through.
     Closed,
     /// Calls fail at once.

@@ -14,7 +14,7 @@ use std::{
 use crate::shape::Json;
 use tokio::sync::watch;
 
-use crate::run::call::BackendError;
+use crate::error::BackendError;
 
 type Shared = Option<Result<Arc<Json>, BackendError>>;
 

@@ -19,7 +19,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::run::call::BackendError;
+use crate::error::BackendError;
 
 /// Latencies kept to learn a percentile from.
 const WINDOW: usize = 512;

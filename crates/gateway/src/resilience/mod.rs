@@ -30,19 +30,20 @@ use std::{
 use crate::shape::Json;
 use tokio::{sync::Semaphore, time::Instant};
 
-pub use self::breaker::BreakerState;
+pub(crate) use self::breaker::BreakerState;
 use self::{
     breaker::Breaker, cache::Cache, coalesce::Coalescer, hedge::HedgePolicy, retry::RetryPolicy,
 };
 use crate::{
     config::{Method, Upstream},
-    run::call::{BackendError, ErrorKind},
+    error::{BackendError, ErrorKind},
+    metrics::CACHE_HITS,
 };
 
 /// What the policies did for one call, for the dashboard: how many attempts
 /// went out, whether one was a hedge, whether the cache answered.
 #[derive(Debug, Default)]
-pub struct CallReport {
+pub(crate) struct CallReport {
     attempts: AtomicU32,
     hedged: AtomicBool,
     cached: AtomicBool,
@@ -50,17 +51,17 @@ pub struct CallReport {
 
 impl CallReport {
     /// Attempts sent (retries and hedges included; 0 if the cache answered).
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
 
     /// Whether an extra, hedged attempt was sent.
-    pub fn hedged(&self) -> bool {
+    pub(crate) fn hedged(&self) -> bool {
         self.hedged.load(Ordering::Relaxed)
     }
 
     /// Whether the answer came from the cache.
-    pub fn cached(&self) -> bool {
+    pub(crate) fn cached(&self) -> bool {
         self.cached.load(Ordering::Relaxed)
     }
 
@@ -71,7 +72,7 @@ impl CallReport {
 
 /// The policies of one upstream, shared by every call to it.
 #[derive(Debug)]
-pub struct Policies {
+pub(crate) struct Policies {
     upstream: String,
     bulkhead: Option<(u32, Arc<Semaphore>)>,
     breaker: Option<Breaker>,
@@ -83,7 +84,7 @@ pub struct Policies {
 
 impl Policies {
     /// The policies configured for upstream `name`.
-    pub fn new(name: &str, upstream: &Upstream) -> Policies {
+    pub(crate) fn new(name: &str, upstream: &Upstream) -> Policies {
         Policies {
             upstream: name.to_owned(),
             bulkhead: upstream
@@ -119,12 +120,12 @@ impl Policies {
     }
 
     /// The circuit breaker's state, if there is one.
-    pub fn breaker_state(&self) -> Option<BreakerState> {
+    pub(crate) fn breaker_state(&self) -> Option<BreakerState> {
         self.breaker.as_ref().map(Breaker::state)
     }
 
     /// Extra (hedged) attempts sent, and calls made, if hedging is on.
-    pub fn hedge_counts(&self) -> Option<(u64, u64)> {
+    pub(crate) fn hedge_counts(&self) -> Option<(u64, u64)> {
         self.hedge.as_ref().map(HedgePolicy::counts)
     }
 
@@ -146,8 +147,7 @@ impl Policies {
         let get = method == Method::Get;
         if get {
             if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(key)) {
-                metrics::counter!("fanout_cache_hits_total", "upstream" => self.upstream.clone())
-                    .increment(1);
+                metrics::counter!(CACHE_HITS, "upstream" => self.upstream.clone()).increment(1);
                 report.cached.store(true, Ordering::Relaxed);
                 return Ok(hit);
             }

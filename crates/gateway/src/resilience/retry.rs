@@ -10,7 +10,7 @@ use std::{future::Future, time::Duration};
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::run::call::{BackendError, ErrorKind};
+use crate::error::{BackendError, ErrorKind};
 
 #[derive(Debug)]
 pub(crate) struct RetryPolicy {
@@ -62,7 +62,7 @@ impl RetryPolicy {
             if deadline.is_some_and(|d| Instant::now() + delay >= d) || !self.budget.withdraw() {
                 return result;
             }
-            metrics::counter!("fanout_retries_total", "upstream" => self.upstream.clone())
+            metrics::counter!(crate::metrics::RETRIES, "upstream" => self.upstream.clone())
                 .increment(1);
             tokio::time::sleep(delay).await;
             tried += 1;

@@ -5,7 +5,10 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
-use crate::plan::template::{Part, Place, Template, Var};
+use crate::{
+    plan::template::{Part, Place, Template, Var},
+    shape::FieldPath,
+};
 
 /// Everything but RFC 3986 "unreserved" characters is encoded, in the path and
 /// the query alike: `/`, `?`, `#`, `%`, `@`, `&`, `=`, `+` and spaces included.
@@ -19,7 +22,7 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 pub(crate) trait Values {
     fn route(&self, name: &str) -> Option<&str>;
     fn query(&self, name: &str) -> Option<&str>;
-    fn field(&self, backend: &str, path: &str) -> Option<Value>;
+    fn field(&self, backend: &str, path: &FieldPath) -> Option<Value>;
 }
 
 /// Renders `origin` + template, then the forwarded query parameters the
@@ -58,7 +61,7 @@ pub(crate) fn render(
         }
     }
     for (name, value) in forward_query {
-        if template_sets(template, name) {
+        if template.sets_query(name) {
             continue;
         }
         url.push(if in_query { '&' } else { '?' });
@@ -80,16 +83,6 @@ fn encode_into(url: &mut String, value: &str, place: Place) {
     url.extend(utf8_percent_encode(value, COMPONENT));
 }
 
-/// Whether the template's query already names this parameter (`name=`).
-fn template_sets(template: &Template, name: &str) -> bool {
-    template.parts().iter().any(|p| match p {
-        Part::Literal(text) => text
-            .split(['?', '&'])
-            .any(|pair| pair.split('=').next() == Some(name) && pair.contains('=')),
-        Part::Var(..) => false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,8 +102,8 @@ mod tests {
         fn query(&self, name: &str) -> Option<&str> {
             (name == "lang").then_some("en&admin=1")
         }
-        fn field(&self, _: &str, path: &str) -> Option<Value> {
-            (path == "account_id").then(|| Value::from(42))
+        fn field(&self, _: &str, path: &FieldPath) -> Option<Value> {
+            (path.to_string() == "account_id").then(|| Value::from(42))
         }
     }
 

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{FieldPath, Part};
+use super::FieldPath;
+#[cfg(test)]
+use super::Part;
 
 /// How one backend's body is cut to size before it is merged.
 ///
@@ -17,31 +19,13 @@ use super::{FieldPath, Part};
 /// Wherever `select`, `drop` or `rename` meet an array on a path, they apply
 /// the rest of the path to each element. On a body (or array element) that is
 /// not an object they do nothing.
-///
-/// ```
-/// use fanout_gateway::shape::{FieldPath, Shape};
-/// use serde_json::json;
-///
-/// let path = |s: &str| FieldPath::parse(s).unwrap();
-/// let shape = Shape {
-///     select: Some(vec![path("id"), path("address.city")]),
-///     into: Some(path("user")),
-///     ..Shape::default()
-/// };
-/// let body = json!({"id": 1, "name": "x", "address": {"city": "P", "zip": "1"}});
-/// assert_eq!(
-///     shape.apply(body)?,
-///     json!({"user": {"id": 1, "address": {"city": "P"}}}),
-/// );
-/// # Ok::<(), fanout_gateway::shape::ShapeError>(())
-/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Replace the body by the value at this path; it is an error
     /// ([`ShapeError::ExtractMissing`]) if the path does not exist. Arrays are
     /// not looked through here: a path that needs to go through one does not
     /// exist.
-    pub extract: Option<FieldPath>,
+    pub(crate) extract: Option<FieldPath>,
     /// Keep only these paths, with their enclosing objects; `None` keeps
     /// everything and `Some(vec![])` keeps nothing.
     ///
@@ -51,10 +35,10 @@ pub struct Shape {
     /// selected becomes `{}`). Keys come out in the body's order, not the
     /// order of this list. When one path is a prefix of another, the shorter
     /// one wins and its whole value is kept.
-    pub select: Option<Vec<FieldPath>>,
+    pub(crate) select: Option<Vec<FieldPath>>,
     /// Remove these paths, one after the other; paths that do not exist are
     /// ignored. The remaining keys keep their order.
-    pub drop: Vec<FieldPath>,
+    pub(crate) drop: Vec<FieldPath>,
     /// Move the value at each path to a sibling key with the new name, one
     /// rename after the other (so `a → b` then `b → c` moves `a` to `c`).
     ///
@@ -62,15 +46,15 @@ pub struct Shape {
     /// key with the new name is replaced. The new name is a literal key,
     /// dots included. Paths that do not exist are ignored, and then an
     /// existing key with the new name is left alone.
-    pub rename: Vec<(FieldPath, String)>,
+    pub(crate) rename: Vec<(FieldPath, String)>,
     /// Nest the result under this path: `a.b` gives `{"a": {"b": result}}`.
-    pub into: Option<FieldPath>,
+    pub(crate) into: Option<FieldPath>,
 }
 
 /// Why a [`Shape`] could not be applied to a body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ShapeError {
+pub(crate) enum ShapeError {
     /// The `extract` path is not in the body: a key on it is missing, or a
     /// value on the way is not an object.
     #[error(
@@ -91,7 +75,7 @@ impl Shape {
     ///
     /// [`ShapeError::ExtractMissing`] when `extract` is set and its path is
     /// not in the body. No other step can fail.
-    pub fn apply(&self, body: Value) -> Result<Value, ShapeError> {
+    pub(crate) fn apply(&self, body: Value) -> Result<Value, ShapeError> {
         let mut body = match &self.extract {
             Some(path) => extract(body, path)?,
             None => body,
@@ -113,13 +97,14 @@ impl Shape {
 
     /// Whether any step but `into` is set. A body that is not reshaped is
     /// merged as received ([`Part::json`]), without being parsed into a tree.
-    pub fn reshapes(&self) -> bool {
+    pub(crate) fn reshapes(&self) -> bool {
         self.extract.is_some()
             || self.select.is_some()
             || !self.drop.is_empty()
             || !self.rename.is_empty()
     }
 
+    #[cfg(test)]
     /// Applies the shape and pairs the result with this shape's `into`, ready
     /// for [`merge`](super::merge), so the two cannot come from different
     /// shapes.
@@ -127,7 +112,7 @@ impl Shape {
     /// # Errors
     ///
     /// As for [`Shape::apply`].
-    pub fn apply_part(&self, body: Value) -> Result<Part, ShapeError> {
+    pub(crate) fn apply_part(&self, body: Value) -> Result<Part, ShapeError> {
         Ok(Part::new(self.apply(body)?, self.into.clone()))
     }
 }

@@ -15,20 +15,12 @@ use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, value::RawValue};
 
+use super::FieldPath;
+
 /// A JSON document checked once and kept as received, with the members of a
 /// top-level object located.
-///
-/// ```
-/// use fanout_gateway::shape::Json;
-///
-/// let body = Json::parse(r#"{"id": 7, "tags": ["a"]}"#.into())?;
-/// assert_eq!(body.text(), r#"{"id": 7, "tags": ["a"]}"#);
-/// assert_eq!(body.lookup("id"), Some(serde_json::json!(7)));
-/// assert!(Json::parse("{\"id\": ".into()).is_err());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Clone)]
-pub struct Json {
+pub(crate) struct Json {
     /// Valid JSON. A `String` rather than the `Bytes` it came in: UTF-8 is
     /// checked once, and `text()` is free afterwards.
     text: String,
@@ -52,7 +44,7 @@ enum Key {
 
 /// Why a body is not JSON.
 #[derive(Debug, thiserror::Error)]
-pub enum JsonError {
+pub(crate) enum JsonError {
     /// The bytes are not UTF-8.
     #[error("not UTF-8: {0}")]
     Utf8(#[from] std::str::Utf8Error),
@@ -67,7 +59,7 @@ impl Json {
     /// # Errors
     ///
     /// [`JsonError`] when `text` is not UTF-8 or not one JSON value.
-    pub fn parse(text: Bytes) -> Result<Json, JsonError> {
+    pub(crate) fn parse(text: Bytes) -> Result<Json, JsonError> {
         // Reuses the buffer when nothing else holds it; else one copy.
         let text = String::from_utf8(Vec::from(text)).map_err(|e| e.utf8_error())?;
         let str = text.as_str();
@@ -90,12 +82,12 @@ impl Json {
     }
 
     /// The text as received.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// Whether the document is an object.
-    pub fn is_object(&self) -> bool {
+    pub(crate) fn is_object(&self) -> bool {
         self.members.is_some()
     }
 
@@ -114,11 +106,10 @@ impl Json {
     /// The value at a dot path of object keys (`user.id`), parsed; `None` if
     /// a key is missing or a step is not an object. A key repeated in one
     /// object means its last value, as `serde_json` reads it.
-    pub fn lookup(&self, path: &str) -> Option<Value> {
-        let mut segments = path.split('.');
-        let first = segments.next()?;
-        let mut current = self.members().filter(|(k, _)| *k == first).last()?.1;
-        for segment in segments {
+    pub(crate) fn lookup(&self, path: &FieldPath) -> Option<Value> {
+        let (first, rest) = path.segments().split_first()?;
+        let mut current = self.members().filter(|(k, _)| k == first).last()?.1;
+        for segment in rest {
             current = object_members(current)?
                 .into_iter()
                 .rfind(|(k, _)| k == segment)?
@@ -129,14 +120,15 @@ impl Json {
     }
 
     /// The whole document as a [`Value`], for shaping.
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         // Valid JSON by construction; serde_json's own nesting limit is the
         // only way this could fail, and `Null` is then the honest answer.
         serde_json::from_str(self.text()).unwrap_or(Value::Null)
     }
 
+    #[cfg(test)]
     /// A document from a [`Value`] (serialized once).
-    pub fn from_value(value: &Value) -> Json {
+    pub(crate) fn from_value(value: &Value) -> Json {
         let text = serde_json::to_vec(value).unwrap_or_default();
         Json::parse(Bytes::from(text)).unwrap_or_else(|_| Json {
             text: "null".to_owned(),

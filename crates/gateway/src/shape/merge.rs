@@ -9,18 +9,20 @@
 use std::borrow::Cow;
 
 use indexmap::{IndexMap, map::Entry};
-use serde_json::{Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::Value;
 
 use super::FieldPath;
 use super::json::{Json, object_members, write_compact};
 
 /// The key under which [`merge`] places a part that is not an object and has
 /// no `into`, such as a backend that answers with a bare array.
-pub const COLLECTION_KEY: &str = "collection";
+pub(crate) const COLLECTION_KEY: &str = "collection";
 
 /// One backend's answer, ready to merge.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Body {
+pub(crate) enum Body {
     /// The body as received, not shaped: the part's `into`, if any, is still
     /// to be applied (the merge does it).
     Json(Json),
@@ -28,38 +30,33 @@ pub enum Body {
     Value(Value),
 }
 
+#[cfg(test)]
 /// One backend's contribution to a response: its body and the `into` of its
 /// [`Shape`](super::Shape).
 ///
 /// [`Shape::apply_part`](super::Shape::apply_part) builds one with the two
 /// taken from the same shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Part {
+pub(crate) struct Part {
     /// The body.
-    pub body: Body,
+    pub(crate) body: Body,
     /// The `into` of the shape; for a [`Body::Value`] only whether it is set
     /// matters when the value is already an object.
-    pub into: Option<FieldPath>,
+    pub(crate) into: Option<FieldPath>,
 }
 
+#[cfg(test)]
 impl Part {
     /// Pairs a shaped body with the `into` of the shape that produced it.
-    pub fn new(value: Value, into: Option<FieldPath>) -> Self {
+    pub(crate) fn new(value: Value, into: Option<FieldPath>) -> Self {
         Self {
             body: Body::Value(value),
             into,
         }
     }
-
-    /// An unshaped body as received, to be placed under `into` if set.
-    pub fn json(body: Json, into: Option<FieldPath>) -> Self {
-        Self {
-            body: Body::Json(body),
-            into,
-        }
-    }
 }
 
+#[cfg(test)]
 /// Deep-merges the parts of one response, which must come in declaration
 /// order (never arrival order) for the result to be reproducible.
 ///
@@ -69,22 +66,7 @@ impl Part {
 /// value replaces the earlier one (arrays are not concatenated; `null` is a
 /// value like any other). Keys keep the place where they first appeared, so
 /// the same parts always serialize to the same bytes.
-///
-/// ```
-/// use fanout_gateway::shape::{merge, Part};
-/// use serde_json::{json, Value};
-///
-/// let merged = merge([
-///     Part::new(json!({"user": {"id": 1, "name": "old"}}), None),
-///     Part::new(json!({"user": {"name": "new"}, "count": 2}), None),
-///     Part::new(json!([1, 2]), None),
-/// ]);
-/// assert_eq!(
-///     Value::Object(merged),
-///     json!({"user": {"id": 1, "name": "new"}, "count": 2, "collection": [1, 2]}),
-/// );
-/// ```
-pub fn merge(parts: impl IntoIterator<Item = Part>) -> Map<String, Value> {
+pub(crate) fn merge(parts: impl IntoIterator<Item = Part>) -> Map<String, Value> {
     let parts: Vec<Part> = parts.into_iter().collect();
     let mut merged = Merged::default();
     for part in &parts {
@@ -95,20 +77,8 @@ pub fn merge(parts: impl IntoIterator<Item = Part>) -> Map<String, Value> {
 
 /// A response being merged, part by part, as [`merge`] describes; it borrows
 /// the parts and writes the result straight to bytes.
-///
-/// ```
-/// use fanout_gateway::shape::{Body, Json, Merged};
-///
-/// let one = Body::Json(Json::parse(r#"{"a": {"x": 1}, "b": [1, 2]}"#.into())?);
-/// let two = Body::Json(Json::parse(r#"{"a": {"y": 2}}"#.into())?);
-/// let mut merged = Merged::default();
-/// merged.add(&one, None);
-/// merged.add(&two, None);
-/// assert_eq!(merged.to_vec(), br#"{"a":{"x":1,"y":2},"b":[1,2]}"#);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Debug, Default)]
-pub struct Merged<'a> {
+pub(crate) struct Merged<'a> {
     root: Object<'a>,
 }
 
@@ -127,7 +97,7 @@ static NULL: Value = Value::Null;
 
 impl<'a> Merged<'a> {
     /// Merges in the next part, in declaration order.
-    pub fn add(&mut self, body: &'a Body, into: Option<&'a FieldPath>) {
+    pub(crate) fn add(&mut self, body: &'a Body, into: Option<&'a FieldPath>) {
         match body {
             Body::Json(json) => match into {
                 Some(into) => self.place(Node::Raw(json.trimmed()), into),
@@ -151,7 +121,7 @@ impl<'a> Merged<'a> {
     }
 
     /// Merges `value` in under `key`, as if a part `{key: value}` came next.
-    pub fn insert_value(&mut self, key: &'a str, value: &'a Value) {
+    pub(crate) fn insert_value(&mut self, key: &'a str, value: &'a Value) {
         self.insert(key, Node::Value(value));
     }
 
@@ -173,14 +143,15 @@ impl<'a> Merged<'a> {
     }
 
     /// The merged object, serialized compactly.
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         write_object(&self.root, &mut out);
         out
     }
 
     /// The merged object as a `serde_json` map.
-    pub fn to_map(&self) -> Map<String, Value> {
+    #[cfg(test)]
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
         object_to_map(&self.root)
     }
 }
@@ -253,6 +224,7 @@ fn write_object(object: &Object<'_>, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+#[cfg(test)]
 fn object_to_map(object: &Object<'_>) -> Map<String, Value> {
     object
         .iter()

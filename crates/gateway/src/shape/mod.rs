@@ -38,36 +38,6 @@
 //! reproducible byte for byte.
 //!
 //! # Example
-//!
-//! ```
-//! use fanout_gateway::shape::{merge, FieldPath, Shape};
-//! use serde_json::{json, Value};
-//!
-//! let path = |s: &str| FieldPath::parse(s).unwrap();
-//! let user = Shape {
-//!     extract: Some(path("data")),
-//!     select: Some(vec![path("id"), path("name"), path("address.city")]),
-//!     rename: vec![(path("name"), "full_name".to_owned())],
-//!     ..Shape::default()
-//! };
-//! let orders = Shape {
-//!     drop: vec![path("internal")],
-//!     into: Some(path("orders")),
-//!     ..Shape::default()
-//! };
-//!
-//! let user_body = json!({
-//!     "data": {"id": 7, "name": "Ada", "email": "a@x", "address": {"city": "P", "zip": "1"}}
-//! });
-//! let orders_body = json!([{"id": 1, "internal": true}, {"id": 2, "internal": false}]);
-//!
-//! let response = merge([user.apply_part(user_body)?, orders.apply_part(orders_body)?]);
-//! assert_eq!(
-//!     serde_json::to_string(&Value::Object(response))?,
-//!     r#"{"id":7,"full_name":"Ada","address":{"city":"P"},"orders":[{"id":1},{"id":2}]}"#,
-//! );
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 mod apply;
 mod json;
@@ -76,7 +46,13 @@ mod path;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{Shape, ShapeError};
-pub use json::{Json, JsonError};
-pub use merge::{Body, COLLECTION_KEY, Merged, Part, merge};
-pub use path::{FieldPath, PathError};
+pub(crate) use apply::Shape;
+#[cfg(test)]
+pub(crate) use apply::ShapeError;
+pub(crate) use json::Json;
+pub(crate) use merge::{Body, Merged};
+#[cfg(test)]
+pub(crate) use merge::{COLLECTION_KEY, Part, merge};
+pub(crate) use path::FieldPath;
+#[cfg(test)]
+pub(crate) use path::PathError;

@@ -15,18 +15,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// A `FieldPath` (de)serializes as its dotted string, so it can sit directly
 /// in configuration structs and is validated when they are read.
-///
-/// ```
-/// use fanout_gateway::shape::FieldPath;
-///
-/// let path = FieldPath::parse("address.city")?;
-/// assert_eq!(path.segments(), ["address", "city"]);
-/// assert_eq!(path.to_string(), "address.city");
-/// # Ok::<(), fanout_gateway::shape::PathError>(())
-/// ```
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct FieldPath {
+pub(crate) struct FieldPath {
     // Never empty, and no segment is empty: `parse` is the only way in.
     segments: Vec<String>,
 }
@@ -34,7 +25,7 @@ pub struct FieldPath {
 /// Why a string is not a valid [`FieldPath`]. Every message quotes the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The string was empty.
     #[error(
         "invalid field path \"\": a path needs at least one key, like `data` or `address.city`"
@@ -69,7 +60,7 @@ impl FieldPath {
     /// # Errors
     ///
     /// Returns a [`PathError`] naming what is wrong and quoting `input`.
-    pub fn parse(input: &str) -> Result<Self, PathError> {
+    pub(crate) fn parse(input: &str) -> Result<Self, PathError> {
         if input.is_empty() {
             return Err(PathError::Empty);
         }
@@ -95,7 +86,7 @@ impl FieldPath {
     }
 
     /// The keys of the path, outermost first; never empty.
-    pub fn segments(&self) -> &[String] {
+    pub(crate) fn segments(&self) -> &[String] {
         &self.segments
     }
 }

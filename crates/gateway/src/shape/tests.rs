@@ -812,16 +812,20 @@ fn non_object_bodies_go_under_collection_or_into() {
 #[test]
 fn lookup_reads_nested_fields_without_parsing_the_rest() {
     let body = json(r#"{"user": {"id": 7, "tags": ["a"], "x\u0079": true}, "n": null}"#);
-    assert_eq!(body.lookup("user.id"), Some(json!(7)));
-    assert_eq!(body.lookup("user.tags"), Some(json!(["a"])));
-    assert_eq!(body.lookup("user.xy"), Some(json!(true)));
-    assert_eq!(body.lookup("n"), Some(Value::Null));
-    assert_eq!(body.lookup("user.missing"), None);
-    assert_eq!(body.lookup("n.deeper"), None);
-    assert_eq!(body.lookup("user.tags.0"), None, "arrays are not indexed");
+    assert_eq!(body.lookup(&path("user.id")), Some(json!(7)));
+    assert_eq!(body.lookup(&path("user.tags")), Some(json!(["a"])));
+    assert_eq!(body.lookup(&path("user.xy")), Some(json!(true)));
+    assert_eq!(body.lookup(&path("n")), Some(Value::Null));
+    assert_eq!(body.lookup(&path("user.missing")), None);
+    assert_eq!(body.lookup(&path("n.deeper")), None);
+    assert_eq!(
+        body.lookup(&path("user.tags.0")),
+        None,
+        "arrays are not indexed"
+    );
     let repeated = json(r#"{"a": {"b": 1, "b": 2}, "a": {"b": 3, "b": 4}}"#);
     assert_eq!(
-        repeated.lookup("a.b"),
+        repeated.lookup(&path("a.b")),
         Some(json!(4)),
         "the last value, as serde_json reads it"
     );
@@ -855,4 +859,98 @@ proptest! {
         }));
         prop_assert_eq!(serde_json::to_vec(&values).unwrap(), expected);
     }
+}
+
+// The examples that used to be doc tests, when the module was public.
+
+#[test]
+fn example_shape_each_body_then_merge() -> Result<(), Box<dyn std::error::Error>> {
+    use serde_json::{Value, json};
+
+    let path = |s: &str| FieldPath::parse(s).unwrap();
+    let user = Shape {
+        extract: Some(path("data")),
+        select: Some(vec![path("id"), path("name"), path("address.city")]),
+        rename: vec![(path("name"), "full_name".to_owned())],
+        ..Shape::default()
+    };
+    let orders = Shape {
+        drop: vec![path("internal")],
+        into: Some(path("orders")),
+        ..Shape::default()
+    };
+
+    let user_body = json!({
+        "data": {"id": 7, "name": "Ada", "email": "a@x", "address": {"city": "P", "zip": "1"}}
+    });
+    let orders_body = json!([{"id": 1, "internal": true}, {"id": 2, "internal": false}]);
+
+    let response = merge([user.apply_part(user_body)?, orders.apply_part(orders_body)?]);
+    assert_eq!(
+        serde_json::to_string(&Value::Object(response))?,
+        r#"{"id":7,"full_name":"Ada","address":{"city":"P"},"orders":[{"id":1},{"id":2}]}"#,
+    );
+    Ok(())
+}
+
+#[test]
+fn example_select_then_nest_into() -> Result<(), Box<dyn std::error::Error>> {
+    use serde_json::json;
+
+    let path = |s: &str| FieldPath::parse(s).unwrap();
+    let shape = Shape {
+        select: Some(vec![path("id"), path("address.city")]),
+        into: Some(path("user")),
+        ..Shape::default()
+    };
+    let body = json!({"id": 1, "name": "x", "address": {"city": "P", "zip": "1"}});
+    assert_eq!(
+        shape.apply(body)?,
+        json!({"user": {"id": 1, "address": {"city": "P"}}}),
+    );
+    Ok(())
+}
+
+#[test]
+fn example_json_is_kept_as_received() -> Result<(), Box<dyn std::error::Error>> {
+    let body = Json::parse(r#"{"id": 7, "tags": ["a"]}"#.into())?;
+    assert_eq!(body.text(), r#"{"id": 7, "tags": ["a"]}"#);
+    assert_eq!(body.lookup(&path("id")), Some(serde_json::json!(7)));
+    assert!(Json::parse("{\"id\": ".into()).is_err());
+    Ok(())
+}
+
+#[test]
+fn example_merge_deeply_in_declaration_order() -> Result<(), Box<dyn std::error::Error>> {
+    use serde_json::{Value, json};
+
+    let merged = merge([
+        Part::new(json!({"user": {"id": 1, "name": "old"}}), None),
+        Part::new(json!({"user": {"name": "new"}, "count": 2}), None),
+        Part::new(json!([1, 2]), None),
+    ]);
+    assert_eq!(
+        Value::Object(merged),
+        json!({"user": {"id": 1, "name": "new"}, "count": 2, "collection": [1, 2]}),
+    );
+    Ok(())
+}
+
+#[test]
+fn example_merged_writes_compact_bytes() -> Result<(), Box<dyn std::error::Error>> {
+    let one = Body::Json(Json::parse(r#"{"a": {"x": 1}, "b": [1, 2]}"#.into())?);
+    let two = Body::Json(Json::parse(r#"{"a": {"y": 2}}"#.into())?);
+    let mut merged = Merged::default();
+    merged.add(&one, None);
+    merged.add(&two, None);
+    assert_eq!(merged.to_vec(), br#"{"a":{"x":1,"y":2},"b":[1,2]}"#);
+    Ok(())
+}
+
+#[test]
+fn example_field_paths_are_dotted() -> Result<(), Box<dyn std::error::Error>> {
+    let path = FieldPath::parse("address.city")?;
+    assert_eq!(path.segments(), ["address", "city"]);
+    assert_eq!(path.to_string(), "address.city");
+    Ok(())
 }

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use fanout_gateway::config::{Config, ConfigError, Format, Method};
+use fanout_gateway::{
+    Plan,
+    config::{Config, ConfigError, Format, Method},
+};
 
 const YAML: &str = r#"server:
   listen: 127.0.0.1:8080
@@ -50,9 +53,10 @@ endpoints:
 "#;
 
 fn parse(source: &str, format: Format) -> Result<Config, ConfigError> {
-    Config::parse(source, format, "gateway.conf", |name| {
+    Plan::parse(source, format, "gateway.conf", |name| {
         (name == "USERS_KEY").then(|| "k-123".to_string())
     })
+    .map(|plan| plan.config().clone())
 }
 
 fn problems(source: &str, format: Format) -> Vec<String> {
@@ -174,7 +178,7 @@ endpoints:
 
 #[test]
 fn errors_name_the_file() {
-    let err = Config::parse("endpoints: []", Format::Yaml, "conf/gw.yaml", |_| None).unwrap_err();
+    let err = Plan::parse("endpoints: []", Format::Yaml, "conf/gw.yaml", |_| None).unwrap_err();
     assert_eq!(
         err.to_string(),
         "conf/gw.yaml:1:12: no endpoints: add at least one under `endpoints`"
@@ -203,18 +207,18 @@ fn loading_picks_the_format_by_extension() {
         "endpoints:\n  - { route: GET /, backends: [{ name: a, url: \"http://127.0.0.1:1/\" }] }\n",
     )
     .unwrap();
-    assert_eq!(Config::load(&good).unwrap().endpoints.len(), 1);
+    assert_eq!(Plan::load(&good).unwrap().config().endpoints.len(), 1);
     let odd = dir.join("gw.ini");
     std::fs::write(&odd, "").unwrap();
     assert!(
-        Config::load(&odd)
+        Plan::load(&odd)
             .unwrap_err()
             .to_string()
             .contains("name the file .yaml, .yml, .toml or .json")
     );
     let missing = dir.join("absent.yaml");
     assert!(
-        Config::load(&missing)
+        Plan::load(&missing)
             .unwrap_err()
             .to_string()
             .contains("cannot read the file")

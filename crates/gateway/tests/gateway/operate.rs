@@ -200,7 +200,6 @@ endpoints:
     // The dashboard records requests from when its admin API starts.
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    gw.gateway.recorder().enable();
     tokio::spawn(fanout_gateway::serve_admin(
         admin,
         gw.gateway.clone(),
@@ -403,13 +402,12 @@ async fn serving_threads_share_the_port_the_plan_and_the_shutdown() {
             &[("B", base(&b))],
         )
     };
-    let listeners =
-        fanout_gateway::server::bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    let listeners = fanout_gateway::bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
     let addr = listeners[0].local_addr().unwrap();
     assert!(listeners.iter().all(|l| l.local_addr().unwrap() == addr));
     let gateway = fanout_gateway::Gateway::new(config("/v1"));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let served = tokio::spawn(fanout_gateway::server::serve_on_threads(
+    let served = tokio::spawn(fanout_gateway::serve_on_threads(
         listeners,
         gateway.clone(),
         stopped,

@@ -16,10 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fanout_gateway::{
-    Gateway, Plan,
-    config::{Config, Format},
-};
+use fanout_gateway::{Gateway, Plan, config::Format};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
@@ -355,11 +352,10 @@ pub(crate) fn compile(yaml: &str, vars: &[(&str, String)]) -> Plan {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let config = Config::parse(yaml, Format::Yaml, "test.yaml", |name| {
+    Plan::parse(yaml, Format::Yaml, "test.yaml", |name| {
         vars.get(name).cloned()
     })
-    .unwrap_or_else(|e| panic!("test config refused:\n{e}"));
-    Plan::compile(&config).unwrap()
+    .unwrap_or_else(|e| panic!("test config refused:\n{e}"))
 }
 
 /// A response, read to the end.

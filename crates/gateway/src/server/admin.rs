@@ -16,11 +16,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::{Connections, Gateway, error};
 use crate::{
-    Gateway,
-    observe::KEPT,
+    dashboard::KEPT,
+    metrics::{BREAKER_STATE, HEDGES},
     resilience::BreakerState,
-    server::{Connections, error},
 };
 
 /// The dashboard: one page, no external resources (it works offline).
@@ -33,7 +33,7 @@ pub async fn serve_admin(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    gateway.recorder().enable();
+    gateway.recorder.enable();
     let connections = Connections {
         header_read_timeout: Some(std::time::Duration::from_secs(10)),
         grace: std::time::Duration::from_secs(1),
@@ -78,10 +78,10 @@ fn answer(
             let limit = param("limit").unwrap_or(50).min(KEPT as u64) as usize;
             json(
                 StatusCode::OK,
-                &json!({ "requests": gateway.recorder().requests(since, limit) }),
+                &json!({ "requests": gateway.recorder.requests(since, limit) }),
             )
         }
-        "/api/stats" => json(StatusCode::OK, &gateway.recorder().stats()),
+        "/api/stats" => json(StatusCode::OK, &gateway.recorder.stats()),
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" if gateway.is_ready() => json(StatusCode::OK, &json!({ "status": "ready" })),
         "/readyz" => json(
@@ -116,7 +116,7 @@ fn answer(
 /// The effective configuration, with every upstream header value (API keys,
 /// tokens: often from `${env.…}`) replaced.
 fn redacted_config(gateway: &Gateway) -> Value {
-    let mut config = serde_json::to_value(&gateway.plan().config).unwrap_or_default();
+    let mut config = serde_json::to_value(gateway.plan().config()).unwrap_or_default();
     if let Some(upstreams) = config.get_mut("upstreams").and_then(Value::as_object_mut) {
         for upstream in upstreams.values_mut() {
             if let Some(headers) = upstream.get_mut("headers").and_then(Value::as_object_mut) {
@@ -131,17 +131,20 @@ fn redacted_config(gateway: &Gateway) -> Value {
 
 /// Per-upstream state that lives in the plan rather than in counters.
 fn record_upstream_state(gateway: &Gateway) {
-    for (name, policies) in &gateway.plan().upstreams {
+    for upstream in &gateway.plan().upstreams {
+        let (name, Some(policies)) = (&upstream.name, &upstream.policies) else {
+            continue;
+        };
         if let Some(state) = policies.breaker_state() {
             let value = match state {
                 BreakerState::Closed => 0.0,
                 BreakerState::HalfOpen => 1.0,
                 BreakerState::Open => 2.0,
             };
-            metrics::gauge!("fanout_breaker_state", "upstream" => name.clone()).set(value);
+            metrics::gauge!(BREAKER_STATE, "upstream" => name.clone()).set(value);
         }
         if let Some((extra, _)) = policies.hedge_counts() {
-            metrics::counter!("fanout_hedges_total", "upstream" => name.clone()).absolute(extra);
+            metrics::counter!(HEDGES, "upstream" => name.clone()).absolute(extra);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What the dashboard shows: the recent requests, each backend call placed on
-//! the request's time axis, and rates and latencies derived from them.
+//! the request's time axis (from the request group's timeline), and rates and
+//! latencies derived from them.
 //!
 //! The recorder keeps the last [`KEPT`] requests in a ring (it survives
 //! reloads); statistics are computed from the last minute of them when asked,
@@ -17,57 +18,59 @@ use std::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::{plan::EndpointPlan, run::Outcome};
+
 /// Requests kept for the dashboard.
-pub const KEPT: usize = 200;
+pub(crate) const KEPT: usize = 200;
 
 /// One request as the dashboard shows it.
 #[derive(Clone, Debug, Serialize)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// Increasing id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// When it arrived, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// Its endpoint's route.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// The status it was answered with.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Whether every backend succeeded.
-    pub complete: bool,
+    pub(crate) complete: bool,
     /// How long it took.
-    pub duration_ms: f64,
+    pub(crate) duration_ms: f64,
     /// Its backend calls, in declaration order.
-    pub backends: Vec<BackendRecord>,
+    pub(crate) backends: Vec<BackendRecord>,
 }
 
 /// One backend call, on its request's time axis.
 #[derive(Clone, Debug, Serialize)]
-pub struct BackendRecord {
+pub(crate) struct BackendRecord {
     /// The backend's name.
-    pub name: String,
+    pub(crate) name: String,
     /// Whether it was required.
-    pub required: bool,
+    pub(crate) required: bool,
     /// When its task started, from the request's start (it may then wait for
     /// its dependencies).
-    pub start_ms: f64,
+    pub(crate) start_ms: f64,
     /// When it ended.
-    pub end_ms: f64,
+    pub(crate) end_ms: f64,
     /// `ok`, or the error kind (`timeout`, `cancelled`, `status`…).
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
     /// What went wrong, when something did.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// Attempts sent: more than 1 when retried or hedged, 0 when cached.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Whether a hedged (extra) attempt was sent.
-    pub hedged: bool,
+    pub(crate) hedged: bool,
     /// Whether the cache answered.
-    pub cached: bool,
+    pub(crate) cached: bool,
 }
 
 /// The recent requests. Off until someone can read them
 /// ([`serve_admin`](crate::serve_admin) turns it on), so a gateway without a
 /// dashboard does not build records on its request path.
 #[derive(Debug, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     enabled: AtomicBool,
     next: AtomicU64,
     recent: Mutex<VecDeque<RequestRecord>>,
@@ -75,17 +78,63 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts keeping records.
-    pub fn enable(&self) {
+    pub(crate) fn enable(&self) {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
     /// Whether records are kept.
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }
 
+    /// Records a run of `endpoint` answered with `status`, if records are
+    /// kept (they copy names and messages).
+    pub(crate) fn record_run(&self, endpoint: &EndpointPlan, outcome: &Outcome, status: u16) {
+        if !self.is_enabled() {
+            return;
+        }
+        let timeline = outcome.timeline.as_ref();
+        let origin = timeline.map(fanout_group::Timeline::origin);
+        let entries = timeline
+            .map(fanout_group::Timeline::entries)
+            .unwrap_or_default();
+        let backends = endpoint
+            .backends
+            .iter()
+            .zip(&outcome.results)
+            .enumerate()
+            .map(|(i, (backend, result))| {
+                let entry = entries.iter().find(|e| e.index == i);
+                let ms = |t: tokio::time::Instant| {
+                    origin.map_or(0.0, |o| t.saturating_duration_since(o).as_secs_f64() * 1e3)
+                };
+                let report = outcome.reports.get(i);
+                BackendRecord {
+                    name: backend.name.clone(),
+                    required: backend.required,
+                    start_ms: entry.map_or(0.0, |e| ms(e.started.unwrap_or(e.spawned))),
+                    end_ms: entry.map_or(0.0, |e| ms(e.finished)),
+                    outcome: result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok"),
+                    message: result.as_ref().err().map(|e| e.message.clone()),
+                    attempts: report.map_or(0, |r| r.attempts()),
+                    hedged: report.is_some_and(|r| r.hedged()),
+                    cached: report.is_some_and(|r| r.cached()),
+                }
+            })
+            .collect();
+        self.record(RequestRecord {
+            id: 0,
+            at_ms: 0,
+            endpoint: endpoint.route.clone(),
+            status,
+            complete: outcome.verdict.is_complete(),
+            duration_ms: outcome.took.as_secs_f64() * 1e3,
+            backends,
+        });
+    }
+
     /// Records a request (its `id` and `at_ms` are filled in here).
-    pub fn record(&self, mut record: RequestRecord) {
+    fn record(&self, mut record: RequestRecord) {
         record.id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         record.at_ms = now_ms();
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,7 +145,7 @@ impl Recorder {
     }
 
     /// The requests after `since` (an id), newest first, at most `limit`.
-    pub fn requests(&self, since: u64, limit: usize) -> Vec<RequestRecord> {
+    pub(crate) fn requests(&self, since: u64, limit: usize) -> Vec<RequestRecord> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         recent
             .iter()
@@ -109,7 +158,7 @@ impl Recorder {
 
     /// Per endpoint and per backend, over the last minute: rate, error rate,
     /// latency percentiles.
-    pub fn stats(&self) -> Value {
+    pub(crate) fn stats(&self) -> Value {
         let window = Duration::from_secs(60);
         let since = now_ms().saturating_sub(window.as_millis() as u64);
         let recent: Vec<RequestRecord> = {

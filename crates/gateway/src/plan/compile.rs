@@ -1,0 +1,646 @@
+//! The compiler: one pass over a parsed configuration that builds every part
+//! of the [`Plan`] and collects every problem, each at the path of the
+//! document it is about (located to a line and column at the end).
+//!
+//! Each part is parsed once, here: a route, a template, a field path, a
+//! header. A part with a problem is reported and left out, and the pass goes
+//! on, so one run of `fanout check` lists everything to fix.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{
+    BackendPlan, BodyLimits, EndpointPlan, Origin, Plan, ServerLimits, UpstreamPlan,
+    names::{NAME_RULE, is_name},
+    route::{RouteSpec, Router},
+    template::{Template, Var},
+};
+use crate::{
+    config::{Backend, Config, ConfigError, Document, Endpoint, Path, Upstream},
+    metrics::EndpointMeters,
+    resilience::Policies,
+    shape::{FieldPath, Shape},
+};
+
+/// Problems found so far, each with the path of the document it is about.
+#[derive(Debug, Default)]
+struct Problems(Vec<(Path, String)>);
+
+impl Problems {
+    fn at(&mut self, path: Path, message: impl Into<String>) {
+        self.0.push((path, message.into()));
+    }
+
+    /// The value, or `None` with its problem recorded.
+    fn check<T>(&mut self, path: &Path, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| self.at(path.clone(), message))
+            .ok()
+    }
+}
+
+/// Compiles a parsed document into a plan, or reports every problem in it.
+pub(super) fn compile(doc: &Document) -> Result<Plan, ConfigError> {
+    let mut problems = Problems::default();
+    let plan = build(&doc.config, &mut problems);
+    match plan {
+        Some(plan) if problems.0.is_empty() => Ok(plan),
+        _ => Err(doc.error(problems.0)),
+    }
+}
+
+fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
+    let root = Path::root();
+    let server = &config.server;
+    if server.request_timeout.0.is_zero() {
+        problems.at(
+            root.key("server").key("request_timeout"),
+            "request_timeout must be more than 0",
+        );
+    }
+    let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
+        .upstreams
+        .iter()
+        .filter_map(|(name, upstream)| {
+            let path = root.key("upstreams").key(name.as_str());
+            let plan = upstream_plan(&path, name, upstream, problems)?;
+            Some((name.as_str(), Arc::new(plan)))
+        })
+        .collect();
+    if config.endpoints.is_empty() {
+        problems.at(
+            root.key("endpoints"),
+            "no endpoints: add at least one under `endpoints`",
+        );
+    }
+    let limits = BodyLimits {
+        max_body: server.max_backend_body.0,
+        max_depth: server.max_json_depth,
+    };
+    let mut router = Router::default();
+    // One slot per endpoint of the file, so the router's indexes are the
+    // file's; an endpoint with problems leaves `None` (and no plan is made).
+    let mut endpoints: Vec<Option<Arc<EndpointPlan>>> = Vec::with_capacity(config.endpoints.len());
+    for (i, endpoint) in config.endpoints.iter().enumerate() {
+        let path = root.key("endpoints").index(i);
+        let compiled = problems
+            .check(&path.key("route"), RouteSpec::parse(&endpoint.route))
+            .and_then(|route| {
+                let added = router.add(&route, i, |first| config.endpoints[first].route.clone());
+                // A clash is reported, and the endpoint still checked.
+                let added = problems.check(&path.key("route"), added);
+                let compiled = EndpointCompiler {
+                    path: &path,
+                    endpoint,
+                    route: &route,
+                    config,
+                    upstreams: &upstreams,
+                    names: endpoint
+                        .backends
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| (b.name.as_str(), i))
+                        .collect(),
+                }
+                .compile(limits, problems);
+                added.and(compiled)
+            });
+        endpoints.push(compiled.map(Arc::new));
+    }
+    let endpoints = endpoints.into_iter().collect::<Option<Vec<_>>>()?;
+    Some(Plan {
+        router,
+        endpoints,
+        upstreams: upstreams.into_values().collect(),
+        server: ServerLimits {
+            max_request_body: server.max_request_body.0,
+            header_read_timeout: server.header_read_timeout.0,
+            shutdown_grace: server.shutdown_grace.0,
+        },
+        config: config.clone(),
+    })
+}
+
+fn upstream_plan(
+    path: &Path,
+    name: &str,
+    upstream: &Upstream,
+    problems: &mut Problems,
+) -> Option<UpstreamPlan> {
+    let origin = problems.check(
+        &path.key("url"),
+        Origin::parse(&upstream.url).map_err(|m| format!("upstream `{name}`: {m}")),
+    );
+    if upstream.max_in_flight == Some(0) {
+        problems.at(
+            path.key("max_in_flight"),
+            "max_in_flight must be at least 1",
+        );
+    }
+    if let Some(retry) = &upstream.retry {
+        if retry.attempts == 0 {
+            problems.at(
+                path.key("retry").key("attempts"),
+                "attempts counts the first call too: at least 1",
+            );
+        }
+    }
+    if let Some(hedge) = &upstream.hedge {
+        match (&hedge.delay, hedge.percentile) {
+            (Some(_), Some(_)) | (None, None) => problems.at(
+                path.key("hedge"),
+                "a hedge needs exactly one of `delay` (e.g. 30ms) or `percentile` (e.g. 95)",
+            ),
+            (None, Some(p)) if !(p > 0.0 && p < 100.0) => problems.at(
+                path.key("hedge").key("percentile"),
+                format!("percentile {p} must be between 0 and 100"),
+            ),
+            _ => {}
+        }
+    }
+    if upstream.breaker.as_ref().is_some_and(|b| b.failures == 0) {
+        problems.at(
+            path.key("breaker").key("failures"),
+            "failures must be at least 1",
+        );
+    }
+    if upstream.cache.as_ref().is_some_and(|c| c.max_entries == 0) {
+        problems.at(
+            path.key("cache").key("max_entries"),
+            "max_entries must be at least 1",
+        );
+    }
+    let headers = header_map(&path.key("headers"), &upstream.headers, problems);
+    Some(UpstreamPlan {
+        name: name.to_owned(),
+        origin: origin?,
+        headers: headers?,
+        timeout: upstream.timeout.map(|d| d.0),
+        policies: Some(Policies::new(name, upstream)),
+        config: Some(upstream.clone()),
+    })
+}
+
+/// Configured headers, each name and value checked where it is written.
+fn header_map(
+    path: &Path,
+    headers: &BTreeMap<String, String>,
+    problems: &mut Problems,
+) -> Option<HeaderMap> {
+    let mut map = HeaderMap::new();
+    let mut ok = true;
+    for (name, value) in headers {
+        let at = path.key(name.as_str());
+        let parsed_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"));
+        let parsed_value = HeaderValue::from_str(value).map_err(|_| {
+            format!("the value of header `{name}` holds characters a header cannot carry")
+        });
+        match (
+            problems.check(&at, parsed_name),
+            problems.check(&at, parsed_value),
+        ) {
+            (Some(name), Some(value)) => {
+                map.insert(name, value);
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(map)
+}
+
+/// What compiling one endpoint needs to know.
+struct EndpointCompiler<'a> {
+    path: &'a Path,
+    endpoint: &'a Endpoint,
+    route: &'a RouteSpec,
+    config: &'a Config,
+    upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
+    /// Backend name → index, built once for every check that needs it.
+    names: HashMap<&'a str, usize>,
+}
+
+impl EndpointCompiler<'_> {
+    fn compile(&self, limits: BodyLimits, problems: &mut Problems) -> Option<EndpointPlan> {
+        let (path, endpoint) = (self.path, self.endpoint);
+        let cap = self.config.server.request_timeout;
+        let deadline = endpoint.timeout.unwrap_or(cap);
+        if let Some(timeout) = endpoint.timeout {
+            if timeout > cap {
+                problems.at(
+                    path.key("timeout"),
+                    format!("timeout {timeout} is longer than server.request_timeout ({cap}), which caps every endpoint"),
+                );
+            }
+        }
+        let forward_headers: Vec<HeaderName> = endpoint
+            .forward_headers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, header)| {
+                problems.check(
+                    &path.key("forward_headers").index(i),
+                    HeaderName::from_bytes(header.as_bytes())
+                        .map_err(|_| format!("`{header}` is not a valid header name")),
+                )
+            })
+            .collect();
+        if endpoint.backends.is_empty() {
+            problems.at(
+                path.key("backends"),
+                "no backends: an endpoint calls at least one",
+            );
+        }
+        self.check_names(problems);
+        let backends: Vec<Option<BackendPlan>> = endpoint
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, backend)| self.backend(i, backend, deadline.0, problems))
+            .collect();
+        check_cycles(path, endpoint, &self.names, problems);
+        let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
+        export_fields(&mut backends, &self.names);
+        Some(EndpointPlan {
+            route: endpoint.route.clone(),
+            deadline: deadline.0,
+            forward_headers,
+            forward_query: endpoint.forward_query.clone(),
+            expose_errors: endpoint.expose_errors,
+            meters: EndpointMeters::new(
+                &endpoint.route,
+                backends.iter().map(|b| b.name.clone()).collect(),
+            ),
+            backends,
+            limits,
+        })
+    }
+
+    fn check_names(&self, problems: &mut Problems) {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, backend) in self.endpoint.backends.iter().enumerate() {
+            let at = self.path.key("backends").index(i).key("name");
+            let name = backend.name.as_str();
+            if !is_name(name) {
+                problems.at(
+                    at.clone(),
+                    format!("backend name `{name}`: use {NAME_RULE}"),
+                );
+            } else if name == "query" {
+                problems.at(
+                    at.clone(),
+                    "`query` is reserved for {query.name} in templates: pick another name",
+                );
+            }
+            if let Some(earlier) = first.insert(name, i) {
+                problems.at(
+                    at,
+                    format!("two backends are named `{name}` (also backends[{earlier}])"),
+                );
+            }
+        }
+    }
+
+    fn backend(
+        &self,
+        index: usize,
+        backend: &Backend,
+        deadline: std::time::Duration,
+        problems: &mut Problems,
+    ) -> Option<BackendPlan> {
+        let at = self.path.key("backends").index(index);
+        let (upstream, template) = self.target(&at, backend, problems);
+        let after: Vec<usize> = backend
+            .after
+            .iter()
+            .enumerate()
+            .filter_map(|(j, dep)| {
+                let result = if dep == &backend.name {
+                    Err(format!("backend `{dep}` cannot come after itself"))
+                } else {
+                    self.names
+                        .get(dep.as_str())
+                        .copied()
+                        .ok_or_else(|| unknown_backend(dep, &self.names))
+                };
+                problems.check(&at.key("after").index(j), result)
+            })
+            .collect();
+        let timeout = backend
+            .timeout
+            .map(|d| d.0)
+            .or(upstream.as_ref().and_then(|u| u.timeout));
+        if let Some(own) = backend.timeout {
+            if own.0 > deadline {
+                problems.at(
+                    at.key("timeout"),
+                    format!(
+                        "timeout {own} is longer than the endpoint's deadline ({})",
+                        crate::config::Duration(deadline)
+                    ),
+                );
+            }
+        }
+        if backend.pass_status && !backend.required {
+            problems.at(
+                at.key("pass_status"),
+                "pass_status applies to required backends: add `required: true`",
+            );
+        }
+        let shape = shape(&at, backend, problems);
+        Some(BackendPlan {
+            name: backend.name.clone(),
+            upstream: upstream?,
+            template: template?,
+            method: backend.method,
+            required: backend.required,
+            timeout,
+            shape: shape?,
+            pass_status: backend.pass_status,
+            after,
+            exported: Vec::new(),
+            awaited: self
+                .endpoint
+                .backends
+                .iter()
+                .any(|other| other.after.contains(&backend.name)),
+            task_name: backend.name.clone().into(),
+        })
+    }
+
+    /// Where the backend's calls go, and its path template (checked against
+    /// the route, the query allow-list and the dependencies).
+    fn target(
+        &self,
+        at: &Path,
+        backend: &Backend,
+        problems: &mut Problems,
+    ) -> (Option<Arc<UpstreamPlan>>, Option<Template>) {
+        let (upstream, text, text_at) = match (&backend.upstream, &backend.url) {
+            (Some(name), None) => {
+                let upstream = self.upstreams.get(name.as_str()).cloned();
+                if upstream.is_none() && !self.config.upstreams.contains_key(name) {
+                    problems.at(
+                        at.key("upstream"),
+                        unknown_upstream(name, &self.config.upstreams),
+                    );
+                }
+                (
+                    upstream,
+                    backend.path.as_deref().unwrap_or(""),
+                    at.key("path"),
+                )
+            }
+            (None, Some(url)) => {
+                if backend.path.is_some() {
+                    problems.at(
+                        at.key("path"),
+                        "`path` goes with `upstream`; with `url`, put the path in the URL",
+                    );
+                }
+                match Origin::split(url) {
+                    Ok((origin, path)) => {
+                        let upstream = UpstreamPlan {
+                            name: format!("{}/{}", self.endpoint.route, backend.name),
+                            origin,
+                            headers: HeaderMap::new(),
+                            timeout: None,
+                            policies: None,
+                            config: None,
+                        };
+                        (Some(Arc::new(upstream)), path, at.key("url"))
+                    }
+                    Err(message) => {
+                        problems.at(at.key("url"), message);
+                        (None, "", at.key("url"))
+                    }
+                }
+            }
+            _ => {
+                problems.at(
+                    at.clone(),
+                    format!(
+                        "backend `{}` needs exactly one of `upstream` (with `path`) or `url`",
+                        backend.name
+                    ),
+                );
+                return (None, None);
+            }
+        };
+        if !text.is_empty() && !text.starts_with('/') {
+            problems.at(text_at.clone(), format!("path `{text}` must start with /"));
+        }
+        let template = problems.check(&text_at, Template::parse(text));
+        if let Some(template) = &template {
+            self.check_vars(&text_at, template, backend, problems);
+        }
+        (upstream, template)
+    }
+
+    fn check_vars(
+        &self,
+        at: &Path,
+        template: &Template,
+        backend: &Backend,
+        problems: &mut Problems,
+    ) {
+        let route = self.route;
+        for var in template.vars() {
+            match var {
+                Var::Route(param) if !route.params.contains(param) => problems.at(
+                    at.clone(),
+                    format!(
+                        "{var} is not captured by route `{} {}` (it captures: {})",
+                        route.method.as_str(),
+                        route.path,
+                        list_or_none(route.params.iter().map(String::as_str))
+                    ),
+                ),
+                Var::Query(name) if !self.endpoint.forward_query.contains(name) => problems.at(
+                    at.clone(),
+                    format!("{var} would send the client's `{name}` on: add `{name}` to the endpoint's forward_query"),
+                ),
+                Var::Field { backend: dep, .. } => {
+                    if !self.names.contains_key(dep.as_str()) {
+                        problems.at(at.clone(), format!("{var}: {}", unknown_backend(dep, &self.names)));
+                    } else if !backend.after.contains(dep) {
+                        problems.at(
+                            at.clone(),
+                            format!("{var} uses `{dep}`'s answer, so `{dep}` must be listed in `after`"),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The backend's shape, every path parsed where it is written.
+fn shape(at: &Path, backend: &Backend, problems: &mut Problems) -> Option<Shape> {
+    let before = problems.0.len();
+    let path = |problems: &mut Problems, at: Path, text: &str| {
+        problems.check(&at, FieldPath::parse(text).map_err(|e| e.to_string()))
+    };
+    let extract = backend
+        .extract
+        .as_ref()
+        .and_then(|p| path(problems, at.key("extract"), p));
+    let into = backend
+        .into
+        .as_ref()
+        .and_then(|p| path(problems, at.key("into"), p));
+    let select = backend.select.as_ref().map(|paths| {
+        paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| path(problems, at.key("select").index(i), p))
+            .collect()
+    });
+    let drop = backend
+        .drop
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| path(problems, at.key("drop").index(i), p))
+        .collect();
+    let mut rename = Vec::with_capacity(backend.rename.len());
+    for (from, to) in &backend.rename {
+        let here = at.key("rename").key(from.as_str());
+        let parsed = path(problems, here.clone(), from);
+        if to.is_empty() || to.contains('.') {
+            problems.at(
+                here,
+                format!(
+                    "rename `{from}` to `{to}`: the new name is one key, not empty and without dots"
+                ),
+            );
+        } else if let Some(from) = parsed {
+            rename.push((from, to.clone()));
+        }
+    }
+    (problems.0.len() == before).then_some(Shape {
+        extract,
+        select,
+        drop,
+        rename,
+        into,
+    })
+}
+
+/// Reports each cycle of `after` once, naming its members in order.
+fn check_cycles(
+    path: &Path,
+    endpoint: &Endpoint,
+    index: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) {
+    let deps: Vec<Vec<usize>> = endpoint
+        .backends
+        .iter()
+        .map(|b| {
+            b.after
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    // Colour-marking depth-first search, with an explicit stack (a long
+    // chain of `after` cannot overflow the thread's): 0 unvisited, 1 on the
+    // path, 2 done.
+    let mut state = vec![0u8; deps.len()];
+    let mut cycles: Vec<Vec<usize>> = Vec::new();
+    for start in 0..deps.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            match deps[node].get(*next) {
+                None => {
+                    state[node] = 2;
+                    stack.pop();
+                }
+                Some(&dep) => {
+                    *next += 1;
+                    match state[dep] {
+                        0 => {
+                            state[dep] = 1;
+                            stack.push((dep, 0));
+                        }
+                        1 => {
+                            let from = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                            cycles.push(stack[from..].iter().map(|&(n, _)| n).collect());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let mut reported: HashSet<Vec<usize>> = HashSet::new();
+    for cycle in cycles {
+        let mut key = cycle.clone();
+        key.sort_unstable();
+        if !reported.insert(key) {
+            continue;
+        }
+        let first = cycle.iter().copied().min().unwrap_or(0);
+        let mut names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| endpoint.backends[i].name.as_str())
+            .collect();
+        names.push(names[0]);
+        problems.at(
+            path.key("backends").index(first).key("after"),
+            format!("`after` makes a cycle: {}", names.join(" → ")),
+        );
+    }
+}
+
+/// Records, on each backend, which of its fields its dependents' templates read.
+fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
+    let wanted: Vec<(usize, FieldPath)> = backends
+        .iter()
+        .flat_map(|b| b.template.vars())
+        .filter_map(|var| match var {
+            Var::Field { backend, path } => names.get(backend.as_str()).map(|&i| (i, path.clone())),
+            _ => None,
+        })
+        .collect();
+    for (index, path) in wanted {
+        if !backends[index].exported.contains(&path) {
+            backends[index].exported.push(path);
+        }
+    }
+}
+
+fn unknown_upstream(name: &str, upstreams: &BTreeMap<String, Upstream>) -> String {
+    format!(
+        "unknown upstream `{name}` (defined upstreams: {})",
+        list_or_none(upstreams.keys().map(String::as_str))
+    )
+}
+
+fn unknown_backend(name: &str, names: &HashMap<&str, usize>) -> String {
+    let mut known: Vec<&str> = names.keys().copied().collect();
+    known.sort_unstable();
+    format!(
+        "no backend named `{name}` in this endpoint (backends: {})",
+        list_or_none(known.into_iter())
+    )
+}
+
+fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<_> = items.collect();
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

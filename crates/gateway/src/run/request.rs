@@ -1,0 +1,60 @@
+//! One request's shared state: built once when it arrives, then borrowed by
+//! every backend task of that request.
+
+use http::HeaderMap;
+
+use super::deps::Answers;
+use crate::{client::Transport, plan::EndpointPlan, resilience::CallReport};
+use std::sync::Arc;
+
+/// What a client's request brings that templates and forwarding may use.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    /// Route captures, percent-decoded.
+    pub(crate) params: Vec<(String, String)>,
+    /// The client's query parameters, decoded.
+    pub(crate) query: Vec<(String, String)>,
+    /// Headers to send on: the allow-listed ones and `x-forwarded-*`.
+    pub(crate) headers: HeaderMap,
+}
+
+/// Everything the backend tasks of one request share.
+#[derive(Debug)]
+pub(crate) struct RequestState<T> {
+    /// The endpoint it runs.
+    pub(crate) endpoint: Arc<EndpointPlan>,
+    /// What the client sent.
+    pub(crate) inputs: Inputs,
+    /// The client's query parameters the endpoint forwards (a template cannot
+    /// reach the others).
+    pub(crate) forward_query: Vec<(String, String)>,
+    /// The answers dependents wait for.
+    pub(crate) answers: Answers,
+    /// What the policies did for each backend call, for the dashboard.
+    pub(crate) reports: Box<[CallReport]>,
+    /// How calls are sent.
+    pub(crate) transport: T,
+}
+
+impl<T: Transport> RequestState<T> {
+    pub(crate) fn new(endpoint: Arc<EndpointPlan>, inputs: Inputs, transport: T) -> Self {
+        let forward_query = inputs
+            .query
+            .iter()
+            .filter(|(k, _)| endpoint.forward_query.iter().any(|f| f == k))
+            .cloned()
+            .collect();
+        RequestState {
+            answers: Answers::new(&endpoint),
+            reports: endpoint
+                .backends
+                .iter()
+                .map(|_| CallReport::default())
+                .collect(),
+            endpoint,
+            inputs,
+            forward_query,
+            transport,
+        }
+    }
+}
