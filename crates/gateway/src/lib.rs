@@ -36,6 +36,8 @@
 mod client;
 pub mod config;
 mod dashboard;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 mod metrics;
 mod plan;

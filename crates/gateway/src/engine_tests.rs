@@ -1,0 +1,531 @@
+//! The engine's rules, in-process: a request runs against a scripted
+//! [`Transport`] on tokio's paused clock, so every rule is checked at the
+//! exact instant it must hold (no sockets, no scheduling noise). The
+//! black-box tests in `tests/` prove the same over real connections.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::{
+    Plan,
+    client::{Request, Transport},
+    config::Format,
+    error::BackendError,
+    respond::respond,
+    run::{Inputs, Verdict, execute},
+};
+
+/// What a scripted backend does with a call to one path.
+#[derive(Clone, Debug)]
+enum Reply {
+    /// Answers `status` with a JSON body after `ms` milliseconds.
+    Json(u16, &'static str, u64),
+    /// Never answers.
+    Hang,
+}
+
+/// One call as the scripted backend saw it.
+#[derive(Clone, Debug, PartialEq)]
+struct Call {
+    /// Path and query.
+    uri: String,
+    /// When it arrived, from the test's start.
+    at: Duration,
+    /// When it ended, from the test's start (`None`: still running).
+    ended: Option<Duration>,
+    /// Whether it was dropped before it answered.
+    abandoned: bool,
+}
+
+#[derive(Clone)]
+struct Script {
+    replies: Arc<HashMap<&'static str, Reply>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    start: Instant,
+}
+
+impl Script {
+    fn new(replies: &[(&'static str, Reply)]) -> Script {
+        Script {
+            replies: Arc::new(replies.iter().cloned().collect()),
+            calls: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn call_to(&self, path: &str) -> Option<Call> {
+        self.calls().into_iter().find(|c| c.uri.starts_with(path))
+    }
+}
+
+/// Marks its call ended when dropped, and abandoned if it had not answered.
+struct Ending {
+    script: Script,
+    index: usize,
+    answered: bool,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut calls = self.script.calls.lock().unwrap();
+        calls[self.index].ended = Some(self.script.start.elapsed());
+        calls[self.index].abandoned = !self.answered;
+    }
+}
+
+impl Transport for Script {
+    type Body = Full<Bytes>;
+
+    async fn send(&self, request: Request) -> Result<Response<Full<Bytes>>, BackendError> {
+        let uri = request
+            .uri()
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let reply = self.replies.get(request.uri().path()).cloned();
+        let index = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(Call {
+                uri,
+                at: self.start.elapsed(),
+                ended: None,
+                abandoned: false,
+            });
+            calls.len() - 1
+        };
+        let mut ending = Ending {
+            script: self.clone(),
+            index,
+            answered: false,
+        };
+        let response = match reply {
+            None => json(404, r#"{"error":"no such path"}"#),
+            Some(Reply::Json(status, body, ms)) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json(status, body)
+            }
+            Some(Reply::Hang) => std::future::pending().await,
+        };
+        ending.answered = true;
+        Ok(response)
+    }
+}
+
+fn json(status: u16, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+fn plan(yaml: &str) -> Plan {
+    Plan::parse(yaml, Format::Yaml, "engine.yaml", |_| None)
+        .unwrap_or_else(|e| panic!("test config refused:\n{e}"))
+}
+
+/// A response as the client would read it.
+struct Answer {
+    status: StatusCode,
+    complete: String,
+    body: Value,
+    verdict: Verdict,
+    took: Duration,
+}
+
+/// Runs the plan's first endpoint once with `params` as route captures.
+async fn run(plan: &Plan, script: &Script, params: &[(&str, &str)]) -> Answer {
+    let endpoint = &plan.endpoints[0];
+    let inputs = Inputs {
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Inputs::default()
+    };
+    let outcome = execute(endpoint, inputs, script.clone(), true).await;
+    let response = respond(endpoint, &outcome);
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        complete: parts.headers["x-fanout-complete"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+        body: serde_json::from_slice(&bytes).unwrap(),
+        verdict: outcome.verdict,
+        took: outcome.took,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_starts_the_instant_its_dependency_answers() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /users/{id}
+    backends:
+      - { name: profile, url: "http://h/profile/{id}", required: true }
+      - { name: orders, url: "http://h/orders?account={profile.account}", after: [profile], into: orders }
+      - { name: ads, url: "http://h/ads", into: ads }
+"#,
+    );
+    let script = Script::new(&[
+        (
+            "/profile/7",
+            Reply::Json(200, r#"{"name":"Ada","account":"a-1"}"#, 30),
+        ),
+        ("/orders", Reply::Json(200, "[1,2]", 20)),
+        ("/ads", Reply::Json(200, r#"{"n":1}"#, 40)),
+    ]);
+    let answer = run(&plan, &script, &[("id", "7")]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body,
+        json!({"name": "Ada", "account": "a-1", "orders": [1, 2], "ads": {"n": 1}})
+    );
+    let orders = script.call_to("/orders").unwrap();
+    assert_eq!(
+        orders.uri, "/orders?account=a-1",
+        "the dependency's field, encoded"
+    );
+    assert_eq!(
+        orders.at,
+        ms(30),
+        "starts when profile answers, not before, not later"
+    );
+    assert_eq!(
+        script.call_to("/ads").unwrap().at,
+        ms(0),
+        "independent calls start at once"
+    );
+    assert_eq!(
+        answer.took,
+        ms(50),
+        "30 + 20, in parallel with the 40 of ads"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_required_failure_cancels_the_rest_at_once_and_names_itself() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /checkout
+    expose_errors: true
+    backends:
+      - { name: inventory, url: "http://h/inventory", into: inventory }
+      - { name: payment, url: "http://h/payment", required: true, into: payment }
+"#,
+    );
+    let script = Script::new(&[
+        ("/inventory", Reply::Json(200, r#"{"left":3}"#, 2000)),
+        ("/payment", Reply::Json(500, r#"{"error":"declined"}"#, 50)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.verdict, Verdict::RequiredFailed(1));
+    assert_eq!(answer.complete, "false");
+    assert_eq!(answer.took, ms(50));
+    let inventory = script.call_to("/inventory").unwrap();
+    assert_eq!(
+        (inventory.ended, inventory.abandoned),
+        (Some(ms(50)), true),
+        "the slow call is dropped the instant payment fails"
+    );
+    assert_eq!(
+        answer.body,
+        json!({
+            "error": "required backend `payment` failed",
+            "_errors": {
+                "inventory": {"kind": "cancelled", "message": "required backend `payment` failed"},
+                "payment": {"kind": "status", "status": 500, "message": "answered 500 Internal Server Error"},
+            }
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_endpoint_deadline_answers_504_when_it_expires() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /slow
+    timeout: 100ms
+    expose_errors: true
+    backends:
+      - { name: slow, url: "http://h/slow", required: true }
+      - { name: stuck, url: "http://h/stuck" }
+"#,
+    );
+    let script = Script::new(&[
+        ("/slow", Reply::Json(200, "{}", 1000)),
+        ("/stuck", Reply::Hang),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.took, ms(100));
+    assert_eq!(
+        answer.body["_errors"]["slow"],
+        json!({"kind": "timeout", "message": "the endpoint's deadline of 100ms expired first"})
+    );
+    for call in script.calls() {
+        assert_eq!(
+            (call.ended, call.abandoned),
+            (Some(ms(100)), true),
+            "{call:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_timeout_is_its_own_and_a_required_one_gives_504() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /t
+    timeout: 1s
+    backends:
+      - { name: quick, url: "http://h/quick", required: true, timeout: 30ms }
+"#,
+    );
+    let script = Script::new(&[("/quick", Reply::Json(200, "{}", 500))]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(
+        (answer.status, answer.took),
+        (StatusCode::GATEWAY_TIMEOUT, ms(30))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_optional_failure_gives_a_partial_answer_with_its_error() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /users/{id}
+    expose_errors: true
+    backends:
+      - { name: profile, url: "http://h/profile", required: true, into: user }
+      - { name: loyalty, url: "http://h/loyalty", timeout: 50ms, into: loyalty }
+"#,
+    );
+    let script = Script::new(&[
+        ("/profile", Reply::Json(200, r#"{"name":"Ada"}"#, 10)),
+        ("/loyalty", Reply::Hang),
+    ]);
+    let answer = run(&plan, &script, &[("id", "7")]).await;
+    assert_eq!(
+        (answer.status, answer.complete.as_str()),
+        (StatusCode::OK, "false")
+    );
+    assert_eq!(answer.verdict, Verdict::Partial);
+    assert_eq!(
+        answer.took,
+        ms(50),
+        "waits for the optional call up to its own timeout"
+    );
+    assert_eq!(
+        answer.body,
+        json!({
+            "user": {"name": "Ada"},
+            "_errors": {"loyalty": {"kind": "timeout", "message": "no answer within 50ms"}}
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_after_a_failed_dependency_is_never_made() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: first, url: "http://h/first" }
+      - { name: second, url: "http://h/second?x={first.id}", after: [first] }
+      - { name: other, url: "http://h/other" }
+"#,
+    );
+    let script = Script::new(&[
+        ("/first", Reply::Json(503, "{}", 20)),
+        ("/second", Reply::Json(200, "{}", 0)),
+        ("/other", Reply::Json(200, r#"{"ok":true}"#, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert!(script.call_to("/second").is_none(), "{:?}", script.calls());
+    assert_eq!((answer.status, answer.took), (StatusCode::OK, ms(20)));
+    assert_eq!(
+        answer.body["_errors"]["second"],
+        json!({"kind": "dependency", "message": "`first` failed, so this call was not made"})
+    );
+    assert_eq!(answer.body["ok"], json!(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_stopped_by_its_timeout_still_releases_its_dependents() {
+    // The dependency's task ends without publishing an answer: its dependent
+    // hears of the failure at that instant instead of waiting for the deadline.
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    timeout: 5s
+    backends:
+      - { name: first, url: "http://h/first", timeout: 40ms }
+      - { name: second, url: "http://h/second?x={first.id}", after: [first] }
+"#,
+    );
+    let script = Script::new(&[("/first", Reply::Hang)]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.took, ms(40), "not the 5 s deadline");
+    // One timed out, one was not called: not all timeouts, so 502.
+    assert_eq!(
+        (answer.status, answer.verdict),
+        (StatusCode::BAD_GATEWAY, Verdict::AllFailed)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_rules_follow_the_decisive_failure() {
+    let case = |reply: Reply, extra: &'static str| async move {
+        let plan = plan(&format!(
+            r#"
+endpoints:
+  - route: GET /s
+    backends:
+      - {{ name: main, url: "http://h/main", required: true{extra} }}
+      - {{ name: side, url: "http://h/side" }}
+"#
+        ));
+        let script = Script::new(&[("/main", reply), ("/side", Reply::Json(200, "{}", 0))]);
+        let answer = run(&plan, &script, &[]).await;
+        (answer.status.as_u16(), answer.body)
+    };
+    // The backend's own 4xx, body and all, when asked for.
+    assert_eq!(
+        case(
+            Reply::Json(404, r#"{"missing":"user"}"#, 0),
+            ", pass_status: true"
+        )
+        .await,
+        (404, json!({"missing": "user"}))
+    );
+    // Without pass_status, or for a 5xx, a 502.
+    assert_eq!(case(Reply::Json(404, "{}", 0), "").await.0, 502);
+    assert_eq!(
+        case(Reply::Json(500, "{}", 0), ", pass_status: true")
+            .await
+            .0,
+        502
+    );
+    // Not JSON: a decode failure, 502.
+    assert_eq!(case(Reply::Json(200, "{oops", 0), "").await.0, 502);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_backend_failing_is_502_or_504_if_they_all_timed_out() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    timeout: 200ms
+    backends:
+      - { name: one, url: "http://h/one" }
+      - { name: two, url: "http://h/two" }
+"#,
+    );
+    let script = Script::new(&[("/one", Reply::Json(500, "{}", 0)), ("/two", Reply::Hang)]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(
+        (answer.status, answer.verdict),
+        (StatusCode::BAD_GATEWAY, Verdict::AllFailed)
+    );
+    let script = Script::new(&[("/one", Reply::Hang), ("/two", Reply::Hang)]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(
+        (answer.status, answer.took),
+        (StatusCode::GATEWAY_TIMEOUT, ms(200))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_required_upstream_is_503() {
+    let plan = plan(
+        r#"
+upstreams:
+  small: { url: "http://h", max_in_flight: 1 }
+endpoints:
+  - route: GET /a
+    backends:
+      - { name: one, upstream: small, path: /slow, required: true }
+      - { name: two, upstream: small, path: /slow, required: true }
+"#,
+    );
+    let script = Script::new(&[("/slow", Reply::Json(200, "{}", 100))]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.took,
+        ms(0),
+        "shed at once, and the other call cancelled"
+    );
+    assert_eq!(
+        script.calls().len(),
+        1,
+        "the second attempt never reached the backend"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_state_of_an_unchanged_upstream_only() {
+    let yaml = |cooldown: &str, route: &str| {
+        format!(
+            r#"
+upstreams:
+  users: {{ url: "http://h", breaker: {{ failures: 1, cooldown: {cooldown} }} }}
+  other: {{ url: "http://o" }}
+endpoints:
+  - route: GET {route}
+    expose_errors: true
+    backends:
+      - {{ name: one, upstream: users, path: /one }}
+"#
+        )
+    };
+    let script = Script::new(&[("/one", Reply::Json(500, "{}", 0))]);
+    let first = plan(&yaml("10s", "/a"));
+    run(&first, &script, &[]).await;
+    assert_eq!(script.calls().len(), 1, "the failure opened the breaker");
+
+    // Same upstream, another endpoint: the open breaker is kept.
+    let mut second = plan(&yaml("10s", "/b"));
+    second.keep_state_of(&first);
+    let answer = run(&second, &script, &[]).await;
+    assert_eq!(answer.body["_errors"]["one"]["kind"], json!("circuit_open"));
+    assert_eq!(script.calls().len(), 1, "no call through an open circuit");
+
+    // A changed upstream starts afresh.
+    let mut third = plan(&yaml("20s", "/b"));
+    third.keep_state_of(&second);
+    let answer = run(&third, &script, &[]).await;
+    assert_eq!(answer.body["_errors"]["one"]["kind"], json!("status"));
+    assert_eq!(script.calls().len(), 2);
+}
