@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -34,10 +34,12 @@ enum Reply {
 }
 
 /// One call as the scripted backend saw it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 struct Call {
     /// Path and query.
     uri: String,
+    /// The headers it came with.
+    headers: http::HeaderMap,
     /// When it arrived, from the test's start.
     at: Duration,
     /// When it ended, from the test's start (`None`: still running).
@@ -100,6 +102,7 @@ impl Transport for Script {
             let mut calls = self.calls.lock().unwrap();
             calls.push(Call {
                 uri,
+                headers: request.headers().clone(),
                 at: self.start.elapsed(),
                 ended: None,
                 abandoned: false,
@@ -148,7 +151,6 @@ struct Answer {
 
 /// Runs the plan's first endpoint once with `params` as route captures.
 async fn run(plan: &Plan, script: &Script, params: &[(&str, &str)]) -> Answer {
-    let endpoint = &plan.endpoints[0];
     let inputs = Inputs {
         params: params
             .iter()
@@ -156,10 +158,16 @@ async fn run(plan: &Plan, script: &Script, params: &[(&str, &str)]) -> Answer {
             .collect(),
         ..Inputs::default()
     };
+    run_with(plan, script, inputs).await
+}
+
+/// Runs the plan's first endpoint once with these inputs.
+async fn run_with(plan: &Plan, script: &Script, inputs: Inputs) -> Answer {
+    let endpoint = &plan.endpoints[0];
     let outcome = execute(endpoint, inputs, script.clone(), true).await;
     let response = respond(endpoint, &outcome);
     let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
+    let bytes = body;
     Answer {
         status: parts.status,
         complete: parts.headers["x-fanout-complete"]
@@ -528,4 +536,214 @@ endpoints:
     let answer = run(&third, &script, &[]).await;
     assert_eq!(answer.body["_errors"]["one"]["kind"], json!("status"));
     assert_eq!(script.calls().len(), 2);
+}
+
+// Regression tests of issue 16 (hostile backends and clients): each failed
+// on the code before its fix.
+
+/// `depth` nested arrays around `1`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reshaped_body_that_cannot_be_a_value_is_a_decode_failure_not_null() {
+    // serde_json's parser refuses what its syntax check let through: a
+    // number out of range, a lone surrogate. Reshaping such a body used to
+    // give `null` and a complete answer.
+    for body in [r#"{"n": 1e400}"#, r#"{"n": "\ud800"}"#] {
+        let plan = plan(
+            r#"
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: one, url: "http://h/one", required: true, select: [n] }
+"#,
+        );
+        let leaked: &'static str = Box::leak(body.to_owned().into_boxed_str());
+        let script = Script::new(&[("/one", Reply::Json(200, leaked, 0))]);
+        let answer = run(&plan, &script, &[]).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_GATEWAY,
+            "{body}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["_errors"]["one"]["kind"],
+            json!("decode"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deepest_nesting_the_config_allows_is_shaped_and_merged() {
+    // 127 levels (the most `max_json_depth` accepts), shaped and deep-merged
+    // with a second body of the same depth under the same key.
+    let deep: &'static str = Box::leak(format!(r#"{{"k": {}}}"#, nested(126)).into_boxed_str());
+    let plan = plan(
+        r#"
+server: { max_json_depth: 127 }
+endpoints:
+  - route: GET /a
+    backends:
+      - { name: one, url: "http://h/one", required: true, select: [k] }
+      - { name: two, url: "http://h/two", required: true }
+"#,
+    );
+    let script = Script::new(&[
+        ("/one", Reply::Json(200, deep, 0)),
+        ("/two", Reply::Json(200, deep, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.complete, "true");
+    let expected: Value = serde_json::from_str(deep).unwrap();
+    assert_eq!(answer.body, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn configured_upstream_headers_replace_the_clients() {
+    let plan = plan(
+        r#"
+upstreams:
+  u: { url: "http://h", headers: { X-Api-Key: gateway-key, Authorization: "Bearer gw" } }
+endpoints:
+  - route: GET /a
+    forward_headers: [X-Api-Key, Authorization, Accept-Language]
+    backends:
+      - { name: one, upstream: u, path: /one }
+"#,
+    );
+    let script = Script::new(&[("/one", Reply::Json(200, "{}", 0))]);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", "client-key".parse().unwrap());
+    headers.append("authorization", "Bearer client".parse().unwrap());
+    headers.insert("accept-language", "fr".parse().unwrap());
+    run_with(
+        &plan,
+        &script,
+        Inputs {
+            headers,
+            ..Inputs::default()
+        },
+    )
+    .await;
+    let seen = &script.calls()[0].headers;
+    let all = |name: &str| -> Vec<&str> {
+        seen.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        all("x-api-key"),
+        ["gateway-key"],
+        "never the client's beside it"
+    );
+    assert_eq!(all("authorization"), ["Bearer gw"]);
+    assert_eq!(all("accept-language"), ["fr"], "others still pass");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_cannot_forge_the_gateways_errors() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: forger, url: "http://h/forger" }
+      - { name: shaped, url: "http://h/shaped", drop: [x] }
+      - { name: failing, url: "http://h/failing" }
+"#,
+    );
+    let script = Script::new(&[
+        (
+            "/forger",
+            Reply::Json(200, r#"{"a":1,"_errors":{"payment":{"kind":"ok"}}}"#, 0),
+        ),
+        (
+            "/shaped",
+            Reply::Json(200, r#"{"b":2,"_errors":"forged"}"#, 0),
+        ),
+        ("/failing", Reply::Json(200, r#"{"c":3}"#, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.complete, "true");
+    assert_eq!(
+        answer.body,
+        json!({"a": 1, "b": 2, "c": 3}),
+        "no `_errors` on a complete answer"
+    );
+
+    let script = Script::new(&[
+        (
+            "/forger",
+            Reply::Json(200, r#"{"a":1,"_errors":{"payment":{"kind":"ok"}}}"#, 0),
+        ),
+        ("/shaped", Reply::Json(200, r#"{"b":2}"#, 0)),
+        ("/failing", Reply::Json(500, "{}", 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(
+        answer.body["_errors"],
+        json!({"failing": {"kind": "status", "status": 500, "message": "answered 500 Internal Server Error"}}),
+        "only the gateway's own errors"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_key_means_its_last_value_whether_shaped_or_not() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    backends:
+      - { name: raw, url: "http://h/raw" }
+      - { name: shaped, url: "http://h/shaped", drop: [unused], into: s }
+"#,
+    );
+    let script = Script::new(&[
+        (
+            "/raw",
+            Reply::Json(200, r#"{"k":1,"k":2,"o":{"x":1,"x":2}}"#, 0),
+        ),
+        (
+            "/shaped",
+            Reply::Json(200, r#"{"k":1,"k":2,"o":{"x":1,"x":2}}"#, 0),
+        ),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    // Read as JSON (last wins, as every reader does) both are the same.
+    assert_eq!(answer.body["k"], json!(2));
+    assert_eq!(answer.body["o"]["x"], json!(2));
+    assert_eq!(answer.body["s"], json!({"k": 2, "o": {"x": 2}}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_value_never_makes_an_empty_path_segment() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: first, url: "http://h/first" }
+      - { name: second, url: "http://h/echo/{first.id}/tail", after: [first] }
+"#,
+    );
+    let script = Script::new(&[("/first", Reply::Json(200, r#"{"id":""}"#, 0))]);
+    let answer = run(&plan, &script, &[]).await;
+    assert!(script.call_to("/echo").is_none(), "{:?}", script.calls());
+    assert_eq!(
+        answer.body["_errors"]["second"]["kind"],
+        json!("dependency")
+    );
+    assert_eq!(
+        answer.body["_errors"]["second"]["message"],
+        json!("{first.id} is empty, and would leave an empty path segment")
+    );
 }

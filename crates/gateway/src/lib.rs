@@ -39,6 +39,7 @@ mod dashboard;
 #[cfg(test)]
 mod engine_tests;
 mod error;
+mod headers;
 mod metrics;
 mod plan;
 mod resilience;
@@ -50,4 +51,7 @@ mod shape;
 pub use client::HttpClient;
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;
-pub use server::{Connections, Gateway, bind_reuseport, serve, serve_admin, serve_on_threads};
+pub use server::{
+    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, bind_reuseport, serve, serve_admin,
+    serve_on_threads,
+};

@@ -4,21 +4,20 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 use serde_json::{Map, Value, json};
 
 use crate::{
     error::{BackendError, ErrorKind},
     plan::EndpointPlan,
     run::{Outcome, Verdict},
-    shape::Merged,
+    shape::{ERRORS_KEY, Merged},
 };
 
 /// `x-fanout-complete`: whether every backend succeeded.
 pub(crate) const COMPLETE: &str = "x-fanout-complete";
 
 /// The response for `outcome`, a run of `endpoint`.
-pub(crate) fn respond(endpoint: &EndpointPlan, outcome: &Outcome) -> Response<Full<Bytes>> {
+pub(crate) fn respond(endpoint: &EndpointPlan, outcome: &Outcome) -> Response<Bytes> {
     let results = &outcome.results;
     let exposed = endpoint
         .expose_errors
@@ -47,7 +46,7 @@ pub(crate) fn respond(endpoint: &EndpointPlan, outcome: &Outcome) -> Response<Fu
             let mut body =
                 json!({ "error": format!("required backend `{}` failed", backend.name) });
             if let Some(exposed) = exposed {
-                body["_errors"] = exposed;
+                body[ERRORS_KEY] = exposed;
             }
             build(status, to_bytes(&body), false)
         }
@@ -62,7 +61,7 @@ pub(crate) fn respond(endpoint: &EndpointPlan, outcome: &Outcome) -> Response<Fu
             };
             let mut body = json!({ "error": "every backend failed" });
             if let Some(exposed) = exposed {
-                body["_errors"] = exposed;
+                body[ERRORS_KEY] = exposed;
             }
             build(status, to_bytes(&body), false)
         }
@@ -74,7 +73,7 @@ pub(crate) fn respond(endpoint: &EndpointPlan, outcome: &Outcome) -> Response<Fu
                 }
             }
             if let Some(exposed) = &exposed {
-                merged.insert_value("_errors", exposed);
+                merged.insert_errors(exposed);
             }
             build(
                 StatusCode::OK,
@@ -113,8 +112,8 @@ fn to_bytes(value: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
-fn build(status: StatusCode, body: Bytes, complete: bool) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn build(status: StatusCode, body: Bytes, complete: bool) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

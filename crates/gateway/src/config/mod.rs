@@ -15,7 +15,8 @@ use std::{fmt, path::Path as FsPath};
 
 pub(crate) use locate::Path;
 pub use model::{
-    Backend, Breaker, Cache, Config, Endpoint, Hedge, Method, Retry, Server, Upstream,
+    Backend, Breaker, Cache, Config, Endpoint, Hedge, Method, ResponseBuffer, Retry, Server,
+    Upstream,
 };
 pub use units::{ByteSize, Duration, Percent};
 
@@ -185,15 +186,9 @@ impl Config {
 fn deserialize(source: &str, format: Format) -> Result<Config, Problem> {
     match format {
         Format::Yaml => serde_saphyr::from_str(source).map_err(|e| yaml_problem(&e)),
-        Format::Json => serde_json::from_str(source).map_err(|e| {
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            Problem::at(e.line().max(1), e.column().max(1), message)
-        }),
+        Format::Json => no_duplicate_keys(source)
+            .and_then(|()| serde_json::from_str(source))
+            .map_err(|e| json_problem(source, &e)),
         Format::Toml => toml::from_str(source).map_err(|e| {
             let (line, column) = e
                 .span()
@@ -201,6 +196,88 @@ fn deserialize(source: &str, format: Format) -> Result<Config, Problem> {
             Problem::at(line, column, e.message().trim().to_owned())
         }),
     }
+}
+
+/// A JSON error as a located [`Problem`].
+fn json_problem(source: &str, e: &serde_json::Error) -> Problem {
+    let message = e.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let (line, mut column) = (e.line().max(1), e.column().max(1));
+    if message.starts_with("duplicate key") {
+        // serde_json stops at the key's closing quote: point at its start.
+        let text = source.lines().nth(line - 1).unwrap_or("");
+        let before: String = text.chars().take(column - 1).collect();
+        if let Some(open) = before.rfind('"') {
+            column = before[..open].chars().count() + 1;
+        }
+    }
+    Problem::at(line, column, message)
+}
+
+/// Refuses a JSON document in which an object repeats a key, as YAML and
+/// TOML do: serde_json would keep the last value silently, and a config must
+/// mean one thing.
+fn no_duplicate_keys(source: &str) -> Result<(), serde_json::Error> {
+    use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(source);
+    deserializer.deserialize_any(Unique)?;
+    deserializer.end()
 }
 
 /// A YAML parse or type error as a located [`Problem`] (also used by

@@ -37,12 +37,44 @@ pub struct Server {
     pub max_request_body: ByteSize,
     /// Largest response body accepted from a backend.
     pub max_backend_body: ByteSize,
-    /// Deepest JSON nesting accepted in a backend body.
+    /// Deepest JSON nesting accepted in a backend body (at most 127).
     pub max_json_depth: u32,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers; a new
+    /// connection must start a request within this time.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Open client connections at most; beyond it a new one is answered 503
+    /// and closed.
+    pub max_connections: u32,
+    /// A connection with nothing in flight and no traffic for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// A connection whose client does not read its responses (no bytes sent
+    /// for this long while some wait) is closed.
+    pub write_timeout: Duration,
+    /// How many response bytes may wait for slow clients to read them.
+    pub response_buffer: ResponseBuffer,
+}
+
+/// Bounds on the response bytes waiting for clients to read them: beyond
+/// either, a response is replaced by a 503.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseBuffer {
+    /// For one connection (all its HTTP/2 streams together).
+    pub per_connection: ByteSize,
+    /// For every connection of the gateway together.
+    pub total: ByteSize,
+}
+
+impl Default for ResponseBuffer {
+    fn default() -> Self {
+        ResponseBuffer {
+            per_connection: ByteSize(16 << 20),
+            total: ByteSize(256 << 20),
+        }
+    }
 }
 
 impl Default for Server {
@@ -57,6 +89,10 @@ impl Default for Server {
             max_json_depth: 64,
             header_read_timeout: secs(10),
             shutdown_grace: secs(10),
+            max_connections: 10_000,
+            idle_timeout: secs(60),
+            write_timeout: secs(30),
+            response_buffer: ResponseBuffer::default(),
         }
     }
 }

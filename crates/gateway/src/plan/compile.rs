@@ -14,16 +14,16 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    BackendPlan, BodyLimits, EndpointPlan, Origin, Plan, ServerLimits, UpstreamPlan,
+    BackendPlan, BodyLimits, ClientValue, EndpointPlan, Origin, Plan, ServerLimits, UpstreamPlan,
     names::{NAME_RULE, is_name},
     route::{RouteSpec, Router},
-    template::{Template, Var},
+    template::{Part, Place, Template, Var},
 };
 use crate::{
-    config::{Backend, Config, ConfigError, Document, Endpoint, Path, Upstream},
+    config::{Backend, ByteSize, Config, ConfigError, Document, Endpoint, Path, Upstream},
     metrics::EndpointMeters,
     resilience::Policies,
-    shape::{FieldPath, Shape},
+    shape::{ERRORS_KEY, FieldPath, Shape},
 };
 
 /// Problems found so far, each with the path of the document it is about.
@@ -56,12 +56,7 @@ pub(super) fn compile(doc: &Document) -> Result<Plan, ConfigError> {
 fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
     let root = Path::root();
     let server = &config.server;
-    if server.request_timeout.0.is_zero() {
-        problems.at(
-            root.key("server").key("request_timeout"),
-            "request_timeout must be more than 0",
-        );
-    }
+    check_server(&root.key("server"), server, problems);
     let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
         .upstreams
         .iter()
@@ -120,9 +115,163 @@ fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
             max_request_body: server.max_request_body.0,
             header_read_timeout: server.header_read_timeout.0,
             shutdown_grace: server.shutdown_grace.0,
+            max_connections: server.max_connections as usize,
+            idle_timeout: server.idle_timeout.0,
+            write_timeout: server.write_timeout.0,
+            response_buffer_per_connection: server.response_buffer.per_connection.0,
+            response_buffer_total: server.response_buffer.total.0,
         },
         config: config.clone(),
     })
+}
+
+/// Every limit has a number: durations and sizes beyond these are refused,
+/// so that no value the checks accept can break serving (a timer that
+/// cannot be set, a deadline that never comes, an allocation that cannot be
+/// made).
+mod bounds {
+    use std::time::Duration;
+
+    pub(super) const HOUR: Duration = Duration::from_secs(3600);
+    pub(super) const MINUTE: Duration = Duration::from_secs(60);
+    pub(super) const DAY: Duration = Duration::from_secs(86_400);
+    pub(super) const GIB: u64 = 1 << 30;
+    /// serde_json parses at most 127 levels into a value; shaping and merging
+    /// recurse as deep as the value, so this bounds them too.
+    pub(super) const JSON_DEPTH: u32 = 127;
+    pub(super) const COUNT: u64 = 1_000_000;
+    pub(super) const ATTEMPTS: u64 = 10;
+}
+
+/// `name`'s duration is more than zero and at most `max`.
+fn duration_within(
+    problems: &mut Problems,
+    path: Path,
+    name: &str,
+    value: crate::config::Duration,
+    max: std::time::Duration,
+) {
+    if value.0.is_zero() {
+        problems.at(path, format!("{name} must be more than 0"));
+    } else if value.0 > max {
+        problems.at(
+            path,
+            format!(
+                "{name} {value} is more than {}",
+                crate::config::Duration(max)
+            ),
+        );
+    }
+}
+
+/// `name`'s count is at least `min` and at most `max`.
+fn count_within(problems: &mut Problems, path: Path, name: &str, value: u64, min: u64, max: u64) {
+    if value < min {
+        problems.at(path, format!("{name} must be at least {min}"));
+    } else if value > max {
+        problems.at(path, format!("{name} {value} is more than {max}"));
+    }
+}
+
+/// `name`'s size is at most `max` bytes.
+fn size_within(problems: &mut Problems, path: Path, name: &str, value: ByteSize, max: u64) {
+    if value.0 > max {
+        problems.at(
+            path,
+            format!("{name} {value} is more than {}", ByteSize(max)),
+        );
+    }
+}
+
+fn check_server(path: &Path, server: &crate::config::Server, problems: &mut Problems) {
+    use bounds::*;
+    let p = |key: &str| path.key(key);
+    duration_within(
+        problems,
+        p("request_timeout"),
+        "request_timeout",
+        server.request_timeout,
+        HOUR,
+    );
+    duration_within(
+        problems,
+        p("header_read_timeout"),
+        "header_read_timeout",
+        server.header_read_timeout,
+        HOUR,
+    );
+    if server.shutdown_grace.0 > HOUR {
+        problems.at(
+            p("shutdown_grace"),
+            format!("shutdown_grace {} is more than 1h", server.shutdown_grace),
+        );
+    }
+    duration_within(
+        problems,
+        p("idle_timeout"),
+        "idle_timeout",
+        server.idle_timeout,
+        DAY,
+    );
+    duration_within(
+        problems,
+        p("write_timeout"),
+        "write_timeout",
+        server.write_timeout,
+        HOUR,
+    );
+    size_within(
+        problems,
+        p("max_request_body"),
+        "max_request_body",
+        server.max_request_body,
+        GIB,
+    );
+    size_within(
+        problems,
+        p("max_backend_body"),
+        "max_backend_body",
+        server.max_backend_body,
+        GIB,
+    );
+    if server.max_json_depth > JSON_DEPTH {
+        problems.at(
+            p("max_json_depth"),
+            format!(
+                "max_json_depth {} is more than {JSON_DEPTH}, the deepest JSON the gateway can parse and merge safely",
+                server.max_json_depth
+            ),
+        );
+    } else if server.max_json_depth == 0 {
+        problems.at(p("max_json_depth"), "max_json_depth must be at least 1");
+    }
+    count_within(
+        problems,
+        p("max_connections"),
+        "max_connections",
+        server.max_connections.into(),
+        1,
+        COUNT,
+    );
+    let buffer = &server.response_buffer;
+    let at = p("response_buffer");
+    size_within(
+        problems,
+        at.key("per_connection"),
+        "per_connection",
+        buffer.per_connection,
+        GIB,
+    );
+    size_within(problems, at.key("total"), "total", buffer.total, 64 * GIB);
+    if buffer.total < buffer.per_connection {
+        problems.at(
+            at.key("total"),
+            format!(
+                "total {} is less than per_connection {}: one connection could never use its share",
+                buffer.total, buffer.per_connection
+            ),
+        );
+    }
 }
 
 fn upstream_plan(
@@ -131,23 +280,74 @@ fn upstream_plan(
     upstream: &Upstream,
     problems: &mut Problems,
 ) -> Option<UpstreamPlan> {
+    use bounds::*;
     let origin = problems.check(
         &path.key("url"),
         Origin::parse(&upstream.url).map_err(|m| format!("upstream `{name}`: {m}")),
     );
-    if upstream.max_in_flight == Some(0) {
-        problems.at(
+    if let Some(timeout) = upstream.timeout {
+        duration_within(problems, path.key("timeout"), "timeout", timeout, HOUR);
+    }
+    if let Some(n) = upstream.max_in_flight {
+        count_within(
+            problems,
             path.key("max_in_flight"),
-            "max_in_flight must be at least 1",
+            "max_in_flight",
+            n.into(),
+            1,
+            COUNT,
         );
     }
     if let Some(retry) = &upstream.retry {
+        let at = path.key("retry");
         if retry.attempts == 0 {
             problems.at(
-                path.key("retry").key("attempts"),
+                at.key("attempts"),
                 "attempts counts the first call too: at least 1",
             );
+        } else {
+            count_within(
+                problems,
+                at.key("attempts"),
+                "attempts",
+                retry.attempts.into(),
+                1,
+                ATTEMPTS,
+            );
         }
+        if retry.backoff.0 > MINUTE {
+            problems.at(
+                at.key("backoff"),
+                format!("backoff {} is more than 1m", retry.backoff),
+            );
+        }
+    }
+    if let Some(delay) = upstream.hedge.as_ref().and_then(|h| h.delay) {
+        duration_within(
+            problems,
+            path.key("hedge").key("delay"),
+            "delay",
+            delay,
+            MINUTE,
+        );
+    }
+    if let Some(breaker) = &upstream.breaker {
+        duration_within(
+            problems,
+            path.key("breaker").key("cooldown"),
+            "cooldown",
+            breaker.cooldown,
+            HOUR,
+        );
+    }
+    if let Some(cache) = &upstream.cache {
+        duration_within(
+            problems,
+            path.key("cache").key("ttl"),
+            "ttl",
+            cache.ttl,
+            DAY,
+        );
     }
     if let Some(hedge) = &upstream.hedge {
         match (&hedge.delay, hedge.percentile) {
@@ -162,16 +362,24 @@ fn upstream_plan(
             _ => {}
         }
     }
-    if upstream.breaker.as_ref().is_some_and(|b| b.failures == 0) {
-        problems.at(
+    if let Some(breaker) = &upstream.breaker {
+        count_within(
+            problems,
             path.key("breaker").key("failures"),
-            "failures must be at least 1",
+            "failures",
+            breaker.failures.into(),
+            1,
+            COUNT,
         );
     }
-    if upstream.cache.as_ref().is_some_and(|c| c.max_entries == 0) {
-        problems.at(
+    if let Some(cache) = &upstream.cache {
+        count_within(
+            problems,
             path.key("cache").key("max_entries"),
-            "max_entries must be at least 1",
+            "max_entries",
+            cache.max_entries.into(),
+            1,
+            COUNT,
         );
     }
     let headers = header_map(&path.key("headers"), &upstream.headers, problems);
@@ -242,11 +450,13 @@ impl EndpointCompiler<'_> {
             .iter()
             .enumerate()
             .filter_map(|(i, header)| {
-                problems.check(
-                    &path.key("forward_headers").index(i),
-                    HeaderName::from_bytes(header.as_bytes())
-                        .map_err(|_| format!("`{header}` is not a valid header name")),
-                )
+                let name = HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| format!("`{header}` is not a valid header name"))
+                    .and_then(|name| match crate::headers::is_hop_by_hop(&name) {
+                        true => Err(format!("`{header}` describes the client's connection, not the request: hop-by-hop headers are never forwarded")),
+                        false => Ok(name),
+                    });
+                problems.check(&path.key("forward_headers").index(i), name)
             })
             .collect();
         if endpoint.backends.is_empty() {
@@ -265,12 +475,14 @@ impl EndpointCompiler<'_> {
         check_cycles(path, endpoint, &self.names, problems);
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
+        let client_values = client_values(&backends);
         Some(EndpointPlan {
             route: endpoint.route.clone(),
             deadline: deadline.0,
             forward_headers,
             forward_query: endpoint.forward_query.clone(),
             expose_errors: endpoint.expose_errors,
+            client_values,
             meters: EndpointMeters::new(
                 &endpoint.route,
                 backends.iter().map(|b| b.name.clone()).collect(),
@@ -494,6 +706,14 @@ fn shape(at: &Path, backend: &Backend, problems: &mut Problems) -> Option<Shape>
         .into
         .as_ref()
         .and_then(|p| path(problems, at.key("into"), p));
+    if into.as_ref().is_some_and(|p| p.segments()[0] == ERRORS_KEY) {
+        problems.at(
+            at.key("into"),
+            format!(
+                "`{ERRORS_KEY}` belongs to the gateway (expose_errors): nest the answer elsewhere"
+            ),
+        );
+    }
     let select = backend.select.as_ref().map(|paths| {
         paths
             .iter()
@@ -601,6 +821,25 @@ fn check_cycles(
             format!("`after` makes a cycle: {}", names.join(" → ")),
         );
     }
+}
+
+/// The client's values the backends' templates use, each once.
+fn client_values(backends: &[BackendPlan]) -> Vec<ClientValue> {
+    let mut values: Vec<ClientValue> = Vec::new();
+    for part in backends.iter().flat_map(|b| b.template.parts()) {
+        let Part::Var(var @ (Var::Route(_) | Var::Query(_)), place) = part else {
+            continue;
+        };
+        let in_path = *place == Place::Path;
+        match values.iter_mut().find(|v| &v.var == var) {
+            Some(known) => known.in_path |= in_path,
+            None => values.push(ClientValue {
+                var: var.clone(),
+                in_path,
+            }),
+        }
+    }
+    values
 }
 
 /// Records, on each backend, which of its fields its dependents' templates read.

@@ -77,6 +77,16 @@ pub(crate) struct ServerLimits {
     pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub(crate) shutdown_grace: Duration,
+    /// Open connections at most.
+    pub(crate) max_connections: usize,
+    /// How long a connection may sit idle.
+    pub(crate) idle_timeout: Duration,
+    /// How long a connection may make no progress sending.
+    pub(crate) write_timeout: Duration,
+    /// Response bytes one connection may leave unread.
+    pub(crate) response_buffer_per_connection: u64,
+    /// Response bytes all connections together may leave unread.
+    pub(crate) response_buffer_total: u64,
 }
 
 /// What a backend may send.
@@ -121,12 +131,25 @@ pub(crate) struct EndpointPlan {
     pub(crate) forward_query: Vec<String>,
     /// Whether `_errors` is added to responses.
     pub(crate) expose_errors: bool,
+    /// The client's values (route captures, query parameters) its templates
+    /// use: each must be there, valid UTF-8, and not empty where it fills a
+    /// path segment, or the request is a 400 before any call.
+    pub(crate) client_values: Vec<ClientValue>,
     /// The backends, in declaration (merge) order.
     pub(crate) backends: Vec<BackendPlan>,
     /// What a backend may send.
     pub(crate) limits: BodyLimits,
     /// Its metric handles.
     pub(crate) meters: EndpointMeters,
+}
+
+/// A value of the client's request that a template fills in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClientValue {
+    /// `{name}` or `{query.name}`.
+    pub(crate) var: template::Var,
+    /// Whether it fills a path segment somewhere (then it cannot be empty).
+    pub(crate) in_path: bool,
 }
 
 /// One backend call of an endpoint, compiled.

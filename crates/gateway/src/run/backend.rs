@@ -45,9 +45,12 @@ pub(crate) async fn run<T: Transport>(
     if !backend.shape.reshapes() {
         return Ok(Body::Json(json));
     }
+    let value = json.to_value().map_err(|e| {
+        BackendError::new(ErrorKind::Decode, format!("cannot reshape the body: {e}"))
+    })?;
     backend
         .shape
-        .apply(json.to_value())
+        .apply(value)
         .map(Body::Value)
         .map_err(|e| BackendError::new(ErrorKind::Decode, e.to_string()))
 }
@@ -78,14 +81,18 @@ async fn call<T: Transport>(
         &upstream.origin.base,
         &backend.template,
         &values,
-        &state.forward_query,
+        &state.inputs.query,
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = state.inputs.headers.clone();
     if !upstream.headers.contains_key(http::header::HOST) {
         headers.insert(http::header::HOST, upstream.origin.host.clone());
     }
-    headers.extend(upstream.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Configured headers replace the client's of the same name, never sit
+    // beside them (a backend reading the first value would use the client's).
+    for (name, value) in &upstream.headers {
+        headers.insert(name.clone(), value.clone());
+    }
     #[cfg(feature = "otel")]
     inject_trace_context(&mut headers);
     let limits = endpoint.limits;
@@ -198,7 +205,8 @@ impl<T> Values for RequestValues<'_, T> {
 
     fn query(&self, name: &str) -> Option<&str> {
         self.state
-            .forward_query
+            .inputs
+            .query
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())

@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub(crate) struct Inputs {
     /// Route captures, percent-decoded.
     pub(crate) params: Vec<(String, String)>,
-    /// The client's query parameters, decoded.
+    /// The client's query parameters that the endpoint forwards, decoded
+    /// (a template cannot reach the others).
     pub(crate) query: Vec<(String, String)>,
     /// Headers to send on: the allow-listed ones and `x-forwarded-*`.
     pub(crate) headers: HeaderMap,
@@ -25,9 +26,6 @@ pub(crate) struct RequestState<T> {
     pub(crate) endpoint: Arc<EndpointPlan>,
     /// What the client sent.
     pub(crate) inputs: Inputs,
-    /// The client's query parameters the endpoint forwards (a template cannot
-    /// reach the others).
-    pub(crate) forward_query: Vec<(String, String)>,
     /// The answers dependents wait for.
     pub(crate) answers: Answers,
     /// What the policies did for each backend call, for the dashboard.
@@ -38,12 +36,6 @@ pub(crate) struct RequestState<T> {
 
 impl<T: Transport> RequestState<T> {
     pub(crate) fn new(endpoint: Arc<EndpointPlan>, inputs: Inputs, transport: T) -> Self {
-        let forward_query = inputs
-            .query
-            .iter()
-            .filter(|(k, _)| endpoint.forward_query.iter().any(|f| f == k))
-            .cloned()
-            .collect();
         RequestState {
             answers: Answers::new(&endpoint),
             reports: endpoint
@@ -53,7 +45,6 @@ impl<T: Transport> RequestState<T> {
                 .collect(),
             endpoint,
             inputs,
-            forward_query,
             transport,
         }
     }

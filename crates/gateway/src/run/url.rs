@@ -56,6 +56,11 @@ pub(crate) fn render(
                     }
                 }
                 .ok_or_else(|| format!("no value for {var}"))?;
+                if value.is_empty() && *place == Place::Path {
+                    return Err(format!(
+                        "{var} is empty, and would leave an empty path segment"
+                    ));
+                }
                 encode_into(&mut url, &value, *place);
             }
         }
@@ -158,6 +163,33 @@ mod tests {
         assert_eq!(
             render("http://h", &t, &V, &fwd[1..]).unwrap(),
             "http://h/s?q=a%20b"
+        );
+    }
+
+    #[test]
+    fn an_empty_value_never_fills_a_path_segment() {
+        struct Empty;
+        impl Values for Empty {
+            fn route(&self, _: &str) -> Option<&str> {
+                Some("")
+            }
+            fn query(&self, _: &str) -> Option<&str> {
+                Some("")
+            }
+            fn field(&self, _: &str, _: &FieldPath) -> Option<Value> {
+                None
+            }
+        }
+        let t = Template::parse("/echo/{v}/tail").unwrap();
+        assert_eq!(
+            render("http://h", &t, &Empty, &[]).unwrap_err(),
+            "{v} is empty, and would leave an empty path segment"
+        );
+        let t = Template::parse("/s?q={query.q}").unwrap();
+        assert_eq!(
+            render("http://h", &t, &Empty, &[]).unwrap(),
+            "http://h/s?q=",
+            "a query value may be empty"
         );
     }
 

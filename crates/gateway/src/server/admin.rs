@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{Connections, Gateway, error};
+use super::{Connections, Gateway, Peer, error};
 use crate::{
     dashboard::KEPT,
     metrics::{BREAKER_STATE, HEDGES},
@@ -35,13 +35,14 @@ pub async fn serve_admin(
 ) -> io::Result<()> {
     gateway.recorder.enable();
     let connections = Connections {
-        header_read_timeout: Some(std::time::Duration::from_secs(10)),
         grace: std::time::Duration::from_secs(1),
+        max_connections: 256,
+        ..Connections::default()
     };
     connections
         .serve(
             listener,
-            move |_peer| {
+            move |_peer: Peer| {
                 let (gateway, metrics) = (gateway.clone(), metrics.clone());
                 hyper::service::service_fn(move |request| {
                     let response = answer(&request, &gateway, metrics.as_ref());
@@ -102,14 +103,16 @@ fn answer(
             None => error(
                 StatusCode::NOT_FOUND,
                 "metrics are not recorded in this process".into(),
-            ),
+            )
+            .map(Full::new),
         },
         other => error(
             StatusCode::NOT_FOUND,
             format!(
                 "no admin route {other}: try /, /api/requests, /api/stats, /healthz, /readyz, /config or /metrics"
             ),
-        ),
+        )
+        .map(Full::new),
     }
 }
 

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tracing::Instrument;
@@ -13,17 +12,15 @@ use tracing::Instrument;
 use super::Gateway;
 use crate::{
     config::Method,
+    headers::named_in_connection,
+    plan::{Captures, EndpointPlan, template::Var},
     respond::respond,
     run::{self, Inputs},
 };
 
 impl Gateway {
     /// Answers one request from `peer`.
-    pub(crate) async fn handle<B>(
-        &self,
-        request: Request<B>,
-        peer: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    pub(crate) async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Bytes> {
         let plan = self.plan.load_full();
         let path = request.uri().path();
         let Some(method) = Method::parse(request.method().as_str()) else {
@@ -57,22 +54,17 @@ impl Gateway {
                 ),
             );
         }
-        let inputs = Inputs {
-            params: params
-                .into_iter()
-                .map(|(k, v)| (k, percent_decode_str(v).decode_utf8_lossy().into_owned()))
-                .collect(),
-            query: request
-                .uri()
-                .query()
-                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                .unwrap_or_default(),
-            headers: forwarded_headers(
-                request.headers(),
-                &endpoint.forward_headers,
-                request.uri().authority(),
-                peer,
-            ),
+        if request.version() == http::Version::HTTP_11
+            && request.headers().get_all(header::HOST).iter().count() != 1
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2)".into(),
+            );
+        }
+        let inputs = match inputs(&request, endpoint, params, peer) {
+            Ok(inputs) => inputs,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
         // A span per request; each backend call's span (opened by the task
         // group) is its child, and carries the trace to the backend.
@@ -115,6 +107,67 @@ impl Gateway {
     }
 }
 
+/// What the request brings for the endpoint's templates and forwarding, or
+/// why it is a 400: a value its templates need is missing, not UTF-8, or
+/// empty where it would fill a path segment. Decided before any call.
+fn inputs<B>(
+    request: &Request<B>,
+    endpoint: &EndpointPlan,
+    params: Captures<'_>,
+    peer: SocketAddr,
+) -> Result<Inputs, String> {
+    let params = params
+        .into_iter()
+        .map(|(name, raw)| match percent_decode_str(raw).decode_utf8() {
+            Ok(value) => Ok((name, value.into_owned())),
+            Err(_) => Err(format!("{{{name}}} is not valid UTF-8")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut query = Vec::new();
+    for pair in request.uri().query().unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_decode_str(&s).decode_utf8().map(|v| v.into_owned())
+        };
+        // A name that is not UTF-8 cannot be one the endpoint forwards.
+        let Ok(key) = decode(key) else { continue };
+        if !endpoint.forward_query.contains(&key) {
+            continue;
+        }
+        let value =
+            decode(value).map_err(|_| format!("query parameter `{key}` is not valid UTF-8"))?;
+        query.push((key, value));
+    }
+    for needed in &endpoint.client_values {
+        let value = match &needed.var {
+            Var::Route(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            Var::Query(name) => query.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            Var::Field { .. } => continue,
+        };
+        match value {
+            None => return Err(format!("no value for {}: the request lacks it", needed.var)),
+            Some(v) if v.is_empty() && needed.in_path => {
+                return Err(format!(
+                    "{} is empty, and would leave an empty path segment",
+                    needed.var
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Inputs {
+        params,
+        query,
+        headers: forwarded_headers(
+            request.headers(),
+            &endpoint.forward_headers,
+            request.uri().authority(),
+            peer,
+        ),
+    })
+}
+
 /// `name=outcome` for each backend, written straight into the log line.
 struct Outcomes<'a>(&'a crate::plan::EndpointPlan, &'a [run::BackendResult]);
 
@@ -140,7 +193,9 @@ fn forwarded_headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for name in allowed {
-        if is_hop_by_hop(name) {
+        // The compiler refuses hop-by-hop names; the client may make any
+        // other one hop-by-hop by naming it in `Connection`.
+        if named_in_connection(incoming, name) {
             continue;
         }
         for value in incoming.get_all(name) {
@@ -168,28 +223,10 @@ fn forwarded_headers(
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
-/// Headers that describe one connection, not the message: never forwarded.
-pub(crate) fn is_hop_by_hop(name: &http::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
-}
-
 /// A JSON error answer from the gateway itself.
-pub(crate) fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, message: String) -> Response<Bytes> {
     let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,11 +3,12 @@
 //! admin listener ([`admin`]) and graceful shutdown ([`connections`]).
 
 mod admin;
+mod budget;
 mod connections;
 mod intake;
 
 pub use admin::serve_admin;
-pub use connections::Connections;
+pub use connections::{Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
 
 use std::{
@@ -35,12 +36,19 @@ pub struct Gateway {
     client: HttpClient,
     ready: Arc<AtomicBool>,
     recorder: Arc<Recorder>,
+    /// Response bytes waiting for clients, shared by every serving thread.
+    budget: budget::ResponseBudget,
 }
 
 impl Gateway {
     /// A gateway serving `plan`.
     pub fn new(plan: Plan) -> Gateway {
+        let limits = plan.server;
         Gateway {
+            budget: budget::ResponseBudget::new(
+                limits.response_buffer_per_connection,
+                limits.response_buffer_total,
+            ),
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             client: HttpClient::new(),
             ready: Arc::new(AtomicBool::new(false)),
@@ -81,18 +89,25 @@ pub async fn serve(
     let plan = gateway.plan();
     let ready = gateway.ready.clone();
     ready.store(true, Ordering::Release);
+    let limits = plan.server;
     let connections = Connections {
-        header_read_timeout: Some(plan.server.header_read_timeout),
-        grace: plan.server.shutdown_grace,
+        header_read_timeout: Some(limits.header_read_timeout),
+        grace: limits.shutdown_grace,
+        max_connections: limits.max_connections,
+        idle_timeout: Some(limits.idle_timeout),
+        write_timeout: Some(limits.write_timeout),
     };
     connections
         .serve(
             listener,
-            move |peer| {
+            move |peer: Peer| {
                 let gateway = gateway.clone();
                 service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                    let (gateway, peer) = (gateway.clone(), peer.clone());
+                    async move {
+                        let response = gateway.handle(request, peer.addr).await;
+                        Ok::<_, Infallible>(gateway.budget.admit(response, &peer.activity))
+                    }
                 })
             },
             async {

@@ -120,10 +120,14 @@ impl Json {
     }
 
     /// The whole document as a [`Value`], for shaping.
-    pub(crate) fn to_value(&self) -> Value {
-        // Valid JSON by construction; serde_json's own nesting limit is the
-        // only way this could fail, and `Null` is then the honest answer.
-        serde_json::from_str(self.text()).unwrap_or(Value::Null)
+    ///
+    /// # Errors
+    ///
+    /// When the text, valid JSON syntax, cannot be a value: a number out of
+    /// range (`1e400`), a lone surrogate (`"\ud800"`), or nesting past the
+    /// parser's limit. Never silently `null`: the data would be lost.
+    pub(crate) fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.text())
     }
 
     #[cfg(test)]
@@ -151,7 +155,7 @@ impl fmt::Debug for Json {
 impl PartialEq for Json {
     /// Equal as JSON values (whitespace and key order inside objects aside).
     fn eq(&self, other: &Json) -> bool {
-        self.to_value() == other.to_value()
+        self.to_value().ok() == other.to_value().ok()
     }
 }
 

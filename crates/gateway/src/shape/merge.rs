@@ -20,6 +20,10 @@ use super::json::{Json, object_members, write_compact};
 /// no `into`, such as a backend that answers with a bare array.
 pub(crate) const COLLECTION_KEY: &str = "collection";
 
+/// The key under which the gateway reports failed backends (`expose_errors`);
+/// only the gateway writes it.
+pub(crate) const ERRORS_KEY: &str = "_errors";
+
 /// One backend's answer, ready to merge.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Body {
@@ -97,19 +101,22 @@ static NULL: Value = Value::Null;
 
 impl<'a> Merged<'a> {
     /// Merges in the next part, in declaration order.
+    ///
+    /// A body's own top-level [`ERRORS_KEY`] is left out: that key belongs to
+    /// the gateway, and a backend must not be able to forge it.
     pub(crate) fn add(&mut self, body: &'a Body, into: Option<&'a FieldPath>) {
         match body {
             Body::Json(json) => match into {
                 Some(into) => self.place(Node::Raw(json.trimmed()), into),
                 None if json.is_object() => {
-                    for (key, value) in json.members() {
+                    for (key, value) in json.members().filter(|(k, _)| *k != ERRORS_KEY) {
                         insert(&mut self.root, Cow::Borrowed(key), Node::Raw(value));
                     }
                 }
                 None => self.insert(COLLECTION_KEY, Node::Raw(json.trimmed())),
             },
             Body::Value(Value::Object(map)) => {
-                for (key, value) in map {
+                for (key, value) in map.iter().filter(|(k, _)| *k != ERRORS_KEY) {
                     insert(&mut self.root, Cow::Borrowed(key), Node::Value(value));
                 }
             }
@@ -120,9 +127,10 @@ impl<'a> Merged<'a> {
         }
     }
 
-    /// Merges `value` in under `key`, as if a part `{key: value}` came next.
-    pub(crate) fn insert_value(&mut self, key: &'a str, value: &'a Value) {
-        self.insert(key, Node::Value(value));
+    /// Adds the gateway's own `_errors`, replacing nothing a backend sent
+    /// (backends' `_errors` are never merged).
+    pub(crate) fn insert_errors(&mut self, errors: &'a Value) {
+        self.insert(ERRORS_KEY, Node::Value(errors));
     }
 
     fn insert(&mut self, key: &'a str, node: Node<'a>) {

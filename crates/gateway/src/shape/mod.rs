@@ -50,7 +50,7 @@ pub(crate) use apply::Shape;
 #[cfg(test)]
 pub(crate) use apply::ShapeError;
 pub(crate) use json::Json;
-pub(crate) use merge::{Body, Merged};
+pub(crate) use merge::{Body, ERRORS_KEY, Merged};
 #[cfg(test)]
 pub(crate) use merge::{COLLECTION_KEY, Part, merge};
 pub(crate) use path::FieldPath;

@@ -802,7 +802,7 @@ fn non_object_bodies_go_under_collection_or_into() {
     merged.add(&array, None);
     merged.add(&array, Some(&into));
     let errors = json!({"x": {"kind": "timeout"}});
-    merged.insert_value("_errors", &errors);
+    merged.insert_errors(&errors);
     assert_eq!(
         merged.to_vec(),
         br#"{"collection":[1,2],"a":{"b":[1,2]},"_errors":{"x":{"kind":"timeout"}}}"#

@@ -245,3 +245,129 @@ fn the_schema_describes_the_contract() {
     );
     assert!(text.contains("a duration such as 250ms"));
 }
+
+// Regression tests of issue 16: each was accepted by `fanout check` before
+// its fix, and then broke serving.
+
+/// A minimal valid config with `server` set to `server`.
+fn with_server(server: &str) -> String {
+    format!(
+        "server: {{ {server} }}\nendpoints:\n  - {{ route: GET /a, backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}] }}\n"
+    )
+}
+
+#[test]
+fn json_nesting_deeper_than_the_parser_allows_is_refused() {
+    let found = problems(&with_server("max_json_depth: 6000"), Format::Yaml);
+    assert_eq!(
+        found,
+        [
+            "1:27: max_json_depth 6000 is more than 127, the deepest JSON the gateway can parse and merge safely"
+        ]
+    );
+    assert!(problems(&with_server("max_json_depth: 0"), Format::Yaml)[0].contains("at least 1"));
+    assert!(parse(&with_server("max_json_depth: 127"), Format::Yaml).is_ok());
+}
+
+#[test]
+fn absurd_durations_and_sizes_are_refused_where_they_are_written() {
+    let found = problems(
+        &with_server(
+            "header_read_timeout: 100000000h, request_timeout: 10000h, max_request_body: 100GiB",
+        ),
+        Format::Yaml,
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found[0].starts_with("1:32: header_read_timeout 11407years"),
+        "{found:#?}"
+    );
+    assert!(found[0].ends_with("is more than 1h"), "{found:#?}");
+    assert!(
+        found[1].contains("request_timeout") && found[1].ends_with("is more than 1h"),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].starts_with("1:87: max_request_body 100.0 GiB is more than 1.0 GiB"),
+        "{found:#?}"
+    );
+
+    let upstream = YAML
+        .replace("cooldown: 10s", "cooldown: 100000000h")
+        .replace("backoff: 20ms", "backoff: 10h")
+        .replace("ttl: 30s", "ttl: 400d")
+        .replace("attempts: 3", "attempts: 1000");
+    let found = problems(&upstream, Format::Yaml);
+    let expect = [
+        ("11:24", "attempts 1000 is more than 10"),
+        ("11:39", "backoff 10h is more than 1m"),
+        ("13:39", "cooldown 11407years"),
+        (
+            "14:19",
+            "ttl 1year 1month 4days 7h 26m 24s is more than 1day",
+        ),
+    ];
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    for (got, (at, what)) in found.iter().zip(expect) {
+        assert!(
+            got.starts_with(at) && got.contains(what),
+            "\n got: {got}\nwant: {at}: …{what}…"
+        );
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_cannot_be_forwarded() {
+    let found = problems(
+        &YAML.replace(
+            "forward_headers: [Authorization]",
+            "forward_headers: [Authorization, Connection, te]",
+        ),
+        Format::Yaml,
+    );
+    assert_eq!(
+        found,
+        [
+            "23:38: `Connection` describes the client's connection, not the request: hop-by-hop headers are never forwarded",
+            "23:50: `te` describes the client's connection, not the request: hop-by-hop headers are never forwarded",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_keys_are_refused_in_every_format() {
+    let json = r#"{
+  "upstreams": {
+    "users": { "url": "http://127.0.0.1:1" },
+    "users": { "url": "http://127.0.0.1:2" }
+  },
+  "endpoints": [{ "route": "GET /a", "backends": [{ "name": "a", "upstream": "users" }] }]
+}"#;
+    let found = problems(json, Format::Json);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("4:5: ") && found[0].contains("duplicate key `users`"),
+        "{found:#?}"
+    );
+    let yaml = "upstreams:\n  users: { url: \"http://127.0.0.1:1\" }\n  users: { url: \"http://127.0.0.1:2\" }\nendpoints: []\n";
+    assert!(
+        problems(yaml, Format::Yaml)[0].contains("duplicate"),
+        "YAML refuses them too"
+    );
+}
+
+#[test]
+fn a_user_name_in_a_url_cannot_move_a_call_to_another_host() {
+    let found = problems(
+        &YAML.replace(
+            "url: http://127.0.0.1:9102",
+            "url: http://127.0.0.1:9101@evil.com/x",
+        ),
+        Format::Yaml,
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("cannot hold a user name or password"),
+        "{found:#?}"
+    );
+}
