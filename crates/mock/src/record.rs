@@ -20,7 +20,8 @@ use tokio::sync::watch;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Calls received (head and body in), routed or not.
+    /// Calls received (head and body in), routed or not; the stats
+    /// themselves are not counted.
     pub requests: u64,
     /// Calls in flight: from the head's arrival until the response body is
     /// dropped (sent, or given up by the caller), or the call is abandoned.
