@@ -1,9 +1,10 @@
 //! The mock's configuration file.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use fanout_gateway::config::{Duration, Method, Percent, Problem, yaml_problem};
-use serde::Deserialize;
+use fanout_gateway::config::{Duration, Percent, Problem, yaml_problem};
+use http::Method;
+use serde::{Deserialize, Deserializer, de::Error as _};
 
 /// A mock server: where it listens and what it answers.
 #[derive(Clone, Debug, Deserialize)]
@@ -20,22 +21,31 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9101))
 }
 
-/// One canned answer.
+/// One route: what it matches, and its answer, given either by the keys of
+/// one reply beside `path` or as a `replies` list for successive calls.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockRoute {
     /// Path, with `{name}` captures (usable as `{name}` in string values of the body).
     pub path: String,
-    /// Method it answers.
-    #[serde(default)]
+    /// Method it answers (upper case).
+    #[serde(default = "get", deserialize_with = "method")]
     pub method: Method,
-    /// Status of a normal answer.
-    #[serde(default = "ok")]
-    pub status: u16,
+    /// Successive calls get successive replies; the last one repeats.
+    pub replies: Option<Vec<MockReply>>,
+    /// Status of a normal answer (200 if not given).
+    pub status: Option<u16>,
     /// Inline JSON body.
     pub body: Option<serde_json::Value>,
     /// A JSON file to serve instead of `body` (relative to the config file).
     pub body_file: Option<PathBuf>,
+    /// Answer with what was received, as JSON, instead of a body.
+    #[serde(default)]
+    pub echo: bool,
+    /// Extra response headers: a value, or a list of values for a header
+    /// sent several times.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
     /// Delay before answering: `100ms`, or a mix of shares.
     pub latency: Option<Latency>,
     /// Share of calls that answer 500 instead.
@@ -44,8 +54,92 @@ pub struct MockRoute {
     pub fault: Option<Fault>,
 }
 
-fn ok() -> u16 {
-    200
+/// One reply of a route's `replies`: the same keys as a route's own reply.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockReply {
+    /// Status of a normal answer (200 if not given).
+    pub status: Option<u16>,
+    /// Inline JSON body.
+    pub body: Option<serde_json::Value>,
+    /// A JSON file to serve instead of `body` (relative to the config file).
+    pub body_file: Option<PathBuf>,
+    /// Answer with what was received, as JSON, instead of a body.
+    #[serde(default)]
+    pub echo: bool,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
+    /// Delay before answering: `100ms`, or a mix of shares.
+    pub latency: Option<Latency>,
+    /// Share of calls that answer 500 instead.
+    pub failure_rate: Option<Percent>,
+    /// Misbehave on purpose.
+    pub fault: Option<Fault>,
+}
+
+impl MockRoute {
+    /// The route's own reply keys, as one reply.
+    pub(crate) fn own_reply(&self) -> MockReply {
+        MockReply {
+            status: self.status,
+            body: self.body.clone(),
+            body_file: self.body_file.clone(),
+            echo: self.echo,
+            headers: self.headers.clone(),
+            latency: self.latency.clone(),
+            failure_rate: self.failure_rate,
+            fault: self.fault,
+        }
+    }
+
+    /// Whether any reply key is given beside `path` and `method`.
+    pub(crate) fn has_own_reply(&self) -> bool {
+        self.status.is_some()
+            || self.body.is_some()
+            || self.body_file.is_some()
+            || self.echo
+            || !self.headers.is_empty()
+            || self.latency.is_some()
+            || self.failure_rate.is_some()
+            || self.fault.is_some()
+    }
+}
+
+/// The value or values of one response header.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    /// Sent once.
+    One(String),
+    /// Sent once per value, in order.
+    Many(Vec<String>),
+}
+
+impl HeaderValues {
+    /// The values, in order.
+    pub fn values(&self) -> &[String] {
+        match self {
+            HeaderValues::One(value) => std::slice::from_ref(value),
+            HeaderValues::Many(values) => values,
+        }
+    }
+}
+
+fn get() -> Method {
+    Method::GET
+}
+
+/// An upper-case method name: `get` would be a method of its own that no
+/// client sends.
+fn method<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Method, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(D::Error::custom(format!(
+            "`{name}` is not a method: use upper-case letters, e.g. GET or POST"
+        )));
+    }
+    Method::from_bytes(name.as_bytes()).map_err(D::Error::custom)
 }
 
 /// A fixed delay, or a distribution: each share of calls gets its delay.
@@ -78,9 +172,9 @@ pub enum Fault {
     Hang,
     /// Send the headers, then one byte of body every 100 ms, forever.
     Drip,
-    /// Answer 200 with a body that is not JSON.
+    /// Answer with a body that is not JSON (`content-type: application/json`).
     InvalidJson,
-    /// Answer 200 with an HTML page.
+    /// Answer with an HTML page.
     WrongContentType,
 }
 

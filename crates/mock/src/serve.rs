@@ -1,172 +1,349 @@
-//! Serving a [`MockConfig`].
+//! Building a [`Mock`] (from Rust or from a [`MockConfig`]) and serving it.
 
 use std::{
     collections::HashMap,
     convert::Infallible,
     future::Future,
     io,
-    path::{Path, PathBuf},
+    net::SocketAddr,
+    ops::Deref,
+    path::Path,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use fanout_gateway::{Connections, config::Method};
-use http::{Request, Response, StatusCode, header};
+use fanout_gateway::Connections;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Body, Frame, Incoming};
-use serde::Serialize;
-use tokio::{net::TcpListener, time::Interval};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::config::{Fault, Latency, MockConfig};
+use crate::{
+    config::{Fault, Latency, MockConfig, MockReply, MockRoute},
+    error::MockError,
+    record::{InFlight, Seen, State, Stats},
+    reply::{Broken, Delay, Drip, Gate, Kind, RESET_ANNOUNCED, Reply, Script},
+};
 
-/// A mock configuration that cannot be served.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MockError {
-    /// A route's path is malformed or clashes with another.
-    #[error("route `{path}`: {message}")]
-    Route {
-        /// The route's path.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A `body_file` cannot be read or is not JSON.
-    #[error("body file {}: {message}", path.display())]
-    BodyFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+/// How long a wait waits unless told otherwise.
+const WAIT: Duration = Duration::from_secs(10);
 
-/// What the mock has seen so far (`GET /__mock/stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    /// Calls that arrived.
-    pub requests: u64,
-    /// Calls being answered now.
-    pub in_flight: u64,
-    /// The most calls answered at once.
-    pub max_in_flight: u64,
-    /// Calls the caller dropped before they were answered.
-    pub abandoned: u64,
-}
+/// Body bytes kept per request unless told otherwise.
+const BODY_LIMIT: usize = 1 << 20;
 
-#[derive(Debug, Default)]
-struct Counters {
-    requests: AtomicU64,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-    abandoned: AtomicU64,
-}
-
-#[derive(Debug)]
-enum Canned {
-    /// Serialized once at start.
-    Fixed(Bytes),
-    /// Holds `{capture}` placeholders, filled per call.
-    Template(String),
-}
-
-#[derive(Debug)]
-struct Route {
-    status: StatusCode,
-    body: Canned,
-    latency: Option<Latency>,
-    failure_rate: f64,
-    fault: Option<Fault>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    routers: HashMap<Method, matchit::Router<usize>>,
-    routes: Vec<Route>,
-    counters: Counters,
-}
-
-/// A mock server, ready to serve.
+/// A mock: its routes, and what it has seen. Cheap to clone; clones share
+/// everything.
+///
+/// Build one with [`Mock::builder`] (tests and tools) or [`Mock::new`] (a
+/// YAML config), then [`start`](Mock::start) it on a port of its own or
+/// [`serve`](Mock::serve) it on a listener.
 #[derive(Clone, Debug)]
 pub struct Mock {
     inner: Arc<Inner>,
 }
 
-impl Mock {
-    /// Prepares `config`; `body_file`s are read relative to `base`.
-    pub fn new(config: &MockConfig, base: &Path) -> Result<Mock, MockError> {
+#[derive(Debug)]
+struct Inner {
+    routers: HashMap<Method, matchit::Router<usize>>,
+    /// Routes for every method, tried after the method's own.
+    any: matchit::Router<usize>,
+    routes: Vec<Route>,
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct Route {
+    replies: Vec<Prepared>,
+    /// Calls so far: the next one's place in the script.
+    calls: AtomicUsize,
+    /// Whether a reply shows the request (its body is then read even when
+    /// the mock records nothing).
+    echoes: bool,
+}
+
+/// A [`Reply`] checked and made ready for its route.
+#[derive(Debug)]
+struct Prepared {
+    answer: Answer,
+    status: StatusCode,
+    headers: HeaderMap,
+    delay: Delay,
+    gate: Option<Gate>,
+    failure_rate: f64,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Fixed {
+        content_type: HeaderValue,
+        body: Bytes,
+    },
+    /// Holds `{capture}` placeholders, filled per call.
+    Template {
+        content_type: HeaderValue,
+        text: String,
+    },
+    ResetMidBody,
+    Hang,
+    Drip(Duration),
+    Echo,
+}
+
+/// Routes and settings for a [`Mock`], checked by [`build`](MockBuilder::build).
+///
+/// Paths are matched as sent (still percent-encoded), query ignored, with
+/// `{name}` capturing one segment and `{*name}` the rest. A request no route
+/// matches gets 404 `{"error": "the mock has no route for GET /x"}`, and is
+/// recorded and counted like any other.
+#[derive(Debug)]
+#[must_use]
+pub struct MockBuilder {
+    routes: Vec<(Option<Method>, String, Script)>,
+    record: bool,
+    body_limit: usize,
+    wait_timeout: Duration,
+}
+
+impl MockBuilder {
+    /// Answers `method` on `path` with `replies` (one [`Reply`], or a
+    /// [`Script`] for successive calls).
+    pub fn route(mut self, method: Method, path: &str, replies: impl Into<Script>) -> Self {
+        self.routes
+            .push((Some(method), path.to_owned(), replies.into()));
+        self
+    }
+
+    /// Answers every method on `path` (a route for the method itself is
+    /// tried first).
+    pub fn any(mut self, path: &str, replies: impl Into<Script>) -> Self {
+        self.routes.push((None, path.to_owned(), replies.into()));
+        self
+    }
+
+    /// Whether to keep each request ([`Mock::seen`]); on by default. The
+    /// counters are kept either way.
+    pub fn record(mut self, on: bool) -> Self {
+        self.record = on;
+        self
+    }
+
+    /// Body bytes kept per request (1 MiB by default); the rest is read and
+    /// counted ([`Seen::body_len`]) but not kept. Echo replies show the kept part.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How long the `wait_…` methods wait at most (10 s by default).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Checks the routes and replies: paths that clash or are malformed,
+    /// empty scripts, bad statuses and headers are refused, naming the route.
+    pub fn build(self) -> Result<Mock, MockError> {
         let mut routers: HashMap<Method, matchit::Router<usize>> = HashMap::new();
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for (index, route) in config.routes.iter().enumerate() {
+        let mut any = matchit::Router::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (index, (method, path, Script(replies))) in self.routes.into_iter().enumerate() {
             let bad = |message: String| MockError::Route {
-                path: route.path.clone(),
+                path: path.clone(),
                 message,
             };
-            routers
-                .entry(route.method)
-                .or_default()
-                .insert(route.path.clone(), index)
+            let router = match method {
+                Some(method) => routers.entry(method).or_default(),
+                None => &mut any,
+            };
+            router
+                .insert(path.clone(), index)
                 .map_err(|e| bad(e.to_string()))?;
-            let status = StatusCode::from_u16(route.status).map_err(|e| bad(e.to_string()))?;
-            let body = match (&route.body, &route.body_file) {
-                (Some(_), Some(_)) => {
-                    return Err(bad("give `body` or `body_file`, not both".into()));
-                }
-                (Some(value), None) => serde_json::to_string(value).unwrap_or_default(),
-                (None, Some(file)) => {
-                    let path = base.join(file);
-                    let text = std::fs::read_to_string(&path).map_err(|e| MockError::BodyFile {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-                        MockError::BodyFile {
-                            path: path.clone(),
-                            message: format!("not JSON: {e}"),
-                        }
-                    })?;
-                    text
-                }
-                (None, None) => "{}".to_owned(),
-            };
-            let captures = captures(&route.path);
-            let body = if captures.iter().any(|c| body.contains(&format!("{{{c}}}"))) {
-                Canned::Template(body)
-            } else {
-                Canned::Fixed(Bytes::from(body))
-            };
+            if replies.is_empty() {
+                return Err(bad("an empty script: give at least one reply".into()));
+            }
+            let captures = captures(&path);
+            let echoes = replies.iter().any(Reply::is_echo);
+            let replies = replies
+                .into_iter()
+                .map(|reply| prepare(reply, &captures).map_err(&bad))
+                .collect::<Result<_, _>>()?;
             routes.push(Route {
-                status,
-                body,
-                latency: route.latency.clone(),
-                failure_rate: route.failure_rate.map_or(0.0, |p| p.fraction()),
-                fault: route.fault,
+                replies,
+                calls: AtomicUsize::new(0),
+                echoes,
             });
         }
         Ok(Mock {
             inner: Arc::new(Inner {
                 routers,
+                any,
                 routes,
-                counters: Counters::default(),
+                state: Arc::new(State::new(self.record, self.body_limit, self.wait_timeout)),
             }),
         })
     }
 
-    /// What the mock has seen so far.
-    pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        Stats {
-            requests: c.requests.load(Ordering::SeqCst),
-            in_flight: c.in_flight.load(Ordering::SeqCst),
-            max_in_flight: c.max_in_flight.load(Ordering::SeqCst),
-            abandoned: c.abandoned.load(Ordering::SeqCst),
+    /// Builds the mock and starts it on a port of its own ([`Mock::start`]).
+    pub async fn start(self) -> Result<MockServer, MockError> {
+        self.build()?.start().await
+    }
+}
+
+fn prepare(reply: Reply, captures: &[&str]) -> Result<Prepared, String> {
+    let status = StatusCode::from_u16(reply.status)
+        .map_err(|_| format!("status {} is not 100 to 999", reply.status))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &reply.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("`{value}` is not a value for header `{name}`"))?;
+        headers.append(name, value);
+    }
+    let answer = match reply.kind {
+        Kind::Body {
+            content_type,
+            body,
+            json,
+        } => {
+            let content_type = HeaderValue::from_str(&content_type)
+                .map_err(|_| format!("`{content_type}` is not a content type"))?;
+            let text = std::str::from_utf8(&body).ok();
+            match text {
+                Some(text)
+                    if json && captures.iter().any(|c| text.contains(&format!("{{{c}}}"))) =>
+                {
+                    Answer::Template {
+                        content_type,
+                        text: text.to_owned(),
+                    }
+                }
+                _ => Answer::Fixed { content_type, body },
+            }
         }
+        Kind::ResetMidBody => Answer::ResetMidBody,
+        Kind::Hang => Answer::Hang,
+        Kind::Drip(every) => Answer::Drip(every),
+        Kind::Echo => Answer::Echo,
+    };
+    Ok(Prepared {
+        answer,
+        status,
+        headers,
+        delay: reply.delay,
+        gate: reply.gate,
+        failure_rate: reply.failure_rate,
+    })
+}
+
+impl Mock {
+    /// Routes and settings for a mock, to build.
+    ///
+    /// ```
+    /// use fanout_mock::{Mock, Reply};
+    /// use http::Method;
+    ///
+    /// let mock = Mock::builder()
+    ///     .route(Method::GET, "/users/{id}", Reply::json(r#"{"id":"{id}"}"#))
+    ///     .any("/echo", Reply::echo())
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = mock;
+    /// ```
+    pub fn builder() -> MockBuilder {
+        MockBuilder {
+            routes: Vec::new(),
+            record: true,
+            body_limit: BODY_LIMIT,
+            wait_timeout: WAIT,
+        }
+    }
+
+    /// Prepares `config`; `body_file`s are read relative to `base`. Requests
+    /// are counted, not kept (`fanout mock` may serve millions).
+    pub fn new(config: &MockConfig, base: &Path) -> Result<Mock, MockError> {
+        let mut builder = Mock::builder().record(false);
+        for route in &config.routes {
+            builder = builder.route(route.method.clone(), &route.path, script_of(route, base)?);
+        }
+        builder.build()
+    }
+
+    /// What the mock has counted so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.state.stats()
+    }
+
+    /// Every request received (head and body in), in that order; empty if
+    /// the mock does not record ([`MockBuilder::record`]).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.state.seen()
+    }
+
+    /// Waits until `n` requests have been received, or the wait timeout
+    /// ([`MockBuilder::wait_timeout`]) passes; returns how many have then.
+    ///
+    /// Like every wait here it never polls: it is woken by each change of the
+    /// counters. It works on tokio's paused clock too, where the timeout is
+    /// virtual time: tokio moves the clock only when no task can run and no
+    /// I/O is ready, so a request already sent over loopback by a task of
+    /// the same runtime is counted before the timeout, and a wait for
+    /// something that never comes returns at once in real time. A request
+    /// sent from another runtime or thread can be beaten by the timeout there.
+    pub async fn wait_requests(&self, n: u64) -> u64 {
+        self.inner
+            .state
+            .wait_until(|s| s.requests >= n)
+            .await
+            .requests
+    }
+
+    /// Waits until `n` calls have been abandoned by their callers, or the
+    /// wait timeout passes; returns how many have then. Woken by each change,
+    /// as [`wait_requests`](Mock::wait_requests) is.
+    pub async fn wait_abandoned(&self, n: u64) -> u64 {
+        self.inner
+            .state
+            .wait_until(|s| s.abandoned >= n)
+            .await
+            .abandoned
+    }
+
+    /// Waits until no call is in flight (every response body dropped), or
+    /// the wait timeout passes; returns how many still are. Woken by each
+    /// change, as [`wait_requests`](Mock::wait_requests) is.
+    pub async fn wait_idle(&self) -> u64 {
+        self.inner
+            .state
+            .wait_until(|s| s.in_flight == 0)
+            .await
+            .in_flight
+    }
+
+    /// Starts serving on a port of its own on 127.0.0.1, in a task of the
+    /// current runtime, until the returned server is dropped or shut down.
+    pub async fn start(self) -> Result<MockServer, MockError> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(MockError::Listen)?;
+        let addr = listener.local_addr().map_err(MockError::Listen)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        // A dropped sender ends the wait as a sent one does.
+        let task = tokio::spawn(self.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(MockServer {
+            mock: self,
+            addr,
+            stop,
+            task,
+        })
     }
 
     /// Serves on `listener` until `shutdown` completes; open connections are
@@ -185,9 +362,10 @@ impl Mock {
                 listener,
                 move |_peer| {
                     let mock = self.clone();
+                    let connection = mock.inner.state.connection();
                     hyper::service::service_fn(move |request| {
                         let mock = mock.clone();
-                        async move { Ok::<_, Infallible>(mock.answer(request).await) }
+                        async move { Ok::<_, Infallible>(mock.answer(request, connection).await) }
                     })
                 },
                 shutdown,
@@ -195,121 +373,291 @@ impl Mock {
             .await
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<Reply> {
-        let path = request.uri().path();
-        if path == "/__mock/stats" {
-            return json(
-                StatusCode::OK,
-                Bytes::from(serde_json::to_vec(&self.stats()).unwrap_or_default()),
-            );
+    async fn answer(&self, request: Request<Incoming>, connection: u64) -> Response<Counted> {
+        if request.uri().path() == "/__mock/stats" {
+            let stats = serde_json::to_vec(&self.stats()).unwrap_or_default();
+            return json(StatusCode::OK, Bytes::from(stats)).map(Counted::bare);
         }
-        let matched = Method::parse(request.method().as_str())
-            .and_then(|m| self.inner.routers.get(&m))
-            .and_then(|router| router.at(path).ok());
-        let Some(matched) = matched else {
-            let body = serde_json::json!({ "error": format!("the mock has no route for {} {path}", request.method()) });
-            return json(StatusCode::NOT_FOUND, Bytes::from(body.to_string()));
+        let state = &self.inner.state;
+        let mut in_flight = InFlight::new(state.clone());
+        let (parts, body) = request.into_parts();
+        let target = self.find(&parts.method, parts.uri.path());
+        let echoes = target.as_ref().is_some_and(|(route, _)| route.echoes);
+        let keep = if state.record || echoes {
+            state.body_limit
+        } else {
+            0
         };
-        let route = &self.inner.routes[*matched.value];
-        let params: Vec<(String, String)> = matched
+        let (body, body_len) = read_body(body, keep).await;
+        let seen = Seen {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            body_len,
+            connection,
+        };
+        let Some((route, params)) = target else {
+            let message = format!("the mock has no route for {} {}", seen.method, seen.path());
+            state.received(seen);
+            let body = serde_json::json!({ "error": message }).to_string();
+            in_flight.answered();
+            return json(StatusCode::NOT_FOUND, Bytes::from(body))
+                .map(|body| Counted::new(body, in_flight));
+        };
+        let step = route.calls.fetch_add(1, Ordering::Relaxed);
+        let reply = &route.replies[step.min(route.replies.len() - 1)];
+        let echo = matches!(reply.answer, Answer::Echo).then(|| seen.to_json().to_string());
+        state.received(seen);
+
+        if let Some(gate) = &reply.gate {
+            gate.pass().await;
+        }
+        let delay = reply.delay.sample();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if reply.failure_rate > 0.0 && rand::random::<f64>() < reply.failure_rate {
+            in_flight.answered();
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(br#"{"error":"injected failure"}"#),
+            )
+            .map(|body| Counted::new(body, in_flight));
+        }
+        let json_type = || HeaderValue::from_static("application/json");
+        let (content_type, body) = match &reply.answer {
+            Answer::Fixed { content_type, body } => (content_type.clone(), full(body.clone())),
+            Answer::Template { content_type, text } => {
+                (content_type.clone(), full(render(text, &params)))
+            }
+            Answer::Echo => (json_type(), full(Bytes::from(echo.unwrap_or_default()))),
+            Answer::ResetMidBody => (json_type(), Broken::new().boxed()),
+            Answer::Drip(every) => (json_type(), Drip::new(*every).boxed()),
+            Answer::Hang => std::future::pending().await,
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = reply.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, content_type);
+        if matches!(reply.answer, Answer::ResetMidBody) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED));
+        }
+        for (name, value) in &reply.headers {
+            headers.append(name, value.clone());
+        }
+        in_flight.answered();
+        response.map(|body| Counted::new(body, in_flight))
+    }
+
+    fn find(&self, method: &Method, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
+        let inner = &*self.inner;
+        let matched = inner
+            .routers
+            .get(method)
+            .and_then(|router| router.at(path).ok())
+            .or_else(|| inner.any.at(path).ok())?;
+        let params = matched
             .params
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-
-        let counters = &self.inner.counters;
-        counters.requests.fetch_add(1, Ordering::SeqCst);
-        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let mut guard = InFlight {
-            counters: &self.inner.counters,
-            answered: false,
-        };
-
-        if let Some(delay) = route.latency.as_ref().map(sample) {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-        }
-        let response = if route.failure_rate > 0.0 && rand::random::<f64>() < route.failure_rate {
-            json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Bytes::from_static(br#"{"error":"injected failure"}"#),
-            )
-        } else {
-            match route.fault {
-                Some(Fault::Hang) => std::future::pending().await,
-                Some(Fault::Reset) => Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::CONTENT_LENGTH, "1000")
-                    .body(Broken(None).boxed())
-                    .unwrap_or_default(),
-                Some(Fault::Drip) => Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Drip(tokio::time::interval(Duration::from_millis(100))).boxed())
-                    .unwrap_or_default(),
-                Some(Fault::InvalidJson) => {
-                    json(StatusCode::OK, Bytes::from_static(b"{\"truncated\": "))
-                }
-                Some(Fault::WrongContentType) => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/html")
-                    .body(full(Bytes::from_static(
-                        b"<html><body>not json</body></html>",
-                    )))
-                    .unwrap_or_default(),
-                None => json(route.status, render(&route.body, &params)),
-            }
-        };
-        guard.answered = true;
-        response
+        Some((&inner.routes[*matched.value], params))
     }
 }
 
-/// Counts a call in flight; a call dropped before it was answered was abandoned.
-struct InFlight<'a> {
-    counters: &'a Counters,
-    answered: bool,
+/// The replies of a configured route: its `replies`, or its own keys.
+fn script_of(route: &MockRoute, base: &Path) -> Result<Script, MockError> {
+    let bad = |message: &str| MockError::Route {
+        path: route.path.clone(),
+        message: message.to_owned(),
+    };
+    match &route.replies {
+        Some(_) if route.has_own_reply() => Err(bad(
+            "give `replies` or the keys of one reply (`body`, `status`, `fault`…), not both",
+        )),
+        Some(replies) if replies.is_empty() => Err(bad("`replies` is empty")),
+        Some(replies) => replies
+            .iter()
+            .map(|reply| reply_of(reply, &route.path, base))
+            .collect(),
+        None => Ok(reply_of(&route.own_reply(), &route.path, base)?.into()),
+    }
 }
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.answered {
-            self.counters.abandoned.fetch_add(1, Ordering::SeqCst);
+fn reply_of(config: &MockReply, path: &str, base: &Path) -> Result<Reply, MockError> {
+    let bad = |message: &str| MockError::Route {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    };
+    let body = match (&config.body, &config.body_file) {
+        (Some(_), Some(_)) => return Err(bad("give `body` or `body_file`, not both")),
+        (Some(value), None) => Some(serde_json::to_string(value).unwrap_or_default()),
+        (None, Some(file)) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| MockError::BodyFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| MockError::BodyFile {
+                path: path.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
+            Some(text)
+        }
+        (None, None) => None,
+    };
+    let reply = match (config.fault, config.echo, body) {
+        (Some(_), true, _) => return Err(bad("give `fault` or `echo`, not both")),
+        (Some(_), false, Some(_)) => return Err(bad("give `fault` or a body, not both")),
+        (None, true, Some(_)) => return Err(bad("give `echo` or a body, not both")),
+        (Some(Fault::Reset), ..) => Reply::reset_mid_body(),
+        (Some(Fault::Hang), ..) => Reply::hang(),
+        (Some(Fault::Drip), ..) => Reply::drip(Duration::from_millis(100)),
+        (Some(Fault::InvalidJson), ..) => Reply::json(&b"{\"truncated\": "[..]),
+        (Some(Fault::WrongContentType), ..) => {
+            Reply::raw("text/html", &b"<html><body>not json</body></html>"[..])
+        }
+        (None, true, None) => Reply::echo(),
+        (None, false, body) => Reply::json(body.unwrap_or_else(|| "{}".to_owned())),
+    };
+    let mut reply = reply.status(config.status.unwrap_or(200));
+    for (name, values) in &config.headers {
+        for value in values.values() {
+            reply = reply.header(name, value);
+        }
+    }
+    let delay = match &config.latency {
+        None => Delay::None,
+        Some(Latency::Fixed(delay)) => Delay::Fixed(delay.0),
+        Some(Latency::Mix(shares)) => {
+            Delay::Mix(shares.iter().map(|s| (s.share.0, s.delay.0)).collect())
+        }
+    };
+    Ok(reply
+        .with_delay(delay)
+        .with_failure_rate(config.failure_rate.map_or(0.0, |p| p.fraction())))
+}
+
+/// A started [`Mock`], serving on its own port on 127.0.0.1. It derefs to
+/// the mock, for its record and waits. Dropping it stops it: it accepts no
+/// more and its connections are closed (from its task, soon after).
+#[derive(Debug)]
+pub struct MockServer {
+    mock: Mock,
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl MockServer {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` followed by `path` (`/a?b=c`, or empty for the base).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops it and waits until it has: the port is closed and so is every
+    /// connection, answered or not.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+impl Deref for MockServer {
+    type Target = Mock;
+    fn deref(&self) -> &Mock {
+        &self.mock
+    }
+}
+
+type Out = BoxBody<Bytes, io::Error>;
+
+/// A response body that keeps its call in flight until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    body: Out,
+    _in_flight: Option<InFlight>,
+}
+
+impl Counted {
+    fn new(body: Out, in_flight: InFlight) -> Counted {
+        Counted {
+            body,
+            _in_flight: Some(in_flight),
+        }
+    }
+
+    /// A body of no call (the stats).
+    fn bare(body: Out) -> Counted {
+        Counted {
+            body,
+            _in_flight: None,
         }
     }
 }
 
-type Reply = BoxBody<Bytes, io::Error>;
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
-fn full(bytes: Bytes) -> Reply {
+/// Reads the whole body, keeping its first `keep` bytes; a body that breaks
+/// off is kept as far as it came.
+async fn read_body(mut body: Incoming, keep: usize) -> (Bytes, u64) {
+    let mut kept = Vec::new();
+    let mut len = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            len += data.len() as u64;
+            let room = keep.saturating_sub(kept.len()).min(data.len());
+            kept.extend_from_slice(&data[..room]);
+        }
+    }
+    (Bytes::from(kept), len)
+}
+
+fn full(bytes: Bytes) -> Out {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Reply> {
+fn json(status: StatusCode, body: Bytes) -> Response<Out> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        HeaderValue::from_static("application/json"),
     );
     response
 }
 
-fn render(body: &Canned, params: &[(String, String)]) -> Bytes {
-    match body {
-        Canned::Fixed(bytes) => bytes.clone(),
-        Canned::Template(text) => {
-            let mut out = text.clone();
-            for (name, value) in params {
-                // The value goes inside a JSON string: escape it as one, minus the quotes.
-                let escaped = serde_json::to_string(value).unwrap_or_default();
-                let escaped = &escaped[1..escaped.len().saturating_sub(1).max(1)];
-                out = out.replace(&format!("{{{name}}}"), escaped);
-            }
-            Bytes::from(out)
-        }
+fn render(text: &str, params: &[(String, String)]) -> Bytes {
+    let mut out = text.to_owned();
+    for (name, value) in params {
+        // The value goes inside a JSON string: escape it as one, minus the quotes.
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = &escaped[1..escaped.len().saturating_sub(1).max(1)];
+        out = out.replace(&format!("{{{name}}}"), escaped);
     }
+    Bytes::from(out)
 }
 
 fn captures(path: &str) -> Vec<&str> {
@@ -317,63 +665,4 @@ fn captures(path: &str) -> Vec<&str> {
         .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
         .map(|s| s.trim_start_matches('*'))
         .collect()
-}
-
-fn sample(latency: &Latency) -> Duration {
-    match latency {
-        Latency::Fixed(d) => d.0,
-        Latency::Mix(shares) => {
-            let mut roll = rand::random::<f64>() * 100.0;
-            for share in shares {
-                if roll < share.share.0 {
-                    return share.delay.0;
-                }
-                roll -= share.share.0;
-            }
-            Duration::ZERO
-        }
-    }
-}
-
-/// Sends part of the announced body, then fails: the connection is aborted.
-/// The pause between the two lets the headers and the first bytes reach the
-/// client, so the fault is a reset *mid-body*, not a missing response.
-struct Broken(Option<Pin<Box<tokio::time::Sleep>>>);
-
-impl Body for Broken {
-    type Data = Bytes;
-    type Error = io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.0.as_mut() {
-            None => {
-                self.0 = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                    b"{\"partial\": \"",
-                )))))
-            }
-            Some(pause) => pause
-                .as_mut()
-                .poll(cx)
-                .map(|()| Some(Err(io::Error::other("mock fault: reset mid-body")))),
-        }
-    }
-}
-
-/// One byte every tick, forever.
-struct Drip(Interval);
-
-impl Body for Drip {
-    type Data = Bytes;
-    type Error = io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0
-            .poll_tick(cx)
-            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b" ")))))
-    }
 }
