@@ -353,14 +353,19 @@ impl Mock {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        // No timers: a mock hangs and drips on purpose, and its callers are
+        // tests and tools on loopback.
         let connections = Connections {
             header_read_timeout: None,
             grace: Duration::ZERO,
+            max_connections: usize::MAX,
+            idle_timeout: None,
+            write_timeout: None,
         };
         connections
             .serve(
                 listener,
-                move |_peer| {
+                move |_peer: fanout_gateway::Peer| {
                     let mock = self.clone();
                     let connection = mock.inner.state.connection();
                     hyper::service::service_fn(move |request| {

@@ -216,7 +216,12 @@ endpoints:
     // Room again once they are gone.
     let mut ok = false;
     for _ in 0..50 {
-        if get(&gw.url("/a")).await.status == 200 {
+        let answer = raw(
+            gw.addr,
+            "GET /a HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 200") {
             ok = true;
             break;
         }
@@ -269,26 +274,29 @@ endpoints:
     .await;
     for (request, why) in [
         (
-            "GET /echo/%ff%fe HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "GET /echo/%ff%fe HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
             "{v} is not valid UTF-8",
         ),
         (
-            "GET /s?q=%ff HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "GET /s?q=%ff HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
             "query parameter `q` is not valid UTF-8",
         ),
         (
-            "GET /s?q= HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "GET /s?q= HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
             "{query.q} is empty",
         ),
         (
-            "GET /s HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "GET /s HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
             "no value for {query.q}",
         ),
         (
-            "GET /echo/x HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            "GET /echo/x HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
             "one Host header",
         ),
-        ("GET /echo/x HTTP/1.1\r\n\r\n", "one Host header"),
+        (
+            "GET /echo/x HTTP/1.1\r\nconnection: close\r\n\r\n",
+            "one Host header",
+        ),
     ] {
         let answer = raw(gw.addr, request).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{request:?}: {answer}");
