@@ -1,13 +1,12 @@
 //! The group: spawning under a policy, a limit and a deadline, and waiting.
 
 use std::{
-    any::Any,
     fmt::{self, Display},
     future::Future,
     marker::PhantomData,
     pin::pin,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context as TaskCx, Poll, Waker},
@@ -26,6 +25,7 @@ use crate::{
     Timeline,
     context::Scope,
     error::TrySpawnError,
+    shared::{PolicyKind, Shared},
     task::{self, Admission, Either, Finished, Spec, first_of},
 };
 
@@ -57,49 +57,6 @@ impl sealed::Sealed for FirstSuccess {}
 impl Policy for FailFast {}
 impl Policy for CollectAll {}
 impl Policy for FirstSuccess {}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PolicyKind {
-    FailFast,
-    CollectAll,
-    FirstSuccess,
-}
-
-/// What the group's tasks share with it.
-pub(crate) struct Shared<E> {
-    id: u64,
-    pub(crate) scope: Arc<Scope>,
-    pub(crate) policy: PolicyKind,
-    limit: Option<(usize, Arc<Semaphore>)>,
-    task_timeout: Option<Duration>,
-    pub(crate) resume_panics: bool,
-    next_index: AtomicUsize,
-    pub(crate) live: AtomicUsize,
-    pub(crate) all_done: Notify,
-    /// Whether any task ended without succeeding (a fail-fast group then fails
-    /// even if that task's handle was not passed to `join`).
-    pub(crate) any_unsuccessful: AtomicBool,
-    /// The failure that cancelled a fail-fast group.
-    failure: Mutex<Option<GroupError<E>>>,
-    /// The first panic, kept only when panics are resumed at the wait.
-    panic: Mutex<Option<Box<dyn Any + Send>>>,
-    /// The first success of a first-success group.
-    pub(crate) winner: OnceLock<usize>,
-    /// `None` when the group does not record its timeline.
-    pub(crate) timeline: Option<Timeline>,
-}
-
-impl<E> Shared<E> {
-    pub(crate) fn set_failure(&self, failure: GroupError<E>) {
-        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert(failure);
-    }
-
-    pub(crate) fn set_panic(&self, payload: Box<dyn Any + Send>) {
-        let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert(payload);
-    }
-}
 
 static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -498,23 +455,9 @@ impl<E, P: Policy> Group<E, P> {
     }
 
     fn resume_panic(&self) {
-        let payload = self
-            .shared
-            .panic
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(payload) = payload {
+        if let Some(payload) = self.shared.take_panic() {
             std::panic::resume_unwind(payload);
         }
-    }
-
-    fn take_failure(&self) -> Option<GroupError<E>> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
     }
 }
 
@@ -535,7 +478,7 @@ impl<E: Send + 'static> Group<E, FailFast> {
         let values = handles.all_ok().await;
         self.reap().await;
         self.resume_panic();
-        if let Some(failure) = self.take_failure() {
+        if let Some(failure) = self.shared.take_failure() {
             return Err(failure);
         }
         match values {

@@ -22,7 +22,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::{
     Cause, Context, GroupError, TaskError, TaskName,
     context::Scope,
-    group::{PolicyKind, Shared},
+    shared::{PolicyKind, Shared},
     timeline::Outcome,
 };
 
