@@ -4,7 +4,6 @@ use std::{
     fmt::{self, Display},
     future::Future,
     marker::PhantomData,
-    pin::pin,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -26,7 +25,7 @@ use crate::{
     context::Scope,
     error::TrySpawnError,
     shared::{PolicyKind, Shared},
-    task::{self, Admission, Either, Finished, Spec, first_of},
+    task::{self, Admission, Finished, Spec},
 };
 
 mod sealed {
@@ -382,8 +381,9 @@ where
         self.watchdog.get_or_init(|| {
             let scope = self.shared.scope.clone();
             tokio::spawn(async move {
-                let cancelled = scope.token().cancelled();
-                if tokio::time::timeout_at(at, cancelled).await.is_err() {
+                let expiry = tokio::time::sleep_until(at);
+                if scope.token().run_until_cancelled(expiry).await.is_some() {
+                    // A no-op if something cancelled the group meanwhile.
                     scope.cancel(Cause::DeadlineExpired { after });
                 }
             })
@@ -677,11 +677,11 @@ where
         let admission = match &self.group.shared.limit {
             None => Admission::Free,
             Some((_, sem)) => {
-                let cancelled = pin!(self.group.shared.scope.token().cancelled());
-                match first_of(cancelled, sem.clone().acquire_owned()).await {
-                    Either::Right(Ok(permit)) => Admission::Held(permit),
+                let token = self.group.shared.scope.token();
+                match token.run_until_cancelled(sem.clone().acquire_owned()).await {
+                    Some(Ok(permit)) => Admission::Held(permit),
                     // Cancelled: the task will find out before starting.
-                    Either::Left(()) | Either::Right(Err(_)) => Admission::Free,
+                    Some(Err(_)) | None => Admission::Free,
                 }
             }
         };

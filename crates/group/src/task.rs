@@ -6,7 +6,7 @@ use std::{
     fmt::Display,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
-    pin::{Pin, pin},
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context as TaskCx, Poll},
     time::Duration,
@@ -30,15 +30,16 @@ use crate::{
 /// group is cancelled (`None`).
 pub(crate) type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
 
-/// Waits for a slot of `semaphore` unless `scope` is cancelled first.
+/// Waits for a slot of `semaphore` unless `scope` is cancelled first. (If both
+/// happen in the same poll the slot is taken; the task still finds the group
+/// cancelled before it starts.)
 pub(crate) fn acquire(scope: &Scope, semaphore: Arc<Semaphore>) -> Acquire {
-    let cancelled = scope.token().clone().cancelled_owned();
-    Box::pin(async move {
-        match first_of(cancelled, semaphore.acquire_owned()).await {
-            Either::Right(Ok(permit)) => Some(permit),
-            Either::Left(()) | Either::Right(Err(_)) => None,
-        }
-    })
+    let acquired = scope
+        .token()
+        .clone()
+        .run_until_cancelled_owned(semaphore.acquire_owned());
+    // The semaphore is never closed: `Err` cannot happen, and would mean no slot.
+    Box::pin(async move { acquired.await.and_then(Result::ok) })
 }
 
 /// How a task gets its slot under the group's limit.
@@ -449,24 +450,6 @@ pin_project! {
         sleep: Sleep,
         cause: Option<Cause>,
     }
-}
-
-pub(crate) enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Waits for whichever of two futures finishes first, looking at `a` first.
-pub(crate) async fn first_of<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(out));
-        }
-        b.as_mut().poll(cx).map(Either::Right)
-    })
-    .await
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
