@@ -25,7 +25,7 @@ use crate::{
     context::Scope,
     error::TrySpawnError,
     shared::{PolicyKind, Shared},
-    task::{self, Admission, Finished, Spec},
+    task::{self, Admission, Spec},
 };
 
 mod sealed {
@@ -538,17 +538,14 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
         for handle in handles {
             let (name, index) = (handle.name.clone(), handle.index);
             match handle.finish().await {
-                Finished::Ok(value) if self.shared.winner.get() == Some(&index) => {
-                    winner = Some(value)
-                }
+                Some(Ok(value)) if self.shared.winner.get() == Some(&index) => winner = Some(value),
                 // Lost the race by a hair; used only if the winner's handle is absent.
-                Finished::Ok(value) => {
+                Some(Ok(value)) => {
                     other_success.get_or_insert(value);
                 }
-                Finished::Err(err) => failures.push((name, err)),
-                Finished::Reported => {
-                    failures.push((name, TaskError::Cancelled(Cause::GroupFinished)))
-                }
+                Some(Err(err)) => failures.push((name, err)),
+                // Only fail-fast groups take a task's error.
+                None => failures.push((name, TaskError::Cancelled(Cause::GroupFinished))),
             }
         }
         self.reap().await;

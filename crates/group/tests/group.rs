@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use fanout_group::{Cause, Group, GroupError, Outcome, TaskError, TaskName};
+use fanout_group::{Cause, Group, GroupError, TaskError, TaskName};
 use futures::FutureExt;
 use tokio::time::{Instant, sleep};
 
@@ -228,10 +228,10 @@ async fn s4_fail_fast_returns_the_first_failure_and_cancels_the_rest() {
     let entries = timeline.entries();
     assert_eq!(
         entries[0].outcome,
-        Outcome::Cancelled(Cause::TaskFailed {
+        Err(TaskError::Cancelled(Cause::TaskFailed {
             task: "bad".into(),
             error: "backend down".into()
-        })
+        }))
     );
 }
 
@@ -645,9 +645,9 @@ async fn s8_nested_group_is_cancelled_with_its_parent_and_inherits_its_deadline(
     let leaf = &timeline.entries()[0];
     assert_eq!(
         leaf.outcome,
-        Outcome::Cancelled(Cause::Parent(Arc::new(Cause::DeadlineExpired {
-            after: ms(300)
-        })))
+        Err(TaskError::Cancelled(Cause::Parent(Arc::new(
+            Cause::DeadlineExpired { after: ms(300) }
+        ))))
     );
     assert_eq!(leaf.finished - start, ms(300));
 }
@@ -677,7 +677,7 @@ async fn s8_nested_group_sees_its_task_timeout_as_the_cause() {
     sleep(ms(1)).await;
     let timeline = seen.lock().unwrap().take().unwrap();
     let cause = match &timeline.entries()[0].outcome {
-        Outcome::Cancelled(c) => c.clone(),
+        Err(TaskError::Cancelled(c)) => c.clone(),
         other => panic!("unexpected {other:?}"),
     };
     assert_eq!(
@@ -786,14 +786,9 @@ async fn s10_timeline_records_names_instants_and_outcomes() {
     assert_eq!(e[1].started.unwrap() - origin, ms(10));
     assert_eq!(e[1].queued(), ms(10));
     assert_eq!(e[1].spawned - origin, ms(0));
-    assert_eq!(
-        e[1].outcome,
-        Outcome::Failed {
-            error: "nope".into()
-        }
-    );
+    assert_eq!(e[1].outcome, Err(TaskError::Failed("nope".into())));
     assert_eq!(e[2].queued(), ms(30));
-    assert_eq!(e[2].outcome, Outcome::TimedOut { after: ms(5) });
+    assert_eq!(e[2].outcome, Err(TaskError::TimedOut { after: ms(5) }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1024,7 +1019,7 @@ async fn kratos_errgroup_test_gomaxprocs() {
     group.wait().await.unwrap_err();
     assert!(matches!(
         timeline.entries()[1].outcome,
-        Outcome::Cancelled(_)
+        Err(TaskError::Cancelled(_))
     ));
 }
 
@@ -1173,7 +1168,7 @@ async fn go_issue_54045_no_task_starts_after_the_first_failure() {
     assert!(
         timeline.entries()[1..]
             .iter()
-            .all(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+            .all(|e| matches!(e.outcome, Err(TaskError::NotStarted(_))))
     );
 }
 
@@ -1245,7 +1240,7 @@ async fn kratos_queue_bug_queued_tasks_never_start_after_cancellation() {
     let not_started = timeline
         .entries()
         .iter()
-        .filter(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+        .filter(|e| matches!(e.outcome, Err(TaskError::NotStarted(_))))
         .count();
     assert_eq!(not_started, 5);
 }
