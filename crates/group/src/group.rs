@@ -422,14 +422,30 @@ impl<E, P: Policy> Group<E, P> {
         self.shared.scope.cause()
     }
 
-    /// How many tasks have been spawned into the group.
-    pub fn len(&self) -> usize {
+    /// How many tasks have been spawned into the group so far, whether they are
+    /// queued, running or already ended: the next task's
+    /// [`Handle::index`]. (Unlike tokio's `JoinSet::len`, which counts the tasks
+    /// not yet joined, this never goes down.)
+    ///
+    /// ```
+    /// use fanout_group::Group;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let group = Group::<std::convert::Infallible>::new();
+    /// assert!(group.is_empty());
+    /// group.spawn("a", |_| async { Ok(()) });
+    /// group.spawn("b", |_| async { Ok(()) });
+    /// assert_eq!(group.spawned(), 2);
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn spawned(&self) -> usize {
         self.shared.next_index.load(Ordering::Relaxed)
     }
 
-    /// Whether no task has been spawned yet.
+    /// Whether no task has been spawned yet (`spawned() == 0`); a group whose
+    /// tasks have all ended is not empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.spawned() == 0
     }
 
     /// The group's per-task records, complete once the wait has returned (empty
