@@ -332,13 +332,13 @@ where
             group: self,
             name: name.into(),
             timeout: self.shared.task_timeout,
+            required: false,
         }
     }
 
     fn launch<T, F, Fut>(
         &self,
-        name: TaskName,
-        timeout: Option<Duration>,
+        task: TaskBuilder<'_, E, P>,
         admission: Admission,
         f: F,
     ) -> Handle<T, E>
@@ -351,11 +351,18 @@ where
         let shared = &self.shared;
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
         shared.live.fetch_add(1, Ordering::Relaxed);
+        let TaskBuilder {
+            name,
+            timeout,
+            required,
+            ..
+        } = task;
         let span = tracing::info_span!("task", otel.name = %name, task.index = index);
         let spec = Spec {
             index,
             name: name.clone(),
             timeout,
+            required,
             admission,
             f,
         };
@@ -511,6 +518,22 @@ impl<E: Send + 'static> Group<E, FailFast> {
     }
 }
 
+impl<E> Group<E, CollectAll>
+where
+    E: Display + Send + 'static,
+{
+    /// Spawns a [required](TaskBuilder::required) task: its own failure cancels
+    /// the group. Short for `group.task(name).required().spawn(f)`.
+    pub fn spawn_required<T, F, Fut>(&self, name: impl Into<TaskName>, f: F) -> Handle<T, E>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.task(name).required().spawn(f)
+    }
+}
+
 impl<E: Send + 'static> Group<E, CollectAll> {
     /// Waits for every task of the group and returns each task's outcome of
     /// `handles`, in their shape and order.
@@ -610,6 +633,7 @@ pub struct TaskBuilder<'g, E, P> {
     group: &'g Group<E, P>,
     name: TaskName,
     timeout: Option<Duration>,
+    required: bool,
 }
 
 impl<E, P: Policy> TaskBuilder<'_, E, P>
@@ -617,7 +641,9 @@ where
     E: Display + Send + 'static,
 {
     /// Stops the task with [`TaskError::TimedOut`] if it runs longer than
-    /// `after` (counted from its start). Under fail-fast this fails the group.
+    /// `after` (counted from its start). Under fail-fast, or for a
+    /// [required](TaskBuilder::required) task, this also cancels the group with
+    /// [`Cause::TaskTimedOut`].
     pub fn timeout(mut self, after: Duration) -> Self {
         self.timeout = Some(after);
         self
@@ -654,7 +680,7 @@ where
                 }
             },
         };
-        self.group.launch(self.name, self.timeout, admission, f)
+        self.group.launch(self, admission, f)
     }
 
     /// Like [`Group::try_spawn`].
@@ -676,7 +702,7 @@ where
                 }
             },
         };
-        Ok(self.group.launch(self.name, self.timeout, admission, f))
+        Ok(self.group.launch(self, admission, f))
     }
 
     /// Like [`Group::spawn_when_free`]. If the group is cancelled while waiting,
@@ -698,7 +724,55 @@ where
                 }
             }
         };
-        self.group.launch(self.name, self.timeout, admission, f)
+        self.group.launch(self, admission, f)
+    }
+}
+
+impl<E> TaskBuilder<'_, E, CollectAll>
+where
+    E: Display + Send + 'static,
+{
+    /// Makes the task required: its own failure (an error, a panic, its own
+    /// timeout) cancels the whole collect-all group, as any failure does under
+    /// fail-fast, with [`Cause::TaskFailed`], [`Cause::TaskPanicked`] or
+    /// [`Cause::TaskTimedOut`]. The first cause stands.
+    ///
+    /// `join` still returns every task's own outcome at its place: the required
+    /// task's failure ([`TaskError::Failed`] and the like), and
+    /// [`TaskError::Cancelled`] or [`TaskError::NotStarted`] with that cause for
+    /// the tasks it stopped. A required task that is itself stopped (by the
+    /// deadline, by another required task's failure) has not failed and cancels
+    /// nothing. The tasks that are not required cancel nothing either.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fanout_group::{Cause, Group, TaskError};
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let group = Group::<String>::builder().collect_all().build();
+    /// let ctx = group.context();
+    /// let avatar = group.spawn("avatar", |_| async { Err::<(), _>("404".to_string()) });
+    /// let profile = group.task("profile").required().spawn(|_| async {
+    ///     sleep(Duration::from_millis(50)).await;
+    ///     Err::<(), _>("503".to_string())
+    /// });
+    /// let orders = group.spawn("orders", |_| async {
+    ///     sleep(Duration::from_secs(2)).await;
+    ///     Ok(3)
+    /// });
+    ///
+    /// let (avatar, profile, orders) = group.join((avatar, profile, orders)).await;
+    /// assert!(matches!(avatar, Err(TaskError::Failed(e)) if e == "404")); // cancelled nothing
+    /// assert!(matches!(profile, Err(TaskError::Failed(e)) if e == "503"));
+    /// let cause = Cause::TaskFailed { task: "profile".into(), error: "503".into() };
+    /// assert!(matches!(orders, Err(TaskError::Cancelled(c)) if c == cause));
+    /// assert_eq!(ctx.cause(), Some(cause)); // still readable after the join
+    /// # }
+    /// ```
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
     }
 }
 
@@ -707,6 +781,7 @@ impl<E, P> fmt::Debug for TaskBuilder<'_, E, P> {
         f.debug_struct("TaskBuilder")
             .field("name", &self.name)
             .field("timeout", &self.timeout)
+            .field("required", &self.required)
             .finish()
     }
 }

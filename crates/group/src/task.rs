@@ -78,6 +78,8 @@ pub(crate) struct Spec<F> {
     pub(crate) index: usize,
     pub(crate) name: TaskName,
     pub(crate) timeout: Option<Duration>,
+    /// Whether its own failure cancels a collect-all group.
+    pub(crate) required: bool,
     pub(crate) admission: Admission,
     pub(crate) f: F,
 }
@@ -99,6 +101,8 @@ pin_project! {
         stage: Stage<F, Fut>,
         index: usize,
         name: TaskName,
+        // Whether its own failure cancels a collect-all group.
+        required: bool,
         live: Live<E>,
     }
 }
@@ -150,6 +154,7 @@ impl<E, F, Fut> Task<E, F, Fut> {
             },
             index: spec.index,
             name: spec.name,
+            required: spec.required,
             live: Live(shared),
         }
     }
@@ -266,13 +271,9 @@ where
         };
         // The task's future is gone before the outcome is settled.
         this.stage.set(Stage::Done);
-        let Ended {
-            result,
-            spawned,
-            started,
-            permit,
-        } = ended;
-        let finished = settle(shared, *this.index, this.name, spawned, started, result);
+        let mut ended = ended;
+        let permit = ended.permit.take();
+        let finished = settle(shared, *this.index, this.name, *this.required, ended);
         // The slot is freed only now, after a failure has cancelled the group:
         // the queued task it wakes then cannot start, whichever worker polls it.
         drop(permit);
@@ -285,6 +286,7 @@ struct Ended<T, E> {
     result: Result<T, TaskError<E>>,
     spawned: Option<Instant>,
     started: Option<Instant>,
+    /// Held until the outcome is settled.
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -381,15 +383,21 @@ fn panicked<E>(shared: &Shared<E>, payload: Box<dyn Any + Send>) -> TaskError<E>
 }
 
 /// Settles a task's end by the group's policy: records it, cancels the group
-/// if the policy makes this end cancel it, and says what the handle yields.
+/// if this end is a failure that the policy lets cancel it, and says what the
+/// task's handle yields.
 fn settle<T, E: Display>(
     shared: &Shared<E>,
     index: usize,
     name: &TaskName,
-    spawned: Option<Instant>,
-    started: Option<Instant>,
-    result: Result<T, TaskError<E>>,
+    required: bool,
+    ended: Ended<T, E>,
 ) -> Finished<T, E> {
+    let Ended {
+        result,
+        spawned,
+        started,
+        permit: _,
+    } = ended;
     let record = |outcome: Outcome| {
         if let Some(timeline) = &shared.timeline {
             let finished = Instant::now();
@@ -411,8 +419,14 @@ fn settle<T, E: Display>(
         Err(error) => error,
     };
     shared.any_unsuccessful.store(true, Ordering::Release);
-    // A task's own failure, not its being stopped by the group, may cancel it.
-    let cancels = !error.is_cancelled() && shared.policy == PolicyKind::FailFast;
+    // Only the task's own failure, never its being stopped by the group,
+    // cancels: under fail-fast, and under collect-all for a required task.
+    let cancels = !error.is_cancelled()
+        && match shared.policy {
+            PolicyKind::FailFast => true,
+            PolicyKind::CollectAll => required,
+            PolicyKind::FirstSuccess => false,
+        };
     // Displayed once, and only when the timeline or a cause will read it.
     let shown = (cancels || shared.timeline.is_some()).then(|| error.shown());
     let cause = shown
@@ -422,8 +436,11 @@ fn settle<T, E: Display>(
     if let Some(shown) = shown {
         record(Err(shown));
     }
+    // The first cause stands: a later failure cancels nothing.
     let cancelled = cause.is_some_and(|cause| shared.scope.cancel(cause));
     if cancelled && shared.policy == PolicyKind::FailFast {
+        // Fail-fast's wait returns this failure, so the group takes the error;
+        // collect-all leaves it to the task's handle, at its place in `join`.
         shared.set_failure(GroupError::of_task(name.clone(), error));
         return None;
     }
