@@ -150,10 +150,10 @@ impl<E, P: Policy> Builder<E, P> {
     }
 
     /// Whether tasks record themselves in the group's [`Timeline`] (on by
-    /// default). Recording reads the clock twice per task (start and end), which
-    /// for trivial tasks is about a fifth of their whole cost (see
-    /// `BENCHMARKS.md`); turn it off for hot loops of tiny tasks whose timing
-    /// nobody reads. Tracing spans are kept either way.
+    /// default). Recording reads the clock twice per task (start and end), a
+    /// noticeable part of what a trivial task costs; turn it off for hot loops
+    /// of tiny tasks whose timing nobody reads. Tracing spans are kept either
+    /// way.
     pub fn record_timeline(mut self, record: bool) -> Self {
         self.record_timeline = record;
         self
@@ -367,9 +367,7 @@ where
             f,
         };
         // Boxed: tokio moves a spawned future several times on its way into the
-        // task cell, and a cell holding the whole task is larger than a cell and
-        // a box together are worth (spawn + join of 1 000 tasks: 450 µs unboxed,
-        // 350 µs boxed; see BENCHMARKS.md).
+        // task cell, and those moves of the whole task cost more than one box.
         let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec)).instrument(span));
         Handle {
             group: shared.id,
@@ -598,7 +596,7 @@ impl<E, P> Drop for Group<E, P> {
         let finished = self.shared.live.load(Ordering::Acquire) == 0;
         // With every task gone and no context, canceller, child group or
         // watchdog holding the scope, nobody can observe the cancellation: skip
-        // it (it takes the token tree's lock, about a third of a small group's
+        // it (it takes the token tree's lock, a large part of a small group's
         // fixed cost). Nothing can clone the scope meanwhile: only this group
         // or an existing holder could.
         if finished && Arc::strong_count(&self.shared.scope) == 1 {

@@ -91,9 +91,11 @@ pin_project! {
     /// panic into a value, and settles the outcome by the policy.
     ///
     /// Written by hand rather than as an `async fn`: the compiler's state machine
-    /// kept every local of every stage side by side (328 bytes around a trivial
-    /// future); this one is 112, and what only some tasks need (a permit, a
-    /// timeout, a queueing time) is boxed apart.
+    /// kept every local of every stage side by side; this one holds only the
+    /// current stage's, and what only some tasks need (a permit, a timeout, a
+    /// queueing time) is boxed apart. Its size matters: it is allocated for
+    /// every task, and the allocator reuses small blocks at once instead of
+    /// handing the memory back to the kernel and faulting it in again.
     pub(crate) struct Task<E, F, Fut> {
         // Declared first, so dropped first: the task's own future is gone before
         // `live` lets the group's wait return.

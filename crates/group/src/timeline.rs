@@ -31,7 +31,7 @@ pub struct Entry {
     /// When it was spawned, if it had to wait for room under the group's limit;
     /// otherwise the same instant as `started` (or `finished`, if it never
     /// started). The time a task waits for the runtime's first poll is not
-    /// recorded: that clock read would cost as much as the rest of the record.
+    /// recorded: that clock read would be a large part of the record's cost.
     pub spawned: Instant,
     /// When its closure was called; `None` if it never started. Later than
     /// `spawned` when it waited behind the group's limit.
