@@ -659,21 +659,20 @@ where
             Some((_, sem)) => match sem.clone().try_acquire_owned() {
                 Ok(permit) => Admission::Held(permit),
                 Err(_) => {
+                    // Read only for a task that waits, in a group that records
+                    // its timeline (see `Entry::spawned`).
+                    let spawned = self.group.shared.timeline.is_some().then(Instant::now);
+                    let scope = &self.group.shared.scope;
+                    let mut acquire = task::acquire(scope, sem.clone(), spawned);
                     // Poll once to take a place in the semaphore's FIFO queue now,
                     // in submission order; the task's own polls then replace the
                     // no-op waker with its real one.
-                    let mut acquire = task::acquire(&self.group.shared.scope, sem.clone());
                     let mut cx = TaskCx::from_waker(Waker::noop());
                     match acquire.as_mut().poll(&mut cx) {
-                        Poll::Ready(Some(permit)) => Admission::Held(permit),
+                        Poll::Ready((Some(permit), _)) => Admission::Held(permit),
                         // Cancelled: the task will find out before starting.
-                        Poll::Ready(None) => Admission::Free,
-                        Poll::Pending => Admission::Queued {
-                            acquire,
-                            // Read only for a task that waits, in a group that
-                            // records its timeline (see `Entry::spawned`).
-                            spawned: self.group.shared.timeline.is_some().then(Instant::now),
-                        },
+                        Poll::Ready((None, _)) => Admission::Free,
+                        Poll::Pending => Admission::Queued(acquire),
                     }
                 }
             },

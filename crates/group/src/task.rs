@@ -26,20 +26,28 @@ use crate::{
     shared::{PolicyKind, Shared},
 };
 
-/// A queued acquisition of a slot under the group's limit, given up when the
-/// group is cancelled (`None`).
-pub(crate) type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+/// A queued task's wait for its slot under the group's limit: yields the slot
+/// (`None` if the group was cancelled first) and when the task was queued.
+pub(crate) type Acquire = Pin<Box<dyn Future<Output = Queued> + Send>>;
+
+/// What a queued task's wait yields.
+pub(crate) type Queued = (Option<OwnedSemaphorePermit>, Option<Instant>);
 
 /// Waits for a slot of `semaphore` unless `scope` is cancelled first. (If both
 /// happen in the same poll the slot is taken; the task still finds the group
-/// cancelled before it starts.)
-pub(crate) fn acquire(scope: &Scope, semaphore: Arc<Semaphore>) -> Acquire {
+/// cancelled before it starts.) `spawned` is carried along in the box, which
+/// only queued tasks pay for.
+pub(crate) fn acquire(
+    scope: &Scope,
+    semaphore: Arc<Semaphore>,
+    spawned: Option<Instant>,
+) -> Acquire {
     let acquired = scope
         .token()
         .clone()
         .run_until_cancelled_owned(semaphore.acquire_owned());
     // The semaphore is never closed: `Err` cannot happen, and would mean no slot.
-    Box::pin(async move { acquired.await.and_then(Result::ok) })
+    Box::pin(async move { (acquired.await.and_then(Result::ok), spawned) })
 }
 
 /// How a task gets its slot under the group's limit.
@@ -50,11 +58,7 @@ pub(crate) enum Admission {
     Held(OwnedSemaphorePermit),
     /// Waiting in the semaphore's FIFO queue; already enqueued at spawn time, so
     /// tasks start in submission order whatever order the runtime polls them in.
-    Queued {
-        acquire: Acquire,
-        /// When it was spawned, if the group records its timeline.
-        spawned: Option<Instant>,
-    },
+    Queued(Acquire),
 }
 
 /// What a task's join handle yields: the task's outcome, or `None` when its
@@ -183,13 +187,10 @@ where
                     let (permit, spawned) = match std::mem::replace(admission, Admission::Free) {
                         Admission::Free => (None, None),
                         Admission::Held(permit) => (Some(permit), None),
-                        Admission::Queued {
-                            mut acquire,
-                            spawned,
-                        } => match acquire.as_mut().poll(cx) {
-                            Poll::Ready(permit) => (permit, spawned),
+                        Admission::Queued(mut acquire) => match acquire.as_mut().poll(cx) {
+                            Poll::Ready(queued) => queued,
                             Poll::Pending => {
-                                *admission = Admission::Queued { acquire, spawned };
+                                *admission = Admission::Queued(acquire);
                                 return Poll::Pending;
                             }
                         },
