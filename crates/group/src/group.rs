@@ -41,7 +41,8 @@ pub trait Policy: sealed::Sealed + Send + Sync + 'static {}
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FailFast;
 
-/// Nothing is cancelled by a failure; `join` returns each task's own outcome.
+/// Nothing is cancelled by a failure, except a [required](TaskBuilder::required)
+/// task's; `join` returns each task's own outcome.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CollectAll;
 
@@ -104,7 +105,8 @@ impl<E, P: Policy> Builder<E, P> {
         self.with_policy(PolicyKind::FailFast)
     }
 
-    /// Collect-all: failures cancel nothing; every task's outcome is returned.
+    /// Collect-all: failures cancel nothing (except those of
+    /// [required](TaskBuilder::required) tasks); every task's outcome is returned.
     pub fn collect_all(self) -> Builder<E, CollectAll> {
         self.with_policy(PolicyKind::CollectAll)
     }
