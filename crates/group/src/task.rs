@@ -28,10 +28,8 @@ use crate::{
 
 /// A queued task's wait for its slot under the group's limit: yields the slot
 /// (`None` if the group was cancelled first) and when the task was queued.
-pub(crate) type Acquire = Pin<Box<dyn Future<Output = Queued> + Send>>;
-
-/// What a queued task's wait yields.
-pub(crate) type Queued = (Option<OwnedSemaphorePermit>, Option<Instant>);
+pub(crate) type Acquire =
+    Pin<Box<dyn Future<Output = (Option<OwnedSemaphorePermit>, Option<Instant>)> + Send>>;
 
 /// Waits for a slot of `semaphore` unless `scope` is cancelled first. (If both
 /// happen in the same poll the slot is taken; the task still finds the group
@@ -177,7 +175,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared = &*this.live.0;
-        let ended = loop {
+        let mut ended = loop {
             match this.stage.as_mut().project() {
                 StageProj::Admitting {
                     f,
@@ -274,7 +272,6 @@ where
         };
         // The task's future is gone before the outcome is settled.
         this.stage.set(Stage::Done);
-        let mut ended = ended;
         let permit = ended.permit.take();
         let finished = settle(shared, *this.index, this.name, *this.required, ended);
         // The slot is freed only now, after a failure has cancelled the group:
@@ -399,7 +396,7 @@ fn settle<T, E: Display>(
         result,
         spawned,
         started,
-        permit: _,
+        permit: _, // taken by the caller, which frees it after this
     } = ended;
     let record = |outcome: Outcome| {
         if let Some(timeline) = &shared.timeline {
