@@ -20,22 +20,25 @@ use crate::TaskName;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Cause {
-    /// A sibling task returned an error (fail-fast policy).
+    /// A task returned an error, under fail-fast or as a
+    /// [required](crate::TaskBuilder::required) task under collect-all.
     TaskFailed {
         /// The task that failed.
         task: TaskName,
         /// Its error, as displayed.
         error: Arc<str>,
     },
-    /// A sibling task panicked (fail-fast policy).
+    /// A task panicked, under fail-fast or as a
+    /// [required](crate::TaskBuilder::required) task under collect-all.
     TaskPanicked {
         /// The task that panicked.
         task: TaskName,
         /// The panic message.
         message: Arc<str>,
     },
-    /// A task's own timeout expired. Seen by that task's context under every policy,
-    /// and by its siblings under fail-fast.
+    /// A task's own timeout expired. Seen by that task's context under every
+    /// policy, and by its siblings under fail-fast or when the task is
+    /// [required](crate::TaskBuilder::required) under collect-all.
     TaskTimedOut {
         /// The task whose timeout expired.
         task: TaskName,

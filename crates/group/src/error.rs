@@ -1,13 +1,17 @@
 //! What can go wrong with a task, and with a group.
 
-use std::{fmt, time::Duration};
+use std::{any::Any, fmt, sync::Arc, time::Duration};
 
 use crate::{Cause, TaskName};
 
 /// How one task ended, when it did not succeed.
 ///
-/// Returned per task by the collect-all policy and inside [`AllFailed`].
-#[derive(Debug, thiserror::Error)]
+/// A task's end is described once, as a `Result<T, TaskError<E>>`: it is what
+/// a collect-all `join` returns for the task and what [`AllFailed`] lists; the
+/// [`Timeline`](crate::Timeline) records the same value with the error as
+/// displayed ([`Outcome`](crate::Outcome)); and a fail-fast group's
+/// [`GroupError`], like the [`Cause`] its other tasks see, is made from it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError<E> {
     /// The task returned this error.
@@ -46,6 +50,57 @@ impl<E> TaskError<E> {
     /// Whether the task was stopped or never started because its group was cancelled.
     pub fn is_cancelled(&self) -> bool {
         matches!(self, TaskError::Cancelled(_) | TaskError::NotStarted(_))
+    }
+
+    /// The same end with the task's error as displayed: what the timeline and
+    /// a [`Cause`] keep.
+    pub(crate) fn shown(&self) -> TaskError<Arc<str>>
+    where
+        E: fmt::Display,
+    {
+        match self {
+            TaskError::Failed(error) => TaskError::Failed(error.to_string().into()),
+            TaskError::Panicked { message } => TaskError::Panicked {
+                message: message.clone(),
+            },
+            TaskError::TimedOut { after } => TaskError::TimedOut { after: *after },
+            TaskError::Cancelled(cause) => TaskError::Cancelled(cause.clone()),
+            TaskError::NotStarted(cause) => TaskError::NotStarted(cause.clone()),
+        }
+    }
+}
+
+impl TaskError<Arc<str>> {
+    /// The cause that task `task` cancels its group with when this, its own
+    /// failure, does; `None` when the task was itself stopped by the group.
+    pub(crate) fn cause(&self, task: &TaskName) -> Option<Cause> {
+        let task = task.clone();
+        match self {
+            TaskError::Failed(error) => Some(Cause::TaskFailed {
+                task,
+                error: error.clone(),
+            }),
+            TaskError::Panicked { message } => Some(Cause::TaskPanicked {
+                task,
+                message: message.as_str().into(),
+            }),
+            TaskError::TimedOut { after } => Some(Cause::TaskTimedOut {
+                task,
+                after: *after,
+            }),
+            TaskError::Cancelled(_) | TaskError::NotStarted(_) => None,
+        }
+    }
+}
+
+/// A panic's message: its payload if that is a string, else `"Box<dyn Any>"`.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
     }
 }
 
@@ -100,6 +155,19 @@ pub enum GroupError<E> {
 }
 
 impl<E> GroupError<E> {
+    /// The failure of a fail-fast group, from the end of the task `task` that
+    /// caused it.
+    pub(crate) fn of_task(task: TaskName, error: TaskError<E>) -> Self {
+        match error {
+            TaskError::Failed(error) => GroupError::Failed { task, error },
+            TaskError::Panicked { message } => GroupError::Panicked { task, message },
+            TaskError::TimedOut { after } => GroupError::TimedOut { task, after },
+            TaskError::Cancelled(cause) | TaskError::NotStarted(cause) => {
+                GroupError::Cancelled(cause)
+            }
+        }
+    }
+
     /// The task whose failure this is, if the failure was a task's.
     pub fn task(&self) -> Option<&str> {
         match self {

@@ -1,13 +1,11 @@
 //! The group: spawning under a policy, a limit and a deadline, and waiting.
 
 use std::{
-    any::Any,
     fmt::{self, Display},
     future::Future,
     marker::PhantomData,
-    pin::pin,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context as TaskCx, Poll, Waker},
@@ -26,7 +24,8 @@ use crate::{
     Timeline,
     context::Scope,
     error::TrySpawnError,
-    task::{self, Admission, Either, Finished, Spec, first_of},
+    shared::{PolicyKind, Shared},
+    task::{self, Admission, Spec},
 };
 
 mod sealed {
@@ -42,7 +41,8 @@ pub trait Policy: sealed::Sealed + Send + Sync + 'static {}
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FailFast;
 
-/// Nothing is cancelled by a failure; `join` returns each task's own outcome.
+/// Nothing is cancelled by a failure, except a [required](TaskBuilder::required)
+/// task's; `join` returns each task's own outcome.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CollectAll;
 
@@ -57,49 +57,6 @@ impl sealed::Sealed for FirstSuccess {}
 impl Policy for FailFast {}
 impl Policy for CollectAll {}
 impl Policy for FirstSuccess {}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PolicyKind {
-    FailFast,
-    CollectAll,
-    FirstSuccess,
-}
-
-/// What the group's tasks share with it.
-pub(crate) struct Shared<E> {
-    id: u64,
-    pub(crate) scope: Arc<Scope>,
-    pub(crate) policy: PolicyKind,
-    limit: Option<(usize, Arc<Semaphore>)>,
-    task_timeout: Option<Duration>,
-    pub(crate) resume_panics: bool,
-    next_index: AtomicUsize,
-    pub(crate) live: AtomicUsize,
-    pub(crate) all_done: Notify,
-    /// Whether any task ended without succeeding (a fail-fast group then fails
-    /// even if that task's handle was not passed to `join`).
-    pub(crate) any_unsuccessful: AtomicBool,
-    /// The failure that cancelled a fail-fast group.
-    failure: Mutex<Option<GroupError<E>>>,
-    /// The first panic, kept only when panics are resumed at the wait.
-    panic: Mutex<Option<Box<dyn Any + Send>>>,
-    /// The first success of a first-success group.
-    pub(crate) winner: OnceLock<usize>,
-    /// `None` when the group does not record its timeline.
-    pub(crate) timeline: Option<Timeline>,
-}
-
-impl<E> Shared<E> {
-    pub(crate) fn set_failure(&self, failure: GroupError<E>) {
-        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert(failure);
-    }
-
-    pub(crate) fn set_panic(&self, payload: Box<dyn Any + Send>) {
-        let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert(payload);
-    }
-}
 
 static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -148,7 +105,8 @@ impl<E, P: Policy> Builder<E, P> {
         self.with_policy(PolicyKind::FailFast)
     }
 
-    /// Collect-all: failures cancel nothing; every task's outcome is returned.
+    /// Collect-all: failures cancel nothing (except those of
+    /// [required](TaskBuilder::required) tasks); every task's outcome is returned.
     pub fn collect_all(self) -> Builder<E, CollectAll> {
         self.with_policy(PolicyKind::CollectAll)
     }
@@ -194,10 +152,10 @@ impl<E, P: Policy> Builder<E, P> {
     }
 
     /// Whether tasks record themselves in the group's [`Timeline`] (on by
-    /// default). Recording reads the clock twice per task (start and end), which
-    /// for trivial tasks is about a fifth of their whole cost (see
-    /// `BENCHMARKS.md`); turn it off for hot loops of tiny tasks whose timing
-    /// nobody reads. Tracing spans are kept either way.
+    /// default). Recording reads the clock twice per task (start and end), a
+    /// noticeable part of what a trivial task costs; turn it off for hot loops
+    /// of tiny tasks whose timing nobody reads. Tracing spans are kept either
+    /// way.
     pub fn record_timeline(mut self, record: bool) -> Self {
         self.record_timeline = record;
         self
@@ -376,13 +334,13 @@ where
             group: self,
             name: name.into(),
             timeout: self.shared.task_timeout,
+            required: false,
         }
     }
 
     fn launch<T, F, Fut>(
         &self,
-        name: TaskName,
-        timeout: Option<Duration>,
+        task: TaskBuilder<'_, E, P>,
         admission: Admission,
         f: F,
     ) -> Handle<T, E>
@@ -395,18 +353,23 @@ where
         let shared = &self.shared;
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
         shared.live.fetch_add(1, Ordering::Relaxed);
+        let TaskBuilder {
+            name,
+            timeout,
+            required,
+            ..
+        } = task;
         let span = tracing::info_span!("task", otel.name = %name, task.index = index);
         let spec = Spec {
             index,
             name: name.clone(),
             timeout,
+            required,
             admission,
             f,
         };
         // Boxed: tokio moves a spawned future several times on its way into the
-        // task cell, and a cell holding the whole task is larger than a cell and
-        // a box together are worth (spawn + join of 1 000 tasks: 450 µs unboxed,
-        // 350 µs boxed; see BENCHMARKS.md).
+        // task cell, and those moves of the whole task cost more than one box.
         let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec)).instrument(span));
         Handle {
             group: shared.id,
@@ -425,8 +388,9 @@ where
         self.watchdog.get_or_init(|| {
             let scope = self.shared.scope.clone();
             tokio::spawn(async move {
-                let cancelled = scope.token().cancelled();
-                if tokio::time::timeout_at(at, cancelled).await.is_err() {
+                let expiry = tokio::time::sleep_until(at);
+                if scope.token().run_until_cancelled(expiry).await.is_some() {
+                    // A no-op if something cancelled the group meanwhile.
                     scope.cancel(Cause::DeadlineExpired { after });
                 }
             })
@@ -465,14 +429,30 @@ impl<E, P: Policy> Group<E, P> {
         self.shared.scope.cause()
     }
 
-    /// How many tasks have been spawned into the group.
-    pub fn len(&self) -> usize {
+    /// How many tasks have been spawned into the group so far, whether they are
+    /// queued, running or already ended: the next task's
+    /// [`Handle::index`]. (Unlike tokio's `JoinSet::len`, which counts the tasks
+    /// not yet joined, this never goes down.)
+    ///
+    /// ```
+    /// use fanout_group::Group;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let group = Group::<std::convert::Infallible>::new();
+    /// assert!(group.is_empty());
+    /// group.spawn("a", |_| async { Ok(()) });
+    /// group.spawn("b", |_| async { Ok(()) });
+    /// assert_eq!(group.spawned(), 2);
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn spawned(&self) -> usize {
         self.shared.next_index.load(Ordering::Relaxed)
     }
 
-    /// Whether no task has been spawned yet.
+    /// Whether no task has been spawned yet (`spawned() == 0`); a group whose
+    /// tasks have all ended is not empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.spawned() == 0
     }
 
     /// The group's per-task records, complete once the wait has returned (empty
@@ -498,23 +478,9 @@ impl<E, P: Policy> Group<E, P> {
     }
 
     fn resume_panic(&self) {
-        let payload = self
-            .shared
-            .panic
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(payload) = payload {
+        if let Some(payload) = self.shared.take_panic() {
             std::panic::resume_unwind(payload);
         }
-    }
-
-    fn take_failure(&self) -> Option<GroupError<E>> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
     }
 }
 
@@ -535,7 +501,7 @@ impl<E: Send + 'static> Group<E, FailFast> {
         let values = handles.all_ok().await;
         self.reap().await;
         self.resume_panic();
-        if let Some(failure) = self.take_failure() {
+        if let Some(failure) = self.shared.take_failure() {
             return Err(failure);
         }
         match values {
@@ -549,6 +515,22 @@ impl<E: Send + 'static> Group<E, FailFast> {
     /// Waits for every task; `Ok` if all succeeded, else the first failure.
     pub async fn wait(self) -> Result<(), GroupError<E>> {
         self.join(()).await
+    }
+}
+
+impl<E> Group<E, CollectAll>
+where
+    E: Display + Send + 'static,
+{
+    /// Spawns a [required](TaskBuilder::required) task: its own failure cancels
+    /// the group. Short for `group.task(name).required().spawn(f)`.
+    pub fn spawn_required<T, F, Fut>(&self, name: impl Into<TaskName>, f: F) -> Handle<T, E>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.task(name).required().spawn(f)
     }
 }
 
@@ -595,17 +577,14 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
         for handle in handles {
             let (name, index) = (handle.name.clone(), handle.index);
             match handle.finish().await {
-                Finished::Ok(value) if self.shared.winner.get() == Some(&index) => {
-                    winner = Some(value)
-                }
+                Some(Ok(value)) if self.shared.winner.get() == Some(&index) => winner = Some(value),
                 // Lost the race by a hair; used only if the winner's handle is absent.
-                Finished::Ok(value) => {
+                Some(Ok(value)) => {
                     other_success.get_or_insert(value);
                 }
-                Finished::Err(err) => failures.push((name, err)),
-                Finished::Reported => {
-                    failures.push((name, TaskError::Cancelled(Cause::GroupFinished)))
-                }
+                Some(Err(err)) => failures.push((name, err)),
+                // Only fail-fast groups take a task's error.
+                None => failures.push((name, TaskError::Cancelled(Cause::GroupFinished))),
             }
         }
         self.reap().await;
@@ -619,7 +598,7 @@ impl<E, P> Drop for Group<E, P> {
         let finished = self.shared.live.load(Ordering::Acquire) == 0;
         // With every task gone and no context, canceller, child group or
         // watchdog holding the scope, nobody can observe the cancellation: skip
-        // it (it takes the token tree's lock, about a third of a small group's
+        // it (it takes the token tree's lock, a large part of a small group's
         // fixed cost). Nothing can clone the scope meanwhile: only this group
         // or an existing holder could.
         if finished && Arc::strong_count(&self.shared.scope) == 1 {
@@ -654,6 +633,7 @@ pub struct TaskBuilder<'g, E, P> {
     group: &'g Group<E, P>,
     name: TaskName,
     timeout: Option<Duration>,
+    required: bool,
 }
 
 impl<E, P: Policy> TaskBuilder<'_, E, P>
@@ -661,7 +641,9 @@ where
     E: Display + Send + 'static,
 {
     /// Stops the task with [`TaskError::TimedOut`] if it runs longer than
-    /// `after` (counted from its start). Under fail-fast this fails the group.
+    /// `after` (counted from its start). Under fail-fast, or for a
+    /// [required](TaskBuilder::required) task, this also cancels the group with
+    /// [`Cause::TaskTimedOut`].
     pub fn timeout(mut self, after: Duration) -> Self {
         self.timeout = Some(after);
         self
@@ -679,26 +661,25 @@ where
             Some((_, sem)) => match sem.clone().try_acquire_owned() {
                 Ok(permit) => Admission::Held(permit),
                 Err(_) => {
+                    // Read only for a task that waits, in a group that records
+                    // its timeline (see `Entry::spawned`).
+                    let spawned = self.group.shared.timeline.is_some().then(Instant::now);
+                    let scope = &self.group.shared.scope;
+                    let mut acquire = task::acquire(scope, sem.clone(), spawned);
                     // Poll once to take a place in the semaphore's FIFO queue now,
                     // in submission order; the task's own polls then replace the
                     // no-op waker with its real one.
-                    let mut acquire = task::acquire(&self.group.shared.scope, sem.clone());
                     let mut cx = TaskCx::from_waker(Waker::noop());
                     match acquire.as_mut().poll(&mut cx) {
-                        Poll::Ready(Some(permit)) => Admission::Held(permit),
+                        Poll::Ready((Some(permit), _)) => Admission::Held(permit),
                         // Cancelled: the task will find out before starting.
-                        Poll::Ready(None) => Admission::Free,
-                        Poll::Pending => Admission::Queued {
-                            acquire,
-                            // Read only for a task that waits, in a group that
-                            // records its timeline (see `Entry::spawned`).
-                            spawned: self.group.shared.timeline.is_some().then(Instant::now),
-                        },
+                        Poll::Ready((None, _)) => Admission::Free,
+                        Poll::Pending => Admission::Queued(acquire),
                     }
                 }
             },
         };
-        self.group.launch(self.name, self.timeout, admission, f)
+        self.group.launch(self, admission, f)
     }
 
     /// Like [`Group::try_spawn`].
@@ -720,7 +701,7 @@ where
                 }
             },
         };
-        Ok(self.group.launch(self.name, self.timeout, admission, f))
+        Ok(self.group.launch(self, admission, f))
     }
 
     /// Like [`Group::spawn_when_free`]. If the group is cancelled while waiting,
@@ -734,15 +715,63 @@ where
         let admission = match &self.group.shared.limit {
             None => Admission::Free,
             Some((_, sem)) => {
-                let cancelled = pin!(self.group.shared.scope.token().cancelled());
-                match first_of(cancelled, sem.clone().acquire_owned()).await {
-                    Either::Right(Ok(permit)) => Admission::Held(permit),
+                let token = self.group.shared.scope.token();
+                match token.run_until_cancelled(sem.clone().acquire_owned()).await {
+                    Some(Ok(permit)) => Admission::Held(permit),
                     // Cancelled: the task will find out before starting.
-                    Either::Left(()) | Either::Right(Err(_)) => Admission::Free,
+                    Some(Err(_)) | None => Admission::Free,
                 }
             }
         };
-        self.group.launch(self.name, self.timeout, admission, f)
+        self.group.launch(self, admission, f)
+    }
+}
+
+impl<E> TaskBuilder<'_, E, CollectAll>
+where
+    E: Display + Send + 'static,
+{
+    /// Makes the task required: its own failure (an error, a panic, its own
+    /// timeout) cancels the whole collect-all group, as any failure does under
+    /// fail-fast, with [`Cause::TaskFailed`], [`Cause::TaskPanicked`] or
+    /// [`Cause::TaskTimedOut`]. The first cause stands.
+    ///
+    /// `join` still returns every task's own outcome at its place: the required
+    /// task's failure ([`TaskError::Failed`] and the like), and
+    /// [`TaskError::Cancelled`] or [`TaskError::NotStarted`] with that cause for
+    /// the tasks it stopped. A required task that is itself stopped (by the
+    /// deadline, by another required task's failure) has not failed and cancels
+    /// nothing. The tasks that are not required cancel nothing either.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fanout_group::{Cause, Group, TaskError};
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let group = Group::<String>::builder().collect_all().build();
+    /// let ctx = group.context();
+    /// let avatar = group.spawn("avatar", |_| async { Err::<(), _>("404".to_string()) });
+    /// let profile = group.task("profile").required().spawn(|_| async {
+    ///     sleep(Duration::from_millis(50)).await;
+    ///     Err::<(), _>("503".to_string())
+    /// });
+    /// let orders = group.spawn("orders", |_| async {
+    ///     sleep(Duration::from_secs(2)).await;
+    ///     Ok(3)
+    /// });
+    ///
+    /// let (avatar, profile, orders) = group.join((avatar, profile, orders)).await;
+    /// assert!(matches!(avatar, Err(TaskError::Failed(e)) if e == "404")); // cancelled nothing
+    /// assert!(matches!(profile, Err(TaskError::Failed(e)) if e == "503"));
+    /// let cause = Cause::TaskFailed { task: "profile".into(), error: "503".into() };
+    /// assert!(matches!(orders, Err(TaskError::Cancelled(c)) if c == cause));
+    /// assert_eq!(ctx.cause(), Some(cause)); // still readable after the join
+    /// # }
+    /// ```
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
     }
 }
 
@@ -751,6 +780,7 @@ impl<E, P> fmt::Debug for TaskBuilder<'_, E, P> {
         f.debug_struct("TaskBuilder")
             .field("name", &self.name)
             .field("timeout", &self.timeout)
+            .field("required", &self.required)
             .finish()
     }
 }

@@ -4,7 +4,7 @@ use std::{fmt, future::Future};
 
 use tokio::task::JoinHandle;
 
-use crate::{Cause, TaskError, TaskName, task::Finished};
+use crate::{Cause, TaskError, TaskName, error::panic_message, task::Finished};
 
 /// A typed handle to one task of a group, returned by every spawn.
 ///
@@ -35,10 +35,10 @@ impl<T, E> Handle<T, E> {
             Ok(finished) => finished,
             // Panics are caught inside the task; a join error means the runtime
             // dropped the task (it is shutting down).
-            Err(err) if err.is_panic() => Finished::Err(TaskError::Panicked {
-                message: crate::task::panic_message(err.into_panic().as_ref()),
-            }),
-            Err(_) => Finished::Err(TaskError::Cancelled(Cause::GroupDropped)),
+            Err(err) if err.is_panic() => Some(Err(TaskError::Panicked {
+                message: panic_message(err.into_panic().as_ref()),
+            })),
+            Err(_) => Some(Err(TaskError::Cancelled(Cause::GroupDropped))),
         }
     }
 }
@@ -93,19 +93,13 @@ impl<T: Send + 'static, E: Send + 'static> Handles<E> for Handle<T, E> {
     }
 
     async fn all_ok(self) -> Option<T> {
-        match self.finish().await {
-            Finished::Ok(value) => Some(value),
-            Finished::Err(_) | Finished::Reported => None,
-        }
+        self.finish().await.and_then(Result::ok)
     }
 
     async fn outcomes(self) -> Result<T, TaskError<E>> {
-        match self.finish().await {
-            Finished::Ok(value) => Ok(value),
-            Finished::Err(err) => Err(err),
-            // Only fail-fast groups move an error out, and they never ask for outcomes.
-            Finished::Reported => Err(TaskError::Cancelled(Cause::GroupFinished)),
-        }
+        // Only fail-fast groups take a task's error, and they never ask for outcomes.
+        let taken = || Err(TaskError::Cancelled(Cause::GroupFinished));
+        self.finish().await.unwrap_or_else(taken)
     }
 }
 

@@ -7,6 +7,7 @@ mod error;
 mod group;
 mod handle;
 mod name;
+mod shared;
 mod task;
 mod timeline;
 

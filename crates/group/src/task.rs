@@ -6,7 +6,7 @@ use std::{
     fmt::Display,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
-    pin::{Pin, pin},
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context as TaskCx, Poll},
     time::Duration,
@@ -20,25 +20,32 @@ use tokio::{
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::{
-    Cause, Context, GroupError, TaskError, TaskName,
+    Cause, Context, GroupError, Outcome, TaskError, TaskName,
     context::Scope,
-    group::{PolicyKind, Shared},
-    timeline::Outcome,
+    error::panic_message,
+    shared::{PolicyKind, Shared},
 };
 
-/// A queued acquisition of a slot under the group's limit, given up when the
-/// group is cancelled (`None`).
-pub(crate) type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+/// A queued task's wait for its slot under the group's limit: yields the slot
+/// (`None` if the group was cancelled first) and when the task was queued.
+pub(crate) type Acquire =
+    Pin<Box<dyn Future<Output = (Option<OwnedSemaphorePermit>, Option<Instant>)> + Send>>;
 
-/// Waits for a slot of `semaphore` unless `scope` is cancelled first.
-pub(crate) fn acquire(scope: &Scope, semaphore: Arc<Semaphore>) -> Acquire {
-    let cancelled = scope.token().clone().cancelled_owned();
-    Box::pin(async move {
-        match first_of(cancelled, semaphore.acquire_owned()).await {
-            Either::Right(Ok(permit)) => Some(permit),
-            Either::Left(()) | Either::Right(Err(_)) => None,
-        }
-    })
+/// Waits for a slot of `semaphore` unless `scope` is cancelled first. (If both
+/// happen in the same poll the slot is taken; the task still finds the group
+/// cancelled before it starts.) `spawned` is carried along in the box, which
+/// only queued tasks pay for.
+pub(crate) fn acquire(
+    scope: &Scope,
+    semaphore: Arc<Semaphore>,
+    spawned: Option<Instant>,
+) -> Acquire {
+    let acquired = scope
+        .token()
+        .clone()
+        .run_until_cancelled_owned(semaphore.acquire_owned());
+    // The semaphore is never closed: `Err` cannot happen, and would mean no slot.
+    Box::pin(async move { (acquired.await.and_then(Result::ok), spawned) })
 }
 
 /// How a task gets its slot under the group's limit.
@@ -49,21 +56,13 @@ pub(crate) enum Admission {
     Held(OwnedSemaphorePermit),
     /// Waiting in the semaphore's FIFO queue; already enqueued at spawn time, so
     /// tasks start in submission order whatever order the runtime polls them in.
-    Queued {
-        acquire: Acquire,
-        /// When it was spawned, if the group records its timeline.
-        spawned: Option<Instant>,
-    },
+    Queued(Acquire),
 }
 
-/// What a task's join handle yields.
-pub(crate) enum Finished<T, E> {
-    Ok(T),
-    Err(TaskError<E>),
-    /// This task's failure cancelled a fail-fast group; its error was moved into
-    /// the group, which reports it from its wait.
-    Reported,
-}
+/// What a task's join handle yields: the task's outcome, or `None` when its
+/// failure cancelled a fail-fast group, which took the error (errors need not
+/// be `Clone`) to report it from its wait, whether or not this handle is joined.
+pub(crate) type Finished<T, E> = Option<Result<T, TaskError<E>>>;
 
 /// Keeps the group's count of live tasks. The last field of [`Task`], so it is
 /// dropped last: after the task's future, also when the runtime drops the task.
@@ -81,6 +80,8 @@ pub(crate) struct Spec<F> {
     pub(crate) index: usize,
     pub(crate) name: TaskName,
     pub(crate) timeout: Option<Duration>,
+    /// Whether its own failure cancels a collect-all group.
+    pub(crate) required: bool,
     pub(crate) admission: Admission,
     pub(crate) f: F,
 }
@@ -92,9 +93,11 @@ pin_project! {
     /// panic into a value, and settles the outcome by the policy.
     ///
     /// Written by hand rather than as an `async fn`: the compiler's state machine
-    /// kept every local of every stage side by side (328 bytes around a trivial
-    /// future); this one is 112, and what only some tasks need (a permit, a
-    /// timeout, a queueing time) is boxed apart.
+    /// kept every local of every stage side by side; this one holds only the
+    /// current stage's, and what only some tasks need (a permit, a timeout, a
+    /// queueing time) is boxed apart. Its size matters: it is allocated for
+    /// every task, and the allocator reuses small blocks at once instead of
+    /// handing the memory back to the kernel and faulting it in again.
     pub(crate) struct Task<E, F, Fut> {
         // Declared first, so dropped first: the task's own future is gone before
         // `live` lets the group's wait return.
@@ -102,6 +105,8 @@ pin_project! {
         stage: Stage<F, Fut>,
         index: usize,
         name: TaskName,
+        // Whether its own failure cancels a collect-all group.
+        required: bool,
         live: Live<E>,
     }
 }
@@ -153,6 +158,7 @@ impl<E, F, Fut> Task<E, F, Fut> {
             },
             index: spec.index,
             name: spec.name,
+            required: spec.required,
             live: Live(shared),
         }
     }
@@ -169,7 +175,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared = &*this.live.0;
-        let (started, extras, result) = loop {
+        let mut ended = loop {
             match this.stage.as_mut().project() {
                 StageProj::Admitting {
                     f,
@@ -179,13 +185,10 @@ where
                     let (permit, spawned) = match std::mem::replace(admission, Admission::Free) {
                         Admission::Free => (None, None),
                         Admission::Held(permit) => (Some(permit), None),
-                        Admission::Queued {
-                            mut acquire,
-                            spawned,
-                        } => match acquire.as_mut().poll(cx) {
-                            Poll::Ready(permit) => (permit, spawned),
+                        Admission::Queued(mut acquire) => match acquire.as_mut().poll(cx) {
+                            Poll::Ready(queued) => queued,
                             Poll::Pending => {
-                                *admission = Admission::Queued { acquire, spawned };
+                                *admission = Admission::Queued(acquire);
                                 return Poll::Pending;
                             }
                         },
@@ -197,13 +200,15 @@ where
                     // Checked after admission: a task never starts in a cancelled group.
                     if shared.scope.is_cancelled() {
                         let cause = shared.scope.cause_after_cancel();
-                        this.stage.set(Stage::Done);
-                        let outcome = Outcome::NotStarted(cause.clone());
-                        record(shared, *this.index, this.name, spawned, None, outcome);
-                        return Poll::Ready(Finished::Err(TaskError::NotStarted(cause)));
+                        break Ended {
+                            result: Err(TaskError::NotStarted(cause)),
+                            spawned,
+                            started: None,
+                            permit,
+                        };
                     }
                     // The clock is read only when something needs the start: for a
-                    // trivial task, a clock read costs as much as the rest.
+                    // trivial task, a clock read is a large part of its whole cost.
                     let started =
                         (shared.timeline.is_some() || timeout.is_some()).then(Instant::now);
                     let timeout = timeout.zip(started).map(|(after, started)| {
@@ -245,7 +250,9 @@ where
                             cancelled: None,
                             extras,
                         }),
-                        Err(payload) => break (started, extras, Err(Stopped::Panicked(payload))),
+                        Err(payload) => {
+                            break Ended::new(Err(panicked(shared, payload)), started, extras);
+                        }
                     }
                 }
                 StageProj::Running {
@@ -254,15 +261,10 @@ where
                     cancelled,
                     extras,
                 } => {
-                    let (scope, timer) = match extras.as_deref_mut() {
-                        Some(Extras {
-                            timeout: Some(own), ..
-                        }) => (&*own.scope, own.timer.as_mut()),
-                        _ => (&*shared.scope, None),
-                    };
-                    match poll_running(fut, scope, cancelled, timer, cx) {
+                    let own = extras.as_deref_mut().and_then(|e| e.timeout.as_mut());
+                    match poll_running(fut, shared, own, cancelled, cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(result) => break (*started, extras.take(), result),
+                        Poll::Ready(result) => break Ended::new(result, *started, extras.take()),
                     }
                 }
                 StageProj::Done => panic!("a group's task was polled after it had finished"),
@@ -270,16 +272,8 @@ where
         };
         // The task's future is gone before the outcome is settled.
         this.stage.set(Stage::Done);
-        let (timeout, spawned, permit) = match extras.map(|extras| *extras) {
-            Some(Extras {
-                permit,
-                timeout,
-                spawned,
-            }) => (timeout.map(|own| own.after), spawned, permit),
-            None => (None, None, None),
-        };
-        let name = this.name.clone();
-        let finished = settle(shared, *this.index, name, timeout, spawned, started, result);
+        let permit = ended.permit.take();
+        let finished = settle(shared, *this.index, this.name, *this.required, ended);
         // The slot is freed only now, after a failure has cancelled the group:
         // the queued task it wakes then cannot start, whichever worker polls it.
         drop(permit);
@@ -287,29 +281,69 @@ where
     }
 }
 
+/// A task's end, with what settling it needs.
+struct Ended<T, E> {
+    result: Result<T, TaskError<E>>,
+    spawned: Option<Instant>,
+    started: Option<Instant>,
+    /// Held until the outcome is settled.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<T, E> Ended<T, E> {
+    /// The end of a task that started; its extras are taken apart (its own
+    /// timeout's scope and timer are dropped here).
+    fn new(
+        result: Result<T, TaskError<E>>,
+        started: Option<Instant>,
+        extras: Option<Box<Extras>>,
+    ) -> Self {
+        let (permit, spawned) = match extras.map(|extras| *extras) {
+            Some(Extras {
+                permit, spawned, ..
+            }) => (permit, spawned),
+            None => (None, None),
+        };
+        Ended {
+            result,
+            spawned,
+            started,
+            permit,
+        }
+    }
+}
+
 /// One poll of a running task. Cancellation is looked at before the task's
 /// future on every poll, so a cancelled task is stopped at its next `.await`
 /// even if it was woken for another reason.
-fn poll_running<Fut: Future>(
+fn poll_running<T, E, Fut: Future<Output = Result<T, E>>>(
     fut: Pin<&mut Fut>,
-    scope: &Scope,
+    shared: &Shared<E>,
+    own: Option<&mut OwnTimeout>,
     cancelled: &mut Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    timer: Option<&mut Pin<Box<Timer>>>,
     cx: &mut TaskCx<'_>,
-) -> Poll<Result<Fut::Output, Stopped>> {
+) -> Poll<Result<T, TaskError<E>>> {
+    let (scope, timer) = match own {
+        Some(OwnTimeout {
+            after,
+            scope,
+            timer,
+        }) => (&**scope, timer.as_mut().map(|timer| (*after, timer))),
+        None => (&*shared.scope, None),
+    };
     let stopped = match cancelled {
         Some(cancelled) => cancelled.as_mut().poll(cx).is_ready(),
         None => scope.is_cancelled(),
     };
     if stopped {
-        return Poll::Ready(Err(Stopped::Cancelled));
+        return Poll::Ready(Err(stopped_by(shared)));
     }
     match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-        Ok(Poll::Ready(output)) => return Poll::Ready(Ok(output)),
+        Ok(Poll::Ready(output)) => return Poll::Ready(output.map_err(TaskError::Failed)),
         Ok(Poll::Pending) => {}
-        Err(payload) => return Poll::Ready(Err(Stopped::Panicked(payload))),
+        Err(payload) => return Poll::Ready(Err(panicked(shared, payload))),
     }
-    if let Some(timer) = timer {
+    if let Some((after, timer)) = timer {
         let timer = timer.as_mut().project();
         if timer.sleep.poll(cx).is_ready() {
             // Cancel the task's own scope before its future is dropped, so
@@ -317,7 +351,7 @@ fn poll_running<Fut: Future>(
             if let Some(cause) = timer.cause.take() {
                 scope.cancel(cause);
             }
-            return Poll::Ready(Err(Stopped::TimedOut));
+            return Poll::Ready(Err(TaskError::TimedOut { after }));
         }
     }
     if cancelled.is_none() {
@@ -325,49 +359,54 @@ fn poll_running<Fut: Future>(
         // pays for the waiter (an allocation and a reference count).
         let mut waiter = Box::pin(scope.token().clone().cancelled_owned());
         if waiter.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(Stopped::Cancelled));
+            return Poll::Ready(Err(stopped_by(shared)));
         }
         *cancelled = Some(waiter);
     }
     Poll::Pending
 }
 
-/// Records a task's end: in the timeline, if the group keeps one, and in the
-/// group's flag of unsuccessful tasks.
-fn record<E>(
-    shared: &Shared<E>,
-    index: usize,
-    name: &TaskName,
-    spawned: Option<Instant>,
-    started: Option<Instant>,
-    outcome: Outcome,
-) {
-    if outcome != Outcome::Succeeded {
-        shared.any_unsuccessful.store(true, Ordering::Release);
-    }
-    if let Some(timeline) = &shared.timeline {
-        let finished = Instant::now();
-        timeline.record(index, name.clone(), spawned, started, finished, outcome);
-    }
+/// The end of a task stopped by its group's cancellation: with the group's
+/// cause, not the task scope's (which would wrap it in `Parent`).
+fn stopped_by<E>(shared: &Shared<E>) -> TaskError<E> {
+    TaskError::Cancelled(shared.scope.cause_after_cancel())
 }
 
-/// Settles a finished task by the group's policy: records it, cancels the
-/// siblings if its outcome calls for it, and says what its handle yields.
+/// The end of a task that panicked. The payload is kept for the wait if the
+/// group resumes panics.
+fn panicked<E>(shared: &Shared<E>, payload: Box<dyn Any + Send>) -> TaskError<E> {
+    let message = panic_message(payload.as_ref());
+    if shared.resume_panics {
+        shared.set_panic(payload);
+    }
+    TaskError::Panicked { message }
+}
+
+/// Settles a task's end by the group's policy: records it, cancels the group
+/// if this end is a failure that the policy lets cancel it, and says what the
+/// task's handle yields.
 fn settle<T, E: Display>(
     shared: &Shared<E>,
     index: usize,
-    name: TaskName,
-    timeout: Option<Duration>,
-    spawned: Option<Instant>,
-    started: Option<Instant>,
-    result: Result<Result<T, E>, Stopped>,
+    name: &TaskName,
+    required: bool,
+    ended: Ended<T, E>,
 ) -> Finished<T, E> {
-    let record = |outcome| record(shared, index, &name, spawned, started, outcome);
-    let fail_fast = shared.policy == PolicyKind::FailFast;
-
-    match result {
-        Ok(Ok(value)) => {
-            record(Outcome::Succeeded);
+    let Ended {
+        result,
+        spawned,
+        started,
+        permit: _, // taken by the caller, which frees it after this
+    } = ended;
+    let record = |outcome: Outcome| {
+        if let Some(timeline) = &shared.timeline {
+            let finished = Instant::now();
+            timeline.record(index, name.clone(), spawned, started, finished, outcome);
+        }
+    };
+    let error = match result {
+        Ok(value) => {
+            record(Ok(()));
             if shared.policy == PolicyKind::FirstSuccess
                 && shared
                     .scope
@@ -375,71 +414,37 @@ fn settle<T, E: Display>(
             {
                 let _ = shared.winner.set(index);
             }
-            Finished::Ok(value)
+            return Some(Ok(value));
         }
-        Ok(Err(error)) => {
-            let shown: Arc<str> = error.to_string().into();
-            record(Outcome::Failed {
-                error: shown.clone(),
-            });
-            let cause = Cause::TaskFailed {
-                task: name.clone(),
-                error: shown,
-            };
-            if fail_fast && shared.scope.cancel(cause) {
-                shared.set_failure(GroupError::Failed { task: name, error });
-                return Finished::Reported;
-            }
-            Finished::Err(TaskError::Failed(error))
-        }
-        Err(Stopped::Panicked(payload)) => {
-            let message = panic_message(payload.as_ref());
-            record(Outcome::Panicked {
-                message: message.as_str().into(),
-            });
-            if shared.resume_panics {
-                shared.set_panic(payload);
-            }
-            let cause = Cause::TaskPanicked {
-                task: name.clone(),
-                message: message.as_str().into(),
-            };
-            if fail_fast && shared.scope.cancel(cause) {
-                shared.set_failure(GroupError::Panicked {
-                    task: name,
-                    message,
-                });
-                return Finished::Reported;
-            }
-            Finished::Err(TaskError::Panicked { message })
-        }
-        Err(Stopped::TimedOut) => {
-            let after = timeout.unwrap_or_default();
-            record(Outcome::TimedOut { after });
-            let cause = Cause::TaskTimedOut {
-                task: name.clone(),
-                after,
-            };
-            if fail_fast && shared.scope.cancel(cause) {
-                shared.set_failure(GroupError::TimedOut { task: name, after });
-                return Finished::Reported;
-            }
-            Finished::Err(TaskError::TimedOut { after })
-        }
-        Err(Stopped::Cancelled) => {
-            // The group's cause, not the task scope's (which would wrap it in `Parent`).
-            let cause = shared.scope.cause_after_cancel();
-            record(Outcome::Cancelled(cause.clone()));
-            Finished::Err(TaskError::Cancelled(cause))
-        }
+        Err(error) => error,
+    };
+    shared.any_unsuccessful.store(true, Ordering::Release);
+    // Only the task's own failure, never its being stopped by the group,
+    // cancels: under fail-fast, and under collect-all for a required task.
+    let cancels = !error.is_cancelled()
+        && match shared.policy {
+            PolicyKind::FailFast => true,
+            PolicyKind::CollectAll => required,
+            PolicyKind::FirstSuccess => false,
+        };
+    // Displayed once, and only when the timeline or a cause will read it.
+    let shown = (cancels || shared.timeline.is_some()).then(|| error.shown());
+    let cause = shown
+        .as_ref()
+        .filter(|_| cancels)
+        .and_then(|s| s.cause(name));
+    if let Some(shown) = shown {
+        record(Err(shown));
     }
-}
-
-/// Why a task's future stopped before producing its output.
-enum Stopped {
-    Cancelled,
-    TimedOut,
-    Panicked(Box<dyn Any + Send>),
+    // The first cause stands: a later failure cancels nothing.
+    let cancelled = cause.is_some_and(|cause| shared.scope.cancel(cause));
+    if cancelled && shared.policy == PolicyKind::FailFast {
+        // Fail-fast's wait returns this failure, so the group takes the error;
+        // collect-all leaves it to the task's handle, at its place in `join`.
+        shared.set_failure(GroupError::of_task(name.clone(), error));
+        return None;
+    }
+    Some(Err(error))
 }
 
 pin_project! {
@@ -448,33 +453,5 @@ pin_project! {
         #[pin]
         sleep: Sleep,
         cause: Option<Cause>,
-    }
-}
-
-pub(crate) enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Waits for whichever of two futures finishes first, looking at `a` first.
-pub(crate) async fn first_of<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(out));
-        }
-        b.as_mut().poll(cx).map(Either::Right)
-    })
-    .await
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
     }
 }

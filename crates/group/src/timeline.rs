@@ -8,34 +8,17 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::{Cause, TaskName};
+use crate::{TaskError, TaskName};
 
-/// How a task ended, as recorded in the [`Timeline`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// It returned `Ok`.
-    Succeeded,
-    /// It returned an error, shown here as displayed.
-    Failed {
-        /// The error, as displayed.
-        error: Arc<str>,
-    },
-    /// It panicked.
-    Panicked {
-        /// The panic message.
-        message: Arc<str>,
-    },
-    /// Its own timeout expired.
-    TimedOut {
-        /// The timeout it was given.
-        after: Duration,
-    },
-    /// It was running when the group was cancelled.
-    Cancelled(Cause),
-    /// The group was cancelled before it started.
-    NotStarted(Cause),
-}
+/// How a task ended, as the [`Timeline`] records it: `Ok(())`, or the same
+/// [`TaskError`] the task's handle yields, with the task's error as displayed.
+///
+/// ```
+/// use fanout_group::{Outcome, TaskError};
+/// let declined: Outcome = Err(TaskError::Failed("card declined".into()));
+/// assert_eq!(declined.unwrap_err().to_string(), "failed: card declined");
+/// ```
+pub type Outcome = Result<(), TaskError<Arc<str>>>;
 
 /// One task's record: when it was spawned, started and finished, and how it ended.
 #[derive(Clone, Debug)]
@@ -48,7 +31,7 @@ pub struct Entry {
     /// When it was spawned, if it had to wait for room under the group's limit;
     /// otherwise the same instant as `started` (or `finished`, if it never
     /// started). The time a task waits for the runtime's first poll is not
-    /// recorded: that clock read would cost as much as the rest of the record.
+    /// recorded: that clock read would be a large part of the record's cost.
     pub spawned: Instant,
     /// When its closure was called; `None` if it never started. Later than
     /// `spawned` when it waited behind the group's limit.
@@ -79,7 +62,7 @@ impl Entry {
 ///
 /// ```
 /// use std::time::Duration;
-/// use fanout_group::{Group, Outcome};
+/// use fanout_group::Group;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let group = Group::<std::convert::Infallible>::new();
@@ -91,7 +74,7 @@ impl Entry {
 /// let entries = timeline.entries();
 /// assert_eq!(entries[0].name, "slow");
 /// assert_eq!(entries[0].ran(), Duration::from_millis(30));
-/// assert_eq!(entries[1].outcome, Outcome::Succeeded);
+/// assert_eq!(entries[1].outcome, Ok(()));
 /// # }
 /// ```
 #[derive(Clone)]
@@ -118,7 +101,7 @@ struct Record {
     started: Option<Instant>,
     finished: Instant,
     /// `None`: succeeded.
-    outcome: Option<Box<Outcome>>,
+    failure: Option<Box<TaskError<Arc<str>>>>,
 }
 
 impl Timeline {
@@ -148,7 +131,7 @@ impl Timeline {
             spawned,
             started,
             finished,
-            outcome: (outcome != Outcome::Succeeded).then(|| Box::new(outcome)),
+            failure: outcome.err().map(Box::new),
         };
         let mut chunks = self
             .inner
@@ -185,7 +168,7 @@ impl Timeline {
                 spawned: r.spawned.or(r.started).unwrap_or(r.finished),
                 started: r.started,
                 finished: r.finished,
-                outcome: r.outcome.as_deref().cloned().unwrap_or(Outcome::Succeeded),
+                outcome: r.failure.as_deref().cloned().map_or(Ok(()), Err),
             })
             .collect();
         entries.sort_unstable_by_key(|e| e.index);

@@ -9,12 +9,12 @@ use std::{
     convert::Infallible,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use fanout_group::{Cause, Group, GroupError, Outcome, TaskError, TaskName};
+use fanout_group::{Cause, Group, GroupError, TaskError, TaskName};
 use futures::FutureExt;
 use tokio::time::{Instant, sleep};
 
@@ -228,10 +228,10 @@ async fn s4_fail_fast_returns_the_first_failure_and_cancels_the_rest() {
     let entries = timeline.entries();
     assert_eq!(
         entries[0].outcome,
-        Outcome::Cancelled(Cause::TaskFailed {
+        Err(TaskError::Cancelled(Cause::TaskFailed {
             task: "bad".into(),
             error: "backend down".into()
-        })
+        }))
     );
 }
 
@@ -296,6 +296,294 @@ async fn s4_first_success_returns_every_error_when_all_fail() {
         .map(|(_, e)| e.into_failed().unwrap())
         .collect();
     assert_eq!(errors, ["e0", "e1", "e2"]);
+}
+
+// ---------------------------------------------------------------------------
+// 4, collect-all with required tasks: a required task's own failure cancels the
+// group as fail-fast would, and every task's outcome still comes back in place.
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_failure_cancels_the_others_at_that_instant_with_its_cause() {
+    let start = Instant::now();
+    let group = Group::<String>::builder().collect_all().build();
+    let timeline = group.timeline();
+    let done = group.spawn("done", |_| async {
+        sleep(ms(10)).await;
+        Ok(1)
+    });
+    let slow = group.spawn("slow", |_| async {
+        sleep(Duration::from_secs(2)).await;
+        Ok(2)
+    });
+    let payment = group.spawn_required("payment", |_| async {
+        sleep(ms(50)).await;
+        Err::<i32, _>("card declined".to_string())
+    });
+    // Required too, but stopped by `payment` before it fails: not a failure.
+    let stock = group.task("stock").required().spawn(|_| async {
+        sleep(ms(60)).await;
+        Err::<i32, _>("out of stock".to_string())
+    });
+    let (done, slow, payment, stock) = group.join((done, slow, payment, stock)).await;
+    assert_eq!(start.elapsed(), ms(50));
+    let cause = Cause::TaskFailed {
+        task: "payment".into(),
+        error: "card declined".into(),
+    };
+    assert_eq!(done.unwrap(), 1, "ended before the failure");
+    assert_eq!(slow.unwrap_err(), TaskError::Cancelled(cause.clone()));
+    assert_eq!(
+        payment.unwrap_err(),
+        TaskError::Failed("card declined".to_string()),
+        "the failure stays at its place in the join"
+    );
+    assert_eq!(stock.unwrap_err(), TaskError::Cancelled(cause.clone()));
+    let entries = timeline.entries();
+    assert_eq!(entries[1].finished - start, ms(50));
+    assert_eq!(entries[1].outcome, Err(TaskError::Cancelled(cause)));
+    assert_eq!(
+        entries[2].outcome,
+        Err(TaskError::Failed("card declined".into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_a_failure_of_a_task_not_required_cancels_nothing() {
+    let start = Instant::now();
+    let group = Group::<&str>::builder().collect_all().build();
+    let ctx = group.context();
+    let profile = group.spawn_required("profile", |_| async {
+        sleep(ms(100)).await;
+        Ok("Ada")
+    });
+    let avatar = group.spawn("avatar", |_| async {
+        sleep(ms(10)).await;
+        Err::<(), _>("404")
+    });
+    let badge = group.task("badge").timeout(ms(20)).spawn(|_| async {
+        forever().await;
+        Ok(())
+    });
+    let points = group.spawn("points", |_| async {
+        sleep(ms(30)).await;
+        panic!("points exploded");
+    });
+    let orders = group.spawn("orders", |_| async {
+        sleep(ms(80)).await;
+        Ok(3)
+    });
+    let (profile, avatar, badge, points, orders): (_, _, _, Result<(), _>, _) =
+        group.join((profile, avatar, badge, points, orders)).await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(profile.unwrap(), "Ada");
+    assert_eq!(avatar.unwrap_err(), TaskError::Failed("404"));
+    assert_eq!(badge.unwrap_err(), TaskError::TimedOut { after: ms(20) });
+    assert!(matches!(points, Err(TaskError::Panicked { .. })));
+    assert_eq!(orders.unwrap(), 3);
+    assert_eq!(
+        ctx.cause(),
+        Some(Cause::GroupFinished),
+        "nothing cancelled it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_required_the_first_failure_stands_when_two_fail() {
+    // Two required tasks on two workers. `second` never awaits, so nothing can
+    // stop it; it fails only once it sees the group cancelled by `first`.
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    let second_running = Arc::new(AtomicBool::new(false));
+    let group = Group::<&str>::builder().collect_all().build();
+    let ctx = group.context();
+    let running = second_running.clone();
+    let first = group.spawn_required("first", move |_| async move {
+        while !running.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > give_up {
+                return Ok("second never ran");
+            }
+            std::hint::spin_loop();
+        }
+        Err("first broke")
+    });
+    let running = second_running.clone();
+    let second = group.spawn_required("second", move |ctx| async move {
+        running.store(true, Ordering::SeqCst);
+        while !ctx.is_cancelled() {
+            if std::time::Instant::now() > give_up {
+                return Ok("never saw the cancellation");
+            }
+            std::hint::spin_loop();
+        }
+        Err("second broke")
+    });
+    let (first, second) = group.join((first, second)).await;
+    assert_eq!(first, Err(TaskError::Failed("first broke")));
+    assert_eq!(second, Err(TaskError::Failed("second broke")));
+    assert_eq!(
+        ctx.cause(),
+        Some(Cause::TaskFailed {
+            task: "first".into(),
+            error: "first broke".into()
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_panic_cancels_with_the_task_panicked_cause() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().collect_all().build();
+    let sibling = group.spawn("sibling", |_| async {
+        sleep(Duration::from_secs(10)).await;
+        Ok(())
+    });
+    let buggy = group.spawn_required("buggy", |_| async {
+        sleep(ms(30)).await;
+        panic!("invariant broken") as Result<(), Infallible>
+    });
+    let (sibling, buggy) = group.join((sibling, buggy)).await;
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(
+        buggy.unwrap_err(),
+        TaskError::Panicked {
+            message: "invariant broken".into()
+        }
+    );
+    assert_eq!(
+        sibling.unwrap_err(),
+        TaskError::Cancelled(Cause::TaskPanicked {
+            task: "buggy".into(),
+            message: "invariant broken".into()
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_own_timeout_cancels_with_the_task_timed_out_cause() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder()
+        .collect_all()
+        .task_timeout(ms(500))
+        .build();
+    let sibling = group.spawn("sibling", |_| async {
+        sleep(Duration::from_secs(1)).await;
+        Ok(())
+    });
+    let profile = group
+        .task("profile")
+        .required()
+        .timeout(ms(200))
+        .spawn(|_| async {
+            sleep(Duration::from_secs(1)).await;
+            Ok(())
+        });
+    let (sibling, profile) = group.join((sibling, profile)).await;
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(profile.unwrap_err(), TaskError::TimedOut { after: ms(200) });
+    assert_eq!(
+        sibling.unwrap_err(),
+        TaskError::Cancelled(Cause::TaskTimedOut {
+            task: "profile".into(),
+            after: ms(200)
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_queued_tasks_never_start_after_its_failure_and_say_so() {
+    let start = Instant::now();
+    let started = Arc::new(AtomicUsize::new(0));
+    let group = Group::<&str>::builder().collect_all().limit(2).build();
+    let timeline = group.timeline();
+    let running = group.spawn("running", |_| async {
+        sleep(Duration::from_secs(10)).await;
+        Ok(())
+    });
+    let fails = group.spawn_required("fails", |_| async {
+        sleep(ms(10)).await;
+        Err::<(), _>("boom")
+    });
+    let queued: Vec<_> = (0..3)
+        .map(|i| {
+            let started = started.clone();
+            group.spawn(format!("queued{i}"), move |_| async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        })
+        .collect();
+    let (running, fails, queued) = group.join((running, fails, queued)).await;
+    assert_eq!(start.elapsed(), ms(10));
+    assert_eq!(started.load(Ordering::SeqCst), 0, "a queued task started");
+    let cause = Cause::TaskFailed {
+        task: "fails".into(),
+        error: "boom".into(),
+    };
+    assert_eq!(running.unwrap_err(), TaskError::Cancelled(cause.clone()));
+    assert_eq!(fails.unwrap_err(), TaskError::Failed("boom"));
+    for outcome in queued {
+        assert_eq!(outcome.unwrap_err(), TaskError::NotStarted(cause.clone()));
+    }
+    for entry in &timeline.entries()[2..] {
+        assert_eq!(entry.started, None);
+        assert_eq!(entry.queued(), ms(10));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_task_stopped_by_the_deadline_keeps_the_deadline_cause() {
+    let start = Instant::now();
+    let group = Group::<String>::builder()
+        .collect_all()
+        .deadline(ms(100))
+        .build();
+    let ctx = group.context();
+    // Returns an error as soon as it notices the cancellation: that error is a
+    // consequence of the deadline, not a failure of its own.
+    let profile = group.spawn_required("profile", |ctx| async move {
+        loop {
+            if let Some(cause) = ctx.cause() {
+                return Err::<(), _>(format!("gave up: {cause}"));
+            }
+            sleep(ms(1)).await;
+        }
+    });
+    let orders = group.spawn("orders", |_| async {
+        sleep(Duration::from_secs(1)).await;
+        Ok(())
+    });
+    let (profile, orders) = group.join((profile, orders)).await;
+    assert_eq!(start.elapsed(), ms(100));
+    let deadline = Cause::DeadlineExpired { after: ms(100) };
+    assert_eq!(profile.unwrap_err(), TaskError::Cancelled(deadline.clone()));
+    assert_eq!(orders.unwrap_err(), TaskError::Cancelled(deadline.clone()));
+    assert_eq!(ctx.cause(), Some(deadline));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s4_required_failure_cause_is_read_from_a_context_kept_past_the_join() {
+    let group = Group::<&str>::builder().collect_all().build();
+    let ctx = group.context();
+    let kept = Arc::new(Mutex::new(None));
+    let slot = kept.clone();
+    let ok = group.spawn("keeps its context", move |ctx| async move {
+        *slot.lock().unwrap() = Some(ctx);
+        Ok(())
+    });
+    let bad = group.spawn_required("profile", |_| async {
+        sleep(ms(5)).await;
+        Err::<(), _>("503")
+    });
+    let (ok, bad) = group.join((ok, bad)).await;
+    assert!(ok.is_ok());
+    assert!(bad.is_err());
+    let cause = Cause::TaskFailed {
+        task: "profile".into(),
+        error: "503".into(),
+    };
+    assert_eq!(ctx.cause(), Some(cause.clone()));
+    assert_eq!(ctx.cancelled().await, cause);
+    let task_ctx = kept.lock().unwrap().take().unwrap();
+    assert_eq!(task_ctx.cause(), Some(cause));
 }
 
 // ---------------------------------------------------------------------------
@@ -645,9 +933,9 @@ async fn s8_nested_group_is_cancelled_with_its_parent_and_inherits_its_deadline(
     let leaf = &timeline.entries()[0];
     assert_eq!(
         leaf.outcome,
-        Outcome::Cancelled(Cause::Parent(Arc::new(Cause::DeadlineExpired {
-            after: ms(300)
-        })))
+        Err(TaskError::Cancelled(Cause::Parent(Arc::new(
+            Cause::DeadlineExpired { after: ms(300) }
+        ))))
     );
     assert_eq!(leaf.finished - start, ms(300));
 }
@@ -677,7 +965,7 @@ async fn s8_nested_group_sees_its_task_timeout_as_the_cause() {
     sleep(ms(1)).await;
     let timeline = seen.lock().unwrap().take().unwrap();
     let cause = match &timeline.entries()[0].outcome {
-        Outcome::Cancelled(c) => c.clone(),
+        Err(TaskError::Cancelled(c)) => c.clone(),
         other => panic!("unexpected {other:?}"),
     };
     assert_eq!(
@@ -786,14 +1074,9 @@ async fn s10_timeline_records_names_instants_and_outcomes() {
     assert_eq!(e[1].started.unwrap() - origin, ms(10));
     assert_eq!(e[1].queued(), ms(10));
     assert_eq!(e[1].spawned - origin, ms(0));
-    assert_eq!(
-        e[1].outcome,
-        Outcome::Failed {
-            error: "nope".into()
-        }
-    );
+    assert_eq!(e[1].outcome, Err(TaskError::Failed("nope".into())));
     assert_eq!(e[2].queued(), ms(30));
-    assert_eq!(e[2].outcome, Outcome::TimedOut { after: ms(5) });
+    assert_eq!(e[2].outcome, Err(TaskError::TimedOut { after: ms(5) }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1024,7 +1307,7 @@ async fn kratos_errgroup_test_gomaxprocs() {
     group.wait().await.unwrap_err();
     assert!(matches!(
         timeline.entries()[1].outcome,
-        Outcome::Cancelled(_)
+        Err(TaskError::Cancelled(_))
     ));
 }
 
@@ -1173,7 +1456,7 @@ async fn go_issue_54045_no_task_starts_after_the_first_failure() {
     assert!(
         timeline.entries()[1..]
             .iter()
-            .all(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+            .all(|e| matches!(e.outcome, Err(TaskError::NotStarted(_))))
     );
 }
 
@@ -1245,7 +1528,7 @@ async fn kratos_queue_bug_queued_tasks_never_start_after_cancellation() {
     let not_started = timeline
         .entries()
         .iter()
-        .filter(|e| matches!(e.outcome, Outcome::NotStarted(_)))
+        .filter(|e| matches!(e.outcome, Err(TaskError::NotStarted(_))))
         .count();
     assert_eq!(not_started, 5);
 }

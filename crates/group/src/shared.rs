@@ -1,0 +1,82 @@
+//! What a group shares with its tasks: the state both sides read and write.
+//!
+//! `group.rs` builds it and waits on it; `task.rs` settles each task's outcome
+//! into it. Neither imports the other: both depend on this module only.
+
+use std::{
+    any::Any,
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, AtomicUsize},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::{GroupError, Timeline, context::Scope};
+
+/// The group's policy, as its tasks see it (the [`Policy`](crate::Policy) type
+/// parameter, erased).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyKind {
+    FailFast,
+    CollectAll,
+    FirstSuccess,
+}
+
+/// What the group's tasks share with it.
+pub(crate) struct Shared<E> {
+    /// Tells this group's handles from another's.
+    pub(crate) id: u64,
+    pub(crate) scope: Arc<Scope>,
+    pub(crate) policy: PolicyKind,
+    /// The limit and the semaphore that enforces it.
+    pub(crate) limit: Option<(usize, Arc<Semaphore>)>,
+    /// The timeout every task gets unless it is given its own.
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) resume_panics: bool,
+    /// How many tasks have been spawned: the next task's index.
+    pub(crate) next_index: AtomicUsize,
+    /// How many tasks have not yet ended and been dropped.
+    pub(crate) live: AtomicUsize,
+    /// Notified when `live` drops to zero.
+    pub(crate) all_done: Notify,
+    /// Whether any task ended without succeeding (a fail-fast group then fails
+    /// even if that task's handle was not passed to `join`).
+    pub(crate) any_unsuccessful: AtomicBool,
+    /// The failure that cancelled a fail-fast group.
+    pub(crate) failure: Mutex<Option<GroupError<E>>>,
+    /// The first panic, kept only when panics are resumed at the wait.
+    pub(crate) panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The first success of a first-success group.
+    pub(crate) winner: OnceLock<usize>,
+    /// `None` when the group does not record its timeline.
+    pub(crate) timeline: Option<Timeline>,
+}
+
+impl<E> Shared<E> {
+    pub(crate) fn set_failure(&self, failure: GroupError<E>) {
+        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(failure);
+    }
+
+    pub(crate) fn take_failure(&self) -> Option<GroupError<E>> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn set_panic(&self, payload: Box<dyn Any + Send>) {
+        let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(payload);
+    }
+
+    pub(crate) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
+        self.panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
