@@ -48,8 +48,9 @@ pub(crate) async fn execute<T: Transport>(
         .deadline(endpoint.deadline)
         .record_timeline(timeline)
         .build();
+    // Kept past the join: the group's cause says which required backend
+    // failed first, if one did.
     let context = group.context();
-    let canceller = group.canceller();
     let state = Arc::new(RequestState::new(endpoint.clone(), inputs, transport));
     let handles: Vec<_> = endpoint
         .backends
@@ -57,16 +58,10 @@ pub(crate) async fn execute<T: Transport>(
         .enumerate()
         .map(|(index, plan)| {
             let state = state.clone();
-            let canceller = canceller.clone();
-            let required = plan.required;
-            group.spawn(plan.task_name.clone(), move |ctx| async move {
-                let result = backend::run(&state, index, ctx.deadline()).await;
-                if required && result.is_err() {
-                    let name = &state.endpoint.backends[index].name;
-                    canceller.cancel(format!("required backend `{name}` failed"));
-                }
-                result
-            })
+            let task = group.task(plan.task_name.clone());
+            // A required backend's failure cancels the group, naming it.
+            let task = if plan.required { task.required() } else { task };
+            task.spawn(move |ctx| async move { backend::run(&state, index, ctx.deadline()).await })
         })
         .collect();
     let timeline = timeline.then(|| group.timeline());
