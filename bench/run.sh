@@ -21,7 +21,7 @@
 #   group       cargo bench -p fanout-group --bench group (divan)
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 4 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 5 minutes), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
@@ -41,6 +41,9 @@
 #   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
+#
+# Syscalls and context switches per request, fanout against the OpenResty-style
+# peer: bash bench/syscalls.sh (separately; not part of this run).
 #
 # A run covering every scenario writes bench/results/latest.json, the plots
 # bench/results/*.svg and the generated part of BENCHMARKS.md (between
