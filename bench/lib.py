@@ -12,10 +12,16 @@ and the results file.
     lib.py wrk-run URL SECONDS [PID [BACKEND_PID]]
                                            runs wrk -t2 -c64 --latency, samples the
                                            processes' CPU time around it, PID's RSS
-                                           every 100 ms during it and after it -> JSON
+                                           every 100 ms during it and after it -> JSON;
+                                           PID+ is PID and its child processes (an
+                                           nginx master and its workers: CPU and RSS
+                                           summed over them)
+    lib.py same-body REF_URL URL NAME      exits 1 unless URL answers 200 with the very
+                                           bytes REF_URL answers (a peer against fanout)
     lib.py merge-rounds FILE...            wrk-run results of several rounds -> medians
     lib.py divan FILE                      divan output -> JSON (medians in ns)
     lib.py proc PID                        {"ticks", "rss_kb", "hwm_kb"} of a process
+    lib.py proc-children PID               its child processes' ids
     lib.py machine                         machine and versions -> JSON
     lib.py tail-summary FETCH.json BEFORE AFTER
                                            fanout fetch --json output and the mock's
@@ -218,9 +224,45 @@ def parse_divan(text):
     return results
 
 
+def children(pid):
+    """The child processes of pid (an nginx master's workers)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def procs(pids):
+    """proc() summed over processes: ticks, rss_kb and hwm_kb (shared pages
+    count once per process, as a sum of RSS always does)."""
+    rows = [proc(p) for p in pids]
+    out = {"ticks": sum(r["ticks"] for r in rows), "clk_tck": rows[0]["clk_tck"]}
+    for key in ("rss_kb", "hwm_kb"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = sum(values) if values else None
+    return out
+
+
+def pid_list(spec):
+    """"1234" -> [1234]; "1234+" -> 1234 and its children, as they are now."""
+    if spec is None:
+        return None
+    spec = str(spec)
+    if spec.endswith("+"):
+        pid = int(spec[:-1])
+        return [pid] + children(pid)
+    return [int(spec)]
+
+
 def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64):
-    """wrk against url; CPU time of pid (and backend_pid) over the run, RSS after."""
-    before = proc(pid) if pid else None
+    """wrk against url; CPU time of pid (and backend_pid) over the run, RSS after.
+    pid may be "PID+": the process and its children (fixed when the run starts)."""
+    pids = pid_list(pid)
+    before = procs(pids) if pids else None
     backend_before = proc(backend_pid) if backend_pid else None
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     # RSS under the load: sampled every 100 ms while wrk runs.
@@ -232,9 +274,9 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64)
                 if time.monotonic() > deadline:
                     child.kill()
                     raise subprocess.TimeoutExpired(argv, float(seconds) + 30)
-                if pid:
+                if pids:
                     try:
-                        samples.append(proc(pid)["rss_kb"])
+                        samples.append(procs(pids)["rss_kb"])
                     except OSError:
                         pass
                 time.sleep(0.1)
@@ -253,8 +295,9 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64)
         per_request = seconds_cpu * 1e6 / out["requests"] if out["requests"] else None
         return round(seconds_cpu, 2), None if per_request is None else round(per_request, 1)
 
-    if pid:
-        after = proc(pid)
+    if pids:
+        after = procs(pids)
+        out["processes"] = len(pids)
         out["cpu_s"], out["cpu_us_per_request"] = cpu(before, after)
         out["rss_kb"], out["hwm_kb"] = after["rss_kb"], after["hwm_kb"]
         # The middle half of the run: past the ramp-up, before the end.
@@ -264,6 +307,38 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64)
     if backend_pid:
         out["backend_cpu_s"], out["backend_cpu_us_per_request"] = cpu(backend_before, proc(backend_pid))
     return out
+
+
+def same_body(ref_url, url, name):
+    """Compares the answers byte for byte; raises SystemExit with the difference."""
+    import urllib.request
+
+    def get(u):
+        try:
+            with urllib.request.urlopen(u, timeout=5) as r:
+                return r.status, r.headers.get("content-type"), r.read()
+        except Exception as err:  # HTTPError included: a 5xx is a mismatch too
+            raise SystemExit(f"{name}: GET {u} failed: {err}")
+
+    ref_status, _, ref = get(ref_url)
+    status, ctype, got = get(url)
+    if ref_status != 200:
+        raise SystemExit(f"{name}: the reference {ref_url} answers {ref_status}")
+    if status != 200 or got != ref:
+        try:
+            same_parsed = json.loads(got) == json.loads(ref)
+            same_order = same_parsed and list(json.loads(got)) == list(json.loads(ref))
+        except ValueError:
+            same_parsed = same_order = False
+        first = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), min(len(got), len(ref)))
+        raise SystemExit(
+            f"{name}: {url} does not answer what fanout answers (status {status}, {len(got)} bytes against "
+            f"{len(ref)}; equal as parsed JSON: {'yes' if same_parsed else 'no'}, same top-level key order: "
+            f"{'yes' if same_order else 'no'}); first difference at byte {first}:\n"
+            f"  fanout: {ref[max(0, first - 40):first + 40]!r}\n  {name}: {got[max(0, first - 40):first + 40]!r}")
+    if not (ctype or "").startswith("application/json"):
+        raise SystemExit(f"{name}: {url} answers content-type {ctype!r}, not application/json")
+    return f"{name}: the same {len(got)} bytes as fanout"
 
 
 def merge_rounds(paths):
@@ -296,7 +371,8 @@ def merge_rounds(paths):
     hwm = [r["hwm_kb"] for r in runs if r.get("hwm_kb") is not None]
     if hwm:
         out["hwm_kb"] = max(hwm)
-    out["rounds"] = [{"requests_per_s": r["requests_per_s"], "p99_ms": r["p99_ms"]} for r in runs]
+    out["rounds"] = [{"requests_per_s": r["requests_per_s"], "p99_ms": r["p99_ms"],
+                      "cpu_us_per_request": r.get("cpu_us_per_request")} for r in runs]
     return out
 
 
@@ -333,6 +409,24 @@ def lock_version(crate):
     return match.group(1) if match else None
 
 
+def debian_version(package):
+    try:
+        done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
+                              text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def npm_version(package):
+    """The version bench/node-gateway's package-lock.json pins."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node-gateway", "package-lock.json")
+    try:
+        return json.load(open(path))["packages"][f"node_modules/{package}"]["version"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def machine():
     cpu = None
     try:
@@ -362,6 +456,11 @@ def machine():
             "divan": lock_version("divan"),
             "go": command("go", "version"),
             "nginx": command("nginx", "-v"),
+            "nginx_lua": debian_version("libnginx-mod-http-lua"),
+            "luajit": debian_version("libluajit2-5.1-2") or debian_version("libluajit-5.1-2"),
+            "lua_cjson": debian_version("lua-cjson"),
+            "node": command("node", "--version"),
+            "undici": npm_version("undici"),
             "wrk": (command("wrk", "-v") or "").split(" Copyright")[0] or None,
             "python": platform.python_version(),
         },
@@ -392,7 +491,7 @@ def failfast_summary(load_path, name, before, after):
 def show(kind, path, name=None, width=None):
     d = json.load(open(path))
     if kind == "throughput":
-        return (f"    {name:7} {d['requests_per_s']:>10,.0f} req/s  p50 {d['p50_ms']:.2f} ms  "
+        return (f"    {name:9} {d['requests_per_s']:>10,.0f} req/s  p50 {d['p50_ms']:.2f} ms  "
                 f"p99 {d['p99_ms']:.2f} ms  RSS {(d.get('rss_kb') or 0) / 1024:.1f} MiB  "
                 f"CPU {d.get('cpu_us_per_request') or '-'} µs/req  non-2xx {d['non_2xx']}")
     if kind == "width":
@@ -454,13 +553,17 @@ def main(argv):
         print(json.dumps(parse_wrk(open(args[0]).read())))
     elif cmd == "wrk-run":
         url, seconds = args[0], args[1]
-        pid = int(args[2]) if len(args) > 2 and args[2] else None
+        pid = args[2] if len(args) > 2 and args[2] else None
         backend_pid = int(args[3]) if len(args) > 3 and args[3] else None
         print(json.dumps(wrk_run(url, seconds, pid, backend_pid)))
+    elif cmd == "same-body":
+        print(same_body(args[0], args[1], args[2]))
     elif cmd == "merge-rounds":
         print(json.dumps(merge_rounds(args)))
     elif cmd == "divan":
         print(json.dumps(parse_divan(open(args[0]).read()), indent=1))
+    elif cmd == "proc-children":
+        print(" ".join(str(c) for c in children(int(args[0]))))
     elif cmd == "proc":
         print(json.dumps(proc(int(args[0]))))
     elif cmd == "machine":

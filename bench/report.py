@@ -19,8 +19,21 @@ import sys
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 WIDTHS = (1, 3, 10, 30)
-COLORS = {"direct": "#868e96", "go": "#1c7ed6", "fanout": "#e8590c"}
-LABELS = {"direct": "direct (nginx)", "go": "Go reference", "fanout": "fanout"}
+COLORS = {"direct": "#868e96", "go": "#1c7ed6", "openresty": "#2f9e44", "node": "#7048e8",
+          "fanout": "#e8590c", "fanout1": "#ffa94d"}
+LABELS = {"direct": "direct (nginx)", "go": "Go reference", "openresty": "OpenResty (1 worker)",
+          "node": "Node (undici)", "fanout": "fanout", "fanout1": "fanout --threads 1"}
+# The throughput scenario's targets, in the order of its table and plot.
+THROUGHPUT_TARGETS = ("direct", "go", "openresty", "node", "fanout", "fanout1")
+PEERS = ("go", "openresty", "node")
+
+
+def target_label(doc, key):
+    """LABELS, with fanout's thread count where the run recorded it."""
+    threads = get(doc, "meta", "fanout_threads")
+    if key == "fanout" and threads and (doc.get("throughput") or {}).get("fanout1"):
+        return f"fanout ({threads} threads)"
+    return LABELS[key]
 
 
 # --- formatting ---------------------------------------------------------------
@@ -120,6 +133,37 @@ def overhead_figures(doc):
     return out
 
 
+def peer_rows(doc):
+    """targets.md, "against the fastest peer": fanout (default threads) against the
+    OpenResty-style peer with one worker; fanout --threads 1 beside it, not counted."""
+    tp = doc.get("throughput") or {}
+    orr = tp.get("openresty")
+    threads = get(doc, "meta", "fanout_threads")
+    rows = []
+    if not (orr and tp.get("fanout")):
+        return [("against the fastest peer (OpenResty-style, 1 worker)", "not run", "", "",
+                 "≥ 1.3× req/s, p99 ≤, CPU/request ≤ 0.7×", "–")]
+    for key, counted in (("fanout", True), ("fanout1", False)):
+        fo = tp.get(key)
+        if not fo:
+            continue
+        who = (f"fanout, {threads} threads" if threads else "fanout") if key == "fanout" else "fanout --threads 1"
+        verdict = (lambda ok: met(ok)) if counted else (lambda ok: f"({'met' if ok else 'not met'})")
+        suffix = "" if counted else " (not counted)"
+        r = ratio(fo["requests_per_s"], orr["requests_per_s"])
+        rows.append((f"against the fastest peer: requests/s ({who})", num(fo["requests_per_s"]),
+                     f"{num(orr['requests_per_s'])} (OpenResty)", times(r), "≥ 1.3× OpenResty" + suffix,
+                     verdict(r is not None and r >= 1.3)))
+        r = ratio(fo["p99_ms"], orr["p99_ms"])
+        rows.append((f"against the fastest peer: p99 ({who})", ms(fo["p99_ms"]), f"{ms(orr['p99_ms'])} (OpenResty)",
+                     times(r), "≤ 1.0× OpenResty" + suffix, verdict(r is not None and r <= 1.0)))
+        r = ratio(fo.get("cpu_us_per_request"), orr.get("cpu_us_per_request"))
+        rows.append((f"against the fastest peer: CPU time per request ({who})", us(fo.get("cpu_us_per_request")),
+                     f"{us(orr.get('cpu_us_per_request'))} (OpenResty, master + worker)", times(r),
+                     "≤ 0.7× OpenResty" + suffix, verdict(r is not None and r <= 0.7)))
+    return rows
+
+
 GROUP_ROWS = [(rt, n) for rt in ("current_thread", "multi_thread") for n in (10, 1000, 100000)]
 
 
@@ -141,6 +185,8 @@ def summary_rows(doc):
                      times(r), "≤ 0.5× Go", met(r is not None and r <= 0.5)))
     else:
         rows.append(("aggregation throughput", "not run", "", "", "≥ 2.0× Go req/s, p99 ≤ 0.5×", "–"))
+
+    rows += peer_rows(doc)
 
     ov = overhead_figures(doc)
     if ov and "fanout" in ov:
@@ -285,7 +331,13 @@ def markdown(doc, svg_prefix=None):
            f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu')}), {machine.get('mem_gib')} GiB, "
            f"Linux {machine.get('kernel')}. Versions: rustc {version(v.get('rustc'))}, "
            f"tokio {v.get('tokio')}, hyper {v.get('hyper')}, divan {v.get('divan')}, Go {version(v.get('go'))}, "
-           f"nginx {version(v.get('nginx'))}, wrk {version(v.get('wrk'))}, Python {v.get('python')}; "
+           f"nginx {version(v.get('nginx'))}"
+           + (f" (lua module {version(v.get('nginx_lua'))}, LuaJIT {v.get('luajit')}, "
+              f"lua-cjson {version(v.get('lua_cjson'))})"
+              if v.get("nginx_lua") and (doc.get("throughput") or {}).get("openresty") else "")
+           + (f", Node {version(v.get('node'))} with undici {v.get('undici')}"
+              if v.get("node") and (doc.get("throughput") or {}).get("node") else "")
+           + f", wrk {version(v.get('wrk'))}, Python {v.get('python')}; "
            f"{meta.get('fanout_version', 'fanout')} at commit {meta.get('git', '?')}.",
            "",
            "Everything shares the same cores (wrk, nginx, the gateways): read the ratios, "
@@ -295,7 +347,7 @@ def markdown(doc, svg_prefix=None):
            "or raw `tokio::task::JoinSet` for the task group.",
            ""]
     rows = summary_rows(doc)
-    judged = [r for r in rows if r[5] not in ("–",)]
+    judged = [r for r in rows if r[5] != "–" and not r[5].startswith("(")]  # "(met)": not counted
     n_met = sum(1 for r in judged if r[5] == "met")
     out.append(table(["scenario", "fanout", "reference", "fanout ÷ reference", "target", "met?"], rows,
                      ["---", "---:", "---:", "---:", "---", "---"]))
@@ -312,41 +364,64 @@ def markdown(doc, svg_prefix=None):
     # Throughput and memory.
     tp = doc.get("throughput") or {}
     if tp:
+        threads = meta.get("fanout_threads")
+        peers = [k for k in ("openresty", "node") if tp.get(k)]
+        lineup = ", ".join(target_label(doc, k) for k in THROUGHPUT_TARGETS[1:] if tp.get(k))
         out += ["### Aggregation throughput and memory", "",
                 "Three nginx backends (one worker, `127.0.0.1:19301-19303`) each serve a ~200-byte JSON object; "
                 "`GET /merged` calls all three and merges them "
                 "([`bench/throughput-gateway.yaml`](bench/throughput-gateway.yaml)). "
-                f"wrk: 2 threads, 64 connections, {meta.get('bench_seconds')} s per run after a 2 s warm-up; "
-                f"`direct` once, then the Go reference and fanout in turn, {meta.get('throughput_rounds', 1)} "
-                "round(s), so that both see the same drift of a shared machine; the figures are medians over the "
+                f"wrk: 2 threads, 64 connections, {meta.get('bench_seconds')} s per run after a 2 s warm-up "
+                + ("(Node: 4 s)" if tp.get("node") else "") + "; `direct` once, then the gateways in turn "
+                f"({lineup}), {meta.get('throughput_rounds', 1)} round(s), each round starting one further along "
+                "the list, so that all see the same drift of a shared machine; the figures are medians over the "
                 "rounds. `direct` is one backend without a gateway: the ceiling the backends allow. RSS under load "
                 "is read from `/proc/PID/status` every 100 ms while wrk runs (the median over the middle half of "
-                "each run, then over the rounds; the target's figure), RSS after right after the last round; CPU per request is the process's utime + stime "
-                "over a run divided by the requests wrk counted (backend CPU: the nginx worker's); peak RSS is "
-                "`VmHWM`.", ""]
+                "each run, then over the rounds; the target's figure), RSS after right after the last round; CPU "
+                "per request is the process's utime + stime over a run divided by the requests wrk counted "
+                "(backend CPU: the nginx backends' worker's); peak RSS is `VmHWM`.", ""]
+        if peers:
+            out += ["The peers ([`bench/openresty`](bench/openresty), [`bench/node-gateway`](bench/node-gateway)) "
+                    "merge the same three calls; before anything is measured, each must answer byte for byte what "
+                    "fanout answers (the run stops otherwise). OpenResty-style: Debian's nginx with "
+                    "`libnginx-mod-http-lua` and `lua-cjson`, one worker process, `ngx.location.capture_multi` to "
+                    "internal locations that `proxy_pass` to kept-alive upstreams, the bodies decoded and "
+                    "merged with cjson; its CPU and RSS are the master's plus the worker's. Node: one process, "
+                    "`node:http`, an undici `Pool` per backend, `Promise.all`. "
+                    + (f"fanout runs with its default threads (one per CPU: {threads}) and, as a second gateway "
+                       "on its own port, with `--threads 1`, the like of OpenResty's one worker."
+                       if tp.get("fanout1") and threads else ""), ""]
         if svg_prefix:
-            out += [f"![requests/s and p99: direct, Go reference, fanout]({svg_prefix}throughput.svg)", ""]
+            out += [f"![requests/s, p99 and CPU per request of every gateway]({svg_prefix}throughput.svg)", ""]
         trs = []
-        for name in ("direct", "go", "fanout"):
+        for name in THROUGHPUT_TARGETS:
             r = tp.get(name)
             if not r:
                 continue
             errors = r.get("non_2xx", 0) + sum(r.get("socket_errors", {}).values())
-            trs.append((LABELS[name], num(r["requests_per_s"]), ms(r["p50_ms"]), ms(r["p90_ms"]), ms(r["p99_ms"]),
-                        num(errors), mib(r.get("rss_under_load_kb")), mib(r.get("rss_kb")), mib(r.get("hwm_kb")),
-                        us(r.get("cpu_us_per_request")), us(r.get("backend_cpu_us_per_request"))))
+            trs.append((target_label(doc, name), num(r["requests_per_s"]), ms(r["p50_ms"]), ms(r["p90_ms"]),
+                        ms(r["p99_ms"]), num(errors), mib(r.get("rss_under_load_kb")), mib(r.get("rss_kb")),
+                        mib(r.get("hwm_kb")), us(r.get("cpu_us_per_request")),
+                        us(r.get("backend_cpu_us_per_request"))))
         out += [table(["target", "requests/s", "p50", "p90", "p99", "errors", "RSS under load", "RSS after",
                        "peak RSS", "CPU / request", "backend CPU / request"], trs,
                       ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
-        per_round = [(name, tp[name]["rounds"]) for name in ("go", "fanout")
-                     if tp.get(name) and len(tp[name].get("rounds", [])) > 1]
-        if per_round:
-            out += ["Requests/s in each round: " + "; ".join(
-                f"{name} " + ", ".join(num(r["requests_per_s"]) for r in rounds) for name, rounds in per_round)
-                + (" (fanout ÷ Go per round: " + ", ".join(
-                    times(ratio(f["requests_per_s"], g["requests_per_s"]))
-                    for g, f in zip(tp["go"]["rounds"], tp["fanout"]["rounds"])) + ")"
-                   if len(per_round) == 2 else "") + ".", ""]
+        gateways = [k for k in THROUGHPUT_TARGETS[1:] if tp.get(k)]
+        fastest = max((k for k in ("go", "openresty", "node") if tp.get(k)),
+                      key=lambda k: tp[k]["requests_per_s"], default=None)
+        if fastest and peers:
+            out += [f"Fastest peer by requests/s in this run: {target_label(doc, fastest)} "
+                    f"({num(tp[fastest]['requests_per_s'])}).", ""]
+        if any(len(tp[k].get("rounds", [])) > 1 for k in gateways):
+            line = "Requests/s in each round: " + "; ".join(
+                f"{target_label(doc, k)} " + ", ".join(num(r["requests_per_s"]) for r in tp[k]["rounds"])
+                for k in gateways) + "."
+            for ref in ("go", "openresty"):
+                if tp.get(ref) and tp.get("fanout"):
+                    line += (f" fanout ÷ {target_label(doc, ref)} per round: " + ", ".join(
+                        times(ratio(f["requests_per_s"], g["requests_per_s"]))
+                        for g, f in zip(tp[ref]["rounds"], tp["fanout"]["rounds"])) + ".")
+            out += [line, ""]
 
     ov = overhead_figures(doc)
     if ov:
@@ -516,10 +591,10 @@ def svg_doc(width, height, body):
             f'<rect width="{width}" height="{height}" fill="#ffffff"/>\n' + "\n".join(body) + "\n</svg>\n")
 
 
-def bar_panel(x0, y0, w, h, title, items, fmt, clip_to=None):
+def bar_panel(x0, y0, w, h, title, items, fmt, clip_to=None, label_w=110):
     """Horizontal bars: items = [(label, value, color)]. Bars beyond clip_to are drawn broken."""
     body = [text(x0, y0 + 14, title, 13, weight="bold")]
-    label_w, top_pad, bottom_pad = 110, 30, 24
+    top_pad, bottom_pad = 30, 24
     plot_x, plot_w = x0 + label_w, w - label_w - 70
     plot_y, plot_h = y0 + top_pad, h - top_pad - bottom_pad
     values = [v for _, v, _ in items if v is not None]
@@ -552,20 +627,38 @@ def bar_panel(x0, y0, w, h, title, items, fmt, clip_to=None):
 
 def throughput_svg(doc):
     tp = doc.get("throughput") or {}
-    items_rps = [(LABELS[k], tp[k]["requests_per_s"], COLORS[k]) for k in ("direct", "go", "fanout") if k in tp]
-    items_p99 = [(LABELS[k], tp[k]["p99_ms"], COLORS[k]) for k in ("direct", "go", "fanout") if k in tp]
-    gateways = [tp[k]["requests_per_s"] for k in ("go", "fanout") if k in tp]
+    keys = [k for k in THROUGHPUT_TARGETS if k in tp]
+    gws = [k for k in keys if k != "direct"]
+    items_rps = [(target_label(doc, k), tp[k]["requests_per_s"], COLORS[k]) for k in keys]
+    items_p99 = [(target_label(doc, k), tp[k]["p99_ms"], COLORS[k]) for k in keys]
+    items_cpu = [(target_label(doc, k), tp[k].get("cpu_us_per_request"), COLORS[k]) for k in gws]
+    gateways = [tp[k]["requests_per_s"] for k in gws]
     clip = max(gateways) * 1.3 if gateways else None
     if clip and all(v <= clip for _, v, _ in items_rps):
         clip = None
-    W, H = 820, 190
-    body = bar_panel(10, 8, 420, H - 30, "requests/s (higher is better)", items_rps, lambda v: num(v), clip)
-    body += bar_panel(430, 8, 380, H - 30, "p99 latency, ms (lower is better)", items_p99, lambda v: f"{v:.2f}")
-    go, fo = tp.get("go"), tp.get("fanout")
+    W = 1240
+    H = 110 + 28 * len(keys)
+    body = bar_panel(10, 8, 440, H - 30, "requests/s (higher is better)", items_rps, lambda v: num(v), clip, 140)
+    body += bar_panel(450, 8, 390, H - 30, "p99 latency, ms (lower is better)", items_p99, lambda v: f"{v:.2f}",
+                      None, 140)
+    if items_cpu:
+        # Same rows as the other panels: direct has no gateway CPU.
+        rows = ([(target_label(doc, "direct"), None, COLORS["direct"])] if "direct" in keys else []) + items_cpu
+        body += bar_panel(840, 8, 390, H - 30, "CPU µs per request (lower is better)", rows,
+                          lambda v: f"{v:.0f}", None, 140)
+    go, fo, orr = tp.get("go"), tp.get("fanout"), tp.get("openresty")
+    parts = []
     if go and fo:
-        caption = (f"fanout ÷ Go: requests/s {fo['requests_per_s'] / go['requests_per_s']:.2f}× (target ≥ 2.0×), "
-                   f"p99 {fo['p99_ms'] / go['p99_ms']:.2f}× (target ≤ 0.5×). wrk -t2 -c64, "
-                   f"{get(doc, 'meta', 'bench_seconds')} s; {get(doc, 'machine', 'date')}")
+        parts.append(f"fanout ÷ Go: requests/s {fo['requests_per_s'] / go['requests_per_s']:.2f}× (target ≥ 2.0×), "
+                     f"p99 {fo['p99_ms'] / go['p99_ms']:.2f}× (≤ 0.5×)")
+    if orr and fo:
+        cpu = ratio(fo.get("cpu_us_per_request"), orr.get("cpu_us_per_request"))
+        parts.append(f"fanout ÷ OpenResty: requests/s {fo['requests_per_s'] / orr['requests_per_s']:.2f}× (≥ 1.3×), "
+                     f"p99 {fo['p99_ms'] / orr['p99_ms']:.2f}× (≤ 1.0×)"
+                     + (f", CPU/request {cpu:.2f}× (≤ 0.7×)" if cpu is not None else ""))
+    if parts:
+        caption = "; ".join(parts) + (f". wrk -t2 -c64, {get(doc, 'meta', 'bench_seconds')} s × "
+                                      f"{get(doc, 'meta', 'throughput_rounds') or 1}; {get(doc, 'machine', 'date')}")
         body.append(text(10, H - 8, caption, 11, color="#495057"))
     return svg_doc(W, H, body)
 

@@ -3,9 +3,14 @@
 # side with the Go reference gateway (bench/go-reference) in the same run:
 #
 #   throughput  aggregation throughput: 3 nginx backends, GET /merged merges all
-#               3; wrk -t2 -c64; direct (one backend), go-reference, fanout
-#   memory      RSS of each gateway right after its throughput run, and its CPU
-#               time per request over that run (measured with throughput)
+#               3; wrk -t2 -c64; direct (one backend) once, then in alternating
+#               rounds: go-reference, the two peers (bench/openresty: nginx + Lua,
+#               one worker; bench/node-gateway: node:http + undici), fanout with
+#               its default threads (one per CPU) and fanout --threads 1. Each
+#               peer must answer the very bytes fanout answers, or the run stops
+#   memory      RSS of each gateway during and after its throughput run, and its
+#               CPU time per request over that run (measured with throughput;
+#               for nginx, master + worker)
 #   overhead    fixed-rate open-loop load (bench/loadgen.py): gateway p50 minus
 #               the slowest backend's p50, all measured at the same moments; and
 #               the floor of one more hop: nginx proxy_pass to one backend, beside
@@ -16,7 +21,7 @@
 #   group       cargo bench -p fanout-group --bench group (divan)
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 4 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 5 minutes), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
@@ -26,8 +31,9 @@
 #   BENCH_SKIP_GROUP=1    skip the task-group benchmark (its rows say "skipped")
 #   TAIL_REQUESTS=3000    requests per endpoint in the tail scenario
 #   FAILFAST_REQUESTS=20  sequential requests per gateway in the fail-fast scenario
-#   THROUGHPUT_ROUNDS=3   rounds of the throughput scenario (Go and fanout in turn;
-#                         the figures are medians over the rounds)
+#   THROUGHPUT_ROUNDS=3   rounds of the throughput scenario (every gateway in turn,
+#                         each round starting one further along the list; the
+#                         figures are medians over the rounds)
 #   OVERHEAD_RATE=200     requests/s per target in the overhead scenario
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
@@ -36,12 +42,19 @@
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
 #
+# Syscalls and context switches per request, fanout against the OpenResty-style
+# peer: bash bench/syscalls.sh (separately; not part of this run).
+#
 # A run covering every scenario writes bench/results/latest.json, the plots
 # bench/results/*.svg and the generated part of BENCHMARKS.md (between
 # <!-- bench:begin --> and <!-- bench:end -->), via bench/report.py.
 #
-# Needs Debian's nginx-light, wrk, golang-go and golang-golang-x-sync-dev
-# (installed with apt-get when missing, as root), python3, curl, cargo.
+# Needs Debian's nginx-light, libnginx-mod-http-lua, lua-cjson, wrk, golang-go
+# and golang-golang-x-sync-dev (installed with apt-get when missing, as root),
+# Node.js ≥ 18.17 with npm (the machine's, or Debian's nodejs and npm when there
+# is none), python3, curl, cargo. The Node peer's one dependency (undici) comes
+# from the npm registry: `npm ci` in bench/node-gateway when its node_modules is
+# missing (the versions of its package-lock.json).
 # Everything listens on 127.0.0.1, ports 19101-19304; every process it starts
 # is stopped on exit.
 set -euo pipefail
@@ -98,19 +111,33 @@ done
 [[ $PORT_OFFSET =~ ^[0-9]+$ ]] && [ "$PORT_OFFSET" -le 600 ] || { echo "run.sh: BENCH_PORT_OFFSET must be 0-600" >&2; exit 2; }
 MOCK_TAIL=$((19101 + PORT_OFFSET)) MOCK_FF=$((19102 + PORT_OFFSET))
 FO_TP=$((19180 + PORT_OFFSET)) FO_W=$((19181 + PORT_OFFSET)) FO_TAIL=$((19182 + PORT_OFFSET)) FO_FF=$((19183 + PORT_OFFSET))
+FO1_TP=$((19184 + PORT_OFFSET)) OR_TP=$((19284 + PORT_OFFSET)) NODE_TP=$((19285 + PORT_OFFSET))
 GO_TP=$((19280 + PORT_OFFSET)) GO_W=$((19281 + PORT_OFFSET)) GO_TAIL=$((19282 + PORT_OFFSET)) GO_FF=$((19283 + PORT_OFFSET))
 NG1=$((19301 + PORT_OFFSET)) NG2=$((19302 + PORT_OFFSET)) NG3=$((19303 + PORT_OFFSET)) NGP=$((19304 + PORT_OFFSET))
 busy=$(python3 bench/lib.py ports-busy "$MOCK_TAIL" "$MOCK_FF" "$FO_TP" "$FO_W" "$FO_TAIL" "$FO_FF" \
-  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP")
+  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP" "$FO1_TP" "$OR_TP" "$NODE_TP")
 [ -z "$busy" ] || die "ports already in use on 127.0.0.1: $busy (another benchmark running? set BENCH_PORT_OFFSET, e.g. 300)"
 
 # --- what it needs -----------------------------------------------------------
+PEERS=0 # the throughput scenario runs the OpenResty and Node peers
+if selected throughput; then PEERS=1; fi
+LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
 missing=()
+packages=(nginx-light wrk golang-go golang-golang-x-sync-dev)
 for cmd in nginx wrk go; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
 [ -d /usr/share/gocode/src/golang.org/x/sync/errgroup ] || missing+=("golang.org/x/sync")
+if [ "$PEERS" = 1 ]; then
+  packages+=(libnginx-mod-http-lua lua-cjson)
+  [ -e "$LUA_MODULE" ] || missing+=("$LUA_MODULE")
+  dpkg-query -W -f '${Status}' lua-cjson 2>/dev/null | grep -q 'ok installed' || missing+=(lua-cjson)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(node npm)
+    packages+=(nodejs npm)
+  fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: apt-get install -y nginx-light wrk golang-go golang-golang-x-sync-dev (as root)"
-  log "installing nginx-light wrk golang-go golang-golang-x-sync-dev (missing: ${missing[*]})"
+  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: apt-get install -y ${packages[*]} (as root)"
+  log "installing ${packages[*]} (missing: ${missing[*]})"
   # Keep the package scripts from starting the system's nginx on port 80.
   policy_rc_d=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -118,11 +145,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   install_rc=0
   { timeout 600 apt-get update &&
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y nginx-light wrk golang-go golang-golang-x-sync-dev; } || install_rc=$?
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y "${packages[@]}"; } || install_rc=$?
   if [ "$policy_rc_d" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$install_rc" = 0 ] || die "apt-get failed ($install_rc)"
 fi
 for cmd in python3 curl cargo; do command -v "$cmd" >/dev/null || die "$cmd is needed"; done
+if [ "$PEERS" = 1 ]; then
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 18 || (a === 18 && b >= 17) ? 0 : 1)' ||
+    die "the Node peer needs Node.js ≥ 18.17 (undici 6); this is $(node --version)"
+  if [ ! -d bench/node-gateway/node_modules/undici ]; then
+    log "installing the Node peer's dependencies (npm ci in bench/node-gateway)"
+    (cd bench/node-gateway && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >&2 ||
+      die "npm ci failed in bench/node-gateway"
+  fi
+fi
 
 # --- processes: every one is stopped on exit ---------------------------------
 WORK=$(mktemp -d /tmp/fanout-bench.XXXXXX)
@@ -250,31 +286,74 @@ if selected throughput || selected overhead; then
       die "$url does not merge the 3 backends (24 keys)"
   done
 fi
+# The peers of the throughput scenario, and fanout on one thread beside them.
+OR_PID=
+NODE_PID=
+FANOUT1_PID=
+FANOUT_THREADS=$(nproc)
+if [ "$PEERS" = 1 ]; then
+  log "starting the peers: OpenResty-style nginx + Lua (one worker, :$OR_TP), Node (:$NODE_TP), fanout --threads 1 (:$FO1_TP)"
+  mkdir -p "$WORK/openresty"
+  lib shift-ports bench/openresty/nginx.conf "$PORT_OFFSET" > "$WORK/openresty/nginx.conf"
+  cp bench/openresty/merge.lua "$WORK/openresty/"
+  nginx -t -q -p "$WORK/openresty/" -c nginx.conf -e "$WORK/openresty/error.log" 2>"$WORK/openresty-test.err" ||
+    die "nginx rejects bench/openresty/nginx.conf: $(cat "$WORK/openresty-test.err")"
+  spawn openresty /dev/null nginx -p "$WORK/openresty/" -c nginx.conf -e "$WORK/openresty/error.log"
+  OR_PID=$SPAWNED # the master; its one worker is counted with it
+  spawn node-gateway /dev/null node bench/node-gateway/server.js --listen "127.0.0.1:$NODE_TP" \
+    --backends "http://127.0.0.1:$NG1/data,http://127.0.0.1:$NG2/data,http://127.0.0.1:$NG3/data"
+  NODE_PID=$SPAWNED
+  lib shift-ports bench/throughput-gateway.yaml "$PORT_OFFSET" |
+    sed "s/127.0.0.1:$FO_TP\"/127.0.0.1:$FO1_TP\"/" > "$WORK/throughput-gateway-1.yaml"
+  spawn fanout-1 /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/throughput-gateway-1.yaml" --threads 1
+  FANOUT1_PID=$SPAWNED
+  wait_ready openresty "$OR_PID" "http://127.0.0.1:$OR_TP/merged"
+  wait_ready node-gateway "$NODE_PID" "http://127.0.0.1:$NODE_TP/merged"
+  wait_ready fanout-1 "$FANOUT1_PID" "http://127.0.0.1:$FO1_TP/merged"
+  [ -n "$(lib proc-children "$OR_PID")" ] || die "the OpenResty-style nginx has no worker process"
+  # Before anything is measured: each peer answers exactly fanout's bytes.
+  for peer in openresty=$OR_TP node=$NODE_TP fanout1=$FO1_TP; do
+    lib same-body "http://127.0.0.1:$FO_TP/merged" "http://127.0.0.1:${peer#*=}/merged" "${peer%%=*}" >&2 ||
+      die "${peer%%=*} does not merge as fanout does (above); nothing was measured"
+  done
+fi
 
 # --- 1 + 2: aggregation throughput and memory ------------------------------------
 if selected throughput; then
-  log "aggregation throughput: wrk -t2 -c64 -d${S}s after a 2 s warm-up; direct once, then go-reference and fanout in turn, $ROUNDS rounds"
-  target_of() { # NAME -> url pid
+  GATEWAYS=(go openresty node fanout fanout1)
+  log "aggregation throughput: wrk -t2 -c64 -d${S}s after a warm-up (2 s each, Node 4 s); direct once, then ${GATEWAYS[*]} in turn, $ROUNDS round(s)"
+  target_of() { # NAME -> url pid (pid+: the process and its children)
     case $1 in
       direct) echo "http://127.0.0.1:$NG1/data" ;;
       go) echo "http://127.0.0.1:$GO_TP/merged $GO_PID" ;;
+      openresty) echo "http://127.0.0.1:$OR_TP/merged $OR_PID+" ;;
+      node) echo "http://127.0.0.1:$NODE_TP/merged $NODE_PID" ;;
       fanout) echo "http://127.0.0.1:$FO_TP/merged $FANOUT_PID" ;;
+      fanout1) echo "http://127.0.0.1:$FO1_TP/merged $FANOUT1_PID" ;;
     esac
   }
-  for target in direct go fanout; do
+  for target in direct "${GATEWAYS[@]}"; do
     read -r url pid <<< "$(target_of "$target")"
     step "${LIB[@]}" wrk-run "$url" 2 >/dev/null
+    # V8 compiles its hot paths later than the others settle: twice as long.
+    if [ "$target" = node ]; then step "${LIB[@]}" wrk-run "$url" 2 >/dev/null; fi
   done
   read -r url pid <<< "$(target_of direct)"
   step "${LIB[@]}" wrk-run "$url" "$S" "" "$NGINX" > "$WORK/throughput-direct-1.json"
-  # Go and fanout alternate, so that both see the same drift of a shared machine.
+  # The gateways alternate, so that all see the same drift of a shared machine;
+  # each round starts one further along the list, so none is always first.
+  n=${#GATEWAYS[@]}
   for round in $(seq "$ROUNDS"); do
-    for target in go fanout; do
+    for i in $(seq 0 $((n - 1))); do
+      target=${GATEWAYS[$(((round - 1 + i) % n))]}
       read -r url pid <<< "$(target_of "$target")"
       step "${LIB[@]}" wrk-run "$url" "$S" "$pid" "$NGINX" > "$WORK/throughput-$target-$round.json"
     done
+    [ "$ROUNDS" = 1 ] || log "  round $round/$ROUNDS done"
   done
-  for target in direct go fanout; do
+  for pid in $FANOUT1_PID $NODE_PID $OR_PID; do stop "$pid"; done
+  rec meta.fanout_threads "$FANOUT_THREADS"
+  for target in direct "${GATEWAYS[@]}"; do
     lib merge-rounds "$WORK"/throughput-"$target"-*.json > "$WORK/throughput-$target.json"
     rec "throughput.$target" "@$WORK/throughput-$target.json"
     lib show throughput "$WORK/throughput-$target.json" "$target" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Aggregation throughput and memory only (targets.md, first and last rows):
-# three nginx backends, the Go reference and fanout, wrk -t2 -c64, side by
-# side in one run. A shortcut for
+# Aggregation throughput and memory only (targets.md, first and last rows,
+# and "against the fastest peer"): three nginx backends, the Go reference, the
+# OpenResty-style and Node peers, and fanout (default threads and --threads 1),
+# wrk -t2 -c64, side by side in alternating rounds of one run. A shortcut for
 #   BENCH_ONLY=throughput BENCH_SECONDS=<seconds> bash bench/run.sh
 # (see bench/run.sh for the settings; FANOUT_LOG=warn turns fanout's
 # per-request log line off). Prints the table; BENCHMARKS.md is left alone.
