@@ -254,6 +254,18 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// `fanout serve`.
 async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> ExitCode {
     let telemetry = init_logging(log_format);
+    // Before anything listens: a SIGHUP that comes as soon as the port is
+    // open must reload, not kill the process (its default action).
+    #[cfg(unix)]
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(error = %err, "SIGHUP cannot be handled: reload by changing the file");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let hangup = None::<()>;
     let plan = match Plan::load(path) {
         Ok(plan) => plan,
         Err(err) => {
@@ -310,7 +322,7 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
             }
         }
     }
-    tokio::spawn(reload_on_change(path.to_owned(), gateway.clone()));
+    tokio::spawn(reload_on_change(path.to_owned(), gateway.clone(), hangup));
     let addr = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -416,16 +428,48 @@ fn init_logging(format: &str) -> Telemetry {
     Telemetry::default()
 }
 
+/// The SIGHUP stream, installed before anything listens.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// The listener settings that differ between two configs: a reload cannot
+/// apply them (the sockets, threads and connection limits are made once).
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let mut check = |name, same: bool| {
+        if !same {
+            changed.push(name);
+        }
+    };
+    check("listen", a.listen == b.listen);
+    check("admin", a.admin == b.admin);
+    check(
+        "header_read_timeout",
+        a.header_read_timeout == b.header_read_timeout,
+    );
+    check("shutdown_grace", a.shutdown_grace == b.shutdown_grace);
+    check("max_connections", a.max_connections == b.max_connections);
+    check("idle_timeout", a.idle_timeout == b.idle_timeout);
+    check("write_timeout", a.write_timeout == b.write_timeout);
+    check(
+        "response_buffer",
+        a.response_buffer.per_connection == b.response_buffer.per_connection
+            && a.response_buffer.total == b.response_buffer.total,
+    );
+    changed
+}
+
 /// Reloads the config on SIGHUP and when the file changes (checked every
 /// second: simpler than filesystem events, and it works on every filesystem and
 /// with editors that replace the file). A config with problems is refused with
 /// its located errors, and the previous one keeps serving.
-async fn reload_on_change(path: PathBuf, gateway: Gateway) {
+async fn reload_on_change(path: PathBuf, gateway: Gateway, mut hangup: Option<Hangup>) {
     let stamp = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut last = stamp(&path);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -437,7 +481,10 @@ async fn reload_on_change(path: PathBuf, gateway: Gateway) {
             }
         };
         #[cfg(not(unix))]
-        let hup = std::future::pending::<()>();
+        let hup = {
+            let _ = &mut hangup;
+            std::future::pending::<()>()
+        };
         let reason = tokio::select! {
             () = hup => {
                 last = stamp(&path);
@@ -453,6 +500,13 @@ async fn reload_on_change(path: PathBuf, gateway: Gateway) {
         match Plan::load(&path) {
             Ok(plan) => {
                 let endpoints = plan.config().endpoints.len();
+                for changed in needs_restart(gateway.plan().config(), plan.config()) {
+                    tracing::warn!(
+                        reason,
+                        setting = changed,
+                        "server.{changed} changed: it takes effect at the next restart; the rest of the config is reloaded"
+                    );
+                }
                 gateway.reload(plan);
                 tracing::info!(reason, endpoints, "config reloaded");
             }

@@ -170,6 +170,48 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// Issue 16: the SIGHUP handler used to be installed after the listener
+/// accepted, so a reload signal sent as soon as the port answered could kill
+/// the process (SIGHUP's default action).
+#[test]
+fn a_sighup_as_soon_as_the_port_is_open_reloads_instead_of_killing() {
+    let backend_addr = echo_backend();
+    let port = free_port();
+    let config = temp_file(
+        "hup.yaml",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend_addr}/x\" }}] }}\n"
+        ),
+    );
+    let child = fanout()
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "fanout serve did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The first moment anyone can see it listening.
+    for _ in 0..3 {
+        Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP killed fanout serve"
+    );
+    let (status, _, _) = http_get(&format!("http://127.0.0.1:{port}/hi"));
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn serve_refuses_a_bad_config_without_starting() {
     let bad = temp_file("refused.yaml", "endpoints: []\n");
@@ -458,6 +500,23 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     hup(&child);
     wait_for("config reloaded");
     assert_eq!(body(&url), r#"{"path":"/two"}"#);
+
+    // A listener setting cannot change without a restart: it says so, and
+    // the rest is reloaded.
+    std::fs::write(
+        &file,
+        config("/three").replace(
+            "server: {",
+            "server: { admin: \"127.0.0.1:1\", max_connections: 7,",
+        ),
+    )
+    .unwrap();
+    hup(&child);
+    let notice = wait_for("takes effect at the next restart");
+    assert!(notice.to_string().contains("admin"), "{notice}");
+    wait_for("max_connections");
+    wait_for("config reloaded");
+    assert_eq!(body(&url), r#"{"path":"/three"}"#);
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

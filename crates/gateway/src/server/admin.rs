@@ -59,6 +59,15 @@ fn answer(
     gateway: &Gateway,
     metrics: Option<&PrometheusHandle>,
 ) -> Response<Full<Bytes>> {
+    if let Some(host) = addressed_by_name(request) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the admin API answers requests addressed to an IP address or localhost, not `{host}` (a guard against DNS rebinding)"
+            ),
+        )
+        .map(Full::new);
+    }
     match request.uri().path() {
         "/" => {
             let mut response = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
@@ -114,6 +123,26 @@ fn answer(
         )
         .map(Full::new),
     }
+}
+
+/// The host a request is addressed to, if it is a name other than
+/// `localhost`. A page on another site can point its own name at 127.0.0.1
+/// (DNS rebinding) and read the admin API from a browser; its requests then
+/// carry that name in `Host`, while probes, scrapers and people use an IP
+/// address or `localhost`.
+fn addressed_by_name(request: &Request<Incoming>) -> Option<String> {
+    let authority = match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().unwrap_or("?").to_owned(),
+        None => request.uri().authority()?.as_str().to_owned(),
+    };
+    let host = match authority.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let allowed =
+        host.parse::<std::net::IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost");
+    (!allowed).then_some(authority)
 }
 
 /// The effective configuration, with every upstream header value (API keys,
