@@ -39,6 +39,9 @@ mod dashboard;
 #[cfg(test)]
 mod engine_tests;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
 mod metrics;
 mod plan;

@@ -101,7 +101,7 @@ where
 /// Whether arrays and objects nest deeper than `max`, ignoring brackets inside
 /// strings. A linear scan, run before parsing so a hostile body cannot make the
 /// parser recurse deeply.
-fn nesting_exceeds(bytes: &[u8], max: u32) -> bool {
+pub(crate) fn nesting_exceeds(bytes: &[u8], max: u32) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
     for &b in bytes {
         if in_string {

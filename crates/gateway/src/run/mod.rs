@@ -23,6 +23,49 @@ mod outcome;
 mod request;
 mod url;
 
+/// What the fuzz targets drive directly (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing {
+    use super::url::{self, Values};
+    use crate::{plan::template::Template, shape::{FieldPath, Json}};
+
+    struct Fixed<'a>(&'a str, &'a str, &'a str);
+
+    impl Values for Fixed<'_> {
+        fn route(&self, _: &str) -> Option<&str> {
+            Some(self.0)
+        }
+        fn query(&self, _: &str) -> Option<&str> {
+            Some(self.1)
+        }
+        fn field(&self, _: &str, _: &FieldPath) -> Option<serde_json::Value> {
+            Some(serde_json::Value::from(self.2))
+        }
+    }
+
+    /// Fills `template`: every route capture with `route`, every query value
+    /// with `query`, every dependency field with `field`; `query` is also
+    /// forwarded as `q`.
+    pub(crate) fn render(
+        origin: &str,
+        template: &Template,
+        route: &str,
+        query: &str,
+        field: &str,
+    ) -> Result<String, String> {
+        let forwarded = [("q".to_owned(), query.to_owned())];
+        url::render(origin, template, &Fixed(route, query, field), &forwarded)
+    }
+
+    /// A backend body as the gateway takes it: the depth scan, then the parse.
+    pub(crate) fn decode_body(data: &[u8], depth: u32) -> Option<Json> {
+        if super::decode::nesting_exceeds(data, depth) {
+            return None;
+        }
+        Json::parse(bytes::Bytes::copy_from_slice(data)).ok()
+    }
+}
+
 use std::sync::Arc;
 
 use fanout_group::Group;

@@ -64,7 +64,7 @@ impl Json {
         let text = String::from_utf8(Vec::from(text)).map_err(|e| e.utf8_error())?;
         let str = text.as_str();
         let members = match serde_json::from_str::<Top<'_>>(str)? {
-            Top::Object(members) => Some(
+            Top::Object(members) => Some(unique_members(
                 members
                     .into_iter()
                     .map(|(key, value)| Member {
@@ -75,7 +75,8 @@ impl Json {
                         value: offset(str, value.get()),
                     })
                     .collect(),
-            ),
+                str,
+            )),
             Top::Other => None,
         };
         Ok(Json { text, members })
@@ -157,6 +158,43 @@ impl PartialEq for Json {
     fn eq(&self, other: &Json) -> bool {
         self.to_value().ok() == other.to_value().ok()
     }
+}
+
+/// The members with each repeated key once: at its first place, with its last
+/// value, as `serde_json` reads an object (so a repeated key means the same
+/// whether a body is reshaped or merged as received).
+fn unique_members(mut members: Vec<Member>, text: &str) -> Vec<Member> {
+    let key = |m: &Member| -> String {
+        match &m.key {
+            Key::Plain(range) => text[range.clone()].to_owned(),
+            Key::Decoded(key) => key.to_string(),
+        }
+    };
+    // Most objects have few members and no repeats: compare directly then.
+    let repeated = if members.len() <= 16 {
+        members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| members[..i].iter().any(|o| key(o) == key(m)))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        !members.iter().all(|m| seen.insert(key(m)))
+    };
+    if !repeated {
+        return members;
+    }
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut kept: Vec<Member> = Vec::with_capacity(members.len());
+    for member in members.drain(..) {
+        match first.get(&key(&member)) {
+            Some(&at) => kept[at].value = member.value,
+            None => {
+                first.insert(key(&member), kept.len());
+                kept.push(member);
+            }
+        }
+    }
+    kept
 }
 
 /// Where `part`, a slice of `whole`, lies in it.

@@ -1,0 +1,187 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, not part
+//! of the API). Each takes arbitrary bytes, drives one part of the gateway
+//! with them, and panics if an invariant breaks; a panic, a hang or an
+//! allocation past the limits is a finding.
+
+use serde_json::Value;
+
+use crate::{
+    Plan,
+    config::Format,
+    plan::template::Template,
+    run::fuzzing as run,
+    shape::{Body, FieldPath, Merged, Shape},
+};
+
+/// The deepest nesting the gateway accepts (`max_json_depth` at most).
+const DEPTH: u32 = 127;
+
+/// Splits `data` at NUL bytes into `n` text parts (missing ones empty).
+fn parts(data: &[u8], n: usize) -> Vec<String> {
+    let mut parts: Vec<String> = data
+        .splitn(n, |&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    parts.resize(n, String::new());
+    parts
+}
+
+/// A configuration in the format the first byte picks, checked and
+/// compiled: any problem is a located error, never a panic; a plan that
+/// compiles describes its own config again.
+pub fn config(data: &[u8]) {
+    let Some((&pick, text)) = data.split_first() else {
+        return;
+    };
+    let format = [Format::Yaml, Format::Toml, Format::Json][pick as usize % 3];
+    let text = String::from_utf8_lossy(text);
+    match Plan::parse(&text, format, "fuzz", |name| (name == "SET").then(|| "v".into())) {
+        Ok(plan) => {
+            let json = serde_json::to_string(plan.config()).expect("a config serializes");
+            Plan::parse(&json, Format::Json, "again", |_| None)
+                .expect("a compiled config, written as JSON, compiles again");
+        }
+        Err(err) => {
+            assert!(!err.problems.is_empty());
+            for p in &err.problems {
+                assert!(p.line >= 1 && p.column >= 1, "{p}");
+            }
+        }
+    }
+}
+
+/// A path template filled with hostile values: whatever they are, the URL
+/// stays on its origin.
+pub fn template(data: &[u8]) {
+    let p = parts(data, 4);
+    let Ok(template) = Template::parse(&p[0]) else {
+        return;
+    };
+    let origin = "http://h:1/base";
+    let Ok(url) = run::render(origin, &template, &p[1], &p[2], &p[3]) else {
+        return;
+    };
+    assert!(url.starts_with(origin), "{url}");
+    let rest = &url[origin.len()..];
+    // Values are percent-encoded: none of their bytes can end the path or
+    // start a new authority, whatever the template's own literals hold.
+    let literals: String = template
+        .parts()
+        .iter()
+        .filter_map(|part| match part {
+            crate::plan::template::Part::Literal(text) => Some(text.as_str()),
+            crate::plan::template::Part::Var(..) => None,
+        })
+        .collect();
+    for c in ['#', '@', ' '] {
+        assert!(!rest.contains(c) || literals.contains(c), "{c:?} from a value in {url}");
+    }
+    if let Ok(uri) = url.parse::<http::Uri>() {
+        assert_eq!(uri.authority().map(|a| a.as_str()), Some("h:1"), "{url}");
+    }
+}
+
+/// A backend body through the depth scan, the parser, a lookup and the
+/// merge: what is accepted is merged into valid JSON equal to the body.
+pub fn json(data: &[u8]) {
+    let Some(json) = run::decode_body(data, DEPTH) else {
+        return;
+    };
+    let path = FieldPath::parse("a.b").expect("a valid path");
+    let _ = json.lookup(&path);
+    let body = Body::Json(json.clone());
+    let mut merged = Merged::default();
+    merged.add(&body, None);
+    let bytes = merged.to_vec();
+    assert_is_json(&bytes);
+    // Where the body is a value (no number out of range, no lone surrogate),
+    // the merge means the same value.
+    if let (Ok(Value::Object(mut map)), Ok(Value::Object(out))) =
+        (json.to_value(), serde_json::from_slice::<Value>(&bytes))
+    {
+        map.shift_remove("_errors");
+        assert_eq!(map, out, "the merge keeps every member");
+    }
+}
+
+/// Two bodies, the first shaped by paths taken from the input, merged: never
+/// a panic, always a JSON object.
+pub fn merge(data: &[u8]) {
+    let p = parts(data, 4);
+    let decode = |text: &str| run::decode_body(text.as_bytes(), DEPTH);
+    let (Some(first), Some(second)) = (decode(&p[0]), decode(&p[1])) else {
+        return;
+    };
+    let paths: Vec<FieldPath> = p[2]
+        .split(',')
+        .filter_map(|s| FieldPath::parse(s).ok())
+        .take(8)
+        .collect();
+    let into = FieldPath::parse(&p[3]).ok().filter(|p| p.segments()[0] != "_errors");
+    let shape = Shape {
+        select: (!paths.is_empty()).then(|| paths.clone()),
+        drop: paths.iter().rev().take(2).cloned().collect(),
+        rename: paths.first().map(|p| (p.clone(), "renamed".to_owned())).into_iter().collect(),
+        into: into.clone(),
+        ..Shape::default()
+    };
+    let shaped = match first.to_value() {
+        Ok(value) => shape.apply(value).map(Body::Value).ok(),
+        Err(_) => None,
+    };
+    let second = Body::Json(second);
+    let mut merged = Merged::default();
+    if let Some(shaped) = &shaped {
+        merged.add(shaped, into.as_ref());
+    }
+    merged.add(&second, None);
+    let bytes = merged.to_vec();
+    assert_is_json(&bytes);
+    assert!(bytes.starts_with(b"{"), "the merge writes an object");
+}
+
+/// The merge's output is JSON text (checked for syntax: a backend's `1e400`
+/// passes through as it came, which is JSON but not a `serde_json` value).
+fn assert_is_json(bytes: &[u8]) {
+    let text = std::str::from_utf8(bytes).expect("the merge writes UTF-8");
+    serde_json::from_str::<&serde_json::value::RawValue>(text)
+        .unwrap_or_else(|e| panic!("the merge wrote invalid JSON ({e}): {text}"));
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_entry_point_runs_on_simple_input() {
+        config(b"\x00endpoints:\n  - { route: GET /a, backends: [{ name: a, url: \"http://127.0.0.1:1/\" }] }\n");
+        config(b"\x02{\"endpoints\": []}");
+        template(b"/u/{id}?q={query.q}\x00../x\x00a&b=c\x00f");
+        json(br#"{"a":{"b":[1,2]},"c":"d"}"#);
+        merge(b"{\"a\":1,\"b\":{\"c\":2}}\x00{\"b\":{\"d\":3}}\x00a,b.c\x00x.y");
+        json(br#"{"n":1e400,"s":"\ud800"}"#);
+    }
+
+    /// The committed corpus of each target (`fuzz/corpus/<target>/`), replayed
+    /// on the stable toolchain: what libFuzzer found once stays fixed.
+    #[test]
+    fn the_fuzz_corpus_replays_without_a_finding() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let targets: [(&str, fn(&[u8])); 4] =
+            [("config", config), ("template", template), ("json", json), ("merge", merge)];
+        for (name, target) in targets {
+            let dir = root.join(name);
+            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let mut count = 0;
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let data = std::fs::read(&path).unwrap();
+                let outcome = std::panic::catch_unwind(|| target(&data));
+                assert!(outcome.is_ok(), "fuzz target `{name}` fails on {}", path.display());
+                count += 1;
+            }
+            assert!(count > 0, "no corpus for `{name}` in {}", dir.display());
+        }
+    }
+}

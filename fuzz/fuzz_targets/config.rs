@@ -1,0 +1,4 @@
+//! `cargo fuzz run config`: see fuzz/README.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fanout_gateway::fuzz::config(data));
