@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::{
     Plan,
-    client::{Request, Transport},
+    client::{ClientSettings, Request, Transport},
     config::Format,
     error::BackendError,
     respond::respond,
@@ -91,7 +91,11 @@ impl Drop for Ending {
 impl Transport for Script {
     type Body = Full<Bytes>;
 
-    async fn send(&self, request: Request) -> Result<Response<Full<Bytes>>, BackendError> {
+    async fn send(
+        &self,
+        _: &Arc<ClientSettings>,
+        request: Request,
+    ) -> Result<Response<Full<Bytes>>, BackendError> {
         let uri = request
             .uri()
             .path_and_query()
@@ -191,9 +195,9 @@ async fn a_dependent_starts_the_instant_its_dependency_answers() {
 endpoints:
   - route: GET /users/{id}
     backends:
-      - { name: profile, url: "http://h/profile/{id}", required: true }
-      - { name: orders, url: "http://h/orders?account={profile.account}", after: [profile], into: orders }
-      - { name: ads, url: "http://h/ads", into: ads }
+      - { name: profile, url: "http://10.0.0.1/profile/{id}", required: true }
+      - { name: orders, url: "http://10.0.0.1/orders?account={profile.account}", after: [profile], into: orders }
+      - { name: ads, url: "http://10.0.0.1/ads", into: ads }
 "#,
     );
     let script = Script::new(&[
@@ -240,8 +244,8 @@ endpoints:
   - route: GET /checkout
     expose_errors: true
     backends:
-      - { name: inventory, url: "http://h/inventory", into: inventory }
-      - { name: payment, url: "http://h/payment", required: true, into: payment }
+      - { name: inventory, url: "http://10.0.0.1/inventory", into: inventory }
+      - { name: payment, url: "http://10.0.0.1/payment", required: true, into: payment }
 "#,
     );
     let script = Script::new(&[
@@ -280,8 +284,8 @@ endpoints:
     timeout: 100ms
     expose_errors: true
     backends:
-      - { name: slow, url: "http://h/slow", required: true }
-      - { name: stuck, url: "http://h/stuck" }
+      - { name: slow, url: "http://10.0.0.1/slow", required: true }
+      - { name: stuck, url: "http://10.0.0.1/stuck" }
 "#,
     );
     let script = Script::new(&[
@@ -312,7 +316,7 @@ endpoints:
   - route: GET /t
     timeout: 1s
     backends:
-      - { name: quick, url: "http://h/quick", required: true, timeout: 30ms }
+      - { name: quick, url: "http://10.0.0.1/quick", required: true, timeout: 30ms }
 "#,
     );
     let script = Script::new(&[("/quick", Reply::Json(200, "{}", 500))]);
@@ -331,8 +335,8 @@ endpoints:
   - route: GET /users/{id}
     expose_errors: true
     backends:
-      - { name: profile, url: "http://h/profile", required: true, into: user }
-      - { name: loyalty, url: "http://h/loyalty", timeout: 50ms, into: loyalty }
+      - { name: profile, url: "http://10.0.0.1/profile", required: true, into: user }
+      - { name: loyalty, url: "http://10.0.0.1/loyalty", timeout: 50ms, into: loyalty }
 "#,
     );
     let script = Script::new(&[
@@ -367,9 +371,9 @@ endpoints:
   - route: GET /a
     expose_errors: true
     backends:
-      - { name: first, url: "http://h/first" }
-      - { name: second, url: "http://h/second?x={first.id}", after: [first] }
-      - { name: other, url: "http://h/other" }
+      - { name: first, url: "http://10.0.0.1/first" }
+      - { name: second, url: "http://10.0.0.1/second?x={first.id}", after: [first] }
+      - { name: other, url: "http://10.0.0.1/other" }
 "#,
     );
     let script = Script::new(&[
@@ -397,8 +401,8 @@ endpoints:
   - route: GET /a
     timeout: 5s
     backends:
-      - { name: first, url: "http://h/first", timeout: 40ms }
-      - { name: second, url: "http://h/second?x={first.id}", after: [first] }
+      - { name: first, url: "http://10.0.0.1/first", timeout: 40ms }
+      - { name: second, url: "http://10.0.0.1/second?x={first.id}", after: [first] }
 "#,
     );
     let script = Script::new(&[("/first", Reply::Hang)]);
@@ -419,8 +423,8 @@ async fn status_rules_follow_the_decisive_failure() {
 endpoints:
   - route: GET /s
     backends:
-      - {{ name: main, url: "http://h/main", required: true{extra} }}
-      - {{ name: side, url: "http://h/side" }}
+      - {{ name: main, url: "http://10.0.0.1/main", required: true{extra} }}
+      - {{ name: side, url: "http://10.0.0.1/side" }}
 "#
         ));
         let script = Script::new(&[("/main", reply), ("/side", Reply::Json(200, "{}", 0))]);
@@ -456,8 +460,8 @@ endpoints:
   - route: GET /a
     timeout: 200ms
     backends:
-      - { name: one, url: "http://h/one" }
-      - { name: two, url: "http://h/two" }
+      - { name: one, url: "http://10.0.0.1/one" }
+      - { name: two, url: "http://10.0.0.1/two" }
 "#,
     );
     let script = Script::new(&[("/one", Reply::Json(500, "{}", 0)), ("/two", Reply::Hang)]);
@@ -479,7 +483,7 @@ async fn an_overloaded_required_upstream_is_503() {
     let plan = plan(
         r#"
 upstreams:
-  small: { url: "http://h", max_in_flight: 1 }
+  small: { url: "http://10.0.0.1", max_in_flight: 1 }
 endpoints:
   - route: GET /a
     backends:
@@ -508,8 +512,8 @@ async fn a_reload_keeps_the_state_of_an_unchanged_upstream_only() {
         format!(
             r#"
 upstreams:
-  users: {{ url: "http://h", breaker: {{ failures: 1, cooldown: {cooldown} }} }}
-  other: {{ url: "http://o" }}
+  users: {{ url: "http://10.0.0.1", breaker: {{ failures: 1, cooldown: {cooldown} }} }}
+  other: {{ url: "http://10.0.0.2" }}
 endpoints:
   - route: GET {route}
     expose_errors: true
@@ -558,7 +562,7 @@ endpoints:
   - route: GET /a
     expose_errors: true
     backends:
-      - { name: one, url: "http://h/one", required: true, select: [n] }
+      - { name: one, url: "http://10.0.0.1/one", required: true, select: [n] }
 "#,
         );
         let leaked: &'static str = Box::leak(body.to_owned().into_boxed_str());
@@ -589,8 +593,8 @@ server: { max_json_depth: 127 }
 endpoints:
   - route: GET /a
     backends:
-      - { name: one, url: "http://h/one", required: true, select: [k] }
-      - { name: two, url: "http://h/two", required: true }
+      - { name: one, url: "http://10.0.0.1/one", required: true, select: [k] }
+      - { name: two, url: "http://10.0.0.1/two", required: true }
 "#,
     );
     let script = Script::new(&[
@@ -609,7 +613,7 @@ async fn configured_upstream_headers_replace_the_clients() {
     let plan = plan(
         r#"
 upstreams:
-  u: { url: "http://h", headers: { X-Api-Key: gateway-key, Authorization: "Bearer gw" } }
+  u: { url: "http://10.0.0.1", headers: { X-Api-Key: gateway-key, Authorization: "Bearer gw" } }
 endpoints:
   - route: GET /a
     forward_headers: [X-Api-Key, Authorization, Accept-Language]
@@ -655,9 +659,9 @@ endpoints:
   - route: GET /a
     expose_errors: true
     backends:
-      - { name: forger, url: "http://h/forger" }
-      - { name: shaped, url: "http://h/shaped", drop: [x] }
-      - { name: failing, url: "http://h/failing" }
+      - { name: forger, url: "http://10.0.0.1/forger" }
+      - { name: shaped, url: "http://10.0.0.1/shaped", drop: [x] }
+      - { name: failing, url: "http://10.0.0.1/failing" }
 "#,
     );
     let script = Script::new(&[
@@ -702,8 +706,8 @@ async fn a_repeated_key_means_its_last_value_whether_shaped_or_not() {
 endpoints:
   - route: GET /a
     backends:
-      - { name: raw, url: "http://h/raw" }
-      - { name: shaped, url: "http://h/shaped", drop: [unused], into: s }
+      - { name: raw, url: "http://10.0.0.1/raw" }
+      - { name: shaped, url: "http://10.0.0.1/shaped", drop: [unused], into: s }
 "#,
     );
     let script = Script::new(&[
@@ -731,8 +735,8 @@ endpoints:
   - route: GET /a
     expose_errors: true
     backends:
-      - { name: first, url: "http://h/first" }
-      - { name: second, url: "http://h/echo/{first.id}/tail", after: [first] }
+      - { name: first, url: "http://10.0.0.1/first" }
+      - { name: second, url: "http://10.0.0.1/echo/{first.id}/tail", after: [first] }
 "#,
     );
     let script = Script::new(&[("/first", Reply::Json(200, r#"{"id":""}"#, 0))]);

@@ -80,6 +80,9 @@ pub struct BackendError {
     /// The backend's body when it answered with an error status, kept for
     /// `pass_status`.
     pub(crate) body: Option<Bytes>,
+    /// Whether the request never left the gateway (no connection could be
+    /// made): another target may take it whatever its method.
+    pub(crate) unsent: bool,
 }
 
 impl BackendError {
@@ -90,6 +93,7 @@ impl BackendError {
             status: None,
             message: message.into(),
             body: None,
+            unsent: false,
         }
     }
 
@@ -100,6 +104,7 @@ impl BackendError {
             status: Some(status.as_u16()),
             message: format!("answered {status}"),
             body: Some(body),
+            unsent: false,
         }
     }
 }

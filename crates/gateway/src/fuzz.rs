@@ -35,7 +35,9 @@ pub fn config(data: &[u8]) {
     };
     let format = [Format::Yaml, Format::Toml, Format::Json][pick as usize % 3];
     let text = String::from_utf8_lossy(text);
-    match Plan::parse(&text, format, "fuzz", |name| (name == "SET").then(|| "v".into())) {
+    match Plan::parse(&text, format, "fuzz", |name| {
+        (name == "SET").then(|| "v".into())
+    }) {
         Ok(plan) => {
             let json = serde_json::to_string(plan.config()).expect("a config serializes");
             Plan::parse(&json, Format::Json, "again", |_| None)
@@ -74,7 +76,10 @@ pub fn template(data: &[u8]) {
         })
         .collect();
     for c in ['#', '@', ' '] {
-        assert!(!rest.contains(c) || literals.contains(c), "{c:?} from a value in {url}");
+        assert!(
+            !rest.contains(c) || literals.contains(c),
+            "{c:?} from a value in {url}"
+        );
     }
     if let Ok(uri) = url.parse::<http::Uri>() {
         assert_eq!(uri.authority().map(|a| a.as_str()), Some("h:1"), "{url}");
@@ -117,11 +122,17 @@ pub fn merge(data: &[u8]) {
         .filter_map(|s| FieldPath::parse(s).ok())
         .take(8)
         .collect();
-    let into = FieldPath::parse(&p[3]).ok().filter(|p| p.segments()[0] != "_errors");
+    let into = FieldPath::parse(&p[3])
+        .ok()
+        .filter(|p| p.segments()[0] != "_errors");
     let shape = Shape {
         select: (!paths.is_empty()).then(|| paths.clone()),
         drop: paths.iter().rev().take(2).cloned().collect(),
-        rename: paths.first().map(|p| (p.clone(), "renamed".to_owned())).into_iter().collect(),
+        rename: paths
+            .first()
+            .map(|p| (p.clone(), "renamed".to_owned()))
+            .into_iter()
+            .collect(),
         into: into.clone(),
         ..Shape::default()
     };
@@ -148,7 +159,6 @@ fn assert_is_json(bytes: &[u8]) {
         .unwrap_or_else(|e| panic!("the merge wrote invalid JSON ({e}): {text}"));
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,17 +178,26 @@ mod tests {
     #[test]
     fn the_fuzz_corpus_replays_without_a_finding() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] =
-            [("config", config), ("template", template), ("json", json), ("merge", merge)];
+        let targets: [(&str, fn(&[u8])); 4] = [
+            ("config", config),
+            ("template", template),
+            ("json", json),
+            ("merge", merge),
+        ];
         for (name, target) in targets {
             let dir = root.join(name);
-            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let entries =
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
             let mut count = 0;
             for entry in entries {
                 let path = entry.unwrap().path();
                 let data = std::fs::read(&path).unwrap();
                 let outcome = std::panic::catch_unwind(|| target(&data));
-                assert!(outcome.is_ok(), "fuzz target `{name}` fails on {}", path.display());
+                assert!(
+                    outcome.is_ok(),
+                    "fuzz target `{name}` fails on {}",
+                    path.display()
+                );
                 count += 1;
             }
             assert!(count > 0, "no corpus for `{name}` in {}", dir.display());

@@ -18,6 +18,7 @@ mod respond;
 mod run;
 mod server;
 mod shape;
+mod upstream;
 
 pub use client::HttpClient;
 pub use error::{BackendError, ErrorKind};

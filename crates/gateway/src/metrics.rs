@@ -24,6 +24,16 @@ pub(crate) const RETRIES: &str = "fanout_retries_total";
 pub(crate) const HEDGES: &str = "fanout_hedges_total";
 /// A breaker's state, by `upstream`: 0 closed, 1 half-open, 2 open.
 pub(crate) const BREAKER_STATE: &str = "fanout_breaker_state";
+/// A target's state, by `upstream` and `target`: 0 up, 1 ejected, 2 unhealthy.
+pub(crate) const TARGET_STATE: &str = "fanout_target_state";
+/// Attempts sent to a target, by `upstream` and `target`.
+pub(crate) const TARGET_CALLS: &str = "fanout_target_calls_total";
+/// Attempts to a target that failed (connection, timeout, 5xx).
+pub(crate) const TARGET_FAILURES: &str = "fanout_target_failures_total";
+/// Attempts in flight to a target.
+pub(crate) const TARGET_IN_FLIGHT: &str = "fanout_target_in_flight";
+/// A target's latency estimate (peak EWMA), in seconds.
+pub(crate) const TARGET_LATENCY: &str = "fanout_target_latency_seconds";
 
 /// Counts a request in flight until it is dropped, however it ends (the
 /// client may leave).

@@ -1,8 +1,18 @@
-//! The production [`Transport`]: hyper-util's pooled client over TCP, with
-//! keep-alive pools per host and port and `TCP_NODELAY`.
+//! The production [`Transport`]: hyper-util's pooled client, one per
+//! upstream per serving thread, over TCP or TLS (rustls), HTTP/1.1 with
+//! keep-alive pools or HTTP/2 multiplexed over one connection per target.
+//!
+//! The connector is written here rather than taken from hyper-rustls: the
+//! address dialled is a target's (an IP a name resolved to), while the name
+//! verified is the upstream's (or `tls.server_name`), and a failed handshake
+//! must say why in the gateway's words.
 
 use std::{
+    collections::HashMap,
+    future::Future,
+    io,
     pin::Pin,
+    sync::{Arc, Mutex, Weak},
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,79 +26,219 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo},
 };
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::client::TlsStream;
 
-use super::{Request, Transport};
-use crate::error::{BackendError, ErrorKind};
+use super::{ClientSettings, Request, Transport, tls};
+use crate::{
+    config::Http2,
+    error::{BackendError, ErrorKind},
+};
 
-/// The pooled HTTP client backend calls go through. Cheap to clone (clones
-/// share the pool); each serving thread has its own, so a request's calls
-/// stay on its thread.
-#[derive(Clone, Debug)]
-pub struct HttpClient(Client<Connector, Empty<Bytes>>);
+type Pool = Client<Connector, Empty<Bytes>>;
 
-impl HttpClient {
-    /// A client with keep-alive pools and `TCP_NODELAY`.
-    pub fn new() -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        HttpClient(
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(Connector(connector)),
-        )
-    }
+/// The pools by settings id, each with the settings it was made for.
+type Pools = HashMap<u64, (Weak<ClientSettings>, Pool)>;
+
+/// The pooled HTTP clients backend calls go through. Cheap to clone (clones
+/// share the pools); each serving thread has its own, so a request's calls
+/// and their connections stay on its thread.
+#[derive(Clone, Debug, Default)]
+pub struct HttpClient {
+    /// One pool per upstream's settings, made on its first call.
+    pools: Arc<Mutex<Pools>>,
 }
 
-impl Default for HttpClient {
-    fn default() -> Self {
-        HttpClient::new()
+impl HttpClient {
+    /// Clients with keep-alive pools and `TCP_NODELAY`.
+    pub fn new() -> HttpClient {
+        HttpClient::default()
+    }
+
+    fn pool(&self, settings: &Arc<ClientSettings>) -> Pool {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, pool)) = pools.get(&settings.id) {
+            return pool.clone();
+        }
+        // Settings of upstreams a reload removed: their pools go with them.
+        pools.retain(|_, (settings, _)| settings.strong_count() > 0);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = Connector {
+            http,
+            tls: settings
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
+            settings: Arc::downgrade(settings),
+        };
+        let pool = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(settings.http2 == Http2::Always)
+            .build(connector);
+        pools.insert(settings.id, (Arc::downgrade(settings), pool.clone()));
+        pool
     }
 }
 
 impl Transport for HttpClient {
     type Body = hyper::body::Incoming;
 
-    async fn send(&self, request: Request) -> Result<http::Response<Self::Body>, BackendError> {
-        self.0.request(request).await.map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default();
-            BackendError::new(ErrorKind::Connect, format!("{e}{cause}"))
+    async fn send(
+        &self,
+        settings: &Arc<ClientSettings>,
+        request: Request,
+    ) -> Result<http::Response<Self::Body>, BackendError> {
+        self.pool(settings).request(request).await.map_err(|e| {
+            let message = match tls::describe(&e) {
+                Some(tls) => tls,
+                None => {
+                    let cause = std::error::Error::source(&e)
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default();
+                    format!("{e}{cause}")
+                }
+            };
+            let mut error = BackendError::new(ErrorKind::Connect, message);
+            error.unsent = e.is_connect();
+            error
         })
     }
 }
 
-/// hyper-util's `HttpConnector`, minus the `HttpInfo` (the connection's
-/// addresses) that its client copies into every response's extensions: nine
-/// allocations per request of three calls, for a value the gateway never
-/// reads (a profile of `bench/run.sh`'s throughput scenario).
-#[derive(Clone, Debug)]
-pub(crate) struct Connector(HttpConnector);
+/// TCP, then TLS for `https://`, with ALPN telling the pool whether the
+/// connection speaks HTTP/2. It reports no `HttpInfo` (the connection's
+/// addresses): the gateway never reads it, and copying it into every
+/// response cost allocations per call.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    http: HttpConnector,
+    tls: Option<tokio_rustls::TlsConnector>,
+    settings: Weak<ClientSettings>,
+}
 
-/// A backend connection: a TCP stream that reports no extra information.
-#[derive(Debug)]
-pub(crate) struct Stream(TokioIo<tokio::net::TcpStream>);
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 impl tower::Service<http::Uri> for Connector {
     type Response = Stream;
-    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
-    type Future = futures::future::MapOk<
-        <HttpConnector as tower::Service<http::Uri>>::Future,
-        fn(TokioIo<tokio::net::TcpStream>) -> Stream,
-    >;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.http.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        futures::TryFutureExt::map_ok(self.0.call(uri), Stream as fn(_) -> _)
+        let tcp = self.http.call(uri.clone());
+        let tls = (uri.scheme_str() == Some("https"))
+            .then(|| self.tls.clone())
+            .flatten();
+        let settings = self.settings.clone();
+        Box::pin(async move {
+            let tcp = tcp.await?.into_inner();
+            let Some(tls) = tls else {
+                return Ok(Stream(Io::Plain(tcp), false));
+            };
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+            let host = uri.host().unwrap_or("");
+            let name = settings
+                .upgrade()
+                .and_then(|s| s.server_name(authority, host))
+                .ok_or_else(|| io::Error::other(format!("no name to verify for {authority}")))?;
+            let stream = tls.connect(name, tcp).await?;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok(Stream(Io::Tls(Box::new(stream)), h2))
+        })
     }
+}
+
+/// A backend connection, and whether ALPN chose HTTP/2 on it.
+#[derive(Debug)]
+pub(crate) struct Stream(Io, bool);
+
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        let connected = Connected::new();
+        if self.1 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -97,8 +247,10 @@ impl hyper::rt::Read for Stream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+    ) -> Poll<io::Result<()>> {
+        let io = TokioIo::new(&mut self.0);
+        let mut io = std::pin::pin!(io);
+        hyper::rt::Read::poll_read(io.as_mut(), cx, buf)
     }
 }
 
@@ -107,15 +259,15 @@ impl hyper::rt::Write for Stream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 
@@ -123,11 +275,11 @@ impl hyper::rt::Write for Stream {
         self.0.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

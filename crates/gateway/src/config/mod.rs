@@ -15,8 +15,8 @@ use std::{fmt, path::Path as FsPath};
 
 pub(crate) use locate::Path;
 pub use model::{
-    Backend, Breaker, Cache, Config, Endpoint, Hedge, Method, ResponseBuffer, Retry, Server,
-    Upstream,
+    Backend, Balance, Breaker, Cache, Config, Eject, Endpoint, Health, Hedge, Http2, Method,
+    ResponseBuffer, Retry, Server, Tls, Upstream, Urls,
 };
 pub use units::{ByteSize, Duration, Percent};
 
@@ -172,6 +172,14 @@ impl Document {
             })
             .collect();
         ConfigError::new(&self.file, problems)
+    }
+
+    /// The folder the file is in: relative paths in it (certificates) start here.
+    pub(crate) fn dir(&self) -> &FsPath {
+        FsPath::new(&self.file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(FsPath::new("."))
     }
 }
 

@@ -101,8 +101,31 @@ impl Default for Server {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Base URL, `http://host:port` (a path prefix is allowed).
-    pub url: String,
+    /// Base URL, `http://host:port` or `https://host:port` (a path prefix is
+    /// allowed); or a list of them, which share scheme and base path. A
+    /// hostname gives one target per address it resolves to.
+    pub url: Urls,
+    /// TLS to this upstream (`https://` URLs): roots, client certificate,
+    /// server name. Certificates are always verified.
+    pub tls: Option<Tls>,
+    /// HTTP/2: `auto` (when TLS ALPN offers it), `always` (h2c prior
+    /// knowledge on `http://`), `never`.
+    #[serde(default)]
+    pub http2: Http2,
+    /// How a target is picked for each attempt.
+    #[serde(default)]
+    pub balance: Balance,
+    /// How often a hostname is resolved again.
+    pub dns_refresh: Option<Duration>,
+    /// Passive outlier ejection per target (on by default).
+    pub eject: Option<Eject>,
+    /// Active health checks per target (off by default).
+    pub health: Option<Health>,
+    /// Ask for compressed bodies (`accept-encoding: gzip, br, zstd`); the
+    /// decoded size counts against `max_backend_body`. A backend that
+    /// compresses anyway is decoded either way.
+    #[serde(default)]
+    pub compression: bool,
     /// Limit for each attempt of a call.
     pub timeout: Option<Duration>,
     /// Bulkhead: calls beyond this many in flight fail at once as `overloaded`.
@@ -121,6 +144,109 @@ pub struct Upstream {
     /// Headers sent with every call to this upstream (values may use `${env.NAME}`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// One URL or several.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Urls {
+    /// One URL.
+    One(String),
+    /// Several, sharing scheme and base path.
+    Many(Vec<String>),
+}
+
+impl Urls {
+    /// The URLs, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Urls::One(url) => std::slice::from_ref(url),
+            Urls::Many(urls) => urls,
+        }
+    }
+}
+
+impl From<&str> for Urls {
+    fn from(url: &str) -> Urls {
+        Urls::One(url.to_owned())
+    }
+}
+
+/// TLS settings of an upstream. Paths are relative to the config file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file of the roots to trust; absent: the system's roots.
+    pub ca: Option<String>,
+    /// PEM file of the gateway's certificate chain, for mTLS (with `client_key`).
+    pub client_cert: Option<String>,
+    /// PEM file of the gateway's private key (PKCS#8, RSA or EC).
+    pub client_key: Option<String>,
+    /// The name sent as SNI and verified in the certificate; default: the
+    /// URL's host.
+    pub server_name: Option<String>,
+}
+
+/// When calls to an upstream use HTTP/2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Http2 {
+    /// HTTP/2 where TLS ALPN offers it, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/2 only: over TLS, or h2c with prior knowledge on `http://`.
+    Always,
+    /// HTTP/1.1 only.
+    Never,
+}
+
+/// How a target is picked for each attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices on in-flight calls weighted by a peak-EWMA of latency.
+    #[default]
+    P2c,
+    /// Each target in turn.
+    RoundRobin,
+}
+
+/// Passive outlier ejection: a target that fails `failures` times in a row
+/// is left out for `base` × the times it was ejected.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eject {
+    /// Consecutive failures (connection, timeout, 5xx) that eject a target; 0 turns ejection off.
+    pub failures: u32,
+    /// How long the first ejection lasts; each next one lasts longer by as much.
+    pub base: Duration,
+    /// Most targets out at once (rounded down, but one may always be out when
+    /// there are two or more).
+    pub max_percent: Percent,
+}
+
+impl Default for Eject {
+    fn default() -> Self {
+        Eject {
+            failures: 5,
+            base: Duration(std::time::Duration::from_secs(30)),
+            max_percent: Percent(50.0),
+        }
+    }
+}
+
+/// Active health checks: a GET of `path` on every target every `interval`;
+/// a 2xx within `timeout` keeps it in, anything else takes it out until a
+/// check passes.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Path to GET, e.g. `/healthz`.
+    pub path: String,
+    /// How often.
+    pub interval: Duration,
+    /// How long a check may take.
+    pub timeout: Duration,
 }
 
 /// Retries with a budget.

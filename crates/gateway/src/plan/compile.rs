@@ -14,16 +14,21 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    BackendPlan, BodyLimits, ClientValue, EndpointPlan, Origin, Plan, ServerLimits, UpstreamPlan,
+    BackendPlan, BodyLimits, ClientValue, EndpointPlan, Plan, ServerLimits, UpstreamPlan,
     names::{NAME_RULE, is_name},
+    origin::{Origin, Scheme},
     route::{RouteSpec, Router},
     template::{Part, Place, Template, Var},
 };
 use crate::{
-    config::{Backend, ByteSize, Config, ConfigError, Document, Endpoint, Path, Upstream},
+    client::{self, ClientSettings},
+    config::{
+        Backend, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2, Path, Upstream,
+    },
     metrics::EndpointMeters,
     resilience::Policies,
     shape::{ERRORS_KEY, FieldPath, Shape},
+    upstream::{EjectRule, Source, TargetSettings, Targets},
 };
 
 /// Problems found so far, each with the path of the document it is about.
@@ -46,14 +51,14 @@ impl Problems {
 /// Compiles a parsed document into a plan, or reports every problem in it.
 pub(super) fn compile(doc: &Document) -> Result<Plan, ConfigError> {
     let mut problems = Problems::default();
-    let plan = build(&doc.config, &mut problems);
+    let plan = build(&doc.config, doc.dir(), &mut problems);
     match plan {
         Some(plan) if problems.0.is_empty() => Ok(plan),
         _ => Err(doc.error(problems.0)),
     }
 }
 
-fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
+fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Option<Plan> {
     let root = Path::root();
     let server = &config.server;
     check_server(&root.key("server"), server, problems);
@@ -62,7 +67,7 @@ fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
         .iter()
         .filter_map(|(name, upstream)| {
             let path = root.key("upstreams").key(name.as_str());
-            let plan = upstream_plan(&path, name, upstream, problems)?;
+            let plan = upstream_plan(&path, name, upstream, dir, problems)?;
             Some((name.as_str(), Arc::new(plan)))
         })
         .collect();
@@ -94,6 +99,7 @@ fn build(config: &Config, problems: &mut Problems) -> Option<Plan> {
                     route: &route,
                     config,
                     upstreams: &upstreams,
+                    dir,
                     names: endpoint
                         .backends
                         .iter()
@@ -278,13 +284,46 @@ fn upstream_plan(
     path: &Path,
     name: &str,
     upstream: &Upstream,
+    dir: &std::path::Path,
     problems: &mut Problems,
 ) -> Option<UpstreamPlan> {
     use bounds::*;
-    let origin = problems.check(
-        &path.key("url"),
-        Origin::parse(&upstream.url).map_err(|m| format!("upstream `{name}`: {m}")),
-    );
+    let urls = upstream.url.as_slice();
+    let url_path = |i: usize| match &upstream.url {
+        crate::config::Urls::One(_) => path.key("url"),
+        crate::config::Urls::Many(_) => path.key("url").index(i),
+    };
+    if urls.is_empty() {
+        problems.at(
+            path.key("url"),
+            format!("upstream `{name}` needs at least one URL"),
+        );
+    }
+    let origins: Vec<Option<Origin>> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            problems.check(
+                &url_path(i),
+                Origin::parse(url).map_err(|m| format!("upstream `{name}`: {m}")),
+            )
+        })
+        .collect();
+    let reach = origins
+        .into_iter()
+        .collect::<Option<Vec<Origin>>>()
+        .filter(|o| !o.is_empty())
+        .and_then(|origins| {
+            reach(
+                path,
+                &url_path,
+                name,
+                &origins,
+                Some(upstream),
+                dir,
+                problems,
+            )
+        });
     if let Some(timeout) = upstream.timeout {
         duration_within(problems, path.key("timeout"), "timeout", timeout, HOUR);
     }
@@ -383,14 +422,189 @@ fn upstream_plan(
         );
     }
     let headers = header_map(&path.key("headers"), &upstream.headers, problems);
+    let reach = reach?;
     Some(UpstreamPlan {
         name: name.to_owned(),
-        origin: origin?,
+        prefix: reach.prefix,
+        targets: reach.targets,
+        compression: upstream.compression,
+        files: reach.files,
         headers: headers?,
         timeout: upstream.timeout.map(|d| d.0),
         policies: Some(Policies::new(name, upstream)),
         config: Some(upstream.clone()),
     })
+}
+
+/// How an upstream is reached: its targets and base path.
+struct Reach {
+    targets: Arc<Targets>,
+    prefix: String,
+    files: u64,
+}
+
+/// The targets of `origins` (an upstream's URLs, or a backend's one `url`)
+/// with the upstream's TLS, HTTP/2, balancing, ejection and health settings
+/// (defaults for a `url:` backend), each checked where it is written.
+fn reach(
+    path: &Path,
+    url_path: &dyn Fn(usize) -> Path,
+    name: &str,
+    origins: &[Origin],
+    upstream: Option<&Upstream>,
+    dir: &std::path::Path,
+    problems: &mut Problems,
+) -> Option<Reach> {
+    use bounds::*;
+    let first = &origins[0];
+    let mut ok = true;
+    for (i, origin) in origins.iter().enumerate().skip(1) {
+        if origin.scheme != first.scheme || origin.prefix != first.prefix {
+            problems.at(
+                url_path(i),
+                format!(
+                    "the URLs of upstream `{name}` share their scheme and base path: this one differs from the first (`{}://…{}`)",
+                    first.scheme.as_str(),
+                    first.prefix
+                ),
+            );
+            ok = false;
+        }
+    }
+    let tls_config = upstream.and_then(|u| u.tls.as_ref());
+    let http2 = upstream.map_or(Http2::Auto, |u| u.http2);
+    let mut files = 0u64;
+    let tls = match first.scheme {
+        Scheme::Http => {
+            if tls_config.is_some() {
+                problems.at(
+                    path.key("tls"),
+                    "tls applies to https:// URLs: this upstream's are http://",
+                );
+                ok = false;
+            }
+            None
+        }
+        Scheme::Https => {
+            let alpn: &[&[u8]] = match http2 {
+                Http2::Auto => &[b"h2", b"http/1.1"],
+                Http2::Always => &[b"h2"],
+                Http2::Never => &[b"http/1.1"],
+            };
+            files = digest_files(tls_config, dir);
+            match client::tls::settings(tls_config, dir, alpn) {
+                Ok(settings) => Some(settings),
+                Err(found) => {
+                    for (key, message) in found {
+                        problems.at(
+                            path.key("tls").key(key),
+                            format!("upstream `{name}`: {message}"),
+                        );
+                    }
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let eject = match upstream.map(|u| u.eject.clone().unwrap_or_default()) {
+        Some(eject) if eject.failures > 0 => {
+            let at = path.key("eject");
+            count_within(
+                problems,
+                at.key("failures"),
+                "failures",
+                eject.failures.into(),
+                1,
+                COUNT,
+            );
+            duration_within(problems, at.key("base"), "base", eject.base, HOUR);
+            Some(EjectRule {
+                failures: eject.failures,
+                base: eject.base.0,
+                max_share: eject.max_percent.fraction(),
+            })
+        }
+        _ => None,
+    };
+    let health = upstream.and_then(|u| u.health.clone());
+    if let Some(h) = &health {
+        let at = path.key("health");
+        if !h.path.starts_with('/') {
+            problems.at(
+                at.key("path"),
+                format!("path `{}` must start with /", h.path),
+            );
+        }
+        duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
+        duration_within(
+            problems,
+            at.key("timeout"),
+            "timeout",
+            h.timeout,
+            h.interval.0.max(std::time::Duration::from_millis(1)),
+        );
+    }
+    let dns_refresh = upstream
+        .and_then(|u| u.dns_refresh)
+        .unwrap_or(crate::config::Duration(
+            30 * std::time::Duration::from_secs(1),
+        ));
+    if let Some(refresh) = upstream.and_then(|u| u.dns_refresh) {
+        duration_within(
+            problems,
+            path.key("dns_refresh"),
+            "dns_refresh",
+            refresh,
+            DAY,
+        );
+    }
+    if !ok {
+        return None;
+    }
+    let sources = origins
+        .iter()
+        .map(|o| Source {
+            host: o.host.clone(),
+            port: o.port,
+            host_header: o.host_header.clone(),
+            ip: o.ip(),
+        })
+        .collect();
+    let targets = Targets::new(
+        name,
+        TargetSettings {
+            scheme: first.scheme,
+            sources,
+            client: Arc::new(ClientSettings::new(tls, http2)),
+            balance: upstream.map_or(Balance::P2c, |u| u.balance),
+            eject,
+            health,
+            dns_refresh: dns_refresh.0,
+        },
+    );
+    Some(Reach {
+        targets: Arc::new(targets),
+        prefix: first.prefix.clone(),
+        files,
+    })
+}
+
+/// A digest of the TLS files' contents (unreadable ones count as empty): a
+/// reload that finds them changed rebuilds the upstream.
+fn digest_files(tls: Option<&crate::config::Tls>, dir: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in tls
+        .into_iter()
+        .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
+        .flatten()
+    {
+        std::fs::read(dir.join(file))
+            .unwrap_or_default()
+            .hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Configured headers, each name and value checked where it is written.
@@ -428,6 +642,8 @@ struct EndpointCompiler<'a> {
     route: &'a RouteSpec,
     config: &'a Config,
     upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
+    /// The config file's folder, where relative paths start.
+    dir: &'a std::path::Path,
     /// Backend name → index, built once for every check that needs it.
     names: HashMap<&'a str, usize>,
 }
@@ -616,15 +832,31 @@ impl EndpointCompiler<'_> {
                 }
                 match Origin::split(url) {
                     Ok((origin, path)) => {
-                        let upstream = UpstreamPlan {
-                            name: format!("{}/{}", self.endpoint.route, backend.name),
-                            origin,
-                            headers: HeaderMap::new(),
-                            timeout: None,
-                            policies: None,
-                            config: None,
-                        };
-                        (Some(Arc::new(upstream)), path, at.key("url"))
+                        let name = format!("{}/{}", self.endpoint.route, backend.name);
+                        let url_at = at.key("url");
+                        let upstream = reach(
+                            at,
+                            &|_| url_at.clone(),
+                            &name,
+                            &[origin],
+                            None,
+                            self.dir,
+                            problems,
+                        )
+                        .map(|reach| {
+                            Arc::new(UpstreamPlan {
+                                name: name.clone(),
+                                prefix: reach.prefix,
+                                targets: reach.targets,
+                                compression: false,
+                                files: reach.files,
+                                headers: HeaderMap::new(),
+                                timeout: None,
+                                policies: None,
+                                config: None,
+                            })
+                        });
+                        (upstream, path, at.key("url"))
                     }
                     Err(message) => {
                         problems.at(at.key("url"), message);

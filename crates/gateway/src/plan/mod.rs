@@ -29,7 +29,7 @@
 
 mod compile;
 mod names;
-mod origin;
+pub(crate) mod origin;
 pub(crate) mod route;
 pub(crate) mod template;
 
@@ -44,7 +44,6 @@ use crate::{
     shape::{FieldPath, Shape},
 };
 
-pub(crate) use self::origin::Origin;
 use self::{route::Router, template::Template};
 
 /// A route's captured values by name, still percent-encoded.
@@ -105,8 +104,15 @@ pub(crate) struct BodyLimits {
 pub(crate) struct UpstreamPlan {
     /// Its name (`url:` backends: the backend's `endpoint/backend` path).
     pub(crate) name: String,
-    /// Where calls go.
-    pub(crate) origin: Origin,
+    /// The base path every call's path starts with (shared by its URLs).
+    pub(crate) prefix: String,
+    /// Where calls go: its targets, how they are picked and spoken to.
+    pub(crate) targets: Arc<crate::upstream::Targets>,
+    /// Whether compressed answers are asked for.
+    pub(crate) compression: bool,
+    /// A digest of the certificate files it was built from: a reload that
+    /// finds them changed builds it afresh.
+    pub(crate) files: u64,
     /// Headers sent with every call (configured ones replace a client's).
     pub(crate) headers: HeaderMap,
     /// The limit for each attempt.
@@ -232,16 +238,30 @@ impl Plan {
         self.router.serves_path(path)
     }
 
+    /// Starts what the upstreams do in the background (DNS refresh, health
+    /// checks) on the current runtime; those of a replaced plan stop with it.
+    pub(crate) fn start(&self) {
+        for upstream in &self.upstreams {
+            upstream.targets.start();
+        }
+        for endpoint in &self.endpoints {
+            for backend in &endpoint.backends {
+                backend.upstream.targets.start();
+            }
+        }
+    }
+
     /// Takes over the state (breakers, budgets, hedging latencies, caches) of
     /// every upstream of `previous` whose configuration is the same in this
     /// plan, so that a reload does not forget what the gateway learned about
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
         for upstream in &mut self.upstreams {
-            let kept = previous
-                .upstreams
-                .iter()
-                .find(|old| old.name == upstream.name && old.config == upstream.config);
+            let kept = previous.upstreams.iter().find(|old| {
+                old.name == upstream.name
+                    && old.config == upstream.config
+                    && old.files == upstream.files
+            });
             let Some(kept) = kept else { continue };
             let replaced = std::mem::replace(upstream, kept.clone());
             for endpoint in &mut self.endpoints {

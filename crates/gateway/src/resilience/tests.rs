@@ -37,6 +37,7 @@ fn status(code: u16) -> BackendError {
         status: Some(code),
         message: format!("answered {code}"),
         body: None,
+        unsent: false,
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use std::{net::SocketAddr, sync::Mutex};
+
+use http::{HeaderMap, HeaderValue, header};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -20,6 +22,7 @@ use crate::{
     plan::BackendPlan,
     resilience::{CallReport, with_timeout},
     shape::{Body, FieldPath, Json},
+    upstream::AttemptVerdict,
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -77,52 +80,98 @@ async fn call<T: Transport>(
     }
     let values = RequestValues { state, answers };
     let upstream = &backend.upstream;
-    let url = url::render(
-        &upstream.origin.base,
+    let path = url::render(
+        &upstream.prefix,
         &backend.template,
         &values,
         &state.inputs.query,
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = state.inputs.headers.clone();
-    if !upstream.headers.contains_key(http::header::HOST) {
-        headers.insert(http::header::HOST, upstream.origin.host.clone());
-    }
     // Configured headers replace the client's of the same name, never sit
     // beside them (a backend reading the first value would use the client's).
     for (name, value) in &upstream.headers {
         headers.insert(name.clone(), value.clone());
     }
+    if !upstream.headers.contains_key(header::ACCEPT_ENCODING) {
+        let accept = if upstream.compression {
+            HeaderValue::from_static("gzip, br, zstd")
+        } else {
+            HeaderValue::from_static("identity")
+        };
+        headers.insert(header::ACCEPT_ENCODING, accept);
+    }
     #[cfg(feature = "otel")]
     inject_trace_context(&mut headers);
     let limits = endpoint.limits;
-    let attempt = |headers: HeaderMap| {
-        let request = build_request(backend, &url, headers);
-        with_timeout(backend.timeout, async move {
-            let response = state.transport.send(request?).await?;
-            decode(response, limits).await
-        })
+    let targets = &upstream.targets;
+    // The targets this call's attempts went to: a retry or a hedge goes to
+    // another one whenever there is one.
+    let used: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+    let attempt = || async {
+        targets.ready().await;
+        let mut failed_over = false;
+        loop {
+            let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let lease = targets.pick(&avoid)?;
+            let target = lease.target.clone();
+            used.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(target.addr);
+            let mut headers = headers.clone();
+            if !upstream.headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, target.host_header.clone());
+            }
+            let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
+            let request = build_request(backend, &uri, headers)?;
+            let result = with_timeout(backend.timeout, async {
+                let response = state.transport.send(&targets.client, request).await?;
+                decode(response, limits).await
+            })
+            .await;
+            targets.finish(lease, verdict(&result));
+            match result {
+                // Nothing was sent: another target may take it, whatever the
+                // method, once per attempt.
+                Err(e) if e.unsent && !failed_over && targets.all().len() > 1 => {
+                    failed_over = true;
+                    tracing::debug!(target = %target.authority, error = %e, "not sent: trying another target");
+                }
+                result => return result,
+            }
+        }
     };
     match &upstream.policies {
         None => {
             report.attempt();
-            attempt(headers).await
+            attempt().await
         }
         Some(policies) => {
             let key = if policies.keyed() {
-                call_key(&url, &headers)
+                call_key(&path, &headers)
             } else {
                 String::new()
             };
             // Boxed: the policies' future (a hedge holds two attempts) is
             // several KiB, and would otherwise make every call's task that
             // big, policies or not; tokio moves a task's future as it spawns.
-            Box::pin(policies.call(backend.method, &key, deadline, report, || {
-                attempt(headers.clone())
-            }))
-            .await
-            .map(Arc::unwrap_or_clone)
+            Box::pin(policies.call(backend.method, &key, deadline, report, attempt))
+                .await
+                .map(Arc::unwrap_or_clone)
         }
+    }
+}
+
+/// What an attempt's outcome says about its target.
+fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
+    match result {
+        Ok(_) => AttemptVerdict::Answered,
+        Err(e) => match e.kind {
+            ErrorKind::Connect | ErrorKind::Timeout => AttemptVerdict::Failed,
+            ErrorKind::Status if e.status.is_some_and(|s| s >= 500) => AttemptVerdict::Failed,
+            ErrorKind::Status => AttemptVerdict::Answered,
+            _ => AttemptVerdict::Neutral,
+        },
     }
 }
 
@@ -169,8 +218,8 @@ fn inject_trace_context(headers: &mut HeaderMap) {
     });
 }
 
-/// What makes two calls the same call, for the cache and coalescing: the URL
-/// and the headers sent with it.
+/// What makes two calls the same call, for the cache and coalescing: the
+/// path and the headers sent with it (whichever target takes it).
 fn call_key(url: &str, headers: &HeaderMap) -> String {
     let mut pairs: Vec<(&str, &[u8])> = headers
         .iter()

@@ -18,7 +18,7 @@ pub(crate) async fn decode<B>(
     limits: BodyLimits,
 ) -> Result<Json, BackendError>
 where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::client::BoxError>,
 {
     let (parts, body) = response.into_parts();
@@ -39,7 +39,23 @@ where
     if declared.is_some_and(|n| n > limits.max_body) {
         return Err(too_large());
     }
+    let encoding = match parts.headers.get(header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(value) => Encoding::parse(value.to_str().unwrap_or("?")).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::Decode,
+                format!(
+                    "content encoding `{}` is not one the gateway decodes (gzip, br, zstd)",
+                    String::from_utf8_lossy(value.as_bytes())
+                ),
+            )
+        })?,
+    };
     let mut body = Limited::new(body, usize::try_from(limits.max_body).unwrap_or(usize::MAX));
+    if encoding != Encoding::Identity {
+        let bytes = decompress(body, encoding, limits.max_body).await?;
+        return finish(status, &parts.headers, bytes, limits);
+    }
     // Read by hand rather than with `collect`: a body in one frame (the usual
     // case) is kept as it is, with no buffer list allocated for it.
     let (mut bytes, mut joined) = (Bytes::new(), None::<BytesMut>);
@@ -68,10 +84,20 @@ where
         }
     }
     let bytes = joined.map_or(bytes, BytesMut::freeze);
+    finish(status, &parts.headers, bytes, limits)
+}
+
+/// Checks a whole body: its status, content type and nesting, then parses it.
+fn finish(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    bytes: Bytes,
+    limits: BodyLimits,
+) -> Result<Json, BackendError> {
     if !status.is_success() {
         return Err(BackendError::status(status, bytes));
     }
-    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
             .to_str()
             .unwrap_or("")
@@ -96,6 +122,94 @@ where
     }
     Json::parse(bytes)
         .map_err(|e| BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")))
+}
+
+/// How a body is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+    Zstd,
+}
+
+impl Encoding {
+    fn parse(value: &str) -> Option<Encoding> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Some(Encoding::Identity),
+            "gzip" | "x-gzip" => Some(Encoding::Gzip),
+            "br" => Some(Encoding::Brotli),
+            "zstd" => Some(Encoding::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a compressed body while it streams in, stopping as soon as the
+/// decoded size passes `max`: a bomb costs at most the limit in memory,
+/// never its expanded size. (The compressed bytes are bounded by the same
+/// limit upstream of this, and never all held at once.)
+async fn decompress<B>(
+    body: Limited<B>,
+    encoding: Encoding,
+    max: u64,
+) -> Result<Bytes, BackendError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::client::BoxError>,
+{
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZstdDecoder};
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    let stream = http_body_util::BodyDataStream::new(body);
+    let stream = futures::TryStreamExt::map_err(stream, |e| {
+        let too_large = e
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        std::io::Error::other(if too_large {
+            "compressed body over the limit".to_owned()
+        } else {
+            e.to_string()
+        })
+    });
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let mut decoder: std::pin::Pin<Box<dyn AsyncRead + Send>> = match encoding {
+        Encoding::Gzip => Box::pin(GzipDecoder::new(reader)),
+        Encoding::Brotli => Box::pin(BrotliDecoder::new(reader)),
+        Encoding::Zstd => Box::pin(ZstdDecoder::new(reader)),
+        Encoding::Identity => Box::pin(reader),
+    };
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        let n = decoder.read(&mut chunk).await.map_err(|e| {
+            if e.to_string().contains("over the limit") {
+                too_large(max)
+            } else {
+                BackendError::new(
+                    ErrorKind::Decode,
+                    format!("the compressed body cannot be decoded: {e}"),
+                )
+            }
+        })?;
+        if n == 0 {
+            return Ok(Bytes::from(out));
+        }
+        if (out.len() + n) as u64 > max {
+            return Err(BackendError::new(
+                ErrorKind::BodyTooLarge,
+                format!("the body decodes to more than the {max} bytes allowed"),
+            ));
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn too_large(max: u64) -> BackendError {
+    BackendError::new(
+        ErrorKind::BodyTooLarge,
+        format!("the body is larger than the {max} bytes allowed"),
+    )
 }
 
 /// Whether arrays and objects nest deeper than `max`, ignoring brackets inside

@@ -27,7 +27,10 @@ mod url;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing {
     use super::url::{self, Values};
-    use crate::{plan::template::Template, shape::{FieldPath, Json}};
+    use crate::{
+        plan::template::Template,
+        shape::{FieldPath, Json},
+    };
 
     struct Fixed<'a>(&'a str, &'a str, &'a str);
 

@@ -19,8 +19,12 @@ use tokio::net::TcpListener;
 use super::{Connections, Gateway, Peer, error};
 use crate::{
     dashboard::KEPT,
-    metrics::{BREAKER_STATE, HEDGES},
+    metrics::{
+        BREAKER_STATE, HEDGES, TARGET_CALLS, TARGET_FAILURES, TARGET_IN_FLIGHT, TARGET_LATENCY,
+        TARGET_STATE,
+    },
     resilience::BreakerState,
+    upstream::TargetState,
 };
 
 /// The dashboard: one page, no external resources (it works offline).
@@ -91,7 +95,11 @@ fn answer(
                 &json!({ "requests": gateway.recorder.requests(since, limit) }),
             )
         }
-        "/api/stats" => json(StatusCode::OK, &gateway.recorder.stats()),
+        "/api/stats" => {
+            let mut stats = gateway.recorder.stats();
+            stats["upstreams"] = upstream_stats(gateway);
+            json(StatusCode::OK, &stats)
+        }
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" if gateway.is_ready() => json(StatusCode::OK, &json!({ "status": "ready" })),
         "/readyz" => json(
@@ -161,9 +169,59 @@ fn redacted_config(gateway: &Gateway) -> Value {
     config
 }
 
+/// Each upstream's targets: state, calls (and their share), failures, calls
+/// in flight, latency estimate.
+fn upstream_stats(gateway: &Gateway) -> Value {
+    let now = tokio::time::Instant::now();
+    let upstreams: Vec<Value> = gateway
+        .plan()
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let targets = upstream.targets.all();
+            let total: u64 = targets.iter().map(|t| t.counts().1).sum();
+            let targets: Vec<Value> = targets
+                .iter()
+                .map(|t| {
+                    let (in_flight, calls, failed) = t.counts();
+                    json!({
+                        "target": t.authority,
+                        "state": t.state(now).as_str(),
+                        "calls": calls,
+                        "share": calls as f64 / total.max(1) as f64,
+                        "failures": failed,
+                        "in_flight": in_flight,
+                        "latency_ms": t.rtt(now).as_secs_f64() * 1e3,
+                    })
+                })
+                .collect();
+            json!({ "name": upstream.name, "targets": targets })
+        })
+        .collect();
+    Value::Array(upstreams)
+}
+
 /// Per-upstream state that lives in the plan rather than in counters.
 fn record_upstream_state(gateway: &Gateway) {
+    let now = tokio::time::Instant::now();
     for upstream in &gateway.plan().upstreams {
+        for target in upstream.targets.all().iter() {
+            let labels = [
+                ("upstream", upstream.name.clone()),
+                ("target", target.authority.clone()),
+            ];
+            let (in_flight, calls, failed) = target.counts();
+            let state = match target.state(now) {
+                TargetState::Up => 0.0,
+                TargetState::Ejected => 1.0,
+                TargetState::Unhealthy => 2.0,
+            };
+            metrics::gauge!(TARGET_STATE, &labels).set(state);
+            metrics::gauge!(TARGET_IN_FLIGHT, &labels).set(f64::from(in_flight));
+            metrics::counter!(TARGET_CALLS, &labels).absolute(calls);
+            metrics::counter!(TARGET_FAILURES, &labels).absolute(failed);
+            metrics::gauge!(TARGET_LATENCY, &labels).set(target.rtt(now).as_secs_f64());
+        }
         let (name, Some(policies)) = (&upstream.name, &upstream.policies) else {
             continue;
         };

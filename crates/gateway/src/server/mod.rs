@@ -41,8 +41,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `plan`.
+    /// A gateway serving `plan`. Inside a tokio runtime, the upstreams'
+    /// background work (DNS refresh, health checks) starts on it.
     pub fn new(plan: Plan) -> Gateway {
+        plan.start();
         let limits = plan.server;
         Gateway {
             budget: budget::ResponseBudget::new(
@@ -64,6 +66,7 @@ impl Gateway {
     /// afresh.
     pub fn reload(&self, mut plan: Plan) {
         plan.keep_state_of(&self.plan.load());
+        plan.start();
         self.plan.store(Arc::new(plan));
     }
 

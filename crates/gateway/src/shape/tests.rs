@@ -794,7 +794,10 @@ fn a_key_repeated_in_one_body_means_its_last_value() {
     let body = r#"{"a": 1, "b": 2, "a": {"x": 1}, "a": {"y": 2}}"#;
     assert_eq!(merged_text(&[json(body)]), r#"{"a":{"y":2},"b":2}"#);
     let value: Value = serde_json::from_str(body).unwrap();
-    assert_eq!(serde_json::to_string(&value).unwrap(), r#"{"a":{"y":2},"b":2}"#);
+    assert_eq!(
+        serde_json::to_string(&value).unwrap(),
+        r#"{"a":{"y":2},"b":2}"#
+    );
 }
 
 #[test]

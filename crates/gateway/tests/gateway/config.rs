@@ -132,7 +132,7 @@ fn syntax_errors_are_located_in_every_format() {
 fn every_semantic_problem_is_reported_at_its_line() {
     let source = r#"server: { request_timeout: 2s }
 upstreams:
-  users: { url: "https://users.internal" }
+  users: { url: "ftp://users.internal" }
 endpoints:
   - route: GET /users/{id}
     timeout: 3s
@@ -156,7 +156,7 @@ endpoints:
 "#;
     let found = problems(source, Format::Yaml);
     let expect = [
-        "3:17: upstream `users`: `https://users.internal`: https upstreams are not supported yet",
+        "3:17: upstream `users`: `ftp://users.internal` must start with http:// or https://",
         "6:14: timeout 3s is longer than server.request_timeout (2s)",
         "9:19: unknown upstream `user` (defined upstreams: users)",
         "10:15: {uid} is not captured by route `GET /users/{id}` (it captures: id)",
