@@ -4,24 +4,7 @@
 
 use http::HeaderValue;
 
-/// `http` or `https`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scheme {
-    /// Plain HTTP.
-    Http,
-    /// HTTP over TLS.
-    Https,
-}
-
-impl Scheme {
-    /// `http` or `https`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
+pub(crate) use crate::upstream::Scheme;
 
 /// One URL of an upstream: fixed text from the config, never touched by
 /// request values (templates only ever add to its base path).

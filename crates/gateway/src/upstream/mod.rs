@@ -37,8 +37,26 @@ pub(crate) use self::{
 use crate::{
     client::ClientSettings,
     config::{Balance, Health},
-    plan::origin::Scheme,
 };
+
+/// `http` or `https`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
 
 /// Passive ejection, as configured.
 #[derive(Clone, Copy, Debug, PartialEq)]
