@@ -18,7 +18,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fanout_gateway::Connections;
+use fanout_gateway::{Connections, ServerTls};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -55,6 +55,8 @@ struct Inner {
     any: matchit::Router<usize>,
     routes: Vec<Route>,
     state: Arc<State>,
+    /// TLS on its listener, if any.
+    tls: Option<Arc<ServerTls>>,
 }
 
 #[derive(Debug)]
@@ -108,9 +110,18 @@ pub struct MockBuilder {
     record: bool,
     body_limit: usize,
     wait_timeout: Duration,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl MockBuilder {
+    /// Serves over TLS with these settings (see [`ServerTls::from_pem`]:
+    /// certificate, key, and a client CA for mTLS); `url` then starts with
+    /// `https://`.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
+    }
+
     /// Answers `method` on `path` with `replies` (one [`Reply`], or a
     /// [`Script`] for successive calls).
     pub fn route(mut self, method: Method, path: &str, replies: impl Into<Script>) -> Self {
@@ -185,6 +196,7 @@ impl MockBuilder {
                 any,
                 routes,
                 state: Arc::new(State::new(self.record, self.body_limit, self.wait_timeout)),
+                tls: self.tls,
             }),
         })
     }
@@ -262,6 +274,7 @@ impl Mock {
             record: true,
             body_limit: BODY_LIMIT,
             wait_timeout: WAIT,
+            tls: None,
         }
     }
 
@@ -361,6 +374,7 @@ impl Mock {
             max_connections: usize::MAX,
             idle_timeout: None,
             write_timeout: None,
+            tls: self.inner.tls.clone(),
         };
         connections
             .serve(
@@ -562,9 +576,15 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://ADDR` followed by `path` (`/a?b=c`, or empty for the base).
+    /// `http://ADDR` (`https://` with TLS) followed by `path` (`/a?b=c`,
+    /// or empty for the base).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.mock.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Stops it and waits until it has: the port is closed and so is every

@@ -38,7 +38,7 @@ use tokio::{
 };
 
 /// How a listener serves its connections. Every limit is on by default.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Connections {
     /// A new connection must start a request within this time, and an
     /// HTTP/1.1 client must send each request's headers within it.
@@ -54,6 +54,16 @@ pub struct Connections {
     /// A connection whose client does not take what is sent (response bytes
     /// waiting, or the socket full, with no progress for this long) is closed.
     pub write_timeout: Option<Duration>,
+    /// TLS on the listener; `None`: plain TCP.
+    pub tls: Option<Arc<super::tls::ServerTls>>,
+}
+
+/// The timers a connection's watchdog keeps.
+#[derive(Clone, Copy, Debug)]
+struct Timers {
+    header_read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 /// HTTP/2 streams a client may have open on one connection.
@@ -67,6 +77,7 @@ impl Default for Connections {
             max_connections: 10_000,
             idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(30)),
+            tls: None,
         }
     }
 }
@@ -162,7 +173,7 @@ impl Activity {
     }
 
     /// Waits until the connection passes one of `limits`, and says which.
-    async fn overstayed(&self, limits: Connections) -> &'static str {
+    async fn overstayed(&self, limits: Timers) -> &'static str {
         let ms = |d: Duration| d.as_millis() as u64;
         loop {
             let s = &*self.0;
@@ -227,6 +238,70 @@ pin_project_lite::pin_project! {
         #[pin]
         stream: TcpStream,
         activity: Activity,
+    }
+}
+
+/// A connection's stream: plain, or TLS over it.
+enum ServerIo {
+    Plain(Watched),
+    Tls(Box<tokio_rustls::server::TlsStream<Watched>>),
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ServerIo::Plain(s) => s.is_write_vectored(),
+            ServerIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -393,15 +468,40 @@ impl Connections {
                         inner: make_service(Peer { addr, activity: activity.clone() }),
                         activity: activity.clone(),
                     };
-                    let io = TokioIo::new(Watched { stream, activity: activity.clone() });
-                    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-                    let limits = self;
+                    let watched = Watched { stream, activity: activity.clone() };
+                    let tls = self.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let timers = Timers {
+                        header_read_timeout: self.header_read_timeout,
+                        idle_timeout: self.idle_timeout,
+                        write_timeout: self.write_timeout,
+                    };
                     connections.spawn(async move {
+                        let io = match tls {
+                            None => ServerIo::Plain(watched),
+                            Some(acceptor) => {
+                                // The handshake is part of the time to start a request.
+                                let limit = timers.header_read_timeout.unwrap_or(Duration::from_secs(10));
+                                match tokio::time::timeout(limit, acceptor.accept(watched)).await {
+                                    Ok(Ok(stream)) => ServerIo::Tls(Box::new(stream)),
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(error = %e, %addr, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%addr, "TLS handshake took too long");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service).into_owned());
                         tokio::select! {
                             served = connection => if let Err(e) = served {
                                 tracing::debug!(error = %e, %addr, "connection ended with an error");
                             },
-                            why = activity.overstayed(limits) => {
+                            why = activity.overstayed(timers) => {
                                 tracing::debug!(%addr, why, "connection closed");
                             }
                         }

@@ -6,10 +6,12 @@ mod admin;
 mod budget;
 mod connections;
 mod intake;
+mod tls;
 
 pub use admin::serve_admin;
 pub use connections::{Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
+pub use tls::{ServerTls, TlsError};
 
 use std::{
     convert::Infallible,
@@ -99,6 +101,7 @@ pub async fn serve(
         max_connections: limits.max_connections,
         idle_timeout: Some(limits.idle_timeout),
         write_timeout: Some(limits.write_timeout),
+        tls: None,
     };
     connections
         .serve(

@@ -208,3 +208,223 @@ impl Drop for Targets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::{config::Http2, error::ErrorKind};
+
+    fn targets(n: usize, balance: Balance, eject: Option<EjectRule>) -> Targets {
+        let sources = (0..n)
+            .map(|i| Source {
+                host: format!("10.0.0.{}", i + 1),
+                port: 80,
+                host_header: HeaderValue::from_static("h"),
+                ip: Some(format!("10.0.0.{}", i + 1).parse().unwrap()),
+            })
+            .collect();
+        Targets::new(
+            "u",
+            TargetSettings {
+                scheme: Scheme::Http,
+                sources,
+                client: Arc::new(ClientSettings::new(None, Http2::Auto)),
+                balance,
+                eject,
+                health: None,
+                dns_refresh: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 80))
+    }
+
+    const RULE: EjectRule = EjectRule {
+        failures: 2,
+        base: Duration::from_secs(10),
+        max_share: 0.5,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn round_robin_takes_each_target_in_turn() {
+        let t = targets(3, Balance::RoundRobin, None);
+        let picked: Vec<SocketAddr> = (0..6).map(|_| t.pick(&[]).unwrap().target.addr).collect();
+        assert_eq!(
+            picked,
+            [addr(1), addr(2), addr(3), addr(1), addr(2), addr(3)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_attempt_of_a_call_goes_to_another_target() {
+        for balance in [Balance::P2c, Balance::RoundRobin] {
+            let t = targets(3, balance, None);
+            for _ in 0..20 {
+                let first = t.pick(&[]).unwrap().target.addr;
+                let second = t.pick(&[first]).unwrap().target.addr;
+                let third = t.pick(&[first, second]).unwrap().target.addr;
+                assert!(first != second && second != third && first != third);
+                // With every target used, one is used again rather than none.
+                assert!(t.pick(&[first, second, third]).is_ok());
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_target_with_fewer_calls_in_flight() {
+        let t = targets(2, Balance::P2c, None);
+        let busy: Vec<Lease> = (0..5).map(|_| t.all()[0].lease()).collect();
+        for _ in 0..20 {
+            assert_eq!(t.pick(&[]).unwrap().target.addr, addr(2));
+        }
+        drop(busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_faster_target() {
+        let t = targets(2, Balance::P2c, None);
+        let slow = t.all()[0].lease();
+        tokio::time::advance(Duration::from_millis(200)).await;
+        t.finish(slow, AttemptVerdict::Answered);
+        let fast = t.all()[1].lease();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        t.finish(fast, AttemptVerdict::Answered);
+        for _ in 0..20 {
+            assert_eq!(t.pick(&[]).unwrap().target.addr, addr(2));
+        }
+        // One call in flight to the fast target does not make the slow one
+        // better now...
+        let busy = t.all()[1].lease();
+        assert_eq!(t.pick(&[]).unwrap().target.addr, addr(2));
+        // ...but the slow sample decays: long after, the two are alike again
+        // and the call in flight tips the choice.
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert_eq!(t.pick(&[]).unwrap().target.addr, addr(1));
+        drop(busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_a_row_eject_a_target_for_longer_each_time() {
+        let t = targets(4, Balance::RoundRobin, Some(RULE));
+        let first = t.all()[0].clone();
+        let fail = |t: &Targets| {
+            let lease = t.all()[0].lease();
+            t.finish(lease, AttemptVerdict::Failed);
+        };
+        fail(&t);
+        assert_eq!(
+            first.state(tokio::time::Instant::now()),
+            TargetState::Up,
+            "one failure is not enough"
+        );
+        fail(&t);
+        assert_eq!(
+            first.state(tokio::time::Instant::now()),
+            TargetState::Ejected
+        );
+        for _ in 0..9 {
+            assert_ne!(
+                t.pick(&[]).unwrap().target.addr,
+                addr(1),
+                "an ejected target takes no call"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            first.state(tokio::time::Instant::now()),
+            TargetState::Up,
+            "back after base"
+        );
+        fail(&t);
+        fail(&t);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            first.state(tokio::time::Instant::now()),
+            TargetState::Ejected,
+            "the second ejection lasts 2 × base"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(first.state(tokio::time::Instant::now()), TargetState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_count_and_max_percent_bounds_ejections() {
+        let t = targets(4, Balance::RoundRobin, Some(RULE));
+        let all = t.all();
+        let step = |i: usize, verdict| t.finish(all[i].lease(), verdict);
+        step(0, AttemptVerdict::Failed);
+        step(0, AttemptVerdict::Answered);
+        step(0, AttemptVerdict::Failed);
+        let now = tokio::time::Instant::now;
+        assert_eq!(all[0].state(now()), TargetState::Up, "not two in a row");
+        for i in 0..4 {
+            step(i, AttemptVerdict::Failed);
+            step(i, AttemptVerdict::Failed);
+        }
+        let out = all
+            .iter()
+            .filter(|t| t.state(now()) == TargetState::Ejected)
+            .count();
+        assert_eq!(out, 2, "50 % of 4");
+        // Two targets: one may always be out; one target: never.
+        let two = targets(
+            2,
+            Balance::RoundRobin,
+            Some(EjectRule {
+                max_share: 0.1,
+                ..RULE
+            }),
+        );
+        for i in 0..2 {
+            for _ in 0..2 {
+                two.finish(two.all()[i].lease(), AttemptVerdict::Failed);
+            }
+        }
+        assert_eq!(
+            two.all()
+                .iter()
+                .filter(|t| t.state(now()) == TargetState::Ejected)
+                .count(),
+            1
+        );
+        let one = targets(1, Balance::P2c, Some(RULE));
+        for _ in 0..5 {
+            one.finish(one.all()[0].lease(), AttemptVerdict::Failed);
+        }
+        assert_eq!(one.all()[0].state(now()), TargetState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_target_is_out_calls_fail_as_circuit_open() {
+        let t = targets(2, Balance::P2c, None);
+        for target in t.all().iter() {
+            target.set_healthy(false);
+        }
+        let err = t.pick(&[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::CircuitOpen);
+        assert!(
+            err.message.contains("every target of upstream `u` is out"),
+            "{}",
+            err.message
+        );
+        t.all()[1].set_healthy(true);
+        assert_eq!(t.pick(&[]).unwrap().target.addr, addr(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_attempt_leaves_without_a_verdict() {
+        let t = targets(1, Balance::P2c, Some(RULE));
+        for _ in 0..5 {
+            drop(t.pick(&[]).unwrap());
+        }
+        assert_eq!(t.all()[0].counts(), (0, 5, 0));
+        assert_eq!(
+            t.all()[0].state(tokio::time::Instant::now()),
+            TargetState::Up
+        );
+    }
+}

@@ -142,11 +142,13 @@ impl Target {
     }
 }
 
-/// The estimate decayed toward nothing since its last update: a target that
-/// was slow long ago is not shunned forever.
+/// The estimate decayed, since its last update, toward the latency assumed
+/// of a new target: a target that was slow long ago is not shunned forever
+/// (it would never be measured again), nor one fast long ago preferred.
 fn decayed(record: &Record, now: Instant) -> f64 {
     let elapsed = now.saturating_duration_since(record.updated).as_secs_f64();
-    record.rtt_ns * (-elapsed / DECAY.as_secs_f64()).exp()
+    let first = FIRST_RTT.as_nanos() as f64;
+    first + (record.rtt_ns - first) * (-elapsed / DECAY.as_secs_f64()).exp()
 }
 
 /// An attempt in flight to a target. [`Lease::finish`] says how it went;
