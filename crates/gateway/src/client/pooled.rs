@@ -41,7 +41,62 @@ use crate::{
 type Pool = Client<Connector, Empty<Bytes>>;
 
 /// The pools by settings id, each with the settings it was made for.
-type Pools = HashMap<u64, (Weak<ClientSettings>, Pool)>;
+type Pools = HashMap<u64, Entry>;
+
+/// One upstream's pool on one serving thread.
+#[derive(Clone, Debug)]
+struct Entry {
+    settings: Weak<ClientSettings>,
+    pool: Pool,
+    /// For `http2: auto` over TLS.
+    first: Option<Arc<FirstCalls>>,
+}
+
+/// For `http2: auto` over TLS, where only ALPN tells whether a target speaks
+/// HTTP/2: the first call to each target goes alone, and the calls that
+/// come meanwhile wait for it, so that a burst at start shares the one h2
+/// connection it opens instead of each opening a connection of its own.
+/// (hyper-util's pool waits for a connection in progress only when it knows
+/// beforehand that it will be HTTP/2, as with `http2: always`.) The calls
+/// after a first one that succeeded pass straight through; a first call
+/// that fails hands the turn to the next.
+#[derive(Debug, Default)]
+struct FirstCalls(Mutex<HashMap<String, Turn>>);
+
+#[derive(Debug)]
+enum Turn {
+    /// A first call is in flight, or none has succeeded yet: `true` inside
+    /// once one has.
+    Waiting(Arc<tokio::sync::Mutex<bool>>),
+    Done,
+}
+
+/// Targets remembered per pool at most (names re-resolved many times over):
+/// past it the record starts afresh, which costs one lone call per target.
+const FIRST_CALLS_KEPT: usize = 4096;
+
+impl FirstCalls {
+    fn turn(&self, authority: &str) -> Option<Arc<tokio::sync::Mutex<bool>>> {
+        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match turns.get(authority) {
+            Some(Turn::Done) => None,
+            Some(Turn::Waiting(gate)) => Some(gate.clone()),
+            None => {
+                if turns.len() >= FIRST_CALLS_KEPT {
+                    turns.clear();
+                }
+                let gate = Arc::new(tokio::sync::Mutex::new(false));
+                turns.insert(authority.to_owned(), Turn::Waiting(gate.clone()));
+                Some(gate)
+            }
+        }
+    }
+
+    fn done(&self, authority: &str) {
+        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        turns.insert(authority.to_owned(), Turn::Done);
+    }
+}
 
 /// The pooled HTTP clients backend calls go through. Cheap to clone (clones
 /// share the pools); each serving thread has its own, so a request's calls
@@ -58,13 +113,13 @@ impl HttpClient {
         HttpClient::default()
     }
 
-    fn pool(&self, settings: &Arc<ClientSettings>) -> Pool {
+    fn pool(&self, settings: &Arc<ClientSettings>) -> Entry {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, pool)) = pools.get(&settings.id) {
-            return pool.clone();
+        if let Some(entry) = pools.get(&settings.id) {
+            return entry.clone();
         }
         // Settings of upstreams a reload removed: their pools go with them.
-        pools.retain(|_, (settings, _)| settings.strong_count() > 0);
+        pools.retain(|_, entry| entry.settings.strong_count() > 0);
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -81,8 +136,13 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(settings.http2 == Http2::Always)
             .build(connector);
-        pools.insert(settings.id, (Arc::downgrade(settings), pool.clone()));
-        pool
+        let entry = Entry {
+            settings: Arc::downgrade(settings),
+            pool,
+            first: (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default),
+        };
+        pools.insert(settings.id, entry.clone());
+        entry
     }
 }
 
@@ -94,21 +154,48 @@ impl Transport for HttpClient {
         settings: &Arc<ClientSettings>,
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
-        self.pool(settings).request(request).await.map_err(|e| {
-            let message = match tls::describe(&e) {
-                Some(tls) => tls,
-                None => {
-                    let cause = std::error::Error::source(&e)
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default();
-                    format!("{e}{cause}")
-                }
-            };
-            let mut error = BackendError::new(ErrorKind::Connect, message);
-            error.unsent = e.is_connect();
-            error
-        })
+        let entry = self.pool(settings);
+        let turn = entry.first.as_ref().and_then(|first| {
+            let authority = request.uri().authority()?.as_str();
+            let gate = first.turn(authority)?;
+            Some((first, authority.to_owned(), gate))
+        });
+        let Some((first, authority, gate)) = turn else {
+            return send(&entry.pool, request).await;
+        };
+        let mut succeeded = gate.lock().await;
+        if *succeeded {
+            drop(succeeded);
+            return send(&entry.pool, request).await;
+        }
+        let result = send(&entry.pool, request).await;
+        if result.is_ok() {
+            *succeeded = true;
+            first.done(&authority);
+        }
+        result
     }
+}
+
+/// One call through `pool`, its failure in the gateway's words.
+async fn send(
+    pool: &Pool,
+    request: Request,
+) -> Result<http::Response<hyper::body::Incoming>, BackendError> {
+    pool.request(request).await.map_err(|e| {
+        let message = match tls::describe(&e) {
+            Some(tls) => tls,
+            None => {
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                format!("{e}{cause}")
+            }
+        };
+        let mut error = BackendError::new(ErrorKind::Connect, message);
+        error.unsent = e.is_connect();
+        error
+    })
 }
 
 /// TCP, then TLS for `https://`, with ALPN telling the pool whether the
@@ -192,7 +279,9 @@ impl AsyncRead for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut())
+                .poll_read(cx, buf)
+                .map_err(tls::in_words),
         }
     }
 }

@@ -182,17 +182,42 @@ fn system_roots() -> Arc<RootCertStore> {
 pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = rustls_error(e) {
             return Some(words(tls));
+        }
+        // Worded already by `in_words` below a layer (h2) that keeps only
+        // the text of an I/O error.
+        let text = e.to_string();
+        if text.starts_with(WORDED) {
+            return Some(text);
         }
         cause = e.source();
     }
     None
+}
+
+/// An I/O error of a TLS stream with its rustls cause put in words, so the
+/// reason survives HTTP/2, which keeps only an I/O error's kind and text
+/// (TLS 1.3 reports a refused client certificate on the first read, and
+/// that read is the h2 connection's).
+pub(crate) fn in_words(error: std::io::Error) -> std::io::Error {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => std::io::Error::new(error.kind(), words(tls)),
+        None => error,
+    }
+}
+
+const WORDED: &str = "TLS: ";
+
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    })
 }
 
 fn words(error: &rustls::Error) -> String {

@@ -34,6 +34,17 @@ pub(super) async fn resolve(targets: &Targets) {
             },
         }
     }
+    install(targets, found, failure);
+}
+
+/// Makes `found` the target set, unless the lookup failed and found fewer
+/// than there are now (a failed refresh keeps the last good set). A target
+/// whose address is still there keeps its state.
+pub(super) fn install(
+    targets: &Targets,
+    mut found: Vec<(SocketAddr, &super::Source)>,
+    failure: Option<String>,
+) {
     let current = targets.all();
     if found.is_empty() || failure.is_some() && found.len() < current.len() {
         // Keep the last good set; say why there is none if there never was.

@@ -427,4 +427,48 @@ mod tests {
             TargetState::Up
         );
     }
+
+    fn named(host: &str) -> Source {
+        Source {
+            host: host.into(),
+            port: 80,
+            host_header: HeaderValue::from_static("users.internal"),
+            ip: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_address_of_a_name_is_a_target_and_a_failed_refresh_keeps_them() {
+        let t = targets(0, Balance::RoundRobin, Some(RULE));
+        let source = named("users.internal");
+        discover::install(
+            &t,
+            vec![(addr(2), &source), (addr(1), &source), (addr(2), &source)],
+            None,
+        );
+        let set: Vec<_> = t.all().iter().map(|t| t.addr).collect();
+        assert_eq!(set, [addr(1), addr(2)], "sorted, without repeats");
+
+        // A target that stays keeps its state across refreshes.
+        let kept = t.all()[0].clone();
+        for _ in 0..2 {
+            let lease = kept.lease();
+            t.finish(lease, AttemptVerdict::Failed);
+        }
+        discover::install(&t, vec![(addr(1), &source), (addr(3), &source)], None);
+        let now = tokio::time::Instant::now();
+        assert!(Arc::ptr_eq(&t.all()[0], &kept));
+        assert_eq!(t.all()[0].state(now), TargetState::Ejected);
+        assert_eq!(t.all()[1].addr, addr(3));
+
+        // A refresh that fails keeps the last good set, even a partial one.
+        discover::install(&t, vec![], Some("cannot resolve".into()));
+        assert_eq!(t.all().len(), 2);
+        discover::install(&t, vec![(addr(1), &source)], Some("one name failed".into()));
+        assert_eq!(t.all().len(), 2);
+        // A lookup that worked and found fewer addresses shrinks the set.
+        discover::install(&t, vec![(addr(3), &source)], None);
+        let set: Vec<_> = t.all().iter().map(|t| t.addr).collect();
+        assert_eq!(set, [addr(3)]);
+    }
 }

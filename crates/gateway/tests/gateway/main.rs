@@ -3,6 +3,8 @@
 mod config;
 mod hostile;
 mod operate;
+mod pki;
 mod resilience;
 mod serve;
 mod support;
+mod upstreams;
