@@ -20,13 +20,30 @@ pub(crate) async fn run(
     listen: Option<SocketAddr>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let mock_config = MockConfig::parse(MOCK_CONFIG)
+    let mut mock_config = MockConfig::parse(MOCK_CONFIG)
         .map_err(|p| anyhow::anyhow!("examples/demo-mock.yaml:{p}"))?;
+    // A test CA of the demo's own, made now, for the service behind TLS.
+    let certs = std::env::temp_dir().join(format!("fanout-demo-{}", std::process::id()));
+    let made = fanout_mock::certs::make(&certs)?;
+    let _remove = RemoveOnDrop(certs);
+    if let Some(tls) = mock_config.tls.as_mut() {
+        tls.cert = made.server_cert.clone();
+        tls.key = made.server_key.clone();
+    }
     let mock = Mock::new(&mock_config, Path::new("."))?;
-    let mock_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot open a port on 127.0.0.1 for the mock services")?;
+    let (_, tls_mock) = Mock::new_tls(&mock_config, Path::new("."))?
+        .context("examples/demo-mock.yaml has a `tls` block")?;
+    let bind_mock = || async {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot open a port on 127.0.0.1 for the mock services")
+    };
+    let (mock_listener, replica_listener, tls_listener) =
+        (bind_mock().await?, bind_mock().await?, bind_mock().await?);
     let mock_url = format!("http://{}", mock_listener.local_addr()?);
+    let replica_url = format!("http://{}", replica_listener.local_addr()?);
+    let tls_url = format!("https://localhost:{}", tls_listener.local_addr()?.port());
+    let ca = made.ca.display().to_string();
 
     let (listener, note) = match listen {
         Some(addr) => (
@@ -63,6 +80,9 @@ pub(crate) async fn run(
         "examples/demo.yaml",
         |name| match name {
             "MOCK" => Some(mock_url.clone()),
+            "MOCK_B" => Some(replica_url.clone()),
+            "MOCK_TLS" => Some(tls_url.clone()),
+            "DEMO_CA" => Some(ca.clone()),
             "LISTEN" => Some(addr.to_string()),
             "ADMIN" => Some(admin_addr.to_string()),
             _ => None,
@@ -87,8 +107,11 @@ pub(crate) async fn run(
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (mock_done, gateway_done, admin_done, ()) = tokio::join!(
-        mock.serve(mock_listener, until_stopped(stopped.clone())),
+    let (mock_done, replica_done, tls_done, gateway_done, admin_done, ()) = tokio::join!(
+        mock.clone()
+            .serve(mock_listener, until_stopped(stopped.clone())),
+        mock.serve(replica_listener, until_stopped(stopped.clone())),
+        tls_mock.serve(tls_listener, until_stopped(stopped.clone())),
         fanout_gateway::serve(listener, gateway.clone(), until_stopped(stopped.clone())),
         fanout_gateway::serve_admin(admin, gateway, metrics, until_stopped(stopped)),
         async {
@@ -98,9 +121,20 @@ pub(crate) async fn run(
         }
     );
     mock_done?;
+    replica_done?;
+    tls_done?;
     gateway_done?;
     admin_done?;
     Ok(())
+}
+
+/// Removes the demo's certificates when it ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn banner(gateway: &str, mocks: &str, dashboard: &str, note: Option<&str>) -> String {
@@ -109,7 +143,9 @@ fn banner(gateway: &str, mocks: &str, dashboard: &str, note: Option<&str>) -> St
     out += &format!(
         "  dashboard  {dashboard}/   (live waterfall; also /metrics, /config, /healthz)\n"
     );
-    out += &format!("  mocks      {mocks}   (config: examples/demo-mock.yaml)\n");
+    out += &format!(
+        "  mocks      {mocks}   (config: examples/demo-mock.yaml; a second replica and HTTPS beside it)\n"
+    );
     if let Some(note) = note {
         out += &format!("  note     {note}\n");
     }
@@ -120,7 +156,7 @@ Try these (-i shows the status and the x-fanout-complete header):
   merge three interfaces into one map: about the slowest call (300 ms), not the sum (600 ms)
     curl -i {gateway}/merged
 
-  scatter-gather a user: the name service and ~1 s loyalty points, together
+  scatter-gather a user: the name service (over HTTPS and HTTP/2) and ~1 s loyalty points, together
     curl -i {gateway}/users/ada@example.com
 
   the same with a 500 ms deadline: the name only, complete: false, the loyalty call cancelled

@@ -52,11 +52,22 @@ enum Command {
     /// Serve canned JSON with latency, failures and faults, for trying configs
     /// without real services.
     Mock {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// The mock config file (YAML or JSON).
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            required_unless_present = "make_certs"
+        )]
+        config: Option<PathBuf>,
         /// Only check the mock config, then exit (1 if it has a problem).
         #[arg(long)]
         check: bool,
+        /// Write a new test CA, a certificate for localhost/127.0.0.1/::1 and
+        /// its key, and a client certificate, into this folder, then exit (for
+        /// trying TLS on loopback; never for real use).
+        #[arg(long, value_name = "DIR", conflicts_with = "check")]
+        make_certs: Option<PathBuf>,
     },
 }
 
@@ -102,7 +113,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo { listen } => report(runtime.block_on(demo::run(listen, shutdown_signal()))),
-        Command::Mock { config, check } => report(runtime.block_on(mock(&config.config, check))),
+        Command::Mock {
+            make_certs: Some(dir),
+            ..
+        } => report(make_certs(&dir)),
+        Command::Mock { config, check, .. } => report(match config {
+            Some(config) => runtime.block_on(mock(&config, check)),
+            None => Err(anyhow::anyhow!(
+                "give a mock config (-c FILE) or --make-certs DIR"
+            )),
+        }),
         Command::Fetch(args) => match runtime.block_on(fetch(args)) {
             Ok(all_ok) if all_ok => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
@@ -195,6 +215,20 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<bool> {
     Ok(report.failed() == 0)
 }
 
+/// `fanout mock --make-certs DIR`.
+fn make_certs(dir: &std::path::Path) -> anyhow::Result<()> {
+    let made = fanout_mock::certs::make(dir)?;
+    println!(
+        "wrote a new test CA ({}), a certificate for localhost, 127.0.0.1 and ::1 ({}, {}) and a client certificate ({}, {}): for loopback experiments only",
+        made.ca.display(),
+        made.server_cert.display(),
+        made.server_key.display(),
+        made.client_cert.display(),
+        made.client_key.display()
+    );
+    Ok(())
+}
+
 /// `fanout mock`.
 async fn mock(path: &std::path::Path, check_only: bool) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -204,25 +238,52 @@ async fn mock(path: &std::path::Path, check_only: bool) -> anyhow::Result<()> {
         .map_err(|p| anyhow::anyhow!("{}:{p}", path.display()))?;
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     let mock = fanout_mock::Mock::new(&config, base)?;
+    let https = fanout_mock::Mock::new_tls(&config, base)
+        .with_context(|| format!("the `tls` of {}", path.display()))?;
     if check_only {
         println!("{}: ok ({} routes)", path.display(), config.routes.len());
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
-                "cannot listen on {} (change `listen` in {})",
-                config.listen,
+                "cannot listen on {addr} (change `listen` in {})",
                 path.display()
             )
-        })?;
+        })
+    };
+    let mut serving = Vec::new();
+    let mut urls = Vec::new();
+    for addr in &config.listen {
+        let listener = bind(*addr).await?;
+        urls.push(format!("http://{}", listener.local_addr()?));
+        serving.push((mock.clone(), listener));
+    }
+    if let Some((addr, mock)) = https {
+        let listener = bind(addr).await?;
+        urls.push(format!("https://{}", listener.local_addr()?));
+        serving.push((mock, listener));
+    }
     println!(
-        "fanout mock: {} routes on http://{} (stats: /__mock/stats); Ctrl-C stops it",
+        "fanout mock: {} routes on {} (stats: /__mock/stats); Ctrl-C stops it",
         config.routes.len(),
-        listener.local_addr()?
+        urls.join(", ")
     );
-    mock.serve(listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = serving
+        .into_iter()
+        .map(|(mock, listener)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(mock.serve(listener, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        })
+        .collect();
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    for task in tasks {
+        task.await??;
+    }
     Ok(())
 }
 
@@ -462,13 +523,20 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Reloads the config on SIGHUP and when the file changes (checked every
-/// second: simpler than filesystem events, and it works on every filesystem and
-/// with editors that replace the file). A config with problems is refused with
-/// its located errors, and the previous one keeps serving.
+/// Reloads the config on SIGHUP and when the file, or a certificate or key
+/// it names, changes (checked every second: simpler than filesystem events,
+/// and it works on every filesystem, with editors that replace the file and
+/// with Kubernetes' secret volumes, which swap a symlink). A config with
+/// problems is refused with its located errors, and the previous one keeps
+/// serving.
 async fn reload_on_change(path: PathBuf, gateway: Gateway, mut hangup: Option<Hangup>) {
-    let stamp = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut last = stamp(&path);
+    let stamps = |plan: &Plan| -> Vec<Option<std::time::SystemTime>> {
+        std::iter::once(path.as_path())
+            .chain(plan.files().iter().map(PathBuf::as_path))
+            .map(|file| std::fs::metadata(file).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut last = stamps(&gateway.plan());
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         #[cfg(unix)]
@@ -487,14 +555,14 @@ async fn reload_on_change(path: PathBuf, gateway: Gateway, mut hangup: Option<Ha
         };
         let reason = tokio::select! {
             () = hup => {
-                last = stamp(&path);
+                last = stamps(&gateway.plan());
                 "SIGHUP"
             }
             _ = tick.tick() => {
-                let now = stamp(&path);
+                let now = stamps(&gateway.plan());
                 if now == last { continue; }
                 last = now;
-                "the file changed"
+                "a file changed"
             }
         };
         match Plan::load(&path) {
@@ -508,6 +576,8 @@ async fn reload_on_change(path: PathBuf, gateway: Gateway, mut hangup: Option<Ha
                     );
                 }
                 gateway.reload(plan);
+                // The new plan may name other files.
+                last = stamps(&gateway.plan());
                 tracing::info!(reason, endpoints, "config reloaded");
             }
             Err(problems) => {

@@ -525,6 +525,103 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     assert!(wait_exit(&mut child, "did not stop").success());
 }
 
+/// `fanout mock --make-certs` and `tls` in a mock config: a backend over
+/// HTTPS. A gateway trusting the wrong CA gets a connect error that says
+/// why; once the CA file it names is replaced by the right one, `serve`
+/// reloads by itself (the file is watched like the config) and the call
+/// succeeds, without a restart.
+#[test]
+fn a_changed_certificate_file_is_reloaded_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("fanout-cli-certs-{}", std::process::id()));
+    for (sub, check) in [("right", true), ("wrong", false)] {
+        let status = fanout()
+            .args(["mock", "--make-certs"])
+            .arg(dir.join(sub))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success() || !check);
+    }
+    let trusted = dir.join("trusted-ca.pem");
+    std::fs::copy(dir.join("wrong/ca.pem"), &trusted).unwrap();
+
+    let tls_port = free_port();
+    let mock_file = temp_file(
+        "tls-mock.yaml",
+        &format!(
+            "listen: 127.0.0.1:{}\ntls: {{ listen: \"127.0.0.1:{tls_port}\", cert: {}, key: {} }}\nroutes:\n  - {{ path: /data, body: {{ ok: true }} }}\n",
+            free_port(),
+            dir.join("right/mock.pem").display(),
+            dir.join("right/mock-key.pem").display(),
+        ),
+    );
+    let mut mock = Running(
+        fanout()
+            .args(["mock", "-c"])
+            .arg(&mock_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let first = BufReader::new(mock.0.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.contains(&format!("https://127.0.0.1:{tls_port}")),
+        "{first}"
+    );
+
+    let port = free_port();
+    let config = temp_file(
+        "tls-gateway.yaml",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nupstreams:\n  secure:\n    url: https://localhost:{tls_port}\n    tls: {{ ca: {} }}\nendpoints:\n  - {{ route: GET /x, expose_errors: true, backends: [{{ name: a, upstream: secure, path: /data }}] }}\n",
+            trusted.display()
+        ),
+    );
+    let mut child = Running(
+        fanout()
+            .args(["serve", "--log-format", "json", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no log line with {needle}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    wait_for("listening on");
+    let url = format!("http://127.0.0.1:{port}/x");
+    let (_, response, _) = http_get(&url);
+    assert!(response.contains("unknown issuer"), "{response}");
+
+    std::fs::copy(dir.join("right/ca.pem"), &trusted).unwrap();
+    let reloaded = wait_for("config reloaded");
+    assert!(reloaded.contains("a file changed"), "{reloaded}");
+    let (_, response, _) = http_get(&url);
+    assert!(response.contains(r#"{"ok":true}"#), "{response}");
+    drop(child);
+    drop(mock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// With the `otel` feature: spans reach an OTLP/HTTP collector and backends
 /// receive the W3C trace context.
 #[cfg(feature = "otel")]

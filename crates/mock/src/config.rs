@@ -10,15 +10,49 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockConfig {
-    /// Address to listen on (`fanout mock`); tests and the demo bind their own.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    /// Where `fanout mock` listens: an address, or a list of them (several
+    /// ports, each like a replica); tests and the demo bind their own.
+    #[serde(default = "default_listen", deserialize_with = "addresses")]
+    pub listen: Vec<SocketAddr>,
+    /// Serve the same routes over HTTPS as well.
+    pub tls: Option<MockTls>,
     /// The routes, matched by method and path.
     pub routes: Vec<MockRoute>,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9101))
+/// The HTTPS side of a mock: where, and with which certificate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockTls {
+    /// Where it listens for HTTPS.
+    pub listen: SocketAddr,
+    /// The certificate chain, PEM (relative to the config file).
+    pub cert: PathBuf,
+    /// Its private key, PEM (relative to the config file).
+    pub key: PathBuf,
+    /// A CA client certificates must chain to (mTLS); none: no client
+    /// certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 9101))]
+}
+
+fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(addr) => Ok(vec![addr]),
+        OneOrMany::Many(addrs) if addrs.is_empty() => Err(D::Error::custom(
+            "`listen` is an empty list: give at least one address",
+        )),
+        OneOrMany::Many(addrs) => Ok(addrs),
+    }
 }
 
 /// One route: what it matches, and its answer, given either by the keys of

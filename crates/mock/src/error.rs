@@ -22,6 +22,10 @@ pub enum MockError {
         /// What is wrong.
         message: String,
     },
+    /// A certificate or key of `tls` cannot be read or used, or certificates
+    /// cannot be written.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// No port could be opened on 127.0.0.1.
     #[error("cannot listen on 127.0.0.1: {0}")]
     Listen(#[source] io::Error),

@@ -40,7 +40,11 @@
 //! The same from YAML ([`MockConfig`], served by [`Mock::new`]):
 //!
 //! ```yaml
-//! listen: 127.0.0.1:9101
+//! listen: 127.0.0.1:9101           # or a list: [127.0.0.1:9101, 127.0.0.1:9103]
+//! tls:                             # the same routes over HTTPS too (optional)
+//!   listen: 127.0.0.1:9102
+//!   cert: certs/mock.pem           # `fanout mock --make-certs certs` writes these
+//!   key: certs/mock-key.pem
 //! routes:
 //!   - path: /names/{email}
 //!     body: { email: "{email}", name: "Ada Lovelace" }   # {param} is filled in
@@ -64,13 +68,16 @@
 //! counts requests but does not keep them.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 mod config;
 mod error;
 mod record;
 mod reply;
 mod serve;
 
-pub use config::{Fault, HeaderValues, Latency, LatencyShare, MockConfig, MockReply, MockRoute};
+pub use config::{
+    Fault, HeaderValues, Latency, LatencyShare, MockConfig, MockReply, MockRoute, MockTls,
+};
 pub use error::MockError;
 pub use record::{Seen, Stats};
 pub use reply::{Gate, Reply, Script};

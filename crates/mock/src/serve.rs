@@ -288,6 +288,35 @@ impl Mock {
         builder.build()
     }
 
+    /// The same routes over HTTPS, if `config` has a `tls` block: where to
+    /// listen, and the mock (counting its own calls). Files are read
+    /// relative to `base`.
+    pub fn new_tls(
+        config: &MockConfig,
+        base: &Path,
+    ) -> Result<Option<(SocketAddr, Mock)>, MockError> {
+        let Some(tls) = &config.tls else {
+            return Ok(None);
+        };
+        let read = |file: &Path| {
+            let path = base.join(file);
+            std::fs::read(&path).map_err(|e| {
+                MockError::Tls(format!(
+                    "cannot read {}: {e} (`fanout mock --make-certs DIR` writes a test CA, certificate and key)",
+                    path.display()
+                ))
+            })
+        };
+        let client_ca = tls.client_ca.as_deref().map(read).transpose()?;
+        let server = ServerTls::from_pem(&read(&tls.cert)?, &read(&tls.key)?, client_ca.as_deref())
+            .map_err(|e| MockError::Tls(e.to_string()))?;
+        let mut builder = Mock::builder().record(false).tls(server);
+        for route in &config.routes {
+            builder = builder.route(route.method.clone(), &route.path, script_of(route, base)?);
+        }
+        Ok(Some((tls.listen, builder.build()?)))
+    }
+
     /// What the mock has counted so far.
     pub fn stats(&self) -> Stats {
         self.inner.state.stats()

@@ -226,6 +226,9 @@ fn words(error: &rustls::Error) -> String {
         Error::InvalidCertificate(Cert::UnknownIssuer) => {
             "TLS: the backend's certificate is not signed by a trusted root (unknown issuer): give its CA in tls.ca".into()
         }
+        Error::InvalidCertificate(Cert::BadSignature) => {
+            "TLS: the backend's certificate names a trusted CA as its issuer, but that CA did not sign it (a different or renewed CA of the same name): give its CA in tls.ca".into()
+        }
         Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
             "TLS: the backend's certificate is not valid for the name the gateway asked for (name mismatch): fix the URL's host or tls.server_name".into()
         }

@@ -127,6 +127,14 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             response_buffer_per_connection: server.response_buffer.per_connection.0,
             response_buffer_total: server.response_buffer.total.0,
         },
+        files: config
+            .upstreams
+            .values()
+            .filter_map(|u| u.tls.as_ref())
+            .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
+            .flatten()
+            .map(|file| dir.join(file))
+            .collect(),
         config: config.clone(),
     })
 }

@@ -33,7 +33,11 @@ pub(crate) mod origin;
 pub(crate) mod route;
 pub(crate) mod template;
 
-use std::{path::Path as FsPath, sync::Arc, time::Duration};
+use std::{
+    path::{Path as FsPath, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use http::{HeaderMap, HeaderName};
 
@@ -63,6 +67,8 @@ pub struct Plan {
     pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
     /// Limits of the listener.
     pub(crate) server: ServerLimits,
+    /// The files it read besides the config (certificates and keys).
+    files: Vec<PathBuf>,
     /// The configuration it was compiled from.
     config: Config,
 }
@@ -215,6 +221,13 @@ impl Plan {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Plan, ConfigError> {
         compile::compile(&Document::parse(source, format, file, env)?)
+    }
+
+    /// The files the plan was made from besides the config itself
+    /// (certificates and keys), as found from the config's folder: a change
+    /// to one of them calls for a reload as a change of the config does.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// The configuration it was compiled from.

@@ -18,6 +18,10 @@ use super::EjectRule;
 /// How long a latency sample keeps its weight (tower's PeakEwma default
 /// decay, as a time constant).
 const DECAY: Duration = Duration::from_secs(10);
+/// An ejection lasts `base × times ejected`, but never more than this many
+/// times `base` (Envoy caps it too): a target that failed often long ago
+/// must not stay out for hours once it is well.
+const MAX_EJECTION_TIMES: u32 = 10;
 /// The latency assumed of a target with no answer yet.
 const FIRST_RTT: Duration = Duration::from_millis(10);
 
@@ -213,7 +217,8 @@ impl Lease {
                         let mut record = target.record();
                         record.times_ejected += 1;
                         record.failures = 0;
-                        record.ejected_until = Some(now + rule.base * record.times_ejected);
+                        let times = record.times_ejected.min(MAX_EJECTION_TIMES);
+                        record.ejected_until = Some(now + rule.base * times);
                         tracing::warn!(target = %target.authority, times = record.times_ejected, "target ejected");
                     }
                 }

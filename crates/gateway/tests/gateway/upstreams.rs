@@ -132,7 +132,13 @@ async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
 async fn handshake_failures_are_connect_errors_that_say_why() {
     let internal = Pki::new("internal");
     let other = Pki::new("other");
+    let impostor = Pki::new("internal");
     let cases = [
+        (
+            "a CA of the same name",
+            impostor.server("b", &["127.0.0.1"], Validity::Now),
+            "did not sign it",
+        ),
         (
             "untrusted",
             other.server("b", &["127.0.0.1"], Validity::Now),
