@@ -434,3 +434,45 @@ async fn serving_threads_share_the_port_the_plan_and_the_shutdown() {
         "the port is closed"
     );
 }
+
+/// The admin API answers requests addressed to an IP or `localhost`, and
+/// refuses any other name in `Host` (a page on another site whose name was
+/// pointed at 127.0.0.1: DNS rebinding).
+#[tokio::test]
+async fn the_admin_api_refuses_names_other_than_localhost() {
+    let gw = TestGateway::start(
+        "endpoints:\n  - { route: GET /x, backends: [{ name: a, url: \"http://127.0.0.1:1/x\" }] }\n",
+        &[],
+    )
+    .await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    tokio::spawn(fanout_gateway::serve_admin(
+        admin,
+        gw.gateway.clone(),
+        None,
+        std::future::pending(),
+    ));
+    let ask = |host: String| async move {
+        let request =
+            format!("GET /api/stats HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        raw(addr, &request).await
+    };
+    let port = addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        let response = ask(host.clone()).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "localhost.evil.example".into(),
+    ] {
+        let response = ask(host.clone()).await;
+        assert!(response.starts_with("HTTP/1.1 403"), "{host}: {response}");
+        assert!(response.contains("DNS rebinding"), "{host}: {response}");
+    }
+}
