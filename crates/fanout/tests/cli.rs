@@ -122,12 +122,12 @@ fn schema_is_json_schema() {
 
 #[test]
 fn serve_answers_and_stops_cleanly_on_sigterm() {
-    let backend_addr = echo_backend();
+    let (_backend, backend) = path_backend("serve-backend.yaml");
     let port = free_port();
     let config = temp_file(
         "serve.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend_addr}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
         ),
     );
     let mut child = fanout()
@@ -175,12 +175,12 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
 /// the process (SIGHUP's default action).
 #[test]
 fn a_sighup_as_soon_as_the_port_is_open_reloads_instead_of_killing() {
-    let backend_addr = echo_backend();
+    let (_backend, backend) = path_backend("hup-backend.yaml");
     let port = free_port();
     let config = temp_file(
         "hup.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend_addr}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
         ),
     );
     let child = fanout()
@@ -406,34 +406,24 @@ fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no URLs"));
 }
 
-/// A backend on a std thread that answers `{"path": <the path it was asked for>}`.
-fn echo_backend() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let body = format!(r#"{{"path":"{path}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
+/// `fanout mock` answering every GET with `{"path": <the path it was asked
+/// for>}`, configured in `file`; returns it (killed when dropped) and its
+/// base URL.
+fn path_backend(file: &str) -> (Running, String) {
+    let (mock, base, _) = start_mock(
+        file,
+        "  - { path: \"/{*rest}\", body: { path: \"/{rest}\" } }\n",
+    );
+    (mock, base)
 }
 
 #[test]
 fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
-    let backend = echo_backend();
+    let (_backend, backend) = path_backend("reload-backend.yaml");
     let port = free_port();
     let config = |path: &str| {
         format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://{backend}{path}\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"{backend}{path}\" }}] }}\n"
         )
     };
     let file = temp_file("reload.yaml", &config("/one"));
@@ -667,33 +657,15 @@ fn otel_exports_spans_and_propagates_traceparent() {
         }
     });
 
-    // A backend that answers with the traceparent it received.
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in backend.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            let traceparent = request
-                .lines()
-                .find_map(|l| l.strip_prefix("traceparent: "))
-                .unwrap_or("")
-                .to_owned();
-            let body = format!(r#"{{"traceparent":"{traceparent}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    // A backend that answers with what it received, headers included.
+    let (_backend, backend, _) =
+        start_mock("traced-backend.yaml", "  - { path: /t, echo: true }\n");
 
     let port = free_port();
     let config = temp_file(
         "otel.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /traced, backends: [{{ name: a, url: \"http://{backend_addr}/t\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /traced, backends: [{{ name: a, url: \"{backend}/t\" }}] }}\n"
         ),
     );
     let mut child = fanout()
@@ -715,7 +687,7 @@ fn otel_exports_spans_and_propagates_traceparent() {
     assert_eq!(status, 200, "{response}");
     let body: serde_json::Value =
         serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
-    let traceparent = body["traceparent"].as_str().unwrap();
+    let traceparent = body["headers"]["traceparent"].as_str().unwrap();
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(
         parts.len(),
