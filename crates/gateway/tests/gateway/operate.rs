@@ -10,7 +10,6 @@ use std::{
 
 use fanout_mock::{Mock, MockServer, Reply};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 use super::support::*;
 
@@ -43,14 +42,7 @@ endpoints:
         &[("S", b.url("")), ("SECRET", "s3cret-value".into())],
     )
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        Some(metrics()),
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(Some(metrics())).await);
 
     assert_eq!(get(&format!("{admin_url}/healthz")).await.status, 200);
     let ready = get(&format!("{admin_url}/readyz")).await;
@@ -206,14 +198,7 @@ endpoints:
     )
     .await;
     // The dashboard records requests from when its admin API starts.
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(None).await);
     for path in [
         "/retried",
         "/hedged",
@@ -453,14 +438,7 @@ async fn the_admin_api_refuses_names_other_than_localhost() {
         &[],
     )
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = admin.local_addr().unwrap();
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let addr = gw.admin(None).await;
     let ask = |host: String| async move {
         let request =
             format!("GET /api/stats HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");

@@ -13,6 +13,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, sync::oneshot};
 
 /// A mock backend on 127.0.0.1 answering each path (any method, query
@@ -62,6 +63,20 @@ impl TestGateway {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts its admin API on a port of its own, until the test ends
+    /// (rendering `metrics` at `/metrics` if given); returns where.
+    pub(crate) async fn admin(&self, metrics: Option<PrometheusHandle>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(fanout_gateway::serve_admin(
+            listener,
+            self.gateway.clone(),
+            metrics,
+            std::future::pending(),
+        ));
+        addr
     }
 
     /// Starts a graceful shutdown.

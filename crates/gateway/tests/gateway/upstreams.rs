@@ -349,14 +349,7 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
         a.url("")
     ))
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(None).await);
 
     for _ in 0..4 {
         assert_eq!(get(&gw.url("/x")).await.status, 200);
