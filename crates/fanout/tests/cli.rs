@@ -507,10 +507,7 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     std::fs::write(
         &file,
         config("/three")
-            .replace(
-                &format!("127.0.0.1:{port}"),
-                &format!("127.0.0.1:{other}"),
-            )
+            .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{other}"))
             .replace(
                 "server: {",
                 "server: { admin: \"127.0.0.1:1\", max_connections: 7,",

@@ -35,6 +35,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
         }
     })
     .await;
+    if read.is_err() {
+        eprintln!("DEBUG timed out after reading {} bytes", out.len());
+    }
     read.ok().map(|()| out)
 }
 
@@ -134,7 +137,10 @@ endpoints:
     }
     // A third fits the total (2.7 MB of 3 MiB), a fourth fits b's own share
     // but not the total.
-    assert_eq!(zero_window_get(&mut b_conn, url.clone(), &mut held_b).await, 200);
+    assert_eq!(
+        zero_window_get(&mut b_conn, url.clone(), &mut held_b).await,
+        200
+    );
     assert_eq!(
         zero_window_get(&mut b_conn, url.clone(), &mut held_b).await,
         503,
@@ -556,7 +562,12 @@ async fn listen(stream: &mut TcpStream, done: impl Fn(&Heard) -> bool) -> Heard 
                 let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
                 let payload = &buf[9..9 + len];
                 let word = |at: usize| {
-                    u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]])
+                    u32::from_be_bytes([
+                        payload[at],
+                        payload[at + 1],
+                        payload[at + 2],
+                        payload[at + 3],
+                    ])
                 };
                 match buf[3] {
                     HEADERS => heard.responses.push(id),
@@ -642,7 +653,11 @@ async fn rapid_resets_leave_no_backend_call_running() {
         sent += 1;
     }
     assert!(sent > 0);
-    assert_eq!(b.wait_idle().await, 0, "a call of a reset stream still runs");
+    assert_eq!(
+        b.wait_idle().await,
+        0,
+        "a call of a reset stream still runs"
+    );
     let reached = b.seen().len();
     assert_eq!(
         b.abandoned(),
@@ -696,7 +711,11 @@ async fn a_huge_header_list_is_refused_without_a_backend_call() {
             0 => (HEADERS, END_STREAM),
             _ => (CONTINUATION, 0),
         };
-        let end = if i + 1 == chunks.len() { END_HEADERS } else { 0 };
+        let end = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
         frames.extend(frame(kind, flags | end, 1, chunk));
     }
     // The gateway may stop reading early: what it does not take is fine.
@@ -748,7 +767,10 @@ async fn an_endless_header_block_is_cut_off() {
     let closed = tokio::time::timeout(BOUND * 2, read.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the connection is still open");
     let sent = tokio::time::timeout(BOUND, writer).await.unwrap().unwrap();
-    assert!(sent < 64 << 20, "the gateway read {sent} bytes of one header block");
+    assert!(
+        sent < 64 << 20,
+        "the gateway read {sent} bytes of one header block"
+    );
     assert!(b.seen().is_empty(), "it reached the backend");
     assert_eq!(get(&gw.url("/a")).await.status, 200, "others are served");
 }
@@ -773,7 +795,10 @@ async fn a_settings_flood_from_a_client_that_never_reads_is_closed() {
             Err(_) => break false,
         }
         // 256 MiB of SETTINGS: the gateway would be reading them unbounded.
-        assert!(sent < 256 << 20, "the gateway took {sent} bytes of SETTINGS");
+        assert!(
+            sent < 256 << 20,
+            "the gateway took {sent} bytes of SETTINGS"
+        );
     };
     assert!(ended, "the connection is still open, not reading");
     assert_eq!(get(&gw.url("/a")).await.status, 200, "others are served");

@@ -468,12 +468,7 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
             Reply::raw("application/json", bomb).header("content-encoding", encoding),
         );
     }
-    let mock = builder
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let mock = builder.build().unwrap().start().await.unwrap();
     let yaml = format!(
         "server:\n  max_backend_body: 1MiB\n\
          upstreams:\n  u:\n    url: {}\n    compression: true\n\
