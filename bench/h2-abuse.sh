@@ -23,29 +23,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-FANOUT=$TARGET/release/fanout
-OUT=bench/results
-mkdir -p "$OUT"
-log() { printf '\033[1m[h2-abuse %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-python3 -c 'import h2' 2>/dev/null || { log "pip install h2"; pip install -q h2; }
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bin fanout"
-  cargo build --release --quiet --bin fanout
-fi
-busy=$(python3 bench/lib.py ports-busy 19404 19483)
-[ -z "$busy" ] || { echo "h2-abuse: ports already in use on 127.0.0.1: $busy" >&2; exit 1; }
+NAME=h2-abuse
+source bench/reliability.sh
+needs_h2
+reliability_start 19404 19483
 ulimit -n 8192 2>/dev/null || true
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 cat >"$WORK/mock.yaml" <<EOF
 listen: "127.0.0.1:19404"
@@ -70,7 +52,7 @@ PIDS+=($!)
 RUST_LOG=${FANOUT_LOG:-info} "$FANOUT" serve -c "$WORK/gateway.yaml" >/dev/null 2>&1 &
 GATEWAY=$!
 PIDS+=("$GATEWAY")
-python3 -c 'import sys; sys.path.insert(0, "bench"); from reliability import wait_port; wait_port("127.0.0.1", 19404); wait_port("127.0.0.1", 19483)'
+wait_ports 19404 19483
 
 log "uptime: $(uptime)"
 python3 bench/h2_abuse.py --port 19483 --mock http://127.0.0.1:19404 --gateway-pid "$GATEWAY" \

@@ -26,36 +26,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-FANOUT=$TARGET/release/fanout
-OUT=bench/results
-mkdir -p "$OUT"
-log() { printf '\033[1m[overload %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bin fanout"
-  cargo build --release --quiet --bin fanout
-fi
-busy=$(python3 bench/lib.py ports-busy 19402 19481)
-[ -z "$busy" ] || { echo "overload: ports already in use on 127.0.0.1: $busy" >&2; exit 1; }
+NAME=overload
+source bench/reliability.sh
+reliability_start 19402 19481
 # 200 client connections, 200 gateway connections, and the pools behind them.
 ulimit -n 8192 2>/dev/null || true
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -f "${LOG:-}"
-}
-trap cleanup EXIT
-
 "$FANOUT" mock -c bench/overload-mock.yaml >/dev/null 2>&1 &
 PIDS+=($!)
-LOG=$(mktemp)
+LOG=$WORK/gateway.log
 RUST_LOG=info "$FANOUT" serve --log-format json -c bench/overload-gateway.yaml >"$LOG" 2>&1 &
 GATEWAY=$!
 PIDS+=("$GATEWAY")
-python3 -c 'import sys; sys.path.insert(0, "bench"); from reliability import wait_port; wait_port("127.0.0.1", 19402); wait_port("127.0.0.1", 19481)'
+wait_ports 19402 19481
 
 log "uptime: $(uptime)"
 python3 bench/overload.py --fanout "$FANOUT" --url http://127.0.0.1:19481/work \

@@ -12,32 +12,16 @@ import socket
 import time
 import urllib.request
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from lib import proc
+from loadgen import percentile
 
 
 def sample(pid):
     """What /proc says of pid now: RSS and its peak (KiB), open file
     descriptors, and CPU time (utime + stime, seconds)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    rss = hwm = None
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return {"rss_kb": rss, "hwm_kb": hwm, "fds": fds, "cpu_s": cpu}
-
-
-def percentile(sorted_values, p):
-    """The value at percentile p of an ascending list (nearest rank)."""
-    if not sorted_values:
-        return None
-    rank = round(p / 100 * (len(sorted_values) - 1))
-    return sorted_values[min(len(sorted_values) - 1, max(0, rank))]
+    now = proc(pid)
+    return {"rss_kb": now["rss_kb"], "hwm_kb": now["hwm_kb"],
+            "fds": len(os.listdir(f"/proc/{pid}/fd")), "cpu_s": now["ticks"] / now["clk_tck"]}
 
 
 def summary_ms(latencies_s):

@@ -30,36 +30,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-FANOUT=$TARGET/release/fanout
-OUT=bench/results
+NAME=slow-clients
+source bench/reliability.sh
 BASELINE=${SLOW_BASELINE:-10}
 ATTACK=${SLOW_SECONDS:-30}
 IDLE=${SLOW_IDLE:-2000}
 ROUNDS=${SLOW_ROUNDS:-2}
 BIG=$((1 << 20))
 HUGE=$((6 << 20))
-mkdir -p "$OUT"
-log() { printf '\033[1m[slow-clients %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-python3 -c 'import h2' 2>/dev/null || { log "pip install h2"; pip install -q h2; }
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bin fanout"
-  cargo build --release --quiet --bin fanout
-fi
-busy=$(python3 bench/lib.py ports-busy 19403 19482)
-[ -z "$busy" ] || { echo "slow-clients: ports already in use on 127.0.0.1: $busy" >&2; exit 1; }
+needs_h2
+reliability_start 19403 19482
 # 2 224 hostile connections, on both ends of loopback.
 ulimit -n 16384
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 python3 -c "import json,sys; json.dump({'blob': 'x' * ($BIG - 12)}, open(sys.argv[1], 'w'))" "$WORK/big.json"
 python3 -c "import json,sys; json.dump({'blob': 'x' * ($HUGE - 12)}, open(sys.argv[1], 'w'))" "$WORK/huge.json"
@@ -93,7 +75,7 @@ PIDS+=($!)
 RUST_LOG=${FANOUT_LOG:-info} "$FANOUT" serve -c "$WORK/gateway.yaml" >/dev/null 2>&1 &
 GATEWAY=$!
 PIDS+=("$GATEWAY")
-python3 -c 'import sys; sys.path.insert(0, "bench"); from reliability import wait_port; wait_port("127.0.0.1", 19403); wait_port("127.0.0.1", 19482)'
+wait_ports 19403 19482
 
 log "uptime: $(uptime)"
 log "regular client alone, ${BASELINE} s"

@@ -39,26 +39,9 @@ WARMUP=${SOAK_WARMUP:-60}
 RATE=${SOAK_RATE:-300}
 EVERY=${SOAK_EVERY:-5}
 if [ "$WARMUP" -gt $((SECONDS_TOTAL / 2)) ]; then WARMUP=$((SECONDS_TOTAL / 2)); fi
-TARGET=${CARGO_TARGET_DIR:-target}
-FANOUT=$TARGET/release/fanout
-OUT=bench/results
-mkdir -p "$OUT"
-
-log() { printf '\033[1m[soak %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bin fanout"
-  cargo build --release --quiet --bin fanout
-fi
-busy=$(python3 bench/lib.py ports-busy 19401 19480)
-[ -z "$busy" ] || { echo "soak: ports already in use on 127.0.0.1: $busy" >&2; exit 1; }
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+NAME=soak
+source bench/reliability.sh
+reliability_start 19401 19480
 
 "$FANOUT" mock -c bench/soak-mock.yaml >/dev/null 2>&1 &
 MOCK=$!
@@ -66,7 +49,7 @@ PIDS+=("$MOCK")
 RUST_LOG=${FANOUT_LOG:-info} "$FANOUT" serve -c bench/soak-gateway.yaml >/dev/null 2>&1 &
 GATEWAY=$!
 PIDS+=("$GATEWAY")
-python3 -c 'import sys; sys.path.insert(0, "bench"); from reliability import wait_port; wait_port("127.0.0.1", 19401); wait_port("127.0.0.1", 19480)'
+wait_ports 19401 19480
 
 log "load ${RATE}/s for ${SECONDS_TOTAL} s (warm-up ${WARMUP} s), sampling every ${EVERY} s; uptime: $(uptime)"
 status=0

@@ -161,17 +161,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let b = Backend::start(&[("/a", json(r#"{"a":1}"#))]).await;
-    let gw = TestGateway::start(
-        r#"
-server: { idle_timeout: 300ms }
-endpoints:
-  - route: GET /a
-    backends: [{ name: a, url: "${env.B}/a" }]
-"#,
-        &[("B", base(&b))],
-    )
-    .await;
+    let (_b, gw) = gateway_with("idle_timeout: 300ms").await;
     // HTTP/1.1: one request, answered, then silence.
     let mut h1 = TcpStream::connect(gw.addr).await.unwrap();
     h1.write_all(b"GET /a HTTP/1.1\r\nhost: gw\r\n\r\n")
@@ -271,17 +261,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
-    let b = Backend::start(&[("/a", json("{}"))]).await;
-    let gw = TestGateway::start(
-        r#"
-server: { header_read_timeout: 300ms }
-endpoints:
-  - route: GET /a
-    backends: [{ name: a, url: "${env.B}/a" }]
-"#,
-        &[("B", base(&b))],
-    )
-    .await;
+    let (_b, gw) = gateway_with("header_read_timeout: 300ms").await;
     let mut silent = TcpStream::connect(gw.addr).await.unwrap();
     assert!(
         read_until_closed(&mut silent).await.is_some(),
@@ -303,17 +283,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_shed_with_503() {
-    let b = Backend::start(&[("/a", json(r#"{"a":1}"#))]).await;
-    let gw = TestGateway::start(
-        r#"
-server: { max_connections: 3, header_read_timeout: 30s }
-endpoints:
-  - route: GET /a
-    backends: [{ name: a, url: "${env.B}/a" }]
-"#,
-        &[("B", base(&b))],
-    )
-    .await;
+    let (_b, gw) = gateway_with("max_connections: 3, header_read_timeout: 30s").await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut stream = TcpStream::connect(gw.addr).await.unwrap();
@@ -595,9 +565,9 @@ async fn until(what: &str, ready: impl Fn() -> bool) {
     assert!(waited.is_ok(), "still not {what} after {BOUND:?}");
 }
 
-/// A gateway in front of a backend whose `/hang` never answers and whose
-/// `/a` answers at once.
-async fn h2_setup(server: &str) -> (Backend, TestGateway) {
+/// A gateway with these `server` settings in front of a backend whose
+/// `/hang` never answers and whose `/a` answers `{"a":1}` at once.
+async fn gateway_with(server: &str) -> (Backend, TestGateway) {
     let b = Backend::start(&[("/hang", Reply::Hang), ("/a", json(r#"{"a":1}"#))]).await;
     let gw = TestGateway::start(
         &format!(
@@ -618,7 +588,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_stream_cancels_its_backend_call() {
-    let (b, gw) = h2_setup("").await;
+    let (b, gw) = gateway_with("").await;
     let mut client = h2_client(gw.addr, 65535).await;
     let mut pending = Vec::new();
     for _ in 0..10 {
@@ -637,7 +607,7 @@ async fn a_reset_stream_cancels_its_backend_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_resets_leave_no_backend_call_running() {
     // CVE-2023-44487: open a stream, reset it, again, as fast as possible.
-    let (b, gw) = h2_setup("").await;
+    let (b, gw) = gateway_with("").await;
     let mut client = h2_client(gw.addr, 65535).await;
     let mut sent = 0;
     for _ in 0..2000 {
@@ -671,7 +641,7 @@ async fn rapid_resets_leave_no_backend_call_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_beyond_the_limit_are_refused_and_never_reach_a_backend() {
-    let (b, gw) = h2_setup("").await;
+    let (b, gw) = gateway_with("").await;
     let mut stream = raw_h2(gw.addr).await;
     let block = get_block("/hang");
     let mut flood = Vec::new();
@@ -697,7 +667,7 @@ async fn streams_beyond_the_limit_are_refused_and_never_reach_a_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_header_list_is_refused_without_a_backend_call() {
-    let (b, gw) = h2_setup("").await;
+    let (b, gw) = gateway_with("").await;
     let mut stream = raw_h2(gw.addr).await;
     // 2 000 headers of 100 bytes: 200 KB of header list, sent as HEADERS
     // and CONTINUATION frames of 16 KiB (the default frame size).
@@ -740,7 +710,7 @@ async fn a_huge_header_list_is_refused_without_a_backend_call() {
 async fn an_endless_header_block_is_cut_off() {
     // CONTINUATION frames that never end the header block
     // (CVE-2024-27316): the gateway must not keep reading them.
-    let (b, gw) = h2_setup("write_timeout: 300ms").await;
+    let (b, gw) = gateway_with("write_timeout: 300ms").await;
     let stream = raw_h2(gw.addr).await;
     let (mut read, mut write) = stream.into_split();
     let mut field = Vec::new();
@@ -781,7 +751,7 @@ async fn a_settings_flood_from_a_client_that_never_reads_is_closed() {
     // Each SETTINGS asks for an ACK; a client that never reads them fills
     // the gateway's socket, which then stops reading and, after
     // write_timeout, closes the connection.
-    let (_b, gw) = h2_setup("write_timeout: 300ms").await;
+    let (_b, gw) = gateway_with("write_timeout: 300ms").await;
     let mut stream = raw_h2(gw.addr).await;
     let mut batch = Vec::new();
     for _ in 0..1000 {
