@@ -42,6 +42,7 @@ class Conn:
         self.closed_after = None
         self.served = False
         self.shed = False  # answered 503: over response_buffer
+        self.status = None  # HTTP/1.1 slow readers: their answer's status
         self.sent = 0  # slowloris: header bytes sent
         self.h2 = None
 
@@ -203,6 +204,7 @@ def main():
                 if not data:
                     break
                 if not conn.bytes:
+                    conn.status = data[9:12].decode(errors="replace")
                     conn.served = data.startswith(b"HTTP/1.1 200")
                     conn.shed = data.startswith(b"HTTP/1.1 503") and TOO_MANY not in data
                     if TOO_MANY in data:
@@ -228,6 +230,9 @@ def main():
         k["opened"] += 1
         if conn.served:
             k["served"] += 1
+        if conn.status is not None:
+            statuses = k.setdefault("statuses", {})
+            statuses[conn.status] = statuses.get(conn.status, 0) + 1
         if conn.shed:
             k["shed_503"] += 1
         if conn.outcome == "refused":
