@@ -24,6 +24,6 @@ pub use client::HttpClient;
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;
 pub use server::{
-    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, ServerTls, TlsError, bind_reuseport, serve,
-    serve_admin, serve_on_threads,
+    ConnectionLimit, Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, ServerTls, TlsError,
+    bind_reuseport, serve, serve_admin, serve_on_threads,
 };
