@@ -434,6 +434,102 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fanout_mock::jwt::{SigningKey, jwks};
+    use serde_json::json;
+
+    #[test]
+    fn only_public_signing_keys_of_known_curves_are_kept() {
+        let ec = SigningKey::es256("ec").unwrap();
+        let mut enc = ec.jwk();
+        enc["use"] = json!("enc");
+        enc["kid"] = json!("enc");
+        let mut wrong_alg = ec.jwk();
+        wrong_alg["alg"] = json!("RS256");
+        wrong_alg["kid"] = json!("wrong");
+        let doc = json!({ "keys": [
+            ec.jwk(), enc, wrong_alg,
+            { "kty": "oct", "kid": "secret", "k": "c2VjcmV0" },
+            { "kty": "EC", "kid": "p521", "crv": "P-521", "x": "AA", "y": "AA" },
+            { "kty": "weird" },
+            "not even an object",
+        ]});
+        let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.find(Some("ec"), Algorithm::ES256).is_ok());
+        assert_eq!(set.find(Some("ec"), Algorithm::RS256).err(), Some(Miss::WrongKeyType));
+        assert_eq!(set.find(Some("secret"), Algorithm::HS256).err(), Some(Miss::UnknownKid));
+        assert_eq!(set.find(Some("enc"), Algorithm::ES256).err(), Some(Miss::UnknownKid));
+        assert!(set.find(None, Algorithm::ES256).is_ok(), "one key fits: no kid needed");
+
+        let two = SigningKey::es256("ec2").unwrap();
+        let set = KeySet::parse(jwks(&[&ec, &two]).to_string().as_bytes()).unwrap();
+        assert_eq!(set.find(None, Algorithm::ES256).err(), Some(Miss::NoKid));
+
+        for bad in [
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+            r#"{"keys":[]}"#,
+            r#"[1,2]"#,
+            "",
+        ] {
+            assert!(KeySet::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let many = json!({ "keys": vec![ec.jwk(); MAX_KEYS + 1] });
+        assert!(KeySet::parse(many.to_string().as_bytes()).unwrap_err().contains("more than"));
+    }
+
+    /// A remote set whose fetches the test stands in for: a key-id miss
+    /// wakes the fetcher at most once a minute, on the paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_id_miss_asks_for_a_fetch_at_most_once_a_minute() {
+        let ec = SigningKey::es256("ec").unwrap();
+        let keys = Jwks::remote(
+            "users",
+            "http://127.0.0.1:1/jwks".parse().unwrap(),
+            Arc::new(ClientSettings::new(None, crate::config::Http2::Never)),
+        );
+        let remote = keys.remote.as_ref().unwrap();
+        let woken = || {
+            let wake = remote.wake.clone();
+            async move {
+                tokio::time::timeout(Duration::ZERO, wake.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        // No keys yet: a request waits (at most its bound) for the first fetch.
+        let started = Instant::now();
+        assert!(keys.refreshed(Some("ec"), Duration::from_secs(1)).await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(!woken().await, "the first fetch is the fetcher's own business");
+
+        keys.store(KeySet::parse(jwks(&[&ec]).to_string().as_bytes()).unwrap());
+        // A known kid never asks.
+        assert!(keys.refreshed(None, Duration::ZERO).await.is_some());
+        assert!(!woken().await);
+        // A miss asks once; the next ones within the minute do not.
+        keys.refreshed(Some("new"), Duration::ZERO).await;
+        assert!(woken().await);
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(19)).await;
+            keys.refreshed(Some("other"), Duration::ZERO).await;
+            assert!(!woken().await, "within the minute");
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        keys.refreshed(Some("other"), Duration::ZERO).await;
+        assert!(woken().await, "a minute after the last one");
+
+        // A fetch that finishes while a request waits ends its wait.
+        tokio::time::advance(MISS_REFETCH).await;
+        let waiting = keys.refreshed(Some("late"), Duration::from_secs(1));
+        let finish = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            remote.fetched.send_modify(|n| *n += 1);
+        };
+        let started = Instant::now();
+        let (got, ()) = tokio::join!(waiting, finish);
+        assert!(got.is_some());
+        assert_eq!(started.elapsed(), Duration::from_millis(10));
+    }
 
     #[test]
     fn max_age_is_read_from_cache_control() {

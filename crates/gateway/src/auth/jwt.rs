@@ -207,7 +207,7 @@ impl JwtScheme {
             .find(|(a, _)| *a == alg)
             .map(|(_, v)| v)
             .ok_or(TokenError::Algorithm(alg))?;
-        jsonwebtoken::decode::<Claims>(token, key, validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| match e.into_kind() {
                 ErrorKind::InvalidSignature => TokenError::Signature,
@@ -220,7 +220,13 @@ impl JwtScheme {
                     TokenError::Claim(name)
                 }
                 _ => TokenError::Malformed,
-            })
+            })?;
+        // `jsonwebtoken` takes an array of issuers too; RFC 7519 §4.1.1 says
+        // one, and a backend reading `iss` expects one.
+        if !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(TokenError::Claim("iss".into()));
+        }
+        Ok(claims)
     }
 
     /// Whether the (unverified) token says it is from this scheme's issuer.
@@ -253,6 +259,7 @@ pub(crate) fn grants(claims: &Claims, wanted: &[String]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn claims(value: Value) -> Claims {
         value.as_object().unwrap().clone()
@@ -273,6 +280,56 @@ mod tests {
         let c = claims(json!({ "scope": 7, "scp": [1, null] }));
         assert!(!grants(&c, &want(&["7"])));
         assert!(grants(&c, &[]), "nothing wanted, nothing needed");
+    }
+
+    /// The checks in-process, with keys made here: what passes and why the
+    /// rest does not.
+    #[test]
+    fn a_token_passes_only_with_the_right_key_issuer_audience_and_time() {
+        use fanout_mock::jwt::{SigningKey, hs256, jwks, unsigned};
+        let ec = SigningKey::es256("ec").unwrap();
+        let other = SigningKey::es256("ec").unwrap();
+        assert!(super::super::install_crypto());
+        let set = KeySet::parse(jwks(&[&ec]).to_string().as_bytes()).unwrap();
+        let scheme = JwtScheme::new(
+            Arc::new(super::super::jwks::Jwks::fixed(set.clone())),
+            "iss",
+            &["api".to_owned()],
+            &[Algorithm::ES256],
+            Duration::from_secs(30),
+        );
+        let now = jsonwebtoken::get_current_timestamp();
+        let base = json!({ "iss": "iss", "aud": "api", "exp": now + 60, "sub": "ada" });
+        let with = |k: &str, v: Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            c
+        };
+        let verify = |token: String| scheme.verify_now(&token, &set);
+        assert_eq!(verify(ec.sign(&base)).unwrap()["sub"], "ada");
+        assert!(verify(ec.sign(&with("exp", json!(now - 10)))).is_ok(), "within the leeway");
+        assert_eq!(verify(ec.sign(&with("exp", json!(now - 40)))), Err(TokenError::Expired));
+        assert_eq!(verify(ec.sign(&with("nbf", json!(now + 40)))), Err(TokenError::NotYetValid));
+        assert_eq!(verify(ec.sign(&with("exp", json!("soon")))), Err(TokenError::Claim("exp".into())));
+        assert_eq!(verify(ec.sign(&with("iss", json!("x")))), Err(TokenError::Issuer));
+        assert_eq!(verify(ec.sign(&with("iss", json!(["iss"])))), Err(TokenError::Claim("iss".into())));
+        assert_eq!(verify(ec.sign(&with("aud", json!("x")))), Err(TokenError::Audience));
+        assert_eq!(verify(other.sign(&base)), Err(TokenError::Signature));
+        assert_eq!(verify(unsigned(&base)), Err(TokenError::Malformed));
+        assert_eq!(
+            verify(hs256(ec.public_pem().as_bytes(), Some("ec"), &base)),
+            Err(TokenError::Algorithm(Algorithm::HS256))
+        );
+        assert_eq!(
+            verify(ec.sign_with_header(&json!({ "alg": "ES256", "kid": "ec", "crit": ["x"], "x": 1 }), &base)),
+            Err(TokenError::Malformed),
+            "an unknown critical extension"
+        );
+        assert_eq!(
+            verify(ec.sign_with_header(&json!({ "alg": "ES256", "kid": "nope" }), &base)),
+            Err(TokenError::UnknownKey)
+        );
+        assert!(verify(ec.sign_with_header(&json!({ "alg": "ES256" }), &base)).is_ok(), "no kid, one key");
     }
 
     #[test]
