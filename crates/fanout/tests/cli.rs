@@ -134,7 +134,11 @@ fn hash_key_prints_the_hash_the_config_stores() {
     for input in ["test", "test\n", "test\r\n"] {
         let out = run(input);
         assert!(out.status.success(), "{input:?}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), sha_of_test, "{input:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            sha_of_test,
+            "{input:?}"
+        );
     }
     let out = run("");
     assert!(!out.status.success());

@@ -169,7 +169,10 @@ fn fuzz_claims() -> Value {
 pub fn jwt(data: &[u8]) {
     use std::sync::{Arc, LazyLock};
 
-    use crate::auth::{JwtScheme, jwks::{Jwks, KeySet}};
+    use crate::auth::{
+        JwtScheme,
+        jwks::{Jwks, KeySet},
+    };
 
     static SCHEME: LazyLock<(JwtScheme, KeySet)> = LazyLock::new(|| {
         assert!(crate::auth::install_crypto());
@@ -232,7 +235,10 @@ mod tests {
                 std::sync::Arc::new(crate::auth::jwks::Jwks::fixed(keys.clone())),
                 "https://issuer.fuzz/",
                 &["fuzz".to_owned()],
-                &[jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+                &[
+                    jsonwebtoken::Algorithm::RS256,
+                    jsonwebtoken::Algorithm::ES256,
+                ],
                 std::time::Duration::from_secs(60),
             );
             (scheme, keys)
@@ -245,7 +251,11 @@ mod tests {
             ("expired", false),
         ] {
             let token = std::fs::read_to_string(root.join(file)).unwrap();
-            assert_eq!(scheme.verify_now(token.trim(), &keys).is_ok(), passes, "{file}");
+            assert_eq!(
+                scheme.verify_now(token.trim(), &keys).is_ok(),
+                passes,
+                "{file}"
+            );
         }
     }
 

@@ -17,7 +17,9 @@
 use base64::Engine;
 use ring::{
     rand::SystemRandom,
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair},
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    },
 };
 use serde_json::{Value, json};
 
@@ -52,8 +54,8 @@ impl SigningKey {
             pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
             traits::PublicKeyParts,
         };
-        let private = <rsa::PrivateKey as rsa::Generate>::try_generate()
-            .map_err(|e| fail("RSA key", &e))?;
+        let private =
+            <rsa::PrivateKey as rsa::Generate>::try_generate().map_err(|e| fail("RSA key", &e))?;
         let der = private.to_pkcs8_der().map_err(|e| fail("RSA key", &e))?;
         let pair = RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|e| fail("RSA key", &e))?;
         let public = private.to_public_key();

@@ -153,6 +153,10 @@ mod tests {
         assert_eq!(with(&["two"]), Presented::Accepted);
         assert_eq!(with(&["three"]), Presented::Refused);
         assert_eq!(with(&["One"]), Presented::Refused);
-        assert_eq!(with(&["one", "two"]), Presented::Refused, "two keys at once");
+        assert_eq!(
+            with(&["one", "two"]),
+            Presented::Refused,
+            "two keys at once"
+        );
     }
 }

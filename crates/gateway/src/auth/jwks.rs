@@ -141,7 +141,11 @@ impl KeySet {
     }
 
     /// The key to verify a token of `algorithm` that names `kid`.
-    pub(crate) fn find(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<&DecodingKey, Miss> {
+    pub(crate) fn find(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<&DecodingKey, Miss> {
         match kid {
             Some(kid) => {
                 let mut named = self
@@ -310,7 +314,10 @@ impl Jwks {
                 }
                 *last = Some(now);
                 drop(last);
-                tracing::info!(scheme = remote.scheme, "a token names a key the set lacks: fetching the JWKS again");
+                tracing::info!(
+                    scheme = remote.scheme,
+                    "a token names a key the set lacks: fetching the JWKS again"
+                );
                 remote.wake.notify_one();
             }
         }
@@ -384,10 +391,7 @@ fn retry_after(failures: u32) -> Duration {
 
 /// One fetch of the set, within [`FETCH_TIMEOUT`] and [`MAX_BYTES`], with
 /// the `max-age` its answer gives.
-async fn fetch(
-    client: &HttpClient,
-    remote: &Remote,
-) -> Result<(KeySet, Option<Duration>), String> {
+async fn fetch(client: &HttpClient, remote: &Remote) -> Result<(KeySet, Option<Duration>), String> {
     let request = http::Request::get(remote.url.clone())
         .header(http::header::ACCEPT, "application/json")
         .header(http::header::ACCEPT_ENCODING, "identity")
@@ -456,10 +460,22 @@ mod tests {
         let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!(set.len(), 1);
         assert!(set.find(Some("ec"), Algorithm::ES256).is_ok());
-        assert_eq!(set.find(Some("ec"), Algorithm::RS256).err(), Some(Miss::WrongKeyType));
-        assert_eq!(set.find(Some("secret"), Algorithm::HS256).err(), Some(Miss::UnknownKid));
-        assert_eq!(set.find(Some("enc"), Algorithm::ES256).err(), Some(Miss::UnknownKid));
-        assert!(set.find(None, Algorithm::ES256).is_ok(), "one key fits: no kid needed");
+        assert_eq!(
+            set.find(Some("ec"), Algorithm::RS256).err(),
+            Some(Miss::WrongKeyType)
+        );
+        assert_eq!(
+            set.find(Some("secret"), Algorithm::HS256).err(),
+            Some(Miss::UnknownKid)
+        );
+        assert_eq!(
+            set.find(Some("enc"), Algorithm::ES256).err(),
+            Some(Miss::UnknownKid)
+        );
+        assert!(
+            set.find(None, Algorithm::ES256).is_ok(),
+            "one key fits: no kid needed"
+        );
 
         let two = SigningKey::es256("ec2").unwrap();
         let set = KeySet::parse(jwks(&[&ec, &two]).to_string().as_bytes()).unwrap();
@@ -474,7 +490,11 @@ mod tests {
             assert!(KeySet::parse(bad.as_bytes()).is_err(), "{bad}");
         }
         let many = json!({ "keys": vec![ec.jwk(); MAX_KEYS + 1] });
-        assert!(KeySet::parse(many.to_string().as_bytes()).unwrap_err().contains("more than"));
+        assert!(
+            KeySet::parse(many.to_string().as_bytes())
+                .unwrap_err()
+                .contains("more than")
+        );
     }
 
     /// A remote set whose fetches the test stands in for: a key-id miss
@@ -498,9 +518,16 @@ mod tests {
         };
         // No keys yet: a request waits (at most its bound) for the first fetch.
         let started = Instant::now();
-        assert!(keys.refreshed(Some("ec"), Duration::from_secs(1)).await.is_none());
+        assert!(
+            keys.refreshed(Some("ec"), Duration::from_secs(1))
+                .await
+                .is_none()
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(1));
-        assert!(!woken().await, "the first fetch is the fetcher's own business");
+        assert!(
+            !woken().await,
+            "the first fetch is the fetcher's own business"
+        );
 
         keys.store(KeySet::parse(jwks(&[&ec]).to_string().as_bytes()).unwrap());
         // A known kid never asks.

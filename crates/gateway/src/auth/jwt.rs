@@ -56,14 +56,18 @@ impl TokenError {
             TokenError::Malformed => "the token is not a well-formed signed JWT".into(),
             TokenError::Algorithm(alg) => format!("the token's algorithm {alg:?} is not accepted"),
             TokenError::UnknownKey => "the token names a key the issuer does not publish".into(),
-            TokenError::NoKey => "the token names no key (kid) and more than one could sign it".into(),
+            TokenError::NoKey => {
+                "the token names no key (kid) and more than one could sign it".into()
+            }
             TokenError::KeyType => "the token's key cannot sign with its algorithm".into(),
             TokenError::Signature => "the token's signature does not verify".into(),
             TokenError::Expired => "the token has expired".into(),
             TokenError::NotYetValid => "the token is not valid yet (nbf)".into(),
             TokenError::Issuer => "the token's issuer is not accepted".into(),
             TokenError::Audience => "the token is not for this audience".into(),
-            TokenError::Claim(name) => format!("the token's `{name}` claim is missing or malformed"),
+            TokenError::Claim(name) => {
+                format!("the token's `{name}` claim is missing or malformed")
+            }
             TokenError::KeysUnavailable => "the issuer's keys are not available yet".into(),
         }
     }
@@ -307,13 +311,34 @@ mod tests {
         };
         let verify = |token: String| scheme.verify_now(&token, &set);
         assert_eq!(verify(ec.sign(&base)).unwrap()["sub"], "ada");
-        assert!(verify(ec.sign(&with("exp", json!(now - 10)))).is_ok(), "within the leeway");
-        assert_eq!(verify(ec.sign(&with("exp", json!(now - 40)))), Err(TokenError::Expired));
-        assert_eq!(verify(ec.sign(&with("nbf", json!(now + 40)))), Err(TokenError::NotYetValid));
-        assert_eq!(verify(ec.sign(&with("exp", json!("soon")))), Err(TokenError::Claim("exp".into())));
-        assert_eq!(verify(ec.sign(&with("iss", json!("x")))), Err(TokenError::Issuer));
-        assert_eq!(verify(ec.sign(&with("iss", json!(["iss"])))), Err(TokenError::Claim("iss".into())));
-        assert_eq!(verify(ec.sign(&with("aud", json!("x")))), Err(TokenError::Audience));
+        assert!(
+            verify(ec.sign(&with("exp", json!(now - 10)))).is_ok(),
+            "within the leeway"
+        );
+        assert_eq!(
+            verify(ec.sign(&with("exp", json!(now - 40)))),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(ec.sign(&with("nbf", json!(now + 40)))),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            verify(ec.sign(&with("exp", json!("soon")))),
+            Err(TokenError::Claim("exp".into()))
+        );
+        assert_eq!(
+            verify(ec.sign(&with("iss", json!("x")))),
+            Err(TokenError::Issuer)
+        );
+        assert_eq!(
+            verify(ec.sign(&with("iss", json!(["iss"])))),
+            Err(TokenError::Claim("iss".into()))
+        );
+        assert_eq!(
+            verify(ec.sign(&with("aud", json!("x")))),
+            Err(TokenError::Audience)
+        );
         assert_eq!(verify(other.sign(&base)), Err(TokenError::Signature));
         assert_eq!(verify(unsigned(&base)), Err(TokenError::Malformed));
         assert_eq!(
@@ -321,7 +346,10 @@ mod tests {
             Err(TokenError::Algorithm(Algorithm::HS256))
         );
         assert_eq!(
-            verify(ec.sign_with_header(&json!({ "alg": "ES256", "kid": "ec", "crit": ["x"], "x": 1 }), &base)),
+            verify(ec.sign_with_header(
+                &json!({ "alg": "ES256", "kid": "ec", "crit": ["x"], "x": 1 }),
+                &base
+            )),
             Err(TokenError::Malformed),
             "an unknown critical extension"
         );
@@ -329,7 +357,10 @@ mod tests {
             verify(ec.sign_with_header(&json!({ "alg": "ES256", "kid": "nope" }), &base)),
             Err(TokenError::UnknownKey)
         );
-        assert!(verify(ec.sign_with_header(&json!({ "alg": "ES256" }), &base)).is_ok(), "no kid, one key");
+        assert!(
+            verify(ec.sign_with_header(&json!({ "alg": "ES256" }), &base)).is_ok(),
+            "no kid, one key"
+        );
     }
 
     #[test]
@@ -337,9 +368,16 @@ mod tests {
         assert!(parse_algorithm("none").unwrap_err().contains("unsigned"));
         assert!(parse_algorithm("NONE").is_err());
         for hs in ["HS256", "HS384", "HS512", "hs256"] {
-            assert!(parse_algorithm(hs).unwrap_err().contains("key-confusion"), "{hs}");
+            assert!(
+                parse_algorithm(hs).unwrap_err().contains("key-confusion"),
+                "{hs}"
+            );
         }
-        assert!(parse_algorithm("RS1").unwrap_err().contains("accepted: RS256"));
+        assert!(
+            parse_algorithm("RS1")
+                .unwrap_err()
+                .contains("accepted: RS256")
+        );
         for good in ACCEPTABLE {
             assert!(parse_algorithm(good).is_ok(), "{good}");
         }

@@ -178,7 +178,9 @@ impl EndpointAuth {
                 "keys_unavailable",
                 None,
             ),
-            Some(Verdict::Token(e)) => (StatusCode::UNAUTHORIZED, e.describe(), e.reason(), Some(e)),
+            Some(Verdict::Token(e)) => {
+                (StatusCode::UNAUTHORIZED, e.describe(), e.reason(), Some(e))
+            }
         };
         let mut challenges = Vec::new();
         if status == StatusCode::UNAUTHORIZED {

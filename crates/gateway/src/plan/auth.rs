@@ -58,10 +58,7 @@ fn compile_scheme(
     if !super::names::is_name(name) {
         problems.at(
             path.clone(),
-            format!(
-                "scheme name `{name}`: use {}",
-                super::names::NAME_RULE
-            ),
+            format!("scheme name `{name}`: use {}", super::names::NAME_RULE),
         );
     }
     let kind = match (&scheme.jwt, &scheme.api_key) {
@@ -148,9 +145,7 @@ fn compile_jwt(
                 &path.key("jwks_file"),
                 std::fs::read(dir.join(file))
                     .map_err(|e| format!("cannot read `{file}`: {e}"))
-                    .and_then(|bytes| {
-                        KeySet::parse(&bytes).map_err(|e| format!("`{file}`: {e}"))
-                    }),
+                    .and_then(|bytes| KeySet::parse(&bytes).map_err(|e| format!("`{file}`: {e}"))),
             );
             if let Some(keys) = &keys {
                 if !algorithms.is_empty() && !keys.fits_any(&algorithms) {
@@ -343,7 +338,11 @@ pub(super) fn endpoint(
         }
     }
     for (i, scope) in endpoint.scopes.iter().enumerate() {
-        if scope.is_empty() || scope.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+        if scope.is_empty()
+            || scope
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        {
             problems.at(
                 path.key("scopes").index(i),
                 format!("scope `{scope}`: a scope is one word, without spaces or quotes"),
@@ -439,7 +438,9 @@ pub(super) fn check_jwt_var(
     if names.is_empty() {
         problems.at(
             at.clone(),
-            format!("{var} reads the request's token: add `auth` with a JWT scheme to the endpoint"),
+            format!(
+                "{var} reads the request's token: add `auth` with a JWT scheme to the endpoint"
+            ),
         );
     } else if let Some(key) = names
         .iter()

@@ -156,7 +156,8 @@ impl Gateway {
             "reason" => refusal.reason
         )
         .increment(1);
-        self.recorder.record_refused(endpoint, status.as_u16(), took);
+        self.recorder
+            .record_refused(endpoint, status.as_u16(), took);
         tracing::info!(
             endpoint = endpoint.route,
             status = status.as_u16(),

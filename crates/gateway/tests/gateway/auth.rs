@@ -94,7 +94,10 @@ struct Setup {
 /// An issuer serving `keys` (each answer of the script in turn, the last
 /// repeating), an app backend, and a gateway between them.
 async fn setup(keys: Vec<Value>) -> Setup {
-    let script: Script = keys.into_iter().map(|k| Reply::json(k.to_string())).collect();
+    let script: Script = keys
+        .into_iter()
+        .map(|k| Reply::json(k.to_string()))
+        .collect();
     let idp = Mock::builder()
         .route(Method::GET, "/jwks.json", script)
         .build()
@@ -143,11 +146,18 @@ async fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_refused_before
     // RS256 and ES256, the claim in the path and in a header that the
     // client's own value of it does not survive.
     let token = RSA.sign(&claims(json!({ "org": { "id": "o-7" } })));
-    let got = get_with(&me, &[("authorization", &bearer(&token)), ("x-user-id", "mallory")]).await;
+    let got = get_with(
+        &me,
+        &[("authorization", &bearer(&token)), ("x-user-id", "mallory")],
+    )
+    .await;
     assert_eq!((got.status, got.body.as_str()), (200, r#"{"user":"ada"}"#));
     let token = EC.sign(&claims(json!({ "sub": "grace", "aud": ["other", "x"] })));
     let got = get_with(&me, &[("authorization", &bearer(&token))]).await;
-    assert_eq!((got.status, got.body.as_str()), (200, r#"{"user":"grace"}"#));
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (200, r#"{"user":"grace"}"#)
+    );
     let seen = s.app.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].uri.path(), "/users/ada");
@@ -159,24 +169,66 @@ async fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_refused_before
             .map(|v| v.to_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(values(0, "x-user-id"), ["ada"], "the claim, never the client's value");
+    assert_eq!(
+        values(0, "x-user-id"),
+        ["ada"],
+        "the claim, never the client's value"
+    );
     assert_eq!(values(0, "x-org"), ["o-7"], "a nested claim");
     assert_eq!(values(1, "x-user-id"), ["grace"]);
-    assert!(values(1, "x-org").is_empty(), "a claim the token lacks sets nothing");
-    assert!(values(0, "authorization").is_empty(), "the token is not forwarded");
+    assert!(
+        values(1, "x-org").is_empty(),
+        "a claim the token lacks sets nothing"
+    );
+    assert!(
+        values(0, "authorization").is_empty(),
+        "the token is not forwarded"
+    );
 
     let hour = 3600;
     let refused: Vec<(&str, String, &str)> = vec![
-        ("expired", RSA.sign(&claims(json!({ "exp": now() - hour }))), "has expired"),
-        ("not yet valid", RSA.sign(&claims(json!({ "nbf": now() + hour }))), "not valid yet"),
-        ("wrong issuer", RSA.sign(&claims(json!({ "iss": "https://evil.test/" }))), "issuer"),
-        ("wrong audience", EC.sign(&claims(json!({ "aud": "billing" }))), "audience"),
-        ("no audience", EC.sign(&claims(json!({ "aud": null }))), "`aud` claim"),
-        ("no expiry", EC.sign(&claims(json!({ "exp": null }))), "`exp` claim"),
-        ("alg none", unsigned(&claims(json!({}))), "not a well-formed"),
+        (
+            "expired",
+            RSA.sign(&claims(json!({ "exp": now() - hour }))),
+            "has expired",
+        ),
+        (
+            "not yet valid",
+            RSA.sign(&claims(json!({ "nbf": now() + hour }))),
+            "not valid yet",
+        ),
+        (
+            "wrong issuer",
+            RSA.sign(&claims(json!({ "iss": "https://evil.test/" }))),
+            "issuer",
+        ),
+        (
+            "wrong audience",
+            EC.sign(&claims(json!({ "aud": "billing" }))),
+            "audience",
+        ),
+        (
+            "no audience",
+            EC.sign(&claims(json!({ "aud": null }))),
+            "`aud` claim",
+        ),
+        (
+            "no expiry",
+            EC.sign(&claims(json!({ "exp": null }))),
+            "`exp` claim",
+        ),
+        (
+            "alg none",
+            unsigned(&claims(json!({}))),
+            "not a well-formed",
+        ),
         (
             "HMAC with the RSA public key as the secret",
-            hs256(RSA.public_pem().as_bytes(), Some(RSA.kid()), &claims(json!({}))),
+            hs256(
+                RSA.public_pem().as_bytes(),
+                Some(RSA.kid()),
+                &claims(json!({})),
+            ),
             "algorithm HS256 is not accepted",
         ),
         (
@@ -199,7 +251,11 @@ async fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_refused_before
             "cannot sign with its algorithm",
         ),
         ("garbage", "not.a.token".to_owned(), "not a well-formed"),
-        ("huge", format!("{}.e30.x", "e".repeat(20_000)), "not a well-formed"),
+        (
+            "huge",
+            format!("{}.e30.x", "e".repeat(20_000)),
+            "not a well-formed",
+        ),
     ];
     for (case, token, why) in &refused {
         let got = get_with(&me, &[("authorization", &bearer(token))]).await;
@@ -212,17 +268,32 @@ async fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_refused_before
             challenge[0].starts_with(r#"Bearer error="invalid_token", error_description=""#),
             "{case}: {challenge:?}"
         );
-        assert!(!got.body.contains(token.as_str()), "{case}: the token is not repeated");
+        assert!(
+            !got.body.contains(token.as_str()),
+            "{case}: the token is not repeated"
+        );
     }
 
     let got = get(&me).await;
     assert_eq!(got.status, 401);
     assert_eq!(challenges(&got), ["Bearer"]);
-    assert!(got.json()["error"].as_str().unwrap().contains("bearer token"));
+    assert!(
+        got.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("bearer token")
+    );
     let got = get_with(&me, &[("authorization", "Basic dXNlcjpwYXNz")]).await;
-    assert_eq!((got.status, challenges(&got)), (401, vec!["Bearer".to_owned()]));
+    assert_eq!(
+        (got.status, challenges(&got)),
+        (401, vec!["Bearer".to_owned()])
+    );
 
-    assert_eq!(s.app.stats().requests, 2, "no refused request reached the backend");
+    assert_eq!(
+        s.app.stats().requests,
+        2,
+        "no refused request reached the backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,10 +303,26 @@ async fn scopes_come_from_scope_or_scp_and_a_missing_one_is_a_403() {
     let with = |c: Value| EC.sign(&claims(c));
     for (case, token, status) in [
         ("scope string", with(json!({})), 200),
-        ("scp array", with(json!({ "scope": null, "scp": ["x", "profile:read"] })), 200),
-        ("scp string", with(json!({ "scope": null, "scp": "profile:read" })), 200),
-        ("another scope", with(json!({ "scope": "orders:read" })), 403),
-        ("a prefix is not the scope", with(json!({ "scope": "profile" })), 403),
+        (
+            "scp array",
+            with(json!({ "scope": null, "scp": ["x", "profile:read"] })),
+            200,
+        ),
+        (
+            "scp string",
+            with(json!({ "scope": null, "scp": "profile:read" })),
+            200,
+        ),
+        (
+            "another scope",
+            with(json!({ "scope": "orders:read" })),
+            403,
+        ),
+        (
+            "a prefix is not the scope",
+            with(json!({ "scope": "profile" })),
+            403,
+        ),
         ("no scope at all", with(json!({ "scope": null })), 403),
     ] {
         let got = get_with(&me, &[("authorization", &bearer(&token))]).await;
@@ -243,10 +330,17 @@ async fn scopes_come_from_scope_or_scp_and_a_missing_one_is_a_403() {
         if status == 403 {
             assert_eq!(
                 challenges(&got),
-                [r#"Bearer error="insufficient_scope", error_description="the token does not grant every scope this endpoint needs", scope="profile:read""#],
+                [
+                    r#"Bearer error="insufficient_scope", error_description="the token does not grant every scope this endpoint needs", scope="profile:read""#
+                ],
                 "{case}"
             );
-            assert!(got.json()["error"].as_str().unwrap().ends_with("profile:read"));
+            assert!(
+                got.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("profile:read")
+            );
         }
     }
     assert_eq!(s.app.stats().requests, 3, "a 403 calls no backend");
@@ -257,18 +351,32 @@ async fn any_scheme_of_a_list_accepts_and_api_keys_are_checked_by_their_hash() {
     let s = setup(vec![jwks(&[&EC])]).await;
     let either = s.gw.url("/either");
 
-    let got = get_with(&either, &[("x-api-key", PARTNER_KEY), ("x-user-id", "mallory")]).await;
+    let got = get_with(
+        &either,
+        &[("x-api-key", PARTNER_KEY), ("x-user-id", "mallory")],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
     let token = EC.sign(&claims(json!({ "scope": null })));
-    let got = get_with(&either, &[("authorization", &bearer(&token)), ("x-user-id", "mallory")]).await;
-    assert_eq!(got.status, 200, "a token without scopes: the endpoint needs none");
+    let got = get_with(
+        &either,
+        &[("authorization", &bearer(&token)), ("x-user-id", "mallory")],
+    )
+    .await;
+    assert_eq!(
+        got.status, 200,
+        "a token without scopes: the endpoint needs none"
+    );
     let seen = s.app.seen();
     assert!(
         seen[0].headers.get("x-user-id").is_none(),
         "an API key has no claims: the spoofed header is dropped, not passed"
     );
     assert_eq!(seen[1].headers["x-user-id"], "ada");
-    assert!(seen[0].headers.get("x-api-key").is_none(), "the key is not forwarded");
+    assert!(
+        seen[0].headers.get("x-api-key").is_none(),
+        "the key is not forwarded"
+    );
 
     let got = get_with(&either, &[("x-api-key", "partner-key-0123456780")]).await;
     assert_eq!(got.status, 401);
@@ -282,10 +390,21 @@ async fn any_scheme_of_a_list_accepts_and_api_keys_are_checked_by_their_hash() {
         "this endpoint needs a bearer token (authorization: Bearer …) or an API key in `x-api-key`"
     );
     assert_eq!(challenges(&got), ["Bearer", r#"ApiKey header="x-api-key""#]);
-    let got = get_with(&either, &[("x-api-key", PARTNER_KEY), ("x-api-key", "other")]).await;
+    let got = get_with(
+        &either,
+        &[("x-api-key", PARTNER_KEY), ("x-api-key", "other")],
+    )
+    .await;
     assert_eq!(got.status, 401, "two keys at once are refused");
     // A bad token does not hide a good key, nor the other way round.
-    let got = get_with(&either, &[("authorization", "Bearer x.y.z"), ("x-api-key", PARTNER_KEY)]).await;
+    let got = get_with(
+        &either,
+        &[
+            ("authorization", "Bearer x.y.z"),
+            ("x-api-key", PARTNER_KEY),
+        ],
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(s.app.stats().requests, 3);
 
@@ -301,7 +420,12 @@ async fn an_unknown_key_id_fetches_the_keys_again_at_most_once_a_minute() {
     let s = setup(vec![jwks(&[&EC]), jwks(&[&EC, &LATER])]).await;
     let me = s.gw.url("/me");
     let first = EC.sign(&claims(json!({})));
-    assert_eq!(get_with(&me, &[("authorization", &bearer(&first))]).await.status, 200);
+    assert_eq!(
+        get_with(&me, &[("authorization", &bearer(&first))])
+            .await
+            .status,
+        200
+    );
     assert_eq!(s.idp.stats().requests, 1, "fetched once at start");
 
     let rotated = LATER.sign(&claims(json!({})));
@@ -317,15 +441,29 @@ async fn an_unknown_key_id_fetches_the_keys_again_at_most_once_a_minute() {
         );
         let got = get_with(&me, &[("authorization", &bearer(&unknown))]).await;
         assert_eq!(got.status, 401);
-        assert!(got.json()["error"].as_str().unwrap().contains("does not publish"));
+        assert!(
+            got.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("does not publish")
+        );
     }
     // Another issuer's token never makes this scheme fetch.
     let elsewhere = LATER.sign_with_header(
         &json!({ "alg": "ES256", "kid": "theirs" }),
         &claims(json!({ "iss": "https://elsewhere.test/" })),
     );
-    assert_eq!(get_with(&me, &[("authorization", &bearer(&elsewhere))]).await.status, 401);
-    assert_eq!(s.idp.stats().requests, 2, "no fetch for the made-up key ids");
+    assert_eq!(
+        get_with(&me, &[("authorization", &bearer(&elsewhere))])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        s.idp.stats().requests,
+        2,
+        "no fetch for the made-up key ids"
+    );
     assert_eq!(s.app.stats().requests, 2);
 }
 
@@ -355,14 +493,22 @@ async fn without_keys_a_token_is_a_503_and_a_failed_refresh_keeps_the_last_good_
     let got = get_with(&gw.url("/me"), &[("authorization", &bearer(&token))]).await;
     assert_eq!(got.status, 503, "{}", got.body);
     assert_eq!(got.headers["retry-after"], "1");
-    assert!(got.json()["error"].as_str().unwrap().contains("keys have not been fetched"));
+    assert!(
+        got.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("keys have not been fetched")
+    );
     assert_eq!(app.stats().requests, 0);
 
     // Keys fetched once, then the issuer fails: the keys stay.
     let s = setup(vec![jwks(&[&EC]), Value::Null]).await;
     let got = get_with(&s.gw.url("/me"), &[("authorization", &bearer(&token))]).await;
     assert_eq!(got.status, 200);
-    let unknown = EC.sign_with_header(&json!({ "alg": "ES256", "kid": "nope" }), &claims(json!({})));
+    let unknown = EC.sign_with_header(
+        &json!({ "alg": "ES256", "kid": "nope" }),
+        &claims(json!({})),
+    );
     let got = get_with(&s.gw.url("/me"), &[("authorization", &bearer(&unknown))]).await;
     assert_eq!(got.status, 401, "the refetch found garbage");
     assert_eq!(s.idp.stats().requests, 2);
@@ -390,7 +536,12 @@ async fn refusals_are_counted_per_endpoint_in_metrics_and_on_the_dashboard() {
         assert_eq!(get(&me).await.status, 401);
     }
     let no_scope = EC.sign(&claims(json!({ "scope": "other" })));
-    assert_eq!(get_with(&me, &[("authorization", &bearer(&no_scope))]).await.status, 403);
+    assert_eq!(
+        get_with(&me, &[("authorization", &bearer(&no_scope))])
+            .await
+            .status,
+        403
+    );
 
     let stats = get(&format!("{admin_url}/api/stats")).await.json();
     let endpoint = stats["endpoints"]
@@ -400,8 +551,17 @@ async fn refusals_are_counted_per_endpoint_in_metrics_and_on_the_dashboard() {
         .find(|e| e["endpoint"] == "GET /me")
         .cloned()
         .unwrap();
-    assert_eq!((endpoint["unauthorized"].clone(), endpoint["forbidden"].clone()), (json!(3), json!(1)));
-    assert_eq!(endpoint["partial_rate"], 0.0, "a refusal is not a partial answer");
+    assert_eq!(
+        (
+            endpoint["unauthorized"].clone(),
+            endpoint["forbidden"].clone()
+        ),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        endpoint["partial_rate"], 0.0,
+        "a refusal is not a partial answer"
+    );
 
     let text = get(&format!("{admin_url}/metrics")).await.body;
     let line = |prefix: &str| {
@@ -421,15 +581,27 @@ async fn refusals_are_counted_per_endpoint_in_metrics_and_on_the_dashboard() {
     assert!(line(r#"fanout_jwks_fetches_total{scheme="users",outcome="ok"}"#) >= 1.0);
 
     let config = get(&format!("{admin_url}/config")).await.json();
-    assert_eq!(config["auth"]["partners"]["api_key"]["keys"][0], "<redacted>");
+    assert_eq!(
+        config["auth"]["partners"]["api_key"]["keys"][0],
+        "<redacted>"
+    );
     assert_eq!(s.app.stats().requests, 0);
 }
 
 /// A config's problems, as `line: message`.
 fn problems(yaml: &str) -> Vec<String> {
-    match fanout_gateway::Plan::parse(yaml, fanout_gateway::config::Format::Yaml, "auth.yaml", |_| None) {
+    match fanout_gateway::Plan::parse(
+        yaml,
+        fanout_gateway::config::Format::Yaml,
+        "auth.yaml",
+        |_| None,
+    ) {
         Ok(_) => Vec::new(),
-        Err(e) => e.problems.iter().map(|p| format!("{}: {}", p.line, p.message)).collect(),
+        Err(e) => e
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.line, p.message))
+            .collect(),
     }
 }
 
@@ -502,8 +674,15 @@ endpoints:
         );
     }
     let joined = found.join("\n");
-    assert!(!joined.contains("my-plain-secret-key"), "a pasted key is not repeated:\n{joined}");
-    assert_eq!(found.len(), expect.len() + 1, "one more: the second bad key\n{joined}");
+    assert!(
+        !joined.contains("my-plain-secret-key"),
+        "a pasted key is not repeated:\n{joined}"
+    );
+    assert_eq!(
+        found.len(),
+        expect.len() + 1,
+        "one more: the second bad key\n{joined}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,28 +709,57 @@ async fn a_jwks_file_is_read_with_the_config_and_named_among_its_files() {
     )
     .unwrap();
     let plan = fanout_gateway::Plan::load(&config).unwrap();
-    assert!(plan.files().contains(&keys), "a change to it reloads: {:?}", plan.files());
+    assert!(
+        plan.files().contains(&keys),
+        "a change to it reloads: {:?}",
+        plan.files()
+    );
     let gateway = fanout_gateway::Gateway::new(plan);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(fanout_gateway::serve(listener, gateway.clone(), std::future::pending()));
+    tokio::spawn(fanout_gateway::serve(
+        listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
     let url = format!("http://{addr}/x");
     let token = EC.sign(&claims(json!({})));
-    assert_eq!(get_with(&url, &[("authorization", &bearer(&token))]).await.status, 200);
+    assert_eq!(
+        get_with(&url, &[("authorization", &bearer(&token))])
+            .await
+            .status,
+        200
+    );
     let other = LATER.sign(&claims(json!({})));
-    assert_eq!(get_with(&url, &[("authorization", &bearer(&other))]).await.status, 401);
+    assert_eq!(
+        get_with(&url, &[("authorization", &bearer(&other))])
+            .await
+            .status,
+        401
+    );
 
     // A new key in the file, and a reload: the new key's tokens pass.
     std::fs::write(&keys, jwks(&[&EC, &LATER]).to_string()).unwrap();
     gateway.reload(fanout_gateway::Plan::load(&config).unwrap());
-    assert_eq!(get_with(&url, &[("authorization", &bearer(&other))]).await.status, 200);
+    assert_eq!(
+        get_with(&url, &[("authorization", &bearer(&other))])
+            .await
+            .status,
+        200
+    );
 
     // A file the check cannot use is refused at its line.
     std::fs::write(&keys, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).unwrap();
     let err = fanout_gateway::Plan::load(&config).unwrap_err().to_string();
-    assert!(err.contains("gateway.yaml:3:") && err.contains("no public signing key"), "{err}");
+    assert!(
+        err.contains("gateway.yaml:3:") && err.contains("no public signing key"),
+        "{err}"
+    );
     std::fs::write(&keys, jwks(&[&RSA]).to_string()).unwrap();
     let err = fanout_gateway::Plan::load(&config).unwrap_err().to_string();
-    assert!(err.contains("holds no key for the scheme's algorithms (ES256)"), "{err}");
+    assert!(
+        err.contains("holds no key for the scheme's algorithms (ES256)"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
