@@ -167,6 +167,19 @@ fn fuzz_claims() -> Value {
 /// and HS256 asked for but never accepted): never a panic, and whatever
 /// passes carries exactly the claims the keys' owner signed.
 pub fn jwt(data: &[u8]) {
+    let (scheme, keys) = fuzz_scheme();
+    let token = String::from_utf8_lossy(data);
+    if let Ok(claims) = scheme.verify_now(token.trim(), keys) {
+        assert_eq!(
+            Value::Object(claims),
+            fuzz_claims(),
+            "a token passed that its keys' owner did not sign: {token}"
+        );
+    }
+}
+
+/// The `jwt` target's scheme and its fixed keys, made once.
+fn fuzz_scheme() -> &'static (crate::auth::JwtScheme, crate::auth::jwks::KeySet) {
     use std::sync::{Arc, LazyLock};
 
     use crate::auth::{
@@ -189,15 +202,7 @@ pub fn jwt(data: &[u8]) {
         );
         (scheme, keys)
     });
-    let (scheme, keys) = &*SCHEME;
-    let token = String::from_utf8_lossy(data);
-    if let Ok(claims) = scheme.verify_now(token.trim(), keys) {
-        assert_eq!(
-            Value::Object(claims),
-            fuzz_claims(),
-            "a token passed that its keys' owner did not sign: {token}"
-        );
-    }
+    &SCHEME
 }
 
 /// The merge's output is JSON text (checked for syntax: a backend's `1e400`
@@ -228,21 +233,7 @@ mod tests {
     #[test]
     fn the_jwt_seeds_that_should_pass_do() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/jwt");
-        let (scheme, keys) = {
-            jwt(b"");
-            let keys = crate::auth::jwks::KeySet::parse(FUZZ_JWKS.as_bytes()).unwrap();
-            let scheme = crate::auth::JwtScheme::new(
-                std::sync::Arc::new(crate::auth::jwks::Jwks::fixed(keys.clone())),
-                "https://issuer.fuzz/",
-                &["fuzz".to_owned()],
-                &[
-                    jsonwebtoken::Algorithm::RS256,
-                    jsonwebtoken::Algorithm::ES256,
-                ],
-                std::time::Duration::from_secs(60),
-            );
-            (scheme, keys)
-        };
+        let (scheme, keys) = fuzz_scheme();
         for (file, passes) in [
             ("valid-rs256", true),
             ("valid-es256", true),
@@ -252,7 +243,7 @@ mod tests {
         ] {
             let token = std::fs::read_to_string(root.join(file)).unwrap();
             assert_eq!(
-                scheme.verify_now(token.trim(), &keys).is_ok(),
+                scheme.verify_now(token.trim(), keys).is_ok(),
                 passes,
                 "{file}"
             );

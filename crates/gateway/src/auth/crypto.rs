@@ -52,23 +52,7 @@ fn digest(data: &[u8], hash: ThumbprintHash) -> Result<Vec<u8>> {
     Ok(ring::digest::digest(algorithm, data).as_ref().to_vec())
 }
 
-/// The ring algorithm for a JWS algorithm, `None` for HMAC (never verified).
-fn parameters(algorithm: Algorithm) -> Option<&'static dyn ring_sig::VerificationAlgorithm> {
-    Some(match algorithm {
-        Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
-        Algorithm::ES256 => &ring_sig::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &ring_sig::ECDSA_P384_SHA384_FIXED,
-        Algorithm::EdDSA => &ring_sig::ED25519,
-        _ => return None,
-    })
-}
-
-/// The RSA parameters of an RSA algorithm (for keys given as `n` and `e`).
+/// The RSA parameters of an RSA algorithm.
 fn rsa_parameters(algorithm: Algorithm) -> Option<&'static ring_sig::RsaParameters> {
     Some(match algorithm {
         Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
@@ -77,6 +61,19 @@ fn rsa_parameters(algorithm: Algorithm) -> Option<&'static ring_sig::RsaParamete
         Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
         Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
         Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// The ring algorithm for a JWS algorithm, `None` for HMAC (never verified).
+fn parameters(algorithm: Algorithm) -> Option<&'static dyn ring_sig::VerificationAlgorithm> {
+    if let Some(rsa) = rsa_parameters(algorithm) {
+        return Some(rsa);
+    }
+    Some(match algorithm {
+        Algorithm::ES256 => &ring_sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &ring_sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &ring_sig::ED25519,
         _ => return None,
     })
 }
