@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{
     Claims,
     jwks::{Jwks, KeySet, Miss},
+    verified::Verified,
 };
 
 /// The longest token accepted, in bytes: a bigger one is not parsed.
@@ -122,6 +123,9 @@ pub(crate) struct JwtScheme {
     /// One validation per accepted algorithm (`jsonwebtoken` wants all the
     /// algorithms of one to share the key's family).
     validations: Vec<(Algorithm, Validation)>,
+    leeway: u64,
+    /// Tokens verified lately.
+    verified: Verified,
 }
 
 impl JwtScheme {
@@ -152,25 +156,39 @@ impl JwtScheme {
             keys,
             issuer: issuer.to_owned(),
             validations,
+            leeway: leeway.as_secs(),
+            verified: Verified::default(),
         }
     }
 
     /// Verifies `token`, fetching the issuer's keys again (within `wait`)
     /// if it names one the set lacks.
-    pub(crate) async fn verify(&self, token: &str, wait: Duration) -> Result<Claims, TokenError> {
-        let (alg, kid) = self.header(token)?;
-        let keys = self.keys.current();
-        match self.verify_with(token, alg, kid.as_deref(), keys.as_deref()) {
-            Err(TokenError::UnknownKey | TokenError::KeysUnavailable) => {
-                // Another issuer's token is not a reason to fetch this one's keys.
-                if keys.is_some() && !self.claims_issuer(token) {
-                    return Err(TokenError::Issuer);
-                }
-                let keys = self.keys.refreshed(kid.as_deref(), wait).await;
-                self.verify_with(token, alg, kid.as_deref(), keys.as_deref())
-            }
-            verified => verified,
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        wait: Duration,
+    ) -> Result<Arc<Claims>, TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut keys = self.keys.current();
+        if let Some(claims) = keys.as_ref().and_then(|k| self.verified.get(token, k, now)) {
+            return Ok(claims);
         }
+        let (alg, kid) = self.header(token)?;
+        let mut verified = self.verify_with(token, alg, kid.as_deref(), keys.as_deref());
+        if let Err(TokenError::UnknownKey | TokenError::KeysUnavailable) = verified {
+            // Another issuer's token is not a reason to fetch this one's keys.
+            if keys.is_some() && !self.claims_issuer(token) {
+                return Err(TokenError::Issuer);
+            }
+            keys = self.keys.refreshed(kid.as_deref(), wait).await;
+            verified = self.verify_with(token, alg, kid.as_deref(), keys.as_deref());
+        }
+        let claims = Arc::new(verified?);
+        if let (Some(keys), Some(exp)) = (keys, claims.get("exp").and_then(Value::as_u64)) {
+            self.verified
+                .put(token, keys, claims.clone(), exp.saturating_add(self.leeway));
+        }
+        Ok(claims)
     }
 
     /// Verifies `token` with `keys` only (no fetch).
@@ -263,7 +281,6 @@ pub(crate) fn grants(claims: &Claims, wanted: &[String]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::Arc;
 
     fn claims(value: Value) -> Claims {
         value.as_object().unwrap().clone()

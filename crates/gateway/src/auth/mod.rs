@@ -14,6 +14,7 @@ pub(crate) mod api_key;
 mod crypto;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
+mod verified;
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
@@ -139,9 +140,9 @@ impl EndpointAuth {
     }
 
     /// A token accepted: it must grant the scopes.
-    fn allow(&self, claims: Claims) -> Result<Option<Arc<Claims>>, Refusal> {
+    fn allow(&self, claims: Arc<Claims>) -> Result<Option<Arc<Claims>>, Refusal> {
         if jwt::grants(&claims, &self.scopes) {
-            return Ok(Some(Arc::new(claims)));
+            return Ok(Some(claims));
         }
         let scope = self.scopes.join(" ");
         let description = "the token does not grant every scope this endpoint needs";
