@@ -244,9 +244,13 @@ impl JwtScheme {
                 _ => TokenError::Malformed,
             })?;
         // `jsonwebtoken` takes an array of issuers too; RFC 7519 §4.1.1 says
-        // one, and a backend reading `iss` expects one.
+        // one string, and a backend reading `iss` expects one.
         if !claims.get("iss").is_some_and(Value::is_string) {
             return Err(TokenError::Claim("iss".into()));
+        }
+        // So is `sub` (§4.1.2), when there is one.
+        if claims.get("sub").is_some_and(|sub| !sub.is_string()) {
+            return Err(TokenError::Claim("sub".into()));
         }
         Ok(claims)
     }

@@ -763,3 +763,47 @@ async fn a_jwks_file_is_read_with_the_config_and_named_among_its_files() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_a_template_needs_must_be_in_the_token_or_the_request_is_a_400() {
+    let s = setup(vec![jwks(&[&EC])]).await;
+    let me = s.gw.url("/me");
+    for (case, changes, why) in [
+        (
+            "no sub",
+            json!({ "sub": null }),
+            "no value for {jwt.sub}: the token has no such claim",
+        ),
+        ("empty", json!({ "sub": "" }), "{jwt.sub} is empty"),
+    ] {
+        let token = EC.sign(&claims(changes));
+        let got = get_with(&me, &[("authorization", &bearer(&token))]).await;
+        assert_eq!(got.status, 400, "{case}: {}", got.body);
+        assert!(
+            got.json()["error"].as_str().unwrap().starts_with(why),
+            "{case}: {}",
+            got.body
+        );
+    }
+    // `sub` is a string (RFC 7519 §4.1.2): anything else is a bad token.
+    for sub in [json!(42), json!({ "id": 1 })] {
+        let token = EC.sign(&claims(json!({ "sub": sub })));
+        assert_eq!(
+            get_with(&me, &[("authorization", &bearer(&token))])
+                .await
+                .status,
+            401
+        );
+    }
+    // A claim value is percent-encoded like any value.
+    let token = EC.sign(&claims(json!({ "sub": "a/../b?c" })));
+    assert_eq!(
+        get_with(&me, &[("authorization", &bearer(&token))])
+            .await
+            .status,
+        200
+    );
+    let seen = s.app.seen();
+    assert_eq!(seen.len(), 1, "no 400 or 401 reached the backend");
+    assert_eq!(seen[0].uri.path(), "/users/a%2F..%2Fb%3Fc");
+}
