@@ -175,6 +175,52 @@ fn check_accepts_a_good_file_and_locates_every_problem_in_a_bad_one() {
 }
 
 #[test]
+fn hash_key_prints_the_hash_the_config_stores() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = fanout()
+            .arg("hash-key")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let sha_of_test = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n";
+    for input in ["test", "test\n", "test\r\n"] {
+        let out = run(input);
+        assert!(out.status.success(), "{input:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            sha_of_test,
+            "{input:?}"
+        );
+    }
+    let out = run("");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key on standard input"));
+    assert!(!run("a\nb\n").status.success(), "one key per run");
+    assert!(
+        schema_has_auth(),
+        "the schema describes the auth map for editors"
+    );
+}
+
+fn schema_has_auth() -> bool {
+    let out = fanout().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    schema["$defs"]["Jwt"]["properties"]["jwks_url"].is_object()
+        && schema["$defs"]["Endpoint"]["properties"]["claims_to_headers"].is_object()
+}
+
+#[test]
 fn schema_is_json_schema() {
     let out = fanout().arg("schema").output().unwrap();
     assert!(out.status.success());

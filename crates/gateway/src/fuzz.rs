@@ -151,6 +151,60 @@ pub fn merge(data: &[u8]) {
     assert!(bytes.starts_with(b"{"), "the merge writes an object");
 }
 
+/// The fixed public keys of the `jwt` target (an RSA and a P-256 key; their
+/// private halves were dropped once the seed tokens were signed).
+const FUZZ_JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"fuzz-rsa","use":"sig","alg":"RS256","n":"uTHaZwhqA4KgWUNs6uDxMYgTsFC_evQPBL68kgNzRvfmS0SmOIDXHTblqAEexn_10DoUOd9gdsbj_51rRfMoSgEnGE3cF37G6QuvY_az7YSN2o-rohy1B26EOkQFOmh8Huq89QnicCrMjyEB75kR-u8znDmOakgsljRVSt7KtKJfT8cr-FgETzZ2OuZC_q1_U1CtJfziTvXopFsn89-d_IW8Frqk_uYgwPCRo2RKR-Tg5UfoHPUWO5ZUjUupC6EIYfENl8m7wAYZ9zEG7iHitDKYjRq9eLJzUPUMr9uJdtWaOMWupk0yEqbLd5jU5SiaiyXRS4xb48RgMidfFKKMThA8HzYduvgADnRwwbbU-9Bg1lhhjqQuO-957JxOwNBt2iGiCFZup-SpnD4LmW0SrordpYPmTbD7a7Kkg68u3AA-wbtpgu06icq6fOPr97zgbCrRnfiv4bO6cL5sXcurza-vOvPKDMflkxbwGhNPOKOSUnv3dgt4PzQjavDZmozn","e":"AQAB"},{"kty":"EC","kid":"fuzz-ec","use":"sig","alg":"ES256","crv":"P-256","x":"tU0ujZZ7caxAyPxEBu9ihLrUIUfTQHwo8Ni65mzNKDc","y":"zSaaXkFoXsbWylJREvpdTvZeAAcAvdw9gTbT1ZU2AaE"}]}"#;
+
+/// The claims of the seed corpus's valid tokens (`exp` in 2100).
+fn fuzz_claims() -> Value {
+    serde_json::json!({
+        "iss": "https://issuer.fuzz/", "aud": "fuzz", "sub": "fuzzer",
+        "exp": 4102444800u64, "scope": "a b",
+    })
+}
+
+/// Any bytes as a bearer token against a fixed key set (RS256, ES256,
+/// and HS256 asked for but never accepted): never a panic, and whatever
+/// passes carries exactly the claims the keys' owner signed.
+pub fn jwt(data: &[u8]) {
+    let (scheme, keys) = fuzz_scheme();
+    let token = String::from_utf8_lossy(data);
+    if let Ok(claims) = scheme.verify_now(token.trim(), keys) {
+        assert_eq!(
+            Value::Object(claims),
+            fuzz_claims(),
+            "a token passed that its keys' owner did not sign: {token}"
+        );
+    }
+}
+
+/// The `jwt` target's scheme and its fixed keys, made once.
+fn fuzz_scheme() -> &'static (crate::auth::JwtScheme, crate::auth::jwks::KeySet) {
+    use std::sync::{Arc, LazyLock};
+
+    use crate::auth::{
+        JwtScheme,
+        jwks::{Jwks, KeySet},
+    };
+
+    static SCHEME: LazyLock<(JwtScheme, KeySet)> = LazyLock::new(|| {
+        assert!(crate::auth::install_crypto());
+        let keys = KeySet::parse(FUZZ_JWKS.as_bytes()).expect("the fuzz JWKS parses");
+        let scheme = JwtScheme::new(
+            Arc::new(Jwks::fixed(keys.clone())),
+            "https://issuer.fuzz/",
+            &["fuzz".to_owned()],
+            &[
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+            ],
+            std::time::Duration::from_secs(60),
+        );
+        (scheme, keys)
+    });
+    &SCHEME
+}
+
 /// The merge's output is JSON text (checked for syntax: a backend's `1e400`
 /// passes through as it came, which is JSON but not a `serde_json` value).
 fn assert_is_json(bytes: &[u8]) {
@@ -171,6 +225,29 @@ mod tests {
         json(br#"{"a":{"b":[1,2]},"c":"d"}"#);
         merge(b"{\"a\":1,\"b\":{\"c\":2}}\x00{\"b\":{\"d\":3}}\x00a,b.c\x00x.y");
         json(br#"{"n":1e400,"s":"\ud800"}"#);
+        jwt(b"a.b.c");
+    }
+
+    /// The seed tokens signed by the fixed keys pass, and the hostile ones
+    /// do not (so the target's assertion has something to guard).
+    #[test]
+    fn the_jwt_seeds_that_should_pass_do() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/jwt");
+        let (scheme, keys) = fuzz_scheme();
+        for (file, passes) in [
+            ("valid-rs256", true),
+            ("valid-es256", true),
+            ("alg-none", false),
+            ("hs256-key-confusion", false),
+            ("expired", false),
+        ] {
+            let token = std::fs::read_to_string(root.join(file)).unwrap();
+            assert_eq!(
+                scheme.verify_now(token.trim(), keys).is_ok(),
+                passes,
+                "{file}"
+            );
+        }
     }
 
     /// The committed corpus of each target (`fuzz/corpus/<target>/`), replayed
@@ -178,11 +255,12 @@ mod tests {
     #[test]
     fn the_fuzz_corpus_replays_without_a_finding() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        let targets: [(&str, fn(&[u8])); 5] = [
             ("config", config),
             ("template", template),
             ("json", json),
             ("merge", merge),
+            ("jwt", jwt),
         ];
         for (name, target) in targets {
             let dir = root.join(name);

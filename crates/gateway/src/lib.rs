@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod auth;
 mod client;
 pub mod config;
 mod dashboard;
@@ -20,6 +21,7 @@ mod server;
 mod shape;
 mod upstream;
 
+pub use auth::api_key::hash as hash_api_key;
 pub use client::HttpClient;
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;

@@ -21,6 +21,108 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// The routes the gateway serves, each fanning out to its backends.
     pub endpoints: Vec<Endpoint>,
+    /// Named authentication schemes (a JWT issuer, a set of API keys) that
+    /// endpoints require with `auth`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auth: BTreeMap<String, AuthScheme>,
+}
+
+/// One way a client proves who it is: exactly one of `jwt` or `api_key`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthScheme {
+    /// Bearer tokens (`authorization: Bearer …`) signed by an issuer whose
+    /// public keys are a JWKS.
+    pub jwt: Option<Jwt>,
+    /// Keys sent in a header, stored as their SHA-256 hashes.
+    pub api_key: Option<ApiKey>,
+}
+
+/// JWT validation: signature (keys from a JWKS), issuer, audience, time.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// Where the issuer publishes its public keys (`http://` or `https://`):
+    /// fetched at start, refreshed every 5 minutes (or the answer's
+    /// `cache-control: max-age`, within 1m..1h); a token with an unknown key
+    /// id fetches again, at most once a minute. Or give `jwks_file`.
+    pub jwks_url: Option<String>,
+    /// A JWKS file (relative to the config file), read when the config is
+    /// loaded; a change to it reloads the config.
+    pub jwks_file: Option<String>,
+    /// PEM file of the roots that `jwks_url`'s certificate must chain to;
+    /// absent: the system's roots.
+    pub jwks_ca: Option<String>,
+    /// The only accepted `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values: a token must name at least one.
+    pub audience: Audience,
+    /// Accepted signature algorithms (default `[RS256]`): RS256/384/512,
+    /// PS256/384/512, ES256, ES384, EdDSA. `none` and HMAC (HS*) are refused.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds (default 60s).
+    pub leeway: Option<Duration>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+
+/// One audience or several.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One.
+    One(String),
+    /// Any of these.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// The audiences, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Audience::One(one) => std::slice::from_ref(one),
+            Audience::Many(many) => many,
+        }
+    }
+}
+
+/// API keys in a header, stored as hashes: `sha256:<64 hex digits>` each
+/// (`fanout hash-key` prints one).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The header that carries the key (default `x-api-key`).
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// The accepted keys' hashes, `sha256:<hex>`.
+    pub keys: Vec<String>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+/// One scheme's name or several (any of them accepts).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AuthNames {
+    /// One scheme.
+    One(String),
+    /// Any of these schemes.
+    Many(Vec<String>),
+}
+
+impl AuthNames {
+    /// The names, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            AuthNames::One(one) => std::slice::from_ref(one),
+            AuthNames::Many(many) => many,
+        }
+    }
 }
 
 /// Listeners and request limits.
@@ -311,6 +413,19 @@ pub struct Endpoint {
     /// Add `"_errors": {backend: {kind, status, message}}` to the response.
     #[serde(default)]
     pub expose_errors: bool,
+    /// The scheme (a name from `auth`) a request must satisfy, or a list of
+    /// them: any one accepting is enough. Absent: no credentials needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthNames>,
+    /// Scopes a token must grant, all of them (from its `scope` claim, a
+    /// space-separated string, or `scp`, a string or an array).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Headers set on every backend call from the token's claims,
+    /// `{ header: claim }` (the claim may be a dot path); a client's header
+    /// of that name is never passed on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims_to_headers: BTreeMap<String, String>,
     /// The calls this endpoint makes, merged in this order.
     pub backends: Vec<Backend>,
 }

@@ -33,15 +33,20 @@ use crate::{
 
 /// Problems found so far, each with the path of the document it is about.
 #[derive(Debug, Default)]
-struct Problems(Vec<(Path, String)>);
+pub(super) struct Problems(Vec<(Path, String)>);
 
 impl Problems {
-    fn at(&mut self, path: Path, message: impl Into<String>) {
+    pub(super) fn at(&mut self, path: Path, message: impl Into<String>) {
         self.0.push((path, message.into()));
     }
 
+    /// How many so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The value, or `None` with its problem recorded.
-    fn check<T>(&mut self, path: &Path, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, path: &Path, result: Result<T, String>) -> Option<T> {
         result
             .map_err(|message| self.at(path.clone(), message))
             .ok()
@@ -71,6 +76,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             Some((name.as_str(), Arc::new(plan)))
         })
         .collect();
+    let schemes = super::auth::schemes(config, dir, problems);
     if config.endpoints.is_empty() {
         problems.at(
             root.key("endpoints"),
@@ -99,6 +105,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
                     route: &route,
                     config,
                     upstreams: &upstreams,
+                    schemes: &schemes,
                     dir,
                     names: endpoint
                         .backends
@@ -134,7 +141,9 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
             .flatten()
             .map(|file| dir.join(file))
+            .chain(super::auth::files(config, dir))
             .collect(),
+        auth: schemes.into_values().collect(),
         config: config.clone(),
     })
 }
@@ -650,6 +659,8 @@ struct EndpointCompiler<'a> {
     route: &'a RouteSpec,
     config: &'a Config,
     upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
+    /// The `auth` map's schemes that compiled.
+    schemes: &'a BTreeMap<String, Arc<crate::auth::Scheme>>,
     /// The config file's folder, where relative paths start.
     dir: &'a std::path::Path,
     /// Backend name → index, built once for every check that needs it.
@@ -690,6 +701,7 @@ impl EndpointCompiler<'_> {
             );
         }
         self.check_names(problems);
+        let auth = super::auth::endpoint(path, endpoint, self.config, self.schemes, problems);
         let backends: Vec<Option<BackendPlan>> = endpoint
             .backends
             .iter()
@@ -700,6 +712,7 @@ impl EndpointCompiler<'_> {
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
         let client_values = client_values(&backends);
+        let auth = auth?;
         Some(EndpointPlan {
             route: endpoint.route.clone(),
             deadline: deadline.0,
@@ -713,6 +726,7 @@ impl EndpointCompiler<'_> {
             ),
             backends,
             limits,
+            auth,
         })
     }
 
@@ -730,6 +744,11 @@ impl EndpointCompiler<'_> {
                 problems.at(
                     at.clone(),
                     "`query` is reserved for {query.name} in templates: pick another name",
+                );
+            } else if name == "jwt" {
+                problems.at(
+                    at.clone(),
+                    "`jwt` is reserved for {jwt.claim} in templates: pick another name",
                 );
             }
             if let Some(earlier) = first.insert(name, i) {
@@ -916,6 +935,9 @@ impl EndpointCompiler<'_> {
                     at.clone(),
                     format!("{var} would send the client's `{name}` on: add `{name}` to the endpoint's forward_query"),
                 ),
+                Var::Jwt(_) => {
+                    super::auth::check_jwt_var(at, var, self.endpoint, self.config, problems);
+                }
                 Var::Field { backend: dep, .. } => {
                     if !self.names.contains_key(dep.as_str()) {
                         problems.at(at.clone(), format!("{var}: {}", unknown_backend(dep, &self.names)));
@@ -1067,7 +1089,7 @@ fn check_cycles(
 fn client_values(backends: &[BackendPlan]) -> Vec<ClientValue> {
     let mut values: Vec<ClientValue> = Vec::new();
     for part in backends.iter().flat_map(|b| b.template.parts()) {
-        let Part::Var(var @ (Var::Route(_) | Var::Query(_)), place) = part else {
+        let Part::Var(var @ (Var::Route(_) | Var::Query(_) | Var::Jwt(_)), place) = part else {
             continue;
         };
         let in_path = *place == Place::Path;

@@ -27,6 +27,7 @@
 //! );
 //! ```
 
+mod auth;
 mod compile;
 mod names;
 pub(crate) mod origin;
@@ -67,8 +68,10 @@ pub struct Plan {
     pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
     /// Limits of the listener.
     pub(crate) server: ServerLimits,
-    /// The files it read besides the config (certificates and keys).
+    /// The files it read besides the config (certificates, keys, JWKS).
     files: Vec<PathBuf>,
+    /// The `auth` map's schemes, in name order.
+    pub(crate) auth: Vec<Arc<crate::auth::Scheme>>,
     /// The configuration it was compiled from.
     config: Config,
 }
@@ -153,12 +156,14 @@ pub(crate) struct EndpointPlan {
     pub(crate) limits: BodyLimits,
     /// Its metric handles.
     pub(crate) meters: EndpointMeters,
+    /// The credentials it requires (`None`: none).
+    pub(crate) auth: Option<crate::auth::EndpointAuth>,
 }
 
 /// A value of the client's request that a template fills in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ClientValue {
-    /// `{name}` or `{query.name}`.
+    /// `{name}`, `{query.name}` or `{jwt.claim}`.
     pub(crate) var: template::Var,
     /// Whether it fills a path segment somewhere (then it cannot be empty).
     pub(crate) in_path: bool,
@@ -197,6 +202,29 @@ pub(crate) struct BackendPlan {
 }
 
 impl Plan {
+    /// Takes over every auth scheme of `previous` whose configuration and
+    /// files are the same: the keys it fetched stay, and no reload makes
+    /// the gateway fetch every issuer's keys again.
+    fn keep_schemes_of(&mut self, previous: &Plan) {
+        for scheme in &mut self.auth {
+            let kept = previous.auth.iter().find(|old| {
+                old.name == scheme.name && old.config == scheme.config && old.files == scheme.files
+            });
+            let Some(kept) = kept else { continue };
+            let replaced = std::mem::replace(scheme, kept.clone());
+            for endpoint in &mut self.endpoints {
+                let Some(endpoint) = Arc::get_mut(endpoint) else {
+                    continue;
+                };
+                for used in endpoint.auth.iter_mut().flat_map(|a| a.schemes.iter_mut()) {
+                    if Arc::ptr_eq(used, &replaced) {
+                        *used = kept.clone();
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads, expands (from the process environment), checks and compiles a
     /// configuration file.
     ///
@@ -262,6 +290,9 @@ impl Plan {
                 backend.upstream.targets.start();
             }
         }
+        for scheme in &self.auth {
+            scheme.start();
+        }
     }
 
     /// Takes over the state (breakers, budgets, hedging latencies, caches) of
@@ -269,6 +300,7 @@ impl Plan {
     /// plan, so that a reload does not forget what the gateway learned about
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
+        self.keep_schemes_of(previous);
         for upstream in &mut self.upstreams {
             let kept = previous.upstreams.iter().find(|old| {
                 old.name == upstream.name

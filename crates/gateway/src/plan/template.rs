@@ -12,6 +12,8 @@ pub(crate) enum Var {
     Route(String),
     /// `{query.lang}`: a query parameter of the client's request.
     Query(String),
+    /// `{jwt.sub}`: a claim of the request's verified token (a dot path).
+    Jwt(FieldPath),
     /// `{profile.account_id}`: a field of a dependency's answer.
     Field {
         /// The backend it comes from (it must be in `after`).
@@ -26,6 +28,7 @@ impl fmt::Display for Var {
         match self {
             Var::Route(name) => write!(f, "{{{name}}}"),
             Var::Query(name) => write!(f, "{{query.{name}}}"),
+            Var::Jwt(path) => write!(f, "{{jwt.{path}}}"),
             Var::Field { backend, path } => write!(f, "{{{backend}.{path}}}"),
         }
     }
@@ -112,7 +115,7 @@ impl Template {
 fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
     let bad = || {
         format!(
-            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}} or {{backend.field}} (names: {NAME_RULE}; fields may be dot paths)"
+            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}}, {{jwt.claim}} or {{backend.field}} (names: {NAME_RULE}; fields may be dot paths)"
         )
     };
     let (first, rest) = match inner.split_once('.') {
@@ -126,6 +129,7 @@ fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
         (name, None) => Var::Route(name.to_owned()),
         ("query", Some(name)) if is_name(name) => Var::Query(name.to_owned()),
         ("query", Some(_)) => return Err(bad()),
+        ("jwt", Some(path)) => Var::Jwt(FieldPath::parse(path).map_err(|_| bad())?),
         (backend, Some(path)) => Var::Field {
             backend: backend.to_owned(),
             path: FieldPath::parse(path).map_err(|_| bad())?,
@@ -162,6 +166,14 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(vars, [Var::Route("id".into()), Var::Query("lang".into())]);
+    }
+
+    #[test]
+    fn a_claim_of_the_token_is_a_jwt_hole() {
+        let t = Template::parse("/t/{jwt.org.id}?u={jwt.sub}").unwrap();
+        let vars: Vec<String> = t.vars().map(ToString::to_string).collect();
+        assert_eq!(vars, ["{jwt.org.id}", "{jwt.sub}"]);
+        assert!(Template::parse("/t/{jwt.}").is_err());
     }
 
     #[test]

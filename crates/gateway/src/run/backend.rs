@@ -261,6 +261,11 @@ impl<T> Values for RequestValues<'_, T> {
             .map(|(_, v)| v.as_str())
     }
 
+    fn jwt(&self, path: &FieldPath) -> Option<Value> {
+        let claims = self.state.inputs.claims.as_deref()?;
+        crate::auth::claim(claims, path).cloned()
+    }
+
     fn field(&self, backend: &str, path: &FieldPath) -> Option<Value> {
         let (_, fields) = self.answers.iter().find(|(name, _)| *name == backend)?;
         fields

@@ -44,6 +44,9 @@ pub(crate) mod fuzzing {
         fn field(&self, _: &str, _: &FieldPath) -> Option<serde_json::Value> {
             Some(serde_json::Value::from(self.2))
         }
+        fn jwt(&self, _: &FieldPath) -> Option<serde_json::Value> {
+            Some(serde_json::Value::from(self.2))
+        }
     }
 
     /// Fills `template`: every route capture with `route`, every query value

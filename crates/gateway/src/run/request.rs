@@ -4,7 +4,7 @@
 use http::HeaderMap;
 
 use super::deps::Answers;
-use crate::{client::Transport, plan::EndpointPlan, resilience::CallReport};
+use crate::{auth::Claims, client::Transport, plan::EndpointPlan, resilience::CallReport};
 use std::sync::Arc;
 
 /// What a client's request brings that templates and forwarding may use.
@@ -17,6 +17,18 @@ pub(crate) struct Inputs {
     pub(crate) query: Vec<(String, String)>,
     /// Headers to send on: the allow-listed ones and `x-forwarded-*`.
     pub(crate) headers: HeaderMap,
+    /// The claims of the request's verified token (`None`: the endpoint
+    /// needs no token, or an API key was accepted). `{jwt.…}` templates and
+    /// `claims_to_headers` read them; so may any part that keys on a claim.
+    pub(crate) claims: Option<Arc<Claims>>,
+}
+
+impl Inputs {
+    /// The top-level claim `name` of the verified token, when it is a string.
+    #[allow(dead_code)] // for the rate limiter's `key: claim:NAME`
+    pub(crate) fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.as_deref()?.get(name)?.as_str()
+    }
 }
 
 /// Everything the backend tasks of one request share.

@@ -23,6 +23,8 @@ pub(crate) trait Values {
     fn route(&self, name: &str) -> Option<&str>;
     fn query(&self, name: &str) -> Option<&str>;
     fn field(&self, backend: &str, path: &FieldPath) -> Option<Value>;
+    /// A claim of the request's verified token.
+    fn jwt(&self, path: &FieldPath) -> Option<Value>;
 }
 
 /// Renders `origin` + template, then the forwarded query parameters the
@@ -46,14 +48,8 @@ pub(crate) fn render(
                 let value = match var {
                     Var::Route(name) => values.route(name).map(str::to_owned),
                     Var::Query(name) => values.query(name).map(str::to_owned),
-                    Var::Field { backend, path } => {
-                        values.field(backend, path).and_then(|v| match v {
-                            Value::String(s) => Some(s),
-                            Value::Number(n) => Some(n.to_string()),
-                            Value::Bool(b) => Some(b.to_string()),
-                            _ => None,
-                        })
-                    }
+                    Var::Field { backend, path } => values.field(backend, path).and_then(scalar),
+                    Var::Jwt(path) => values.jwt(path).and_then(scalar),
                 }
                 .ok_or_else(|| format!("no value for {var}"))?;
                 if value.is_empty() && *place == Place::Path {
@@ -76,6 +72,17 @@ pub(crate) fn render(
         encode_into(&mut url, value, Place::Query);
     }
     Ok(url)
+}
+
+/// A value as text in a URL: a string as it is, a number or a boolean as its
+/// JSON text; objects, arrays and null have none.
+fn scalar(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 fn encode_into(url: &mut String, value: &str, place: Place) {
@@ -109,6 +116,9 @@ mod tests {
         }
         fn field(&self, _: &str, path: &FieldPath) -> Option<Value> {
             (path.to_string() == "account_id").then(|| Value::from(42))
+        }
+        fn jwt(&self, path: &FieldPath) -> Option<Value> {
+            (path.to_string() == "sub").then(|| Value::from("ada/../x"))
         }
     }
 
@@ -146,6 +156,11 @@ mod tests {
             r("/orders?user={profile.account_id}"),
             "http://127.0.0.1:9101/orders?user=42"
         );
+        assert_eq!(
+            r("/users/{jwt.sub}"),
+            "http://127.0.0.1:9101/users/ada%2F..%2Fx",
+            "a claim is a value like any other"
+        );
     }
 
     #[test]
@@ -177,6 +192,9 @@ mod tests {
                 Some("")
             }
             fn field(&self, _: &str, _: &FieldPath) -> Option<Value> {
+                None
+            }
+            fn jwt(&self, _: &FieldPath) -> Option<Value> {
                 None
             }
         }

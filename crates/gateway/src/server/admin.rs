@@ -167,6 +167,19 @@ fn redacted_config(gateway: &Gateway) -> Value {
             }
         }
     }
+    // Hashes, but of keys that may be short enough to guess from them.
+    if let Some(schemes) = config.get_mut("auth").and_then(Value::as_object_mut) {
+        for scheme in schemes.values_mut() {
+            if let Some(keys) = scheme
+                .pointer_mut("/api_key/keys")
+                .and_then(Value::as_array_mut)
+            {
+                for key in keys {
+                    *key = Value::from("<redacted>");
+                }
+            }
+        }
+    }
     config
 }
 

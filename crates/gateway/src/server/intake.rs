@@ -62,7 +62,20 @@ impl Gateway {
                 "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2)".into(),
             );
         }
-        let inputs = match inputs(&request, endpoint, params, peer) {
+        // Credentials before anything else about the request: a client
+        // without them learns nothing of what the endpoint would accept.
+        let claims = match &endpoint.auth {
+            None => None,
+            Some(auth) => {
+                let started = tokio::time::Instant::now();
+                let wait = endpoint.deadline.min(KEY_WAIT);
+                match auth.check(request.headers(), wait).await {
+                    Ok(claims) => claims,
+                    Err(refusal) => return self.refused(endpoint, refusal, started.elapsed()),
+                }
+            }
+        };
+        let inputs = match inputs(&request, endpoint, params, peer, claims) {
             Ok(inputs) => inputs,
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
@@ -107,6 +120,54 @@ impl Gateway {
     }
 }
 
+/// The longest a request waits for its issuer's keys to be fetched (a token
+/// naming a key the gateway has not seen, or a gateway that has not fetched
+/// the keys yet), within the endpoint's deadline: then it is refused (401
+/// for an unknown key, 503 when there are no keys at all).
+const KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Gateway {
+    /// The answer to a request its endpoint's authentication refused,
+    /// counted and recorded like any other answer.
+    fn refused(
+        &self,
+        endpoint: &EndpointPlan,
+        refusal: crate::auth::Refusal,
+        took: std::time::Duration,
+    ) -> Response<Bytes> {
+        let status = refusal.status;
+        let mut response = error(status, refusal.message);
+        for challenge in refusal.challenges {
+            response
+                .headers_mut()
+                .append(header::WWW_AUTHENTICATE, challenge);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        endpoint
+            .meters
+            .record(status.as_u16(), took, std::iter::empty());
+        metrics::counter!(
+            crate::metrics::AUTH_REFUSED,
+            "endpoint" => endpoint.route.clone(),
+            "reason" => refusal.reason
+        )
+        .increment(1);
+        self.recorder
+            .record_refused(endpoint, status.as_u16(), took);
+        tracing::info!(
+            endpoint = endpoint.route,
+            status = status.as_u16(),
+            reason = refusal.reason,
+            "request refused"
+        );
+        response
+    }
+}
+
 /// What the request brings for the endpoint's templates and forwarding, or
 /// why it is a 400: a value its templates need is missing, not UTF-8, or
 /// empty where it would fill a path segment. Decided before any call.
@@ -115,6 +176,7 @@ fn inputs<B>(
     endpoint: &EndpointPlan,
     params: Captures<'_>,
     peer: SocketAddr,
+    claims: Option<std::sync::Arc<crate::auth::Claims>>,
 ) -> Result<Inputs, String> {
     let params = params
         .into_iter()
@@ -140,12 +202,28 @@ fn inputs<B>(
         query.push((key, value));
     }
     for needed in &endpoint.client_values {
-        let value = match &needed.var {
-            Var::Route(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            Var::Query(name) => query.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+        let value: Option<std::borrow::Cow<'_, str>> = match &needed.var {
+            Var::Route(name) => params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str().into()),
+            Var::Query(name) => query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str().into()),
+            Var::Jwt(path) => claims
+                .as_deref()
+                .and_then(|c| crate::auth::claim(c, path))
+                .and_then(crate::auth::text),
             Var::Field { .. } => continue,
         };
         match value {
+            None if matches!(needed.var, Var::Jwt(_)) => {
+                return Err(format!(
+                    "no value for {}: the token has no such claim (a string, number or boolean)",
+                    needed.var
+                ));
+            }
             None => return Err(format!("no value for {}: the request lacks it", needed.var)),
             Some(v) if v.is_empty() && needed.in_path => {
                 return Err(format!(
@@ -156,15 +234,20 @@ fn inputs<B>(
             Some(_) => {}
         }
     }
+    let mut headers = forwarded_headers(
+        request.headers(),
+        &endpoint.forward_headers,
+        request.uri().authority(),
+        peer,
+    );
+    if let Some(auth) = &endpoint.auth {
+        auth.set_claim_headers(claims.as_deref(), &mut headers);
+    }
     Ok(Inputs {
         params,
         query,
-        headers: forwarded_headers(
-            request.headers(),
-            &endpoint.forward_headers,
-            request.uri().authority(),
-            peer,
-        ),
+        headers,
+        claims,
     })
 }
 

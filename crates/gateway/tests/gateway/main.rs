@@ -1,5 +1,6 @@
 //! Black-box tests of the gateway crate. One test binary, one module per layer.
 
+mod auth;
 mod config;
 mod hostile;
 mod operate;
