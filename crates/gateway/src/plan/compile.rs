@@ -559,13 +559,20 @@ fn reach(
             30 * std::time::Duration::from_secs(1),
         ));
     if let Some(refresh) = upstream.and_then(|u| u.dns_refresh) {
-        duration_within(
-            problems,
-            path.key("dns_refresh"),
-            "dns_refresh",
-            refresh,
-            DAY,
-        );
+        if refresh.0 < std::time::Duration::from_secs(1) {
+            problems.at(
+                path.key("dns_refresh"),
+                format!("dns_refresh {refresh} is less than 1s: the resolver would be asked without pause"),
+            );
+        } else {
+            duration_within(
+                problems,
+                path.key("dns_refresh"),
+                "dns_refresh",
+                refresh,
+                HOUR,
+            );
+        }
     }
     if !ok {
         return None;

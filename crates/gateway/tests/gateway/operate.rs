@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use super::support::*;
 
 /// The process-wide metrics recorder (one per test binary, as in `fanout serve`).
-fn metrics() -> PrometheusHandle {
+pub(crate) fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())

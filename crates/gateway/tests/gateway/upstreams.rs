@@ -285,6 +285,21 @@ fn serve_on(mock: &Mock, listener: TcpListener) -> tokio::sync::oneshot::Sender<
     stop
 }
 
+/// Binds `addr` again once the server that had it has let it go (5 s at
+/// most: a stopped mock closes its listener from its own task).
+async fn rebind(addr: std::net::SocketAddr) -> TcpListener {
+    for _ in 0..250 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+    panic!("{addr} is still in use after 5 s")
+}
+
 fn data(reply: impl Into<Script>) -> Mock {
     Mock::builder().any("/data", reply).build().unwrap()
 }
@@ -310,11 +325,28 @@ async fn a_retry_goes_to_another_target() {
     }
 }
 
-async fn target_states(admin: &str) -> Vec<(String, String)> {
+/// The admin API of `gw` on a port of its own: its base URL.
+async fn admin(gw: &TestGateway) -> String {
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", admin.local_addr().unwrap());
+    tokio::spawn(fanout_gateway::serve_admin(
+        admin,
+        gw.gateway.clone(),
+        Some(super::operate::metrics()),
+        std::future::pending(),
+    ));
+    url
+}
+
+/// The targets of the first upstream in `/api/stats`.
+async fn targets_of(admin: &str) -> Vec<serde_json::Value> {
     let stats = get(&format!("{admin}/api/stats")).await.json();
-    stats["upstreams"][0]["targets"]
-        .as_array()
-        .unwrap()
+    stats["upstreams"][0]["targets"].as_array().unwrap().clone()
+}
+
+async fn target_states(admin: &str) -> Vec<(String, String)> {
+    targets_of(admin)
+        .await
         .iter()
         .map(|t| {
             (
@@ -323,6 +355,273 @@ async fn target_states(admin: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Waits (10 s at most) until `/api/stats` shows `target` in `state`.
+async fn wait_for_state(admin: &str, target: std::net::SocketAddr, state: &str) {
+    let want = (target.to_string(), state.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = target_states(admin).await;
+        if states.contains(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{target} is not {state}: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hedge_goes_to_another_target() {
+    let slow = || data(Reply::json(OK).delay(Duration::from_millis(200)));
+    let a = slow().start().await.unwrap();
+    let b = slow().start().await.unwrap();
+    let gw = gateway(&format!(
+        "    url: [{}, {}]\n    hedge: {{ delay: 20ms, max_extra: 100% }}",
+        a.url(""),
+        b.url("")
+    ))
+    .await;
+    for round in 1..=3u64 {
+        assert_eq!(get(&gw.url("/x")).await.status, 200);
+        assert_eq!(
+            (a.wait_requests(round).await, b.wait_requests(round).await),
+            (round, round),
+            "each call and its hedge went to different targets"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_failing_its_health_check_takes_no_calls_until_it_passes() {
+    let a = Mock::builder()
+        .any("/data", Reply::json(r#"{"from":"a"}"#))
+        .any("/healthz", Reply::json("{}"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = listener.local_addr().unwrap();
+    let b = |health: u16| {
+        Mock::builder()
+            .any("/data", Reply::json(r#"{"from":"b"}"#))
+            .any("/healthz", Reply::json("{}").status(health))
+            .build()
+            .unwrap()
+    };
+    let sick = b(503);
+    let stop_sick = serve_on(&sick, listener);
+    let gw = gateway(&format!(
+        "    url: [{}, http://{b_addr}]\n    balance: round_robin\n    \
+         health: {{ path: /healthz, interval: 100ms, timeout: 100ms }}",
+        a.url("")
+    ))
+    .await;
+    let admin = admin(&gw).await;
+    wait_for_state(&admin, b_addr, "unhealthy").await;
+    let data_calls = |mock: &Mock| mock.seen().iter().filter(|s| s.path() == "/data").count();
+    let before = data_calls(&sick);
+    for _ in 0..6 {
+        let got = get(&gw.url("/x")).await;
+        assert_eq!(got.json()["from"], "a", "{}", got.body);
+    }
+    assert_eq!(
+        data_calls(&sick),
+        before,
+        "an unhealthy target takes no call"
+    );
+    assert!(
+        sick.seen()
+            .iter()
+            .all(|s| s.headers["host"] == b_addr.to_string().as_str()),
+        "checks carry the target's Host"
+    );
+
+    // b recovers: the next check that passes lets it take calls again.
+    drop(stop_sick);
+    sick.wait_idle().await;
+    let well = b(200);
+    let _stop_well = serve_on(&well, rebind(b_addr).await);
+    wait_for_state(&admin, b_addr, "up").await;
+    let mut from = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let got = get(&gw.url("/x")).await;
+        from.insert(got.json()["from"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(from.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_targets_calls_state_and_share_are_in_metrics_and_stats() {
+    let a = data(Reply::json(OK)).start().await.unwrap();
+    let b = data(Reply::json("{}").status(500)).start().await.unwrap();
+    let gw = gateway(&format!(
+        "    url: [{}, {}]\n    balance: round_robin\n    \
+         eject: {{ failures: 2, base: 1h }}",
+        a.url(""),
+        b.url("")
+    ))
+    .await;
+    let admin = admin(&gw).await;
+    // Round robin: a, b, a, b (b ejected after its second failure), then a.
+    for _ in 0..6 {
+        get(&gw.url("/x")).await;
+    }
+    let targets = targets_of(&admin).await;
+    let row = |addr: std::net::SocketAddr| {
+        targets
+            .iter()
+            .find(|t| t["target"] == addr.to_string().as_str())
+            .unwrap_or_else(|| panic!("{addr} in {targets:?}"))
+            .clone()
+    };
+    let (ra, rb) = (row(a.addr()), row(b.addr()));
+    assert_eq!(
+        (&ra["state"], &ra["calls"], &ra["failures"]),
+        (&"up".into(), &4.into(), &0.into()),
+        "{ra}"
+    );
+    assert_eq!(
+        (&rb["state"], &rb["calls"], &rb["failures"]),
+        (&"ejected".into(), &2.into(), &2.into()),
+        "{rb}"
+    );
+    assert!(
+        (ra["share"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-9,
+        "{ra}"
+    );
+
+    let text = get(&format!("{admin}/metrics")).await.body;
+    for line in [
+        format!(
+            r#"fanout_target_calls_total{{upstream="u",target="{}"}} 4"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_calls_total{{upstream="u",target="{}"}} 2"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_failures_total{{upstream="u",target="{}"}} 2"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_state{{upstream="u",target="{}"}} 0"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_state{{upstream="u",target="{}"}} 1"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_in_flight{{upstream="u",target="{}"}} 0"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_latency_seconds{{upstream="u",target="{}"}} "#,
+            a.addr()
+        ),
+    ] {
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_reads_a_renewed_ca_file_and_keeps_an_unchanged_upstreams_targets() {
+    let right = Pki::new("internal");
+    let wrong = Pki::new("internal");
+    let mock = tls_mock(
+        right
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await;
+    let ca = wrong.dir().join("trusted.pem");
+    std::fs::copy(wrong.ca_file(), &ca).unwrap();
+    let yaml = format!(
+        "upstreams:\n  u:\n    url: {}\n    tls: {{ ca: {} }}\n\
+         endpoints:\n  - route: GET /x\n    expose_errors: true\n    \
+         backends:\n      - {{ name: b, upstream: u, path: /data, required: true }}\n",
+        mock.url(""),
+        path(&ca)
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let (status, _, message) = failure(&gw).await;
+    assert_eq!(status, 502);
+    assert!(message.contains("did not sign it"), "{message}");
+
+    // The same config, its CA file unchanged: the upstream is kept as it
+    // was (its target's count of calls goes on).
+    let admin = admin(&gw).await;
+    let calls = || async { targets_of(&admin).await[0]["calls"].as_u64().unwrap() };
+    assert_eq!(calls().await, 1);
+    gw.gateway.reload(compile(&yaml, &[]));
+    assert_eq!(failure(&gw).await.0, 502);
+    assert_eq!(calls().await, 2, "kept");
+
+    // The file renewed with the right CA: the reload rebuilds the upstream,
+    // which trusts it.
+    std::fs::copy(right.ca_file(), &ca).unwrap();
+    gw.gateway.reload(compile(&yaml, &[]));
+    assert_eq!(calls().await, 0, "rebuilt");
+    let got = get(&gw.url("/x")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+}
+
+#[test]
+fn the_upstream_keys_are_checked_where_they_are_written() {
+    let yaml = "upstreams:
+  names:
+    url: http://users.internal
+    dns_refresh: 100ms
+    eject: { failures: 2000000, base: 2h }
+    health: { path: healthz, interval: 1s, timeout: 2s }
+  mixed:
+    url: [http://10.0.0.1, https://10.0.0.2]
+  plain:
+    url: http://10.0.0.1
+    tls: { server_name: users.internal }
+  halves:
+    url: https://10.0.0.1
+    tls: { client_cert: gw.pem }
+endpoints:
+  - route: GET /x
+    backends:
+      - { name: a, upstream: names, path: /x }
+      - { name: b, upstream: mixed, path: /x }
+      - { name: c, upstream: plain, path: /x }
+      - { name: d, upstream: halves, path: /x }
+";
+    let error = fanout_gateway::Plan::parse(
+        yaml,
+        fanout_gateway::config::Format::Yaml,
+        "gw.yaml",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    for (line, says) in [
+        (4, "dns_refresh 100ms is less than 1s"),
+        (5, "failures 2000000 is more than 1000000"),
+        (5, "base 2h is more than 1h"),
+        (6, "path `healthz` must start with /"),
+        (6, "timeout 2s is more than 1s"),
+        (8, "share their scheme and base path"),
+        (11, "tls applies to https:// URLs"),
+        (14, "client_cert needs client_key beside it"),
+    ] {
+        assert!(
+            error
+                .lines()
+                .any(|l| l.contains(&format!("gw.yaml:{line}:")) && l.contains(says)),
+            "line {line}: {says}\n{error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,14 +637,7 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
         a.url("")
     ))
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = admin(&gw).await;
 
     for _ in 0..4 {
         assert_eq!(get(&gw.url("/x")).await.status, 200);
@@ -373,7 +665,7 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
 
     // b comes back on the same port and gets calls again once its ejection
     // ends (1 s, or 2 s if it was ejected twice): bounded, generously.
-    let listener = TcpListener::bind(b_addr).await.unwrap();
+    let listener = rebind(b_addr).await;
     let before = b.stats().requests;
     let _stop_b = serve_on(&b, listener);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
