@@ -543,15 +543,35 @@ fn reach(
                 at.key("path"),
                 format!("path `{}` must start with /", h.path),
             );
+        } else if h.path.parse::<http::uri::PathAndQuery>().is_err() {
+            problems.at(
+                at.key("path"),
+                format!(
+                    "path `{}` is not a valid URL path (escape spaces and the like as %XX)",
+                    h.path
+                ),
+            );
         }
-        duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
-        duration_within(
-            problems,
-            at.key("timeout"),
-            "timeout",
-            h.timeout,
-            h.interval.0.max(std::time::Duration::from_millis(1)),
-        );
+        if h.interval.0 < std::time::Duration::from_millis(100) {
+            problems.at(
+                at.key("interval"),
+                format!(
+                    "interval {} is less than 100ms: every target would be checked without pause",
+                    h.interval
+                ),
+            );
+        } else {
+            duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
+        }
+        if let Some(timeout) = h.timeout {
+            duration_within(
+                problems,
+                at.key("timeout"),
+                "timeout",
+                timeout,
+                h.interval.0,
+            );
+        }
     }
     let dns_refresh = upstream
         .and_then(|u| u.dns_refresh)

@@ -193,7 +193,7 @@ async fn check_one(
         Some(success)
     };
     matches!(
-        tokio::time::timeout(health.timeout.0, probe).await,
+        tokio::time::timeout(health.timeout(), probe).await,
         Ok(Some(true))
     )
 }

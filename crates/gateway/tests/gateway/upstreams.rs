@@ -589,6 +589,9 @@ fn the_upstream_keys_are_checked_where_they_are_written() {
   halves:
     url: https://10.0.0.1
     tls: { client_cert: gw.pem }
+  checked:
+    url: http://10.0.0.1
+    health: { path: /a b, interval: 50ms }
 endpoints:
   - route: GET /x
     backends:
@@ -596,6 +599,7 @@ endpoints:
       - { name: b, upstream: mixed, path: /x }
       - { name: c, upstream: plain, path: /x }
       - { name: d, upstream: halves, path: /x }
+      - { name: e, upstream: checked, path: /x }
 ";
     let error = fanout_gateway::Plan::parse(
         yaml,
@@ -614,6 +618,8 @@ endpoints:
         (8, "share their scheme and base path"),
         (11, "tls applies to https:// URLs"),
         (14, "client_cert needs client_key beside it"),
+        (17, "path `/a b` is not a valid URL path"),
+        (17, "interval 50ms is less than 100ms"),
     ] {
         assert!(
             error
