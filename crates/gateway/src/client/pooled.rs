@@ -1,18 +1,25 @@
-//! The production [`Transport`]: hyper-util's pooled client, one per
-//! upstream per serving thread, over TCP or TLS (rustls), HTTP/1.1 with
-//! keep-alive pools or HTTP/2 multiplexed over one connection per target.
+//! The production [`Transport`]: hyper-util's pooled client, one per target
+//! per serving thread, over TCP or TLS (rustls), HTTP/1.1 with keep-alive
+//! pools or HTTP/2 multiplexed over one connection.
 //!
-//! The connector is written here rather than taken from hyper-rustls: the
-//! address dialled is a target's (an IP a name resolved to), while the name
-//! verified is the upstream's (or `tls.server_name`), and a failed handshake
-//! must say why in the gateway's words.
+//! One pool per target rather than one per upstream keyed by address: the
+//! URI's authority is then free to be the name the backend is to see (the
+//! `:authority` of HTTP/2, the `Host` of HTTP/1.1), while each pool's
+//! connector dials its target's address. The connector is written here
+//! rather than taken from hyper-rustls for the same reason (the address
+//! dialled is a target's, an IP a name resolved to, while the name verified
+//! is the URL's or `tls.server_name`), and so that a failed handshake says
+//! why in the gateway's words.
 
 use std::{
     collections::HashMap,
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,7 +29,7 @@ use http_body_util::Empty;
 use hyper_util::{
     client::legacy::{
         Client,
-        connect::{Connected, Connection, HttpConnector},
+        connect::{Connected, Connection},
     },
     rt::{TokioExecutor, TokioIo},
 };
@@ -32,7 +39,7 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use super::{ClientSettings, Request, Transport, tls};
+use super::{ClientSettings, Dial, Request, Transport, tls};
 use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
@@ -40,62 +47,35 @@ use crate::{
 
 type Pool = Client<Connector, Empty<Bytes>>;
 
-/// The pools by settings id, each with the settings it was made for.
-type Pools = HashMap<u64, Entry>;
+/// How long a TCP connection may take to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One upstream's pool on one serving thread.
+/// The pools by settings id and target (its `Dial`'s address in memory,
+/// checked against the `Dial` the entry holds).
+type Pools = HashMap<(u64, usize), Entry>;
+
+/// One target's pool on one serving thread.
 #[derive(Clone, Debug)]
 struct Entry {
     settings: Weak<ClientSettings>,
+    dial: Weak<Dial>,
     pool: Pool,
     /// For `http2: auto` over TLS.
-    first: Option<Arc<FirstCalls>>,
+    first: Option<Arc<FirstCall>>,
 }
 
 /// For `http2: auto` over TLS, where only ALPN tells whether a target speaks
-/// HTTP/2: the first call to each target goes alone, and the calls that
-/// come meanwhile wait for it, so that a burst at start shares the one h2
-/// connection it opens instead of each opening a connection of its own.
-/// (hyper-util's pool waits for a connection in progress only when it knows
-/// beforehand that it will be HTTP/2, as with `http2: always`.) The calls
-/// after a first one that succeeded pass straight through; a first call
-/// that fails hands the turn to the next.
+/// HTTP/2: the first call goes alone, and the calls that come meanwhile
+/// wait for it, so that a burst at start shares the one h2 connection it
+/// opens instead of each opening a connection of its own. (hyper-util's
+/// pool waits for a connection in progress only when it knows beforehand
+/// that it will be HTTP/2, as with `http2: always`.) The calls after a
+/// first one that succeeded pass straight through; a first call that fails
+/// hands the turn to the next.
 #[derive(Debug, Default)]
-struct FirstCalls(Mutex<HashMap<String, Turn>>);
-
-#[derive(Debug)]
-enum Turn {
-    /// A first call is in flight, or none has succeeded yet: `true` inside
-    /// once one has.
-    Waiting(Arc<tokio::sync::Mutex<bool>>),
-    Done,
-}
-
-/// Targets remembered per pool at most (names re-resolved many times over):
-/// past it the record starts afresh, which costs one lone call per target.
-const FIRST_CALLS_KEPT: usize = 4096;
-
-impl FirstCalls {
-    fn turn(&self, authority: &str) -> Option<Arc<tokio::sync::Mutex<bool>>> {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match turns.get(authority) {
-            Some(Turn::Done) => None,
-            Some(Turn::Waiting(gate)) => Some(gate.clone()),
-            None => {
-                if turns.len() >= FIRST_CALLS_KEPT {
-                    turns.clear();
-                }
-                let gate = Arc::new(tokio::sync::Mutex::new(false));
-                turns.insert(authority.to_owned(), Turn::Waiting(gate.clone()));
-                Some(gate)
-            }
-        }
-    }
-
-    fn done(&self, authority: &str) {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        turns.insert(authority.to_owned(), Turn::Done);
-    }
+struct FirstCall {
+    done: AtomicBool,
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The pooled HTTP clients backend calls go through. Cheap to clone (clones
@@ -103,7 +83,7 @@ impl FirstCalls {
 /// and their connections stay on its thread.
 #[derive(Clone, Debug, Default)]
 pub struct HttpClient {
-    /// One pool per upstream's settings, made on its first call.
+    /// One pool per upstream's settings and target, made on its first call.
     pools: Arc<Mutex<Pools>>,
 }
 
@@ -113,24 +93,25 @@ impl HttpClient {
         HttpClient::default()
     }
 
-    fn pool(&self, settings: &Arc<ClientSettings>) -> Entry {
+    fn pool(&self, settings: &Arc<ClientSettings>, dial: &Arc<Dial>) -> Entry {
+        let key = (settings.id, Arc::as_ptr(dial) as usize);
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = pools.get(&settings.id) {
+        let live = pools
+            .get(&key)
+            .filter(|entry| entry.dial.upgrade().is_some_and(|d| Arc::ptr_eq(&d, dial)));
+        if let Some(entry) = live {
             return entry.clone();
         }
-        // Settings of upstreams a reload removed: their pools go with them.
-        pools.retain(|_, entry| entry.settings.strong_count() > 0);
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        // Upstreams a reload removed and targets DNS no longer gives: their
+        // pools go with them.
+        pools.retain(|_, entry| entry.settings.strong_count() > 0 && entry.dial.strong_count() > 0);
         let connector = Connector {
-            http,
             tls: settings
                 .tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
             settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
         };
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -138,10 +119,11 @@ impl HttpClient {
             .build(connector);
         let entry = Entry {
             settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
             pool,
             first: (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default),
         };
-        pools.insert(settings.id, entry.clone());
+        pools.insert(key, entry.clone());
         entry
     }
 }
@@ -152,26 +134,17 @@ impl Transport for HttpClient {
     async fn send(
         &self,
         settings: &Arc<ClientSettings>,
+        dial: &Arc<Dial>,
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
-        let entry = self.pool(settings);
-        let turn = entry.first.as_ref().and_then(|first| {
-            let authority = request.uri().authority()?.as_str();
-            let gate = first.turn(authority)?;
-            Some((first, authority.to_owned(), gate))
-        });
-        let Some((first, authority, gate)) = turn else {
+        let entry = self.pool(settings, dial);
+        let Some(first) = entry.first.filter(|f| !f.done.load(Ordering::Acquire)) else {
             return send(&entry.pool, request).await;
         };
-        let mut succeeded = gate.lock().await;
-        if *succeeded {
-            drop(succeeded);
-            return send(&entry.pool, request).await;
-        }
+        let _turn = first.turn.lock().await;
         let result = send(&entry.pool, request).await;
         if result.is_ok() {
-            *succeeded = true;
-            first.done(&authority);
+            first.done.store(true, Ordering::Release);
         }
         result
     }
@@ -198,15 +171,15 @@ async fn send(
     })
 }
 
-/// TCP, then TLS for `https://`, with ALPN telling the pool whether the
-/// connection speaks HTTP/2. It reports no `HttpInfo` (the connection's
-/// addresses): the gateway never reads it, and copying it into every
-/// response cost allocations per call.
+/// TCP to one target, then TLS for `https://`, with ALPN telling the pool
+/// whether the connection speaks HTTP/2. It reports no `HttpInfo` (the
+/// connection's addresses): the gateway never reads it, and copying it into
+/// every response cost allocations per call.
 #[derive(Clone)]
 pub(crate) struct Connector {
-    http: HttpConnector,
     tls: Option<tokio_rustls::TlsConnector>,
     settings: Weak<ClientSettings>,
+    dial: Weak<Dial>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -222,27 +195,47 @@ impl tower::Service<http::Uri> for Connector {
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Stream, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let tcp = self.http.call(uri.clone());
         let tls = (uri.scheme_str() == Some("https"))
             .then(|| self.tls.clone())
             .flatten();
-        let settings = self.settings.clone();
+        let (settings, dial) = (self.settings.upgrade(), self.dial.upgrade());
         Box::pin(async move {
-            let tcp = tcp.await?.into_inner();
+            let (Some(settings), Some(dial)) = (settings, dial) else {
+                return Err(
+                    io::Error::other("the upstream was reloaded or the target removed").into(),
+                );
+            };
+            let addr = dial.addr;
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    return Err(
+                        io::Error::new(e.kind(), format!("tcp connect to {addr}: {e}")).into(),
+                    );
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "tcp connect to {addr}: no answer within {}s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    )
+                    .into());
+                }
+            };
+            tcp.set_nodelay(true)?;
             let Some(tls) = tls else {
                 return Ok(Stream(Io::Plain(tcp), false));
             };
-            let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-            let host = uri.host().unwrap_or("");
             let name = settings
-                .upgrade()
-                .and_then(|s| s.server_name(authority, host))
-                .ok_or_else(|| io::Error::other(format!("no name to verify for {authority}")))?;
+                .server_name(&dial)
+                .ok_or_else(|| io::Error::other(format!("no name to verify for {addr}")))?;
             let stream = tls.connect(name, tcp).await?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(Stream(Io::Tls(Box::new(stream)), h2))

@@ -661,6 +661,16 @@ fn header_map(
             problems.check(&at, parsed_name),
             problems.check(&at, parsed_value),
         ) {
+            // A `Host` is sent as the URI's authority (HTTP/2's `:authority`).
+            (Some(name), Some(_))
+                if name == http::header::HOST && value.parse::<http::uri::Authority>().is_err() =>
+            {
+                problems.at(
+                    at,
+                    format!("a Host header is a host and an optional port: `{value}` is not"),
+                );
+                ok = false;
+            }
             (Some(name), Some(value)) => {
                 map.insert(name, value);
             }

@@ -51,14 +51,7 @@ pub(super) async fn resolve(targets: &Targets) {
     for (source, addrs) in futures::future::join_all(lookups).await {
         match addrs {
             Ok(addrs) => {
-                for addr in addrs {
-                    if source.ip.is_none() {
-                        targets
-                            .client
-                            .name_authority(&addr.to_string(), &source.host);
-                    }
-                    found.push((addr, source));
-                }
+                found.extend(addrs.into_iter().map(|addr| (addr, source)));
             }
             Err(why) => failed.push((source, why)),
         }
@@ -172,20 +165,22 @@ async fn check_one(
     client: &crate::client::HttpClient,
 ) -> bool {
     use http_body_util::BodyExt;
-    let uri = format!(
-        "{}://{}{}",
-        targets.scheme.as_str(),
-        target.authority,
-        health.path
-    );
-    let Ok(request) = http::Request::get(uri)
-        .header(http::header::HOST, target.host_header.clone())
-        .body(http_body_util::Empty::<Bytes>::new())
+    let Ok(host) = target.host_header.to_str() else {
+        return false;
+    };
+    let uri = format!("{}://{host}{}", targets.scheme.as_str(), health.path);
+    let Ok(mut request) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new())
     else {
         return false;
     };
+    targets
+        .client
+        .set_host(request.headers_mut(), &target.host_header);
     let probe = async {
-        let response = client.send(&targets.client, request).await.ok()?;
+        let response = client
+            .send(&targets.client, &target.dial, request)
+            .await
+            .ok()?;
         let success = response.status().is_success();
         let _ = http_body_util::Limited::new(response.into_body(), HEALTH_BODY_LIMIT)
             .collect()

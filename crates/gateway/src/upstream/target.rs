@@ -14,6 +14,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::{EjectRule, Source};
+use crate::client::Dial;
 
 /// How long a latency sample keeps its weight (tower's PeakEwma default
 /// decay, as a time constant).
@@ -68,6 +69,8 @@ pub(crate) struct Target {
     /// The host and port of the URL it came from (a name's lookup that
     /// fails keeps that name's targets).
     source: (String, u16),
+    /// Where its connections go, and the name TLS verifies.
+    pub(crate) dial: Arc<Dial>,
     in_flight: AtomicU32,
     healthy: AtomicBool,
     /// Attempts sent to it, and of them those that failed.
@@ -83,6 +86,7 @@ impl Target {
             addr,
             host_header: source.host_header.clone(),
             source: (source.host.clone(), source.port),
+            dial: Arc::new(Dial::new(addr, &source.host)),
             in_flight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             calls: AtomicU64::new(0),

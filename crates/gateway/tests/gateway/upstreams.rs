@@ -125,7 +125,63 @@ async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
         assert_eq!(got.status, 200, "{}", got.body);
     }
     assert!(mock.seen().iter().all(|s| s.version == Version::HTTP_2));
+    let authority = mock.addr().to_string();
+    assert!(
+        mock.seen().iter().all(|s| s.headers.get("host").is_none()
+            && s.uri.authority().map(|a| a.as_str()) == Some(authority.as_str())),
+        "the host goes as :authority alone"
+    );
     assert_eq!(mock.stats().connections, 1);
+}
+
+/// Regression: over HTTP/2 the gateway sent a `host` header beside
+/// `:authority`, which nginx answers with 400 ("client sent duplicate host
+/// header"); the benchmark against nginx found it.
+#[tokio::test]
+async fn over_http2_the_host_goes_as_the_authority_alone_and_over_http1_as_host() {
+    let pki = Pki::new("internal");
+    let mock = tls_mock(pki.server("b", &["localhost"], Validity::Now).server(None)).await;
+    let port = mock.addr().port();
+    let ca = path(&pki.ca_file());
+    for extra in [
+        "",
+        "\n    headers: { Host: api.test }",
+        "\n    http2: never",
+    ] {
+        let gw = gateway(&format!(
+            "    url: https://localhost:{port}\n    tls: {{ ca: {ca} }}{extra}"
+        ))
+        .await;
+        let got = get(&gw.url("/x")).await;
+        assert_eq!(got.status, 200, "{extra}: {}", got.body);
+    }
+    let seen = mock.seen();
+    let named = format!("localhost:{port}");
+    let authority = |i: usize| seen[i].uri.authority().map(|a| a.as_str().to_owned());
+    assert_eq!(seen[0].version, Version::HTTP_2);
+    assert_eq!(
+        authority(0).as_deref(),
+        Some(named.as_str()),
+        "the URL's name, not the address"
+    );
+    assert!(
+        seen[0].headers.get("host").is_none(),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[1].version, Version::HTTP_2);
+    assert_eq!(
+        authority(1).as_deref(),
+        Some("api.test"),
+        "a configured Host"
+    );
+    assert!(
+        seen[1].headers.get("host").is_none(),
+        "{:?}",
+        seen[1].headers
+    );
+    assert_eq!(seen[2].version, Version::HTTP_11);
+    assert_eq!(seen[2].headers["host"], named.as_str());
 }
 
 #[tokio::test]
@@ -273,6 +329,19 @@ fn certificate_files_are_checked_at_their_line() {
         "the client_cert's line: {error}"
     );
     assert!(error.contains("missing.pem"), "{error}");
+
+    // Relative paths are found from the config file's folder, wherever the
+    // gateway runs from.
+    let file = pki.dir().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  u:\n    url: https://127.0.0.1:1\n    tls: { ca: ca.pem }\n\
+         endpoints:\n  - route: GET /x\n    backends:\n      - { name: b, upstream: u, path: /x }\n",
+    )
+    .unwrap();
+    assert_ne!(std::env::current_dir().unwrap(), pki.dir());
+    let plan = fanout_gateway::Plan::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.files(), [pki.dir().join("ca.pem")]);
 }
 
 /// A mock serving `reply` at `/data` on `listener`, until the returned
@@ -592,6 +661,7 @@ fn the_upstream_keys_are_checked_where_they_are_written() {
   checked:
     url: http://10.0.0.1
     health: { path: /a b, interval: 50ms }
+    headers: { Host: 'users internal' }
 endpoints:
   - route: GET /x
     backends:
@@ -620,6 +690,7 @@ endpoints:
         (14, "client_cert needs client_key beside it"),
         (17, "path `/a b` is not a valid URL path"),
         (17, "interval 50ms is less than 100ms"),
+        (18, "a Host header is a host and an optional port"),
     ] {
         assert!(
             error
