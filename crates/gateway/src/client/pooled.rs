@@ -141,7 +141,12 @@ impl Transport for HttpClient {
         let Some(first) = entry.first.filter(|f| !f.done.load(Ordering::Acquire)) else {
             return send(&entry.pool, request).await;
         };
-        let _turn = first.turn.lock().await;
+        let turn = first.turn.lock().await;
+        if first.done.load(Ordering::Acquire) {
+            // The call ahead succeeded while this one waited: no turn needed.
+            drop(turn);
+            return send(&entry.pool, request).await;
+        }
         let result = send(&entry.pool, request).await;
         if result.is_ok() {
             first.done.store(true, Ordering::Release);

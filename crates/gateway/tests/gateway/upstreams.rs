@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fanout_mock::{Mock, MockServer, Reply, Script};
+use fanout_mock::{Gate, Mock, MockServer, Reply, Script};
 use http::Version;
 use tokio::net::TcpListener;
 
@@ -86,6 +86,45 @@ async fn a_backend_certified_by_the_configured_ca_is_called_over_h2_on_one_conne
         1,
         "15 calls, 10 at once, multiplexed on one connection"
     );
+}
+
+/// Regression: with `http2: auto`, the calls that queued behind a target's
+/// first call were then sent one at a time, each holding the turn.
+#[tokio::test]
+async fn the_calls_waiting_for_a_first_h2_call_go_together_once_it_answered() {
+    let pki = Pki::new("internal");
+    let gate = Gate::new(5);
+    let mock = Mock::builder()
+        .any(
+            "/data",
+            [
+                Reply::json(OK).delay(Duration::from_millis(100)),
+                Reply::json(OK).gated(&gate),
+            ],
+        )
+        .tls(pki.server("b", &["127.0.0.1"], Validity::Now).server(None))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let gw = gateway(&format!(
+        "    url: {}\n    timeout: 5s\n    tls: {{ ca: {} }}",
+        mock.url(""),
+        path(&pki.ca_file())
+    ))
+    .await;
+    let url = gw.url("/x");
+    let calls = (0..6).map(|_| get(&url));
+    for got in futures::future::join_all(calls).await {
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    assert_eq!(
+        gate.arrived(),
+        5,
+        "the five after the first were in flight together"
+    );
+    assert_eq!(mock.stats().connections, 1);
 }
 
 #[tokio::test]
