@@ -708,7 +708,8 @@ def upstream_sections(doc):
                 "([`bench/hosts-control.yaml`](bench/hosts-control.yaml)): no retries, ejection off. Errors: "
                 "answers other than 200 (and transport errors) that reached the client, by the time the request "
                 "was sent. Share while ejected: the failing replica's attempts over all attempts, summed over the "
-                "100 ms intervals in which it was ejected at both ends.", ""]
+                "100 ms intervals in which it was ejected at both ends (so an ejection that ends and starts again within "
+                "one interval brings in the few attempts made in between, which fail and eject it again).", ""]
         rows = []
         for key, label in (("fanout", "fanout, retries + ejection"), ("control", "control: neither")):
             r = hosts.get(key)

@@ -54,7 +54,7 @@
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
 #                         line per request, written to /dev/null)
-#   HOSTS_RATE=500        requests/s of the hosts scenario (HOSTS_SECONDS=10 per run)
+#   HOSTS_RATE=1000       requests/s of the hosts scenario (HOSTS_SECONDS=10 per run)
 #   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
@@ -108,7 +108,7 @@ FANOUT_LOG=${FANOUT_LOG:-info}
 BENCH_ONLY=${BENCH_ONLY:-}
 BENCH_SKIP_GROUP=${BENCH_SKIP_GROUP:-0}
 PORT_OFFSET=${BENCH_PORT_OFFSET:-0}
-HOSTS_RATE=${HOSTS_RATE:-500}
+HOSTS_RATE=${HOSTS_RATE:-1000}
 HOSTS_SECONDS=${HOSTS_SECONDS:-10}
 S=$BENCH_SECONDS
 WIDTH_SECONDS=$((S / 2 < 2 ? 2 : S / 2))
