@@ -18,7 +18,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -61,21 +61,54 @@ struct Entry {
     dial: Weak<Dial>,
     pool: Pool,
     /// For `http2: auto` over TLS.
-    first: Option<Arc<FirstCall>>,
+    alpn: Option<Arc<Alpn>>,
 }
 
 /// For `http2: auto` over TLS, where only ALPN tells whether a target speaks
-/// HTTP/2: the first call goes alone, and the calls that come meanwhile
-/// wait for it, so that a burst at start shares the one h2 connection it
-/// opens instead of each opening a connection of its own. (hyper-util's
-/// pool waits for a connection in progress only when it knows beforehand
-/// that it will be HTTP/2, as with `http2: always`.) The calls after a
-/// first one that succeeded pass straight through; a first call that fails
-/// hands the turn to the next.
+/// HTTP/2: while the target has no live h2 connection (at the start, or
+/// after the one it had closed), a call goes alone and the calls that come
+/// meanwhile wait for it, so that a burst shares the one h2 connection it
+/// opens instead of each opening one of its own (hyper-util's pool waits
+/// for a connection in progress only when it knows beforehand that it will
+/// be HTTP/2, as with `http2: always`; otherwise it keeps one and drops the
+/// others, each a handshake for nothing). Once ALPN chose HTTP/1.1 for the
+/// target, nothing waits.
 #[derive(Debug, Default)]
-struct FirstCall {
-    done: AtomicBool,
+struct Alpn {
+    /// Connections to the target that speak h2, alive now.
+    h2_live: AtomicUsize,
+    /// ALPN chose HTTP/1.1.
+    http1: AtomicBool,
     turn: tokio::sync::Mutex<()>,
+}
+
+impl Alpn {
+    /// Whether calls may go without waiting.
+    fn open(&self) -> bool {
+        self.http1.load(Ordering::Acquire) || self.h2_live.load(Ordering::Acquire) > 0
+    }
+
+    /// Notes what ALPN chose on a new connection: for h2, a guard that
+    /// counts the connection live until it is dropped.
+    fn connected(self: &Arc<Self>, h2: bool) -> Option<Live> {
+        if h2 {
+            self.h2_live.fetch_add(1, Ordering::AcqRel);
+            Some(Live(self.clone()))
+        } else {
+            self.http1.store(true, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// An h2 connection of a target, counted in its [`Alpn`] while it lives.
+#[derive(Debug)]
+struct Live(Arc<Alpn>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.h2_live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The pooled HTTP clients backend calls go through. Cheap to clone (clones
@@ -105,6 +138,7 @@ impl HttpClient {
         // Upstreams a reload removed and targets DNS no longer gives: their
         // pools go with them.
         pools.retain(|_, entry| entry.settings.strong_count() > 0 && entry.dial.strong_count() > 0);
+        let alpn = (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default);
         let connector = Connector {
             tls: settings
                 .tls
@@ -112,6 +146,7 @@ impl HttpClient {
                 .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
             settings: Arc::downgrade(settings),
             dial: Arc::downgrade(dial),
+            alpn: alpn.clone(),
         };
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -121,7 +156,7 @@ impl HttpClient {
             settings: Arc::downgrade(settings),
             dial: Arc::downgrade(dial),
             pool,
-            first: (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default),
+            alpn,
         };
         pools.insert(key, entry.clone());
         entry
@@ -138,20 +173,16 @@ impl Transport for HttpClient {
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
         let entry = self.pool(settings, dial);
-        let Some(first) = entry.first.filter(|f| !f.done.load(Ordering::Acquire)) else {
+        let Some(alpn) = entry.alpn.filter(|a| !a.open()) else {
             return send(&entry.pool, request).await;
         };
-        let turn = first.turn.lock().await;
-        if first.done.load(Ordering::Acquire) {
-            // The call ahead succeeded while this one waited: no turn needed.
+        let turn = alpn.turn.lock().await;
+        if alpn.open() {
+            // The call ahead opened the connection while this one waited.
             drop(turn);
             return send(&entry.pool, request).await;
         }
-        let result = send(&entry.pool, request).await;
-        if result.is_ok() {
-            first.done.store(true, Ordering::Release);
-        }
-        result
+        send(&entry.pool, request).await
     }
 }
 
@@ -185,6 +216,8 @@ pub(crate) struct Connector {
     tls: Option<tokio_rustls::TlsConnector>,
     settings: Weak<ClientSettings>,
     dial: Weak<Dial>,
+    /// For `http2: auto` over TLS: told what ALPN chose.
+    alpn: Option<Arc<Alpn>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -209,6 +242,7 @@ impl tower::Service<http::Uri> for Connector {
             .then(|| self.tls.clone())
             .flatten();
         let (settings, dial) = (self.settings.upgrade(), self.dial.upgrade());
+        let alpn = self.alpn.clone();
         Box::pin(async move {
             let (Some(settings), Some(dial)) = (settings, dial) else {
                 return Err(
@@ -236,21 +270,34 @@ impl tower::Service<http::Uri> for Connector {
             };
             tcp.set_nodelay(true)?;
             let Some(tls) = tls else {
-                return Ok(Stream(Io::Plain(tcp), false));
+                return Ok(Stream {
+                    io: Io::Plain(tcp),
+                    h2: false,
+                    _live: None,
+                });
             };
             let name = settings
                 .server_name(&dial)
                 .ok_or_else(|| io::Error::other(format!("no name to verify for {addr}")))?;
             let stream = tls.connect(name, tcp).await?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            Ok(Stream(Io::Tls(Box::new(stream)), h2))
+            Ok(Stream {
+                io: Io::Tls(Box::new(stream)),
+                h2,
+                _live: alpn.and_then(|alpn| alpn.connected(h2)),
+            })
         })
     }
 }
 
 /// A backend connection, and whether ALPN chose HTTP/2 on it.
 #[derive(Debug)]
-pub(crate) struct Stream(Io, bool);
+pub(crate) struct Stream {
+    io: Io,
+    h2: bool,
+    /// Counts it among its target's live h2 connections.
+    _live: Option<Live>,
+}
 
 #[derive(Debug)]
 enum Io {
@@ -261,7 +308,7 @@ enum Io {
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         let connected = Connected::new();
-        if self.1 {
+        if self.h2 {
             connected.negotiated_h2()
         } else {
             connected
@@ -335,7 +382,7 @@ impl hyper::rt::Read for Stream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let io = TokioIo::new(&mut self.0);
+        let io = TokioIo::new(&mut self.io);
         let mut io = std::pin::pin!(io);
         hyper::rt::Read::poll_read(io.as_mut(), cx, buf)
     }
@@ -347,7 +394,7 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -355,18 +402,18 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -127,6 +127,84 @@ async fn the_calls_waiting_for_a_first_h2_call_go_together_once_it_answered() {
     assert_eq!(mock.stats().connections, 1);
 }
 
+/// A TCP proxy on `listener` to `to` that holds each new connection for
+/// `hold` before passing it on (a far backend, or a slow handshake: calls
+/// made meanwhile find no connection ready). It counts the connections it
+/// accepted; dropping the sender closes the listener and every connection.
+fn slow_proxy(
+    listener: TcpListener,
+    to: std::net::SocketAddr,
+    hold: Duration,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use std::sync::{Arc, atomic::AtomicUsize};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { return };
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    links.spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (accepted, stop)
+}
+
+/// Regression: once a target's h2 connection had closed (an idle timeout
+/// on the backend, a restart), a burst of calls each opened a TLS
+/// connection before ALPN said h2, and all but one were dropped: the h2
+/// benchmark's warm-ups made 48 handshakes for 6 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_h2_connection_closed_a_burst_to_a_target_opens_one_connection() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new("internal");
+    let mock = tls_mock(pki.server("b", &["127.0.0.1"], Validity::Now).server(None)).await;
+    let hold = Duration::from_millis(200);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, stop) = slow_proxy(listener, mock.addr(), hold);
+    let gw = gateway(&format!(
+        "    url: https://{addr}\n    tls: {{ ca: {} }}",
+        path(&pki.ca_file())
+    ))
+    .await;
+    let url = gw.url("/x");
+    let burst = || async {
+        for got in futures::future::join_all((0..10).map(|_| get(&url))).await {
+            assert_eq!(got.status, 200, "{}", got.body);
+        }
+    };
+    burst().await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // The connection closes (the proxy goes, with every connection), and a
+    // new proxy takes the same port.
+    drop(stop);
+    let (accepted, _stop) = slow_proxy(rebind(addr).await, mock.addr(), hold);
+    // The gateway hears of the close at once; a generous pause all the same.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    burst().await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the burst after the close shares one new connection"
+    );
+}
+
 #[tokio::test]
 async fn http2_never_keeps_tls_calls_on_http1() {
     let pki = Pki::new("internal");
