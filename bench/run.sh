@@ -37,7 +37,7 @@
 #               and ejection, then a control without
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 5 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 10 minutes), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
@@ -54,7 +54,8 @@
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
 #                         line per request, written to /dev/null)
-#   HOSTS_RATE=1000       requests/s of the hosts scenario (HOSTS_SECONDS=10 per run)
+#   HOSTS_RATE=1000       requests/s of the hosts scenario
+#   HOSTS_SECONDS=10      length of each hosts run (8-300; the failure comes at 3 s, refusals at 6 s)
 #   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
