@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::{
     Plan,
-    client::{ClientSettings, Request, Transport},
+    client::{ClientSettings, Dial, Request, Transport},
     config::Format,
     error::BackendError,
     respond::{json_response, respond},
@@ -94,6 +94,7 @@ impl Transport for Script {
     async fn send(
         &self,
         _: &Arc<ClientSettings>,
+        _: &Arc<Dial>,
         request: Request,
     ) -> Result<Response<Full<Bytes>>, BackendError> {
         let uri = request

@@ -30,7 +30,7 @@ use jsonwebtoken::{
 };
 use tokio::{sync::Notify, time::Instant};
 
-use crate::client::{ClientSettings, HttpClient, Transport};
+use crate::client::{ClientSettings, Dial, HttpClient, Transport};
 
 /// How often a remote set is fetched again when its answer says nothing.
 pub(crate) const REFRESH: Duration = Duration::from_secs(300);
@@ -383,6 +383,27 @@ async fn refresh(jwks: Weak<Jwks>, wake: Arc<Notify>) {
     }
 }
 
+/// Where a fetch of `url` connects: the first address its host resolves to
+/// now (through the system resolver, like an upstream's names), verified as
+/// that host.
+async fn dial(url: &http::Uri) -> Result<Arc<Dial>, String> {
+    let host = url.host().ok_or("the URL has no host")?;
+    let port = url
+        .port_u16()
+        .unwrap_or(if url.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    Ok(Arc::new(Dial::new(addr, host)))
+}
+
 /// How long after the `failures`-th failure in a row to try again: 1 s,
 /// doubling, at most a minute.
 fn retry_after(failures: u32) -> Duration {
@@ -398,8 +419,9 @@ async fn fetch(client: &HttpClient, remote: &Remote) -> Result<(KeySet, Option<D
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
+        let dial = dial(&remote.url).await?;
         let response = client
-            .send(&remote.client, request)
+            .send(&remote.client, &dial, request)
             .await
             .map_err(|e| e.message)?;
         if !response.status().is_success() {

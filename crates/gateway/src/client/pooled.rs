@@ -1,18 +1,25 @@
-//! The production [`Transport`]: hyper-util's pooled client, one per
-//! upstream per serving thread, over TCP or TLS (rustls), HTTP/1.1 with
-//! keep-alive pools or HTTP/2 multiplexed over one connection per target.
+//! The production [`Transport`]: hyper-util's pooled client, one per target
+//! per serving thread, over TCP or TLS (rustls), HTTP/1.1 with keep-alive
+//! pools or HTTP/2 multiplexed over one connection.
 //!
-//! The connector is written here rather than taken from hyper-rustls: the
-//! address dialled is a target's (an IP a name resolved to), while the name
-//! verified is the upstream's (or `tls.server_name`), and a failed handshake
-//! must say why in the gateway's words.
+//! One pool per target rather than one per upstream keyed by address: the
+//! URI's authority is then free to be the name the backend is to see (the
+//! `:authority` of HTTP/2, the `Host` of HTTP/1.1), while each pool's
+//! connector dials its target's address. The connector is written here
+//! rather than taken from hyper-rustls for the same reason (the address
+//! dialled is a target's, an IP a name resolved to, while the name verified
+//! is the URL's or `tls.server_name`), and so that a failed handshake says
+//! why in the gateway's words.
 
 use std::{
     collections::HashMap,
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,7 +29,7 @@ use http_body_util::Empty;
 use hyper_util::{
     client::legacy::{
         Client,
-        connect::{Connected, Connection, HttpConnector},
+        connect::{Connected, Connection},
     },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
@@ -30,7 +37,7 @@ use tokio::{io::AsyncWrite, net::TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::{ClientSettings, Request, Transport, tls};
+use super::{ClientSettings, Dial, Request, Transport, tls};
 use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
@@ -42,61 +49,67 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 
 type Pool = Client<Connector, Empty<Bytes>>;
 
-/// The pools by settings id, each with the settings it was made for.
-type Pools = HashMap<u64, Entry>;
+/// How long a TCP connection may take to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One upstream's pool on one serving thread.
+/// The pools by settings id and target (its `Dial`'s address in memory,
+/// checked against the `Dial` the entry holds).
+type Pools = HashMap<(u64, usize), Entry>;
+
+/// One target's pool on one serving thread.
 #[derive(Clone, Debug)]
 struct Entry {
     settings: Weak<ClientSettings>,
+    dial: Weak<Dial>,
     pool: Pool,
     /// For `http2: auto` over TLS.
-    first: Option<Arc<FirstCalls>>,
+    alpn: Option<Arc<Alpn>>,
 }
 
 /// For `http2: auto` over TLS, where only ALPN tells whether a target speaks
-/// HTTP/2: the first call to each target goes alone, and the calls that
-/// come meanwhile wait for it, so that a burst at start shares the one h2
-/// connection it opens instead of each opening a connection of its own.
-/// (hyper-util's pool waits for a connection in progress only when it knows
-/// beforehand that it will be HTTP/2, as with `http2: always`.) The calls
-/// after a first one that succeeded pass straight through; a first call
-/// that fails hands the turn to the next.
+/// HTTP/2: while the target has no live h2 connection (at the start, or
+/// after the one it had closed), a call goes alone and the calls that come
+/// meanwhile wait for it, so that a burst shares the one h2 connection it
+/// opens instead of each opening one of its own (hyper-util's pool waits
+/// for a connection in progress only when it knows beforehand that it will
+/// be HTTP/2, as with `http2: always`; otherwise it keeps one and drops the
+/// others, each a handshake for nothing). Once ALPN chose HTTP/1.1 for the
+/// target, nothing waits.
 #[derive(Debug, Default)]
-struct FirstCalls(Mutex<HashMap<String, Turn>>);
-
-#[derive(Debug)]
-enum Turn {
-    /// A first call is in flight, or none has succeeded yet: `true` inside
-    /// once one has.
-    Waiting(Arc<tokio::sync::Mutex<bool>>),
-    Done,
+struct Alpn {
+    /// Connections to the target that speak h2, alive now.
+    h2_live: AtomicUsize,
+    /// ALPN chose HTTP/1.1.
+    http1: AtomicBool,
+    turn: tokio::sync::Mutex<()>,
 }
 
-/// Targets remembered per pool at most (names re-resolved many times over):
-/// past it the record starts afresh, which costs one lone call per target.
-const FIRST_CALLS_KEPT: usize = 4096;
-
-impl FirstCalls {
-    fn turn(&self, authority: &str) -> Option<Arc<tokio::sync::Mutex<bool>>> {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match turns.get(authority) {
-            Some(Turn::Done) => None,
-            Some(Turn::Waiting(gate)) => Some(gate.clone()),
-            None => {
-                if turns.len() >= FIRST_CALLS_KEPT {
-                    turns.clear();
-                }
-                let gate = Arc::new(tokio::sync::Mutex::new(false));
-                turns.insert(authority.to_owned(), Turn::Waiting(gate.clone()));
-                Some(gate)
-            }
-        }
+impl Alpn {
+    /// Whether calls may go without waiting.
+    fn open(&self) -> bool {
+        self.http1.load(Ordering::Acquire) || self.h2_live.load(Ordering::Acquire) > 0
     }
 
-    fn done(&self, authority: &str) {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        turns.insert(authority.to_owned(), Turn::Done);
+    /// Notes what ALPN chose on a new connection: for h2, a guard that
+    /// counts the connection live until it is dropped.
+    fn connected(self: &Arc<Self>, h2: bool) -> Option<Live> {
+        if h2 {
+            self.h2_live.fetch_add(1, Ordering::AcqRel);
+            Some(Live(self.clone()))
+        } else {
+            self.http1.store(true, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// An h2 connection of a target, counted in its [`Alpn`] while it lives.
+#[derive(Debug)]
+struct Live(Arc<Alpn>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.h2_live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -105,7 +118,7 @@ impl FirstCalls {
 /// and their connections stay on its thread.
 #[derive(Clone, Debug, Default)]
 pub struct HttpClient {
-    /// One pool per upstream's settings, made on its first call.
+    /// One pool per upstream's settings and target, made on its first call.
     pools: Arc<Mutex<Pools>>,
 }
 
@@ -115,24 +128,27 @@ impl HttpClient {
         HttpClient::default()
     }
 
-    fn pool(&self, settings: &Arc<ClientSettings>) -> Entry {
+    fn pool(&self, settings: &Arc<ClientSettings>, dial: &Arc<Dial>) -> Entry {
+        let key = (settings.id, Arc::as_ptr(dial) as usize);
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = pools.get(&settings.id) {
+        let live = pools
+            .get(&key)
+            .filter(|entry| entry.dial.upgrade().is_some_and(|d| Arc::ptr_eq(&d, dial)));
+        if let Some(entry) = live {
             return entry.clone();
         }
-        // Settings of upstreams a reload removed: their pools go with them.
-        pools.retain(|_, entry| entry.settings.strong_count() > 0);
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        // Upstreams a reload removed and targets DNS no longer gives: their
+        // pools go with them.
+        pools.retain(|_, entry| entry.settings.strong_count() > 0 && entry.dial.strong_count() > 0);
+        let alpn = (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default);
         let connector = Connector {
-            http,
             tls: settings
                 .tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
             settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
+            alpn: alpn.clone(),
         };
         // Idle connections are closed after 90 s, and at most
         // MAX_IDLE_PER_TARGET wait per target: a burst of concurrent calls
@@ -149,10 +165,11 @@ impl HttpClient {
             .build(connector);
         let entry = Entry {
             settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
             pool,
-            first: (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default),
+            alpn,
         };
-        pools.insert(settings.id, entry.clone());
+        pools.insert(key, entry.clone());
         entry
     }
 }
@@ -163,28 +180,20 @@ impl Transport for HttpClient {
     async fn send(
         &self,
         settings: &Arc<ClientSettings>,
+        dial: &Arc<Dial>,
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
-        let entry = self.pool(settings);
-        let turn = entry.first.as_ref().and_then(|first| {
-            let authority = request.uri().authority()?.as_str();
-            let gate = first.turn(authority)?;
-            Some((first, authority.to_owned(), gate))
-        });
-        let Some((first, authority, gate)) = turn else {
+        let entry = self.pool(settings, dial);
+        let Some(alpn) = entry.alpn.filter(|a| !a.open()) else {
             return send(&entry.pool, request).await;
         };
-        let mut succeeded = gate.lock().await;
-        if *succeeded {
-            drop(succeeded);
+        let turn = alpn.turn.lock().await;
+        if alpn.open() {
+            // The call ahead opened the connection while this one waited.
+            drop(turn);
             return send(&entry.pool, request).await;
         }
-        let result = send(&entry.pool, request).await;
-        if result.is_ok() {
-            *succeeded = true;
-            first.done(&authority);
-        }
-        result
+        send(&entry.pool, request).await
     }
 }
 
@@ -209,15 +218,17 @@ async fn send(
     })
 }
 
-/// TCP, then TLS for `https://`, with ALPN telling the pool whether the
-/// connection speaks HTTP/2. It reports no `HttpInfo` (the connection's
-/// addresses): the gateway never reads it, and copying it into every
-/// response cost allocations per call.
+/// TCP to one target, then TLS for `https://`, with ALPN telling the pool
+/// whether the connection speaks HTTP/2. It reports no `HttpInfo` (the
+/// connection's addresses): the gateway never reads it, and copying it into
+/// every response cost allocations per call.
 #[derive(Clone)]
 pub(crate) struct Connector {
-    http: HttpConnector,
     tls: Option<tokio_rustls::TlsConnector>,
     settings: Weak<ClientSettings>,
+    dial: Weak<Dial>,
+    /// For `http2: auto` over TLS: told what ALPN chose.
+    alpn: Option<Arc<Alpn>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -233,37 +244,71 @@ impl tower::Service<http::Uri> for Connector {
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Stream, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let tcp = self.http.call(uri.clone());
         let tls = (uri.scheme_str() == Some("https"))
             .then(|| self.tls.clone())
             .flatten();
-        let settings = self.settings.clone();
+        let (settings, dial) = (self.settings.upgrade(), self.dial.upgrade());
+        let alpn = self.alpn.clone();
         Box::pin(async move {
-            let tcp = tcp.await?.into_inner();
-            let Some(tls) = tls else {
-                return Ok(Stream(Either::Left(tcp), false));
+            let (Some(settings), Some(dial)) = (settings, dial) else {
+                return Err(
+                    io::Error::other("the upstream was reloaded or the target removed").into(),
+                );
             };
-            let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-            let host = uri.host().unwrap_or("");
+            let addr = dial.addr;
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    return Err(
+                        io::Error::new(e.kind(), format!("tcp connect to {addr}: {e}")).into(),
+                    );
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "tcp connect to {addr}: no answer within {}s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    )
+                    .into());
+                }
+            };
+            tcp.set_nodelay(true)?;
+            let Some(tls) = tls else {
+                return Ok(Stream {
+                    io: Either::Left(tcp),
+                    h2: false,
+                    _live: None,
+                });
+            };
             let name = settings
-                .upgrade()
-                .and_then(|s| s.server_name(authority, host))
-                .ok_or_else(|| io::Error::other(format!("no name to verify for {authority}")))?;
+                .server_name(&dial)
+                .ok_or_else(|| io::Error::other(format!("no name to verify for {addr}")))?;
             let stream = tls.connect(name, tcp).await?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            Ok(Stream(Either::Right(Box::new(stream)), h2))
+            Ok(Stream {
+                io: Either::Right(Box::new(stream)),
+                h2,
+                _live: alpn.and_then(|alpn| alpn.connected(h2)),
+            })
         })
     }
 }
 
 /// A backend connection, and whether ALPN chose HTTP/2 on it.
 #[derive(Debug)]
-pub(crate) struct Stream(Io, bool);
+pub(crate) struct Stream {
+    io: Io,
+    h2: bool,
+    /// Counts it among its target's live h2 connections.
+    _live: Option<Live>,
+}
 
 /// Plain TCP (left), or TLS over it (right).
 type Io = Either<TcpStream, Box<TlsStream<TcpStream>>>;
@@ -271,7 +316,7 @@ type Io = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         let connected = Connected::new();
-        if self.1 {
+        if self.h2 {
             connected.negotiated_h2()
         } else {
             connected
@@ -285,7 +330,7 @@ impl hyper::rt::Read for Stream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let io = TokioIo::new(&mut self.0);
+        let io = TokioIo::new(&mut self.io);
         let mut io = std::pin::pin!(io);
         // A TLS error is put in words (plain TCP errors carry no rustls
         // cause and pass as they are).
@@ -299,7 +344,7 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -307,18 +352,18 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

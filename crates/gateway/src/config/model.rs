@@ -345,10 +345,26 @@ impl Default for Eject {
 pub struct Health {
     /// Path to GET, e.g. `/healthz`.
     pub path: String,
-    /// How often.
+    /// How often (default 5s).
+    #[serde(default = "Health::default_interval")]
     pub interval: Duration,
-    /// How long a check may take.
-    pub timeout: Duration,
+    /// How long a check may take (default 1s, or `interval` if that is
+    /// shorter).
+    pub timeout: Option<Duration>,
+}
+
+impl Health {
+    fn default_interval() -> Duration {
+        Duration(std::time::Duration::from_secs(5))
+    }
+
+    /// How long a check may take: `timeout`, or its default.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(
+            std::time::Duration::from_secs(1).min(self.interval.0),
+            |t| t.0,
+        )
+    }
 }
 
 /// Retries with a budget.

@@ -552,15 +552,35 @@ fn reach(
                 at.key("path"),
                 format!("path `{}` must start with /", h.path),
             );
+        } else if h.path.parse::<http::uri::PathAndQuery>().is_err() {
+            problems.at(
+                at.key("path"),
+                format!(
+                    "path `{}` is not a valid URL path (escape spaces and the like as %XX)",
+                    h.path
+                ),
+            );
         }
-        duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
-        duration_within(
-            problems,
-            at.key("timeout"),
-            "timeout",
-            h.timeout,
-            h.interval.0.max(std::time::Duration::from_millis(1)),
-        );
+        if h.interval.0 < std::time::Duration::from_millis(100) {
+            problems.at(
+                at.key("interval"),
+                format!(
+                    "interval {} is less than 100ms: every target would be checked without pause",
+                    h.interval
+                ),
+            );
+        } else {
+            duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
+        }
+        if let Some(timeout) = h.timeout {
+            duration_within(
+                problems,
+                at.key("timeout"),
+                "timeout",
+                timeout,
+                h.interval.0,
+            );
+        }
     }
     let dns_refresh = upstream
         .and_then(|u| u.dns_refresh)
@@ -568,13 +588,20 @@ fn reach(
             30 * std::time::Duration::from_secs(1),
         ));
     if let Some(refresh) = upstream.and_then(|u| u.dns_refresh) {
-        duration_within(
-            problems,
-            path.key("dns_refresh"),
-            "dns_refresh",
-            refresh,
-            DAY,
-        );
+        if refresh.0 < std::time::Duration::from_secs(1) {
+            problems.at(
+                path.key("dns_refresh"),
+                format!("dns_refresh {refresh} is less than 1s: the resolver would be asked without pause"),
+            );
+        } else {
+            duration_within(
+                problems,
+                path.key("dns_refresh"),
+                "dns_refresh",
+                refresh,
+                HOUR,
+            );
+        }
     }
     if !ok {
         return None;
@@ -643,6 +670,16 @@ fn header_map(
             problems.check(&at, parsed_name),
             problems.check(&at, parsed_value),
         ) {
+            // A `Host` is sent as the URI's authority (HTTP/2's `:authority`).
+            (Some(name), Some(_))
+                if name == http::header::HOST && value.parse::<http::uri::Authority>().is_err() =>
+            {
+                problems.at(
+                    at,
+                    format!("a Host header is a host and an optional port: `{value}` is not"),
+                );
+                ok = false;
+            }
             (Some(name), Some(value)) => {
                 map.insert(name, value);
             }

@@ -118,14 +118,25 @@ async fn call<T: Transport>(
             used.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(target.addr);
+            // The URI's authority is the host the backend is to see; where
+            // the connection goes is the target's.
+            let host = upstream
+                .headers
+                .get(header::HOST)
+                .unwrap_or(&target.host_header);
             let mut headers = headers.clone();
-            if !upstream.headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, target.host_header.clone());
-            }
-            let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
+            targets.client.set_host(&mut headers, host);
+            let uri = format!(
+                "{}://{}{path}",
+                targets.scheme.as_str(),
+                host.to_str().unwrap_or_default()
+            );
             let request = build_request(backend, &uri, headers)?;
             let result = with_timeout(backend.timeout, async {
-                let response = state.transport.send(&targets.client, request).await?;
+                let response = state
+                    .transport
+                    .send(&targets.client, &target.dial, request)
+                    .await?;
                 decode(response, limits).await
             })
             .await;

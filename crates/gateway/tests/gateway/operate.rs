@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use super::support::*;
 
 /// The process-wide metrics recorder (one per test binary, as in `fanout serve`).
-pub(super) fn metrics() -> PrometheusHandle {
+pub(crate) fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
