@@ -124,6 +124,13 @@ fn finish(
         .map_err(|e| BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")))
 }
 
+/// The largest zstd window (as a power of two) a body within `max` bytes may
+/// ask for: the smallest power of two at or above `max`, within zstd's
+/// bounds (1 KiB to 128 MiB).
+fn zstd_window_log(max: u64) -> u32 {
+    (64 - max.saturating_sub(1).leading_zeros()).clamp(10, 27)
+}
+
 /// How a body is encoded on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Encoding {
@@ -176,15 +183,35 @@ where
     let mut decoder: std::pin::Pin<Box<dyn AsyncRead + Send>> = match encoding {
         Encoding::Gzip => Box::pin(GzipDecoder::new(reader)),
         Encoding::Brotli => Box::pin(BrotliDecoder::new(reader)),
-        Encoding::Zstd => Box::pin(ZstdDecoder::new(reader)),
+        // A zstd frame says how large a window its decoder must hold (up to
+        // 2 GiB), whatever its size: without a bound, a few bytes could make
+        // the gateway allocate 128 MiB (zstd's own default cap) per call.
+        // The window is held to the power of two at or above the body limit,
+        // so under twice the limit. (gzip's window is 32 KiB, brotli's at
+        // most 16 MiB.)
+        Encoding::Zstd => Box::pin(ZstdDecoder::with_params(
+            reader,
+            &[async_compression::zstd::DParameter::window_log_max(
+                zstd_window_log(max),
+            )],
+        )),
         Encoding::Identity => Box::pin(reader),
     };
     let mut out = Vec::new();
     let mut chunk = vec![0u8; 16 << 10];
     loop {
         let n = decoder.read(&mut chunk).await.map_err(|e| {
-            if e.to_string().contains("over the limit") {
+            let text = e.to_string();
+            if text.contains("over the limit") {
                 too_large(max)
+            } else if text.contains("too much memory") {
+                BackendError::new(
+                    ErrorKind::BodyTooLarge,
+                    format!(
+                        "the zstd body needs a window of more than {} bytes to decode (the limit is {max} bytes)",
+                        1u64 << zstd_window_log(max)
+                    ),
+                )
             } else {
                 BackendError::new(
                     ErrorKind::Decode,
@@ -251,5 +278,21 @@ mod tests {
         assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[["}]}"#, 3));
         assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
         assert!(!nesting_exceeds(br#"{"a":"\"[[[[","b":{}}"#, 2));
+    }
+
+    #[test]
+    fn a_zstd_window_is_held_under_twice_the_body_limit() {
+        for max in [1, 100, 1 << 10, (1 << 10) + 1, 10 << 20, 1 << 30, u64::MAX] {
+            let window = 1u64 << zstd_window_log(max);
+            let floor = 1 << 10;
+            let cap = 1 << 27;
+            assert!((floor..=cap).contains(&window), "{max}: {window}");
+            assert!(window >= max.min(cap), "{max}: {window}");
+            assert!(
+                window == floor || window < max.saturating_mul(2),
+                "{max}: {window}"
+            );
+        }
+        assert_eq!(1u64 << zstd_window_log(10 << 20), 16 << 20);
     }
 }

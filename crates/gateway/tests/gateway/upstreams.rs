@@ -12,7 +12,7 @@ use std::{
 
 use fanout_mock::{Gate, Mock, MockServer, Reply, Script};
 use http::Version;
-use tokio::net::TcpListener;
+use tokio::{io::AsyncReadExt, net::TcpListener};
 
 use super::{
     pki::{Pki, Validity},
@@ -926,7 +926,6 @@ async fn a_name_with_two_addresses_is_two_targets() {
 
 async fn encode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
     use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
-    use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
     match encoding {
         "gzip" => GzipEncoder::new(bytes).read_to_end(&mut out).await,
@@ -971,6 +970,21 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
             Reply::raw("application/json", bomb).header("content-encoding", encoding),
         );
     }
+    // A few bytes of zstd whose frame asks for a 128 MiB window (the most
+    // zstd allows by default): decoding it would allocate that much.
+    let mut wide = Vec::new();
+    async_compression::tokio::bufread::ZstdEncoder::with_quality_and_params(
+        &b"{}"[..],
+        async_compression::Level::Fastest,
+        &[async_compression::zstd::CParameter::window_log(27)],
+    )
+    .read_to_end(&mut wide)
+    .await
+    .unwrap();
+    builder = builder.any(
+        "/bomb-zstd-window",
+        Reply::raw("application/json", wide).header("content-encoding", "zstd"),
+    );
     let mock = builder.build().unwrap().start().await.unwrap();
     let yaml = format!(
         "server:\n  max_backend_body: 1MiB\n\
@@ -989,7 +1003,7 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
             "{encoding}"
         );
     }
-    for encoding in ["gzip", "br", "zstd"] {
+    for encoding in ["gzip", "br", "zstd", "zstd-window"] {
         let got = get(&gw.url(&format!("/bomb-{encoding}"))).await;
         assert_eq!(got.status, 502, "{encoding}: {}", got.body);
         assert_eq!(
