@@ -18,6 +18,7 @@ mod respond;
 mod run;
 mod server;
 mod shape;
+mod template;
 mod upstream;
 
 pub use client::HttpClient;

@@ -690,7 +690,43 @@ async fn read_body(mut body: Incoming, keep: usize) -> (Bytes, u64) {
 }
 
 fn full(bytes: Bytes) -> Out {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    if bytes.len() <= CHUNK {
+        return Full::new(bytes).map_err(|never| match never {}).boxed();
+    }
+    Chunks(bytes).boxed()
+}
+
+/// Frames a large body is sent in, at most.
+const CHUNK: usize = 64 << 10;
+
+/// A whole body sent in frames of [`CHUNK`] bytes, each taken when the
+/// connection asks for it: like a real server writing a large body, the
+/// mock's sending waits on the caller's reading (its call stays in flight
+/// until the last frame is taken).
+struct Chunks(Bytes);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.0.len().min(CHUNK);
+        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
+    }
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Out> {

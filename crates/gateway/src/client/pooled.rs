@@ -17,8 +17,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper_util::{
     client::legacy::{
         Client,
@@ -32,13 +30,13 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use super::{ClientSettings, Request, Transport, tls};
+use super::{Body, ClientSettings, Request, Transport, tls};
 use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
 };
 
-type Pool = Client<Connector, Empty<Bytes>>;
+type Pool = Client<Connector, Body>;
 
 /// The pools by settings id, each with the settings it was made for.
 type Pools = HashMap<u64, Entry>;

@@ -2,26 +2,23 @@
 //! make the call through its upstream's policies (each attempt within its
 //! timeout), decode the answer, hand its dependents what they need, shape it.
 
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
-use std::{net::SocketAddr, sync::Mutex};
-
-use http::{HeaderMap, HeaderValue, header};
-use serde_json::Value;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::time::Instant;
 
-use super::{
-    decode::decode,
-    deps::Exported,
-    request::RequestState,
-    url::{self, Values},
-};
+use super::{decode::decode, deps::Exported, request::RequestState};
 use crate::{
     client::Transport,
     error::{BackendError, ErrorKind},
-    plan::BackendPlan,
-    resilience::{CallReport, with_timeout},
-    shape::{Body, FieldPath, Json},
+    plan::{BackendPlan, CallBody},
+    resilience::{Answer, CallReport, with_timeout},
+    shape::Body,
+    template::{Found, Values, Var, url},
     upstream::AttemptVerdict,
 };
 
@@ -35,7 +32,11 @@ pub(crate) async fn run<T: Transport>(
     // Dropped unused on any failure (or if the task is stopped): dependents
     // then hear that it failed.
     let publisher = state.answers.publisher(index);
-    let json = call(state, backend, &state.reports[index], deadline).await?;
+    let Answer { json, headers } = call(state, backend, &state.reports[index], deadline).await?;
+    if !headers.is_empty() {
+        // Each backend runs once per request: the slot is empty.
+        let _ = state.returned[index].set(headers);
+    }
     if let Some(publisher) = publisher {
         publisher.ready(
             backend
@@ -63,7 +64,7 @@ async fn call<T: Transport>(
     backend: &BackendPlan,
     report: &CallReport,
     deadline: Option<Instant>,
-) -> Result<Json, BackendError> {
+) -> Result<Answer, BackendError> {
     let endpoint = &state.endpoint;
     let mut answers: Vec<(&str, Arc<Exported>)> = Vec::with_capacity(backend.after.len());
     for &dep in &backend.after {
@@ -88,6 +89,39 @@ async fn call<T: Transport>(
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
     let mut headers = state.inputs.headers.clone();
+    let body = match &backend.body {
+        None => Bytes::new(),
+        Some(CallBody::Forward) => {
+            let client = state.inputs.body.as_ref();
+            for (name, value) in [
+                (
+                    header::CONTENT_TYPE,
+                    client.and_then(|b| b.content_type.clone()),
+                ),
+                (
+                    header::CONTENT_ENCODING,
+                    client.and_then(|b| b.content_encoding.clone()),
+                ),
+            ] {
+                match value {
+                    Some(value) => headers.insert(name, value),
+                    None => headers.remove(name),
+                };
+            }
+            client.map(|b| b.bytes.clone()).unwrap_or_default()
+        }
+        Some(CallBody::Template(template)) => {
+            let rendered = template
+                .render(&values)
+                .map_err(|e| BackendError::new(ErrorKind::Dependency, e.to_string()))?;
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.remove(header::CONTENT_ENCODING);
+            Bytes::from(rendered)
+        }
+    };
     // Configured headers replace the client's of the same name, never sit
     // beside them (a backend reading the first value would use the client's).
     for (name, value) in &upstream.headers {
@@ -123,10 +157,10 @@ async fn call<T: Transport>(
                 headers.insert(header::HOST, target.host_header.clone());
             }
             let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
-            let request = build_request(backend, &uri, headers)?;
+            let request = build_request(backend, &uri, headers, body.clone())?;
             let result = with_timeout(backend.timeout, async {
                 let response = state.transport.send(&targets.client, request).await?;
-                decode(response, limits).await
+                decode(response, limits, &backend.return_headers).await
             })
             .await;
             targets.finish(lease, verdict(&result));
@@ -147,15 +181,15 @@ async fn call<T: Transport>(
             attempt().await
         }
         Some(policies) => {
-            let key = if policies.keyed() {
-                call_key(&path, &headers)
-            } else {
-                String::new()
-            };
+            // A call whose answer sets cookies belongs to its client: it is
+            // never answered from the cache nor shared with another.
+            let private = backend.return_headers.contains(&header::SET_COOKIE);
+            let key = (policies.keyed() && !private)
+                .then(|| call_key(&path, &headers, &backend.return_headers));
             // Boxed: the policies' future (a hedge holds two attempts) is
             // several KiB, and would otherwise make every call's task that
             // big, policies or not; tokio moves a task's future as it spawns.
-            Box::pin(policies.call(backend.method, &key, deadline, report, attempt))
+            Box::pin(policies.call(backend.method, key.as_deref(), deadline, report, attempt))
                 .await
                 .map(Arc::unwrap_or_clone)
         }
@@ -163,7 +197,7 @@ async fn call<T: Transport>(
 }
 
 /// What an attempt's outcome says about its target.
-fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
+pub(super) fn verdict<T>(result: &Result<T, BackendError>) -> AttemptVerdict {
     match result {
         Ok(_) => AttemptVerdict::Answered,
         Err(e) => match e.kind {
@@ -175,15 +209,17 @@ fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
     }
 }
 
-fn build_request(
+/// A request to `url`, with `body` (empty: none).
+pub(super) fn build_request(
     backend: &BackendPlan,
     url: &str,
     headers: HeaderMap,
+    body: impl Into<crate::client::Body>,
 ) -> Result<crate::client::Request, BackendError> {
     let mut request = http::Request::builder()
         .method(backend.method.as_str())
         .uri(url)
-        .body(http_body_util::Empty::new())
+        .body(body.into())
         .map_err(|e| {
             BackendError::new(
                 ErrorKind::Connect,
@@ -197,7 +233,7 @@ fn build_request(
 /// Adds the W3C `traceparent` (and `tracestate`) of the current span, this
 /// backend call's, to its headers.
 #[cfg(feature = "otel")]
-fn inject_trace_context(headers: &mut HeaderMap) {
+pub(super) fn inject_trace_context(headers: &mut HeaderMap) {
     use opentelemetry::propagation::Injector;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -219,8 +255,9 @@ fn inject_trace_context(headers: &mut HeaderMap) {
 }
 
 /// What makes two calls the same call, for the cache and coalescing: the
-/// path and the headers sent with it (whichever target takes it).
-fn call_key(url: &str, headers: &HeaderMap) -> String {
+/// path, the headers sent with it (whichever target takes it), and the
+/// response headers the answer keeps.
+fn call_key(url: &str, headers: &HeaderMap, keeps: &[HeaderName]) -> String {
     let mut pairs: Vec<(&str, &[u8])> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()))
@@ -233,39 +270,31 @@ fn call_key(url: &str, headers: &HeaderMap) -> String {
         key.push(':');
         key.push_str(&String::from_utf8_lossy(value));
     }
+    for name in keeps {
+        key.push_str("\nkeeps:");
+        key.push_str(name.as_str());
+    }
     key
 }
 
-/// The values a backend's template can draw on.
+/// The values a backend's templates can draw on: the client's, and the
+/// fields of the answers it waited for.
 struct RequestValues<'a, T> {
     state: &'a RequestState<T>,
     answers: Vec<(&'a str, Arc<Exported>)>,
 }
 
 impl<T> Values for RequestValues<'_, T> {
-    fn route(&self, name: &str) -> Option<&str> {
-        self.state
-            .inputs
-            .params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn query(&self, name: &str) -> Option<&str> {
-        self.state
-            .inputs
-            .query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn field(&self, backend: &str, path: &FieldPath) -> Option<Value> {
-        let (_, fields) = self.answers.iter().find(|(name, _)| *name == backend)?;
-        fields
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, v)| v.clone())
+    fn get(&self, var: &Var) -> Option<Found<'_>> {
+        match var {
+            Var::Field { backend, path } => {
+                let (_, fields) = self.answers.iter().find(|(name, _)| name == backend)?;
+                fields
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, v)| Found::Json(v))
+            }
+            _ => self.state.inputs.get(var),
+        }
     }
 }

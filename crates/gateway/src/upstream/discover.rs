@@ -8,8 +8,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-
 use super::{Target, Targets};
 use crate::{client::Transport, config::Health};
 
@@ -116,7 +114,7 @@ pub(super) async fn check(targets: Weak<Targets>, health: Health) {
             );
             let request = http::Request::get(uri)
                 .header(http::header::HOST, target.host_header.clone())
-                .body(http_body_util::Empty::<Bytes>::new());
+                .body(crate::client::Body::empty());
             let Ok(request) = request else { continue };
             let answered =
                 tokio::time::timeout(health.timeout.0, client.send(&live.client, request)).await;

@@ -8,3 +8,4 @@ mod resilience;
 mod serve;
 mod support;
 mod upstreams;
+mod write;

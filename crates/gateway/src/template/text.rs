@@ -1,35 +1,10 @@
-//! Path and URL templates: literal text with `{…}` holes filled per request.
+//! Text templates: literal text with `{…}` holes filled per request.
 
-use std::fmt;
-
-use super::names::{NAME_RULE, is_name};
+use super::{
+    Var,
+    names::{NAME_RULE, is_name},
+};
 use crate::shape::FieldPath;
-
-/// Where a template's value comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Var {
-    /// `{id}`: a value captured by the route.
-    Route(String),
-    /// `{query.lang}`: a query parameter of the client's request.
-    Query(String),
-    /// `{profile.account_id}`: a field of a dependency's answer.
-    Field {
-        /// The backend it comes from (it must be in `after`).
-        backend: String,
-        /// The path inside that backend's body.
-        path: FieldPath,
-    },
-}
-
-impl fmt::Display for Var {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Var::Route(name) => write!(f, "{{{name}}}"),
-            Var::Query(name) => write!(f, "{{query.{name}}}"),
-            Var::Field { backend, path } => write!(f, "{{{backend}.{path}}}"),
-        }
-    }
-}
 
 /// Which part of a URL a hole is in: values are encoded differently there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,20 +31,36 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Parses a template. `{{` is not special: templates hold no literal braces.
+    /// Parses a path (and query) template. `{{` is not special: a URL
+    /// template holds no literal braces.
     pub(crate) fn parse(text: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
+        Template::parse_with(text, false)
+    }
+
+    /// Parses a string of a JSON body template, where `{{` and `}}` stand for
+    /// literal braces (a GraphQL query, say) and every other `{…}` is a hole.
+    pub(crate) fn parse_text(text: &str) -> Result<Template, String> {
+        Template::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, escapes: bool) -> Result<Template, String> {
+        let mut parts: Vec<Part> = Vec::new();
         let mut place = Place::Path;
         let mut rest = text;
         while !rest.is_empty() {
             let literal_end = rest.find(['{', '}']).unwrap_or(rest.len());
             if literal_end > 0 {
-                let literal = &rest[..literal_end];
-                if literal.contains('?') {
+                let piece = &rest[..literal_end];
+                if piece.contains('?') {
                     place = Place::Query;
                 }
-                parts.push(Part::Literal(literal.to_owned()));
+                push_literal(&mut parts, piece);
                 rest = &rest[literal_end..];
+                continue;
+            }
+            if escapes && (rest.starts_with("{{") || rest.starts_with("}}")) {
+                push_literal(&mut parts, &rest[..1]);
+                rest = &rest[2..];
                 continue;
             }
             if rest.starts_with('}') {
@@ -88,6 +79,15 @@ impl Template {
     /// The pieces, in order.
     pub(crate) fn parts(&self) -> &[Part] {
         &self.parts
+    }
+
+    /// Whether the template is one hole and nothing else (`"{body.items}"`):
+    /// in a JSON body, its value then keeps its JSON type.
+    pub(crate) fn whole(&self) -> Option<&Var> {
+        match self.parts.as_slice() {
+            [Part::Var(var, _)] => Some(var),
+            _ => None,
+        }
     }
 
     /// The holes, in order.
@@ -109,10 +109,19 @@ impl Template {
     }
 }
 
+/// Appends literal text, joined to the literal before it if there is one.
+fn push_literal(parts: &mut Vec<Part>, text: &str) {
+    match parts.last_mut() {
+        Some(Part::Literal(last)) => last.push_str(text),
+        _ => parts.push(Part::Literal(text.to_owned())),
+    }
+}
+
+/// The variable a hole names. Each namespace is one arm here.
 fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
     let bad = || {
         format!(
-            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}} or {{backend.field}} (names: {NAME_RULE}; fields may be dot paths)"
+            "`{{{inner}}}` in template `{text}`: write {{param}}, {{query.name}}, {{body.field}} or {{backend.field}} (names: {NAME_RULE}; fields may be dot paths)"
         )
     };
     let (first, rest) = match inner.split_once('.') {
@@ -123,9 +132,15 @@ fn parse_var(inner: &str, text: &str) -> Result<Var, String> {
         return Err(bad());
     }
     Ok(match (first, rest) {
+        (namespace, None) if super::NAMESPACES.contains(&namespace) => {
+            return Err(format!(
+                "`{{{inner}}}` in template `{text}`: `{namespace}` names a source of values, write {{{namespace}.name}}"
+            ));
+        }
         (name, None) => Var::Route(name.to_owned()),
         ("query", Some(name)) if is_name(name) => Var::Query(name.to_owned()),
         ("query", Some(_)) => return Err(bad()),
+        ("body", Some(path)) => Var::Body(FieldPath::parse(path).map_err(|_| bad())?),
         (backend, Some(path)) => Var::Field {
             backend: backend.to_owned(),
             path: FieldPath::parse(path).map_err(|_| bad())?,
@@ -182,6 +197,31 @@ mod tests {
         ] {
             let err = Template::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn body_text_escapes_braces_and_knows_a_whole_placeholder() {
+        let t = Template::parse_text("{{ user(id: {id}) {{ name }} }}").unwrap();
+        assert_eq!(
+            t.parts(),
+            [
+                Part::Literal("{ user(id: ".into()),
+                Part::Var(Var::Route("id".into()), Place::Path),
+                Part::Literal(") { name } }".into()),
+            ]
+        );
+        assert_eq!(t.whole(), None);
+        let t = Template::parse_text("{body.order.total}").unwrap();
+        assert_eq!(
+            t.whole(),
+            Some(&Var::Body(FieldPath::parse("order.total").unwrap()))
+        );
+        assert_eq!(t.whole().unwrap().to_string(), "{body.order.total}");
+        assert!(Template::parse_text("{{").unwrap().whole().is_none());
+        assert!(Template::parse("/a/{{x}}").is_err(), "a URL has no escapes");
+        for bad in ["{body}", "{body.}", "{body..a}", "{x", "x}"] {
+            assert!(Template::parse_text(bad).is_err(), "{bad}");
         }
     }
 

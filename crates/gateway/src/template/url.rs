@@ -2,13 +2,11 @@
 //! the place it goes, so no value can add a path segment, a query parameter, a
 //! fragment, or change the host: the origin is fixed text from the config.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
+use std::borrow::Cow;
 
-use crate::{
-    plan::template::{Part, Place, Template, Var},
-    shape::FieldPath,
-};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{Found, Part, Place, Template, Values, Var};
 
 /// Everything but RFC 3986 "unreserved" characters is encoded, in the path and
 /// the query alike: `/`, `?`, `#`, `%`, `@`, `&`, `=`, `+` and spaces included.
@@ -18,15 +16,9 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The values a template can draw on for one request.
-pub(crate) trait Values {
-    fn route(&self, name: &str) -> Option<&str>;
-    fn query(&self, name: &str) -> Option<&str>;
-    fn field(&self, backend: &str, path: &FieldPath) -> Option<Value>;
-}
-
 /// Renders `origin` + template, then the forwarded query parameters the
-/// template does not set itself. A missing value is an error naming it.
+/// template does not set itself. A value that is missing or cannot fill its
+/// place is an error naming it ([`fill`]).
 pub(crate) fn render(
     origin: &str,
     template: &Template,
@@ -43,24 +35,7 @@ pub(crate) fn render(
                 url.push_str(text);
             }
             Part::Var(var, place) => {
-                let value = match var {
-                    Var::Route(name) => values.route(name).map(str::to_owned),
-                    Var::Query(name) => values.query(name).map(str::to_owned),
-                    Var::Field { backend, path } => {
-                        values.field(backend, path).and_then(|v| match v {
-                            Value::String(s) => Some(s),
-                            Value::Number(n) => Some(n.to_string()),
-                            Value::Bool(b) => Some(b.to_string()),
-                            _ => None,
-                        })
-                    }
-                }
-                .ok_or_else(|| format!("no value for {var}"))?;
-                if value.is_empty() && *place == Place::Path {
-                    return Err(format!(
-                        "{var} is empty, and would leave an empty path segment"
-                    ));
-                }
+                let value = fill(var, values.get(var), *place)?;
                 encode_into(&mut url, &value, *place);
             }
         }
@@ -78,6 +53,30 @@ pub(crate) fn render(
     Ok(url)
 }
 
+/// The text `var`'s value puts in a URL at `place`, not yet encoded: a
+/// string, a number or a boolean, and never empty in a path segment
+/// (`/echo//tail` would change the path's meaning).
+///
+/// # Errors
+///
+/// Why it cannot: no value, a value that is not a scalar, an empty segment.
+pub(crate) fn fill<'a>(
+    var: &Var,
+    found: Option<Found<'a>>,
+    place: Place,
+) -> Result<Cow<'a, str>, String> {
+    let found = found.ok_or_else(|| format!("no value for {var}"))?;
+    let text = found
+        .scalar_text()
+        .ok_or_else(|| format!("{var} is {}, which cannot fill a URL", found.kind()))?;
+    if text.is_empty() && place == Place::Path {
+        return Err(format!(
+            "{var} is empty, and would leave an empty path segment"
+        ));
+    }
+    Ok(text)
+}
+
 fn encode_into(url: &mut String, value: &str, place: Place) {
     // `.` and `..` as a whole path segment would be resolved by the backend's
     // router as "here" and "up": encode their dots so they stay data.
@@ -92,31 +91,38 @@ fn encode_into(url: &mut String, value: &str, place: Place) {
 mod tests {
     use super::*;
 
-    struct V;
+    use serde_json::{Value, json};
+
+    struct V(Value);
     impl Values for V {
-        fn route(&self, name: &str) -> Option<&str> {
-            match name {
-                "id" => Some("../admin"),
-                "dot" => Some(".."),
-                "email" => Some("a@evil.com"),
-                "smuggle" => Some("x?y#z"),
-                "encoded" => Some("%2e%2e"),
-                _ => None,
+        fn get(&self, var: &Var) -> Option<Found<'_>> {
+            match var {
+                Var::Route(name) => match name.as_str() {
+                    "id" => Some("../admin"),
+                    "dot" => Some(".."),
+                    "email" => Some("a@evil.com"),
+                    "smuggle" => Some("x?y#z"),
+                    "encoded" => Some("%2e%2e"),
+                    _ => None,
+                }
+                .map(Found::Text),
+                Var::Query(name) => (name == "lang").then_some(Found::Text("en&admin=1")),
+                Var::Field { path, .. } | Var::Body(path) => {
+                    super::super::lookup(&self.0, path).map(Found::Json)
+                }
             }
         }
-        fn query(&self, name: &str) -> Option<&str> {
-            (name == "lang").then_some("en&admin=1")
-        }
-        fn field(&self, _: &str, path: &FieldPath) -> Option<Value> {
-            (path.to_string() == "account_id").then(|| Value::from(42))
-        }
+    }
+
+    fn v() -> V {
+        V(json!({"account_id": 42, "flag": true, "list": [1], "none": null, "obj": {}}))
     }
 
     fn r(t: &str) -> String {
         render(
             "http://127.0.0.1:9101",
             &Template::parse(t).unwrap(),
-            &V,
+            &v(),
             &[],
         )
         .unwrap()
@@ -156,12 +162,12 @@ mod tests {
             ("q".to_string(), "a b".to_string()),
         ];
         assert_eq!(
-            render("http://h", &t, &V, &fwd).unwrap(),
+            render("http://h", &t, &v(), &fwd).unwrap(),
             "http://h/s?lang=fr&q=a%20b"
         );
         let t = Template::parse("/s").unwrap();
         assert_eq!(
-            render("http://h", &t, &V, &fwd[1..]).unwrap(),
+            render("http://h", &t, &v(), &fwd[1..]).unwrap(),
             "http://h/s?q=a%20b"
         );
     }
@@ -170,14 +176,8 @@ mod tests {
     fn an_empty_value_never_fills_a_path_segment() {
         struct Empty;
         impl Values for Empty {
-            fn route(&self, _: &str) -> Option<&str> {
-                Some("")
-            }
-            fn query(&self, _: &str) -> Option<&str> {
-                Some("")
-            }
-            fn field(&self, _: &str, _: &FieldPath) -> Option<Value> {
-                None
+            fn get(&self, var: &Var) -> Option<Found<'_>> {
+                var.given_by_client().then_some(Found::Text(""))
             }
         }
         let t = Template::parse("/echo/{v}/tail").unwrap();
@@ -197,8 +197,27 @@ mod tests {
     fn a_missing_value_is_named() {
         let t = Template::parse("/u/{nope}").unwrap();
         assert_eq!(
-            render("http://h", &t, &V, &[]).unwrap_err(),
+            render("http://h", &t, &v(), &[]).unwrap_err(),
             "no value for {nope}"
         );
+    }
+
+    #[test]
+    fn a_json_value_fills_a_url_only_as_a_scalar() {
+        assert_eq!(
+            r("/f/{body.flag}?n={body.account_id}"),
+            "http://127.0.0.1:9101/f/true?n=42"
+        );
+        for (t, kind) in [
+            ("/l/{body.list}", "an array"),
+            ("/o/{body.obj}", "an object"),
+            ("/n?x={body.none}", "null"),
+        ] {
+            let err = render("http://h", &Template::parse(t).unwrap(), &v(), &[]).unwrap_err();
+            assert!(
+                err.ends_with(&format!("is {kind}, which cannot fill a URL")),
+                "{err}"
+            );
+        }
     }
 }
