@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header, request::Parts};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -252,35 +252,46 @@ where
     if endpoint.reads_body == ReadsBody::No {
         return Ok(None);
     }
-    let limited = http_body_util::Limited::new(
-        body,
-        usize::try_from(endpoint.max_body).unwrap_or(usize::MAX),
-    );
-    let read = tokio::time::timeout_at(arrived + endpoint.deadline, limited.collect()).await;
-    let bytes = match read {
-        Err(_) => {
-            return Err((
+    let max = endpoint.max_body;
+    // Into one buffer, sized from the declared length (already checked
+    // against the limit): the body is held once, not once in frames and
+    // again joined.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(max);
+    let read = async {
+        let mut body = body;
+        let mut buffer = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let e: BoxError = e.into();
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body was cut off: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if (buffer.len() + data.len()) as u64 > max {
+                    return Err(too_large(max));
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    let bytes = tokio::time::timeout_at(arrived + endpoint.deadline, read)
+        .await
+        .map_err(|_| {
+            (
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request body did not arrive within the endpoint's deadline of {:?}",
                     endpoint.deadline
                 ),
-            ));
-        }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(too_large(endpoint.max_body));
-        }
-        Ok(Err(e)) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("the request body was cut off: {e}"),
-            ));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+            )
+        })??;
     let content_encoding = headers.get(header::CONTENT_ENCODING).cloned();
     let json = if endpoint.reads_body == ReadsBody::Json {
         let first = endpoint

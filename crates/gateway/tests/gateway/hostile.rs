@@ -143,7 +143,12 @@ endpoints:
         .write_all(b"GET /big HTTP/1.1\r\nhost: gw\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for a while: the gateway's writes stall, then it gives up.
+    // Wait for the answer to start (making a 16 MiB answer can take seconds
+    // on a loaded machine), then read nothing for a while: the gateway's
+    // writes stall, then it gives up.
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let got = read_until_closed(&mut stream).await.expect("still open");
     assert!(
