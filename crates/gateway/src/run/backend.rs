@@ -19,7 +19,7 @@ use crate::{
     resilience::{Answer, CallReport, with_timeout},
     shape::Body,
     template::{Found, Values, Var, url},
-    upstream::AttemptVerdict,
+    upstream::{AttemptVerdict, Lease},
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -146,18 +146,8 @@ async fn call<T: Transport>(
         targets.ready().await;
         let mut failed_over = false;
         loop {
-            let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let lease = targets.pick(&avoid)?;
+            let (lease, request) = aim(backend, &used, &path, &headers, body.clone())?;
             let target = lease.target.clone();
-            used.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(target.addr);
-            let mut headers = headers.clone();
-            if !upstream.headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, target.host_header.clone());
-            }
-            let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
-            let request = build_request(backend, &uri, headers, body.clone())?;
             let result = with_timeout(backend.timeout, async {
                 let response = state.transport.send(&targets.client, request).await?;
                 decode(response, limits, &backend.return_headers).await
@@ -209,8 +199,36 @@ pub(super) fn verdict<T>(result: &Result<T, BackendError>) -> AttemptVerdict {
     }
 }
 
+/// One attempt of `backend`'s call: a target picked among its upstream's,
+/// other than those its earlier attempts went to (`used`, which records this
+/// one), and the request to it, with `headers` (and the target's `Host`,
+/// unless the upstream sets one) and `body`.
+pub(super) fn aim(
+    backend: &BackendPlan,
+    used: &Mutex<Vec<SocketAddr>>,
+    path: &str,
+    headers: &HeaderMap,
+    body: impl Into<crate::client::Body>,
+) -> Result<(Lease, crate::client::Request), BackendError> {
+    let upstream = &backend.upstream;
+    let targets = &upstream.targets;
+    let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let lease = targets.pick(&avoid)?;
+    let target = &lease.target;
+    used.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(target.addr);
+    let mut headers = headers.clone();
+    if !upstream.headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, target.host_header.clone());
+    }
+    let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
+    let request = build_request(backend, &uri, headers, body)?;
+    Ok((lease, request))
+}
+
 /// A request to `url`, with `body` (empty: none).
-pub(super) fn build_request(
+fn build_request(
     backend: &BackendPlan,
     url: &str,
     headers: HeaderMap,

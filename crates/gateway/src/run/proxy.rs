@@ -29,7 +29,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Response, header};
+use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::{
@@ -38,7 +38,7 @@ use tokio::{
 };
 
 use super::{
-    backend::{build_request, verdict},
+    backend::{aim, verdict},
     request::Inputs,
 };
 use crate::{
@@ -237,18 +237,7 @@ pub(crate) async fn pass<T: Transport>(
     let used: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
     let attempt = || async {
         targets.ready().await;
-        let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let lease = targets.pick(&avoid)?;
-        let target = lease.target.clone();
-        used.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(target.addr);
-        let mut headers = headers.clone();
-        if !upstream.headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, target.host_header.clone());
-        }
-        let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
-        let request = build_request(backend, &uri, headers, upload.take()?)?;
+        let (lease, request) = aim(backend, &used, &path, &headers, upload.take()?)?;
         let result = with_timeout(backend.timeout, transport.send(&targets.client, request)).await;
         let outcome = match &result {
             Ok(response) if response.status().is_server_error() => AttemptVerdict::Failed,

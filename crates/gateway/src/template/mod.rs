@@ -4,8 +4,11 @@
 //! path and query ([`url`]), its JSON body ([`body`]), a pass-through's
 //! path. A request offers its values through one lookup ([`Values::get`]),
 //! so a new source of values (a namespace such as `{jwt.sub}`) is one
-//! variant of [`Var`], its arm in [`parse_var`](text), and one arm in the
-//! request's lookup; every template kind, check and encoder follows.
+//! variant of [`Var`] (with its name in [`NAMESPACES`], its arm in
+//! `text::parse_var` and in `Display`), one arm in the request's lookup
+//! (`run::Inputs::get`), and its rule in the compiler's `check_var`; every
+//! template kind (paths, bodies, pass-through paths), the 400 before any
+//! call and the encoders follow.
 //!
 //! Everything here is pure: parsing happens once when the plan is compiled,
 //! rendering per request writes into a buffer, and nothing touches a runtime.
