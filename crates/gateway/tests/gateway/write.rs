@@ -632,20 +632,9 @@ async fn a_pass_through_download_stops_the_upstream_while_the_client_does_not_re
         PASS.replace("timeout: 1s", "timeout: 60s")
     );
     let gw = TestGateway::start(&config, &[("B", graph.url(""))]).await;
-    // A client that reads the head, then nothing: a small receive buffer,
-    // so that what waits in the kernel on its side is small too.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&gw.addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    stream
-        .write_all(b"GET /files/big HTTP/1.1\r\nhost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = vec![0u8; 1024];
-    let n = stream.read(&mut first).await.unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // A client that reads the head, then nothing (a small receive buffer,
+    // so that what waits in the kernel on its side is small too).
+    let stream = stalled_reader(&gw, "/files/big").await;
     // With the socket buffers full, the gateway stops reading the upstream,
     // which cannot finish sending: a gateway that buffered the answer would
     // have taken all 64 MiB from it by now.
@@ -655,6 +644,79 @@ async fn a_pass_through_download_stops_the_upstream_while_the_client_does_not_re
     // The client goes away: the upstream call ends with it.
     drop(stream);
     assert_eq!(graph.wait_idle().await, 0, "the upstream call was dropped");
+}
+
+/// A client that connects with a tiny receive buffer, asks for `path` and
+/// reads the answer's first bytes.
+async fn stalled_reader(gw: &TestGateway, path: &str) -> tokio::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&gw.addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    stream
+}
+
+#[tokio::test]
+async fn a_pass_through_whose_client_stops_reading_is_closed_after_the_write_timeout() {
+    let graph = mock(vec![(
+        Method::GET,
+        "/files/{name}",
+        Reply::sized(64 << 20).into(),
+    )])
+    .await;
+    let config = format!(
+        "server: {{ write_timeout: 300ms, request_timeout: 60s }}\n{}",
+        PASS.replace("timeout: 1s", "timeout: 60s")
+    );
+    let gw = TestGateway::start(&config, &[("B", graph.url(""))]).await;
+    let mut stream = stalled_reader(&gw, "/files/big").await;
+    // The gateway gives up on the connection, and drops the upstream call.
+    assert_eq!(graph.wait_idle().await, 0, "the upstream call was dropped");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(
+        rest.len() < 64 << 20,
+        "{} bytes reached a stalled reader",
+        rest.len()
+    );
+}
+
+#[tokio::test]
+async fn a_pass_through_keeps_its_connection_while_the_upstream_pauses_longer_than_idle_timeout() {
+    let graph = mock(vec![(
+        Method::GET,
+        "/files/{name}",
+        Reply::drip(Duration::from_millis(600)).into(),
+    )])
+    .await;
+    let config = format!(
+        "server: {{ idle_timeout: 400ms }}\n{}",
+        PASS.replace("timeout: 1s", "timeout: 3s")
+    );
+    let gw = TestGateway::start(&config, &[("B", graph.url(""))]).await;
+    let started = std::time::Instant::now();
+    let mut stream = stalled_reader(&gw, "/files/slow").await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+    let took = started.elapsed();
+    let dripped = String::from_utf8_lossy(&got).matches(' ').count();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "cut by the 3 s deadline, not the 400 ms idle timeout: {took:?}"
+    );
+    assert!(
+        dripped >= 3,
+        "bytes kept coming with pauses over idle_timeout: {dripped}"
+    );
 }
 
 /// `fanout check`'s view: each problem of the write keys at its line and
