@@ -118,8 +118,18 @@ pub(crate) struct Upload {
     /// The stream, until an attempt takes it; `None` for a request without
     /// a body (which every attempt can send again).
     stream: Option<Mutex<Option<client::Stream>>>,
-    /// Set when the client sent more than the limit.
-    over: Arc<AtomicBool>,
+    /// What became of the client's side of it.
+    client: Arc<ClientSide>,
+}
+
+/// How the client's side of an upload went wrong, if it did: then a failed
+/// call says nothing about the upstream.
+#[derive(Debug, Default)]
+struct ClientSide {
+    /// The client sent more than the limit.
+    over: AtomicBool,
+    /// The client's body broke off (it went away mid-upload).
+    broken: AtomicBool,
 }
 
 impl Upload {
@@ -129,21 +139,35 @@ impl Upload {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let over = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(ClientSide::default());
         let stream = (!body.is_end_stream()).then(|| {
             let capped = Capped {
                 body,
                 left: max,
-                over: over.clone(),
+                client: client.clone(),
             };
             Mutex::new(Some(capped.boxed_unsync()))
         });
-        Upload { stream, over }
+        Upload { stream, client }
     }
 
     /// Whether the client sent more than the limit.
     pub(crate) fn over_limit(&self) -> bool {
-        self.over.load(Ordering::Relaxed)
+        self.client.over.load(Ordering::Relaxed)
+    }
+
+    /// Why a failed attempt is the client's doing, if it is: its body was
+    /// over the limit or broke off. The call then counts as cancelled, not
+    /// against the upstream's breaker or target.
+    fn client_failure(&self) -> Option<BackendError> {
+        let why = if self.over_limit() {
+            "the client's body is over its limit"
+        } else if self.client.broken.load(Ordering::Relaxed) {
+            "the client's body broke off"
+        } else {
+            return None;
+        };
+        Some(BackendError::new(ErrorKind::Cancelled, why))
     }
 
     /// The body for one attempt.
@@ -165,11 +189,12 @@ impl Upload {
     }
 }
 
-/// A body that fails once more than `left` bytes came.
+/// A body that fails once more than `left` bytes came, and records on the
+/// client's side why it failed.
 struct Capped<B> {
     body: B,
     left: u64,
-    over: Arc<AtomicBool>,
+    client: Arc<ClientSide>,
 }
 
 impl<B> Body for Capped<B>
@@ -186,7 +211,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                self.client.broken.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
@@ -194,7 +222,7 @@ where
             match self.left.checked_sub(data.len() as u64) {
                 Some(left) => self.left = left,
                 None => {
-                    self.over.store(true, Ordering::Relaxed);
+                    self.client.over.store(true, Ordering::Relaxed);
                     return Poll::Ready(Some(Err("the request body is over its limit".into())));
                 }
             }
@@ -238,7 +266,11 @@ pub(crate) async fn pass<T: Transport>(
     let attempt = || async {
         targets.ready().await;
         let (lease, request) = aim(backend, &used, &path, &headers, upload.take()?)?;
-        let result = with_timeout(backend.timeout, transport.send(&targets.client, request)).await;
+        let mut result =
+            with_timeout(backend.timeout, transport.send(&targets.client, request)).await;
+        if let (Err(_), Some(failure)) = (&result, upload.client_failure()) {
+            result = Err(failure);
+        }
         let outcome = match &result {
             Ok(response) if response.status().is_server_error() => AttemptVerdict::Failed,
             other => verdict(other),
