@@ -33,9 +33,9 @@ pub(crate) async fn run<T: Transport>(
     // then hear that it failed.
     let publisher = state.answers.publisher(index);
     let Answer { json, headers } = call(state, backend, &state.reports[index], deadline).await?;
-    if !headers.is_empty() {
+    if let Some(slot) = state.returned.get(index).filter(|_| !headers.is_empty()) {
         // Each backend runs once per request: the slot is empty.
-        let _ = state.returned[index].set(headers);
+        let _ = slot.set(headers);
     }
     if let Some(publisher) = publisher {
         publisher.ready(

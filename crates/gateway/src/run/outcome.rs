@@ -46,7 +46,7 @@ pub(crate) struct Outcome {
     /// What the policies did for each call.
     pub(crate) reports: Box<[CallReport]>,
     /// Each backend's response headers that reach the client, if it answered
-    /// with some (`return_headers`).
+    /// with some (`return_headers`); empty when no backend returns any.
     pub(crate) headers: Vec<Option<http::HeaderMap>>,
     /// How long the run took.
     pub(crate) took: Duration,

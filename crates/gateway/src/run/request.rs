@@ -85,7 +85,8 @@ pub(crate) struct RequestState<T> {
     /// What the policies did for each backend call, for the dashboard.
     pub(crate) reports: Box<[CallReport]>,
     /// Each backend's response headers that reach the client
-    /// (`return_headers`), once it answered.
+    /// (`return_headers`), once it answered; empty when no backend of the
+    /// endpoint returns any.
     pub(crate) returned: Box<[OnceLock<HeaderMap>]>,
     /// How calls are sent.
     pub(crate) transport: T,
@@ -100,7 +101,17 @@ impl<T: Transport> RequestState<T> {
                 .iter()
                 .map(|_| CallReport::default())
                 .collect(),
-            returned: endpoint.backends.iter().map(|_| OnceLock::new()).collect(),
+            // Only endpoints that return headers have the slots (an empty
+            // slice allocates nothing).
+            returned: if endpoint
+                .backends
+                .iter()
+                .any(|b| !b.return_headers.is_empty())
+            {
+                endpoint.backends.iter().map(|_| OnceLock::new()).collect()
+            } else {
+                Box::default()
+            },
             endpoint,
             inputs,
             transport,

@@ -17,7 +17,7 @@ use crate::{
     client::BoxError,
     config::Method,
     headers::named_in_connection,
-    plan::{EndpointPlan, ReadsBody},
+    plan::{Captures, EndpointPlan, ReadsBody},
     resilience::CallReport,
     respond::respond,
     run::{self, ClientBody, Inputs, Outcome, Upload, Verdict},
@@ -38,11 +38,12 @@ impl Gateway {
     {
         let arrived = Instant::now();
         let plan = self.plan.load_full();
-        let path = request.uri().path();
-        let Some(method) = Method::parse(request.method().as_str()) else {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let Some(method) = Method::parse(parts.method.as_str()) else {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {} is not served", request.method()),
+                format!("method {} is not served", parts.method),
             )
             .map(Outgoing::from);
         };
@@ -61,11 +62,6 @@ impl Gateway {
             return answer.map(Outgoing::from);
         };
         let endpoint = endpoint.clone();
-        let params: Vec<(String, String)> = params
-            .into_iter()
-            .map(|(name, raw)| (name, raw.to_owned()))
-            .collect();
-        let (parts, body) = request.into_parts();
         let answer = match self.admit(&parts, &endpoint, params, peer) {
             Err((status, message)) => error(status, message),
             Ok(mut inputs) => {
@@ -95,7 +91,7 @@ impl Gateway {
         &self,
         parts: &Parts,
         endpoint: &EndpointPlan,
-        params: Vec<(String, String)>,
+        params: Captures<'_>,
         peer: SocketAddr,
     ) -> Result<Inputs, Refusal> {
         let declared = parts
@@ -358,12 +354,12 @@ fn check_client_values(endpoint: &EndpointPlan, inputs: &Inputs) -> Result<(), S
 fn inputs(
     parts: &Parts,
     endpoint: &EndpointPlan,
-    params: Vec<(String, String)>,
+    params: Captures<'_>,
     peer: SocketAddr,
 ) -> Result<Inputs, String> {
     let params = params
         .into_iter()
-        .map(|(name, raw)| match percent_decode_str(&raw).decode_utf8() {
+        .map(|(name, raw)| match percent_decode_str(raw).decode_utf8() {
             Ok(value) => Ok((name, value.into_owned())),
             Err(_) => Err(format!("{{{name}}} is not valid UTF-8")),
         })
