@@ -8,9 +8,9 @@ use serde_json::Value;
 use crate::{
     Plan,
     config::Format,
-    plan::template::Template,
     run::fuzzing as run,
     shape::{Body, FieldPath, Merged, Shape},
+    template::{BodyTemplate, Found, Part, Template, Values, Var, lookup, url},
 };
 
 /// The deepest nesting the gateway accepts (`max_json_depth` at most).
@@ -60,7 +60,14 @@ pub fn template(data: &[u8]) {
         return;
     };
     let origin = "http://h:1/base";
-    let Ok(url) = run::render(origin, &template, &p[1], &p[2], &p[3]) else {
+    let field = Value::from(p[3].as_str());
+    let values = Fixed {
+        route: &p[1],
+        query: &p[2],
+        field: &field,
+    };
+    let forwarded = [("q".to_owned(), p[2].clone())];
+    let Ok(url) = url::render(origin, &template, &values, &forwarded) else {
         return;
     };
     assert!(url.starts_with(origin), "{url}");
@@ -71,8 +78,8 @@ pub fn template(data: &[u8]) {
         .parts()
         .iter()
         .filter_map(|part| match part {
-            crate::plan::template::Part::Literal(text) => Some(text.as_str()),
-            crate::plan::template::Part::Var(..) => None,
+            Part::Literal(text) => Some(text.as_str()),
+            Part::Var(..) => None,
         })
         .collect();
     for c in ['#', '@', ' '] {
@@ -83,6 +90,24 @@ pub fn template(data: &[u8]) {
     }
     if let Ok(uri) = url.parse::<http::Uri>() {
         assert_eq!(uri.authority().map(|a| a.as_str()), Some("h:1"), "{url}");
+    }
+}
+
+/// Fixed values for every variable: each route capture is `route`, each
+/// query value `query`, each body or dependency field `field`.
+struct Fixed<'a> {
+    route: &'a str,
+    query: &'a str,
+    field: &'a Value,
+}
+
+impl Values for Fixed<'_> {
+    fn get(&self, var: &Var) -> Option<Found<'_>> {
+        Some(match var {
+            Var::Route(_) => Found::Text(self.route),
+            Var::Query(_) => Found::Text(self.query),
+            Var::Body(_) | Var::Jwt(_) | Var::Field { .. } => Found::Json(self.field),
+        })
     }
 }
 
@@ -205,6 +230,51 @@ fn fuzz_scheme() -> &'static (crate::auth::JwtScheme, crate::auth::jwks::KeySet)
     &SCHEME
 }
 
+/// A JSON body template (the first part) and a client's body (the second):
+/// the template compiles, or each of its problems has a message; a render
+/// writes JSON, or names a placeholder of the template the request has no
+/// value for. Route and query values are hostile text; `{body.…}` and
+/// dependency fields are looked up in the client's body.
+pub fn body_template(data: &[u8]) {
+    let p = parts(data, 2);
+    let Ok(template) = serde_json::from_str::<Value>(&p[0]) else {
+        return;
+    };
+    let template = match BodyTemplate::compile(&template) {
+        Ok(template) => template,
+        Err(problems) => {
+            assert!(!problems.is_empty());
+            for (_, message) in &problems {
+                assert!(message.contains("template"), "{message}");
+            }
+            return;
+        }
+    };
+    struct Request(Option<Value>);
+    impl Values for Request {
+        fn get(&self, var: &Var) -> Option<Found<'_>> {
+            match var {
+                Var::Route(_) => Some(Found::Text("r\"\\{x}\u{0}")),
+                Var::Query(_) => Some(Found::Text("é&=")),
+                Var::Body(path) | Var::Jwt(path) | Var::Field { path, .. } => {
+                    lookup(self.0.as_ref()?, path).map(Found::Json)
+                }
+            }
+        }
+    }
+    let request = Request(serde_json::from_str(&p[1]).ok());
+    match template.render(&request) {
+        Ok(bytes) => {
+            assert_is_json(&bytes);
+            serde_json::from_slice::<Value>(&bytes).expect("a rendered body is a value");
+        }
+        Err(missing) => assert!(
+            template.vars().any(|v| *v == missing.var),
+            "{missing} is not a placeholder of the template"
+        ),
+    }
+}
+
 /// The merge's output is JSON text (checked for syntax: a backend's `1e400`
 /// passes through as it came, which is JSON but not a `serde_json` value).
 fn assert_is_json(bytes: &[u8]) {
@@ -226,6 +296,9 @@ mod tests {
         merge(b"{\"a\":1,\"b\":{\"c\":2}}\x00{\"b\":{\"d\":3}}\x00a,b.c\x00x.y");
         json(br#"{"n":1e400,"s":"\ud800"}"#);
         jwt(b"a.b.c");
+        body_template(
+            b"{\"a\":\"{body.x}\",\"b\":[\"n-{id}\",\"{q.y}\"]}\x00{\"x\":[1,{\"y\":null}]}",
+        );
     }
 
     /// The seed tokens signed by the fixed keys pass, and the hostile ones
@@ -255,12 +328,14 @@ mod tests {
     #[test]
     fn the_fuzz_corpus_replays_without_a_finding() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 5] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 6] = [
             ("config", config),
             ("template", template),
             ("json", json),
             ("merge", merge),
             ("jwt", jwt),
+            ("body_template", body_template),
         ];
         for (name, target) in targets {
             let dir = root.join(name);

@@ -19,6 +19,7 @@ mod respond;
 mod run;
 mod server;
 mod shape;
+mod template;
 mod upstream;
 
 pub use auth::api_key::hash as hash_api_key;

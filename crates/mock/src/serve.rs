@@ -690,9 +690,45 @@ async fn read_body(mut body: Incoming, keep: usize) -> (Bytes, u64) {
 }
 
 fn full(bytes: Bytes) -> Out {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    if bytes.len() <= CHUNK {
+        return Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+    }
+    Framed(bytes).boxed_unsync()
+}
+
+/// Frames a large body is sent in, at most.
+const CHUNK: usize = 64 << 10;
+
+/// A whole body sent in frames of [`CHUNK`] bytes, each taken when the
+/// connection asks for it: like a real server writing a large body, the
+/// mock's sending waits on the caller's reading (its call stays in flight
+/// until the last frame is taken).
+struct Framed(Bytes);
+
+impl Body for Framed {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.0.len().min(CHUNK);
+        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
+    }
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");

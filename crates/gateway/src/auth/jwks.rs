@@ -22,8 +22,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use jsonwebtoken::{
     Algorithm, DecodingKey,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse},
@@ -416,7 +415,7 @@ async fn fetch(client: &HttpClient, remote: &Remote) -> Result<(KeySet, Option<D
     let request = http::Request::get(remote.url.clone())
         .header(http::header::ACCEPT, "application/json")
         .header(http::header::ACCEPT_ENCODING, "identity")
-        .body(Empty::<Bytes>::new())
+        .body(crate::client::Body::empty())
         .map_err(|e| e.to_string())?;
     let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
         let dial = dial(&remote.url).await?;

@@ -24,14 +24,73 @@ use rustls::pki_types::ServerName;
 pub use self::pooled::HttpClient;
 use crate::{config::Http2, error::BackendError};
 
-/// A request as the engine sends it (no body yet: backends are called with
-/// `GET`-style requests). Its URI is absolute, and its authority is the
-/// `Host` the backend is to see (the URL's host, or a configured `Host`):
-/// where the connection goes is the [`Dial`]'s business.
-pub(crate) type Request = ::http::Request<http_body_util::Empty<Bytes>>;
+/// A request as the engine sends it. Its URI is absolute, and its authority
+/// is the `Host` the backend is to see (the URL's host, or a configured
+/// `Host`): where the connection goes is the [`Dial`]'s business.
+pub(crate) type Request = ::http::Request<Body>;
 
 /// An error of a body or a connection, as hyper passes them around.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed body, as a pass-through sends it.
+pub(crate) type Stream = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of a call to a backend.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Bytes held whole: empty (no body), a client's body read once, a
+    /// rendered template. Cloning them is a reference count, so every
+    /// attempt (retries, hedges) sends the same bytes.
+    Full(Bytes),
+    /// A client's body streamed as it arrives (a pass-through): it can be
+    /// sent once.
+    Stream(Stream),
+}
+
+impl Body {
+    /// No body.
+    pub(crate) fn empty() -> Body {
+        Body::Full(Bytes::new())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body::Full(bytes)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(bytes) if bytes.is_empty() => std::task::Poll::Ready(None),
+            Body::Full(bytes) => {
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(std::mem::take(bytes)))))
+            }
+            Body::Stream(stream) => std::pin::Pin::new(stream).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(bytes) => bytes.is_empty(),
+            Body::Stream(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.len() as u64),
+            Body::Stream(stream) => stream.size_hint(),
+        }
+    }
+}
 
 /// How one upstream is spoken to: TLS, HTTP/2. Made when the config is
 /// compiled; each serving thread keeps a pool of connections per settings

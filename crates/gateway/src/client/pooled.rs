@@ -24,8 +24,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper_util::{
     client::legacy::{
         Client,
@@ -37,7 +35,7 @@ use tokio::{io::AsyncWrite, net::TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::{ClientSettings, Dial, Request, Transport, tls};
+use super::{Body, ClientSettings, Dial, Request, Transport, tls};
 use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
@@ -47,7 +45,7 @@ use crate::{
 /// are closed as their calls end.
 const MAX_IDLE_PER_TARGET: usize = 256;
 
-type Pool = Client<Connector, Empty<Bytes>>;
+type Pool = Client<Connector, Body>;
 
 /// How long a TCP connection may take to be made.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -442,8 +442,42 @@ pub struct Endpoint {
     /// of that name is never passed on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims_to_headers: BTreeMap<String, String>,
-    /// The calls this endpoint makes, merged in this order.
+    /// The calls this endpoint makes, merged in this order (give these or a
+    /// `proxy`).
+    #[serde(default)]
     pub backends: Vec<Backend>,
+    /// Pass requests through to one upstream instead of calling backends:
+    /// the body is streamed up and the answer streamed back, with its status
+    /// and end-to-end headers.
+    pub proxy: Option<Proxy>,
+    /// How the answer is made from the merged backends.
+    pub response: Option<ResponseShape>,
+}
+
+/// A pass-through endpoint's upstream.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// The named upstream that takes the requests (its policies apply:
+    /// breaker, bulkhead, balancing, ejection; no retries or hedges of a
+    /// streamed body, no cache, no coalescing).
+    pub upstream: String,
+    /// Path template appended to the upstream's URL: `{id}` route values and
+    /// `{query.name}` client query values. Default: the route's own path.
+    pub path: Option<String>,
+    /// Largest request body streamed up (default: `server.max_request_body`);
+    /// beyond it the request is answered 413.
+    pub max_body: Option<ByteSize>,
+}
+
+/// How an endpoint's answer is made from the merged object.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseShape {
+    /// Answer with the value at this dot path of the merged object (a
+    /// top-level array, say) instead of the whole object. A merged object
+    /// without it is a 502.
+    pub root: String,
 }
 
 /// HTTP methods a route or a backend call can use.
@@ -462,6 +496,13 @@ pub enum Method {
 }
 
 impl Method {
+    /// Whether a request with this method carries a body the gateway reads
+    /// or sends: POST, PUT and PATCH. (GET, HEAD, DELETE and OPTIONS bodies
+    /// have no defined meaning, RFC 9110 §9.3.)
+    pub fn carries_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+
     /// Whether a call with this method may be retried or hedged.
     pub fn is_idempotent(self) -> bool {
         !matches!(self, Method::Post | Method::Patch)
@@ -536,4 +577,41 @@ pub struct Backend {
     /// Backends whose answers this one needs; it starts as soon as they answered.
     #[serde(default)]
     pub after: Vec<String>,
+    /// The call's body (POST, PUT and PATCH calls): `forward`, the client's
+    /// body and content type as received; or a JSON template whose string
+    /// values may hold `{body.path}` (the client's JSON body), `{id}`,
+    /// `{query.name}` and `{backend.field}`: a value that is one placeholder
+    /// keeps its JSON type, one inside text becomes text. Sent as
+    /// `application/json`.
+    pub body: Option<BackendBody>,
+    /// Concatenate this backend's array onto the array already at its `into`
+    /// key (or start it), in declaration order.
+    #[serde(default)]
+    pub append: bool,
+    /// Data used, through `into`, when this optional backend fails (the
+    /// answer is still partial).
+    pub fallback: Option<serde_json::Value>,
+    /// Response headers of this backend passed to the client: `set-cookie`
+    /// from every backend, any other from the first backend in declaration
+    /// order that sends it.
+    #[serde(default)]
+    pub return_headers: Vec<String>,
+}
+
+/// A backend call's body.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BackendBody {
+    /// `forward`: the client's body, as received, with its content type.
+    Forward(Forward),
+    /// A JSON template.
+    Template(serde_json::Value),
+}
+
+/// The word `forward`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Forward {
+    /// The client's body as received.
+    Forward,
 }

@@ -12,7 +12,8 @@ use std::{
 
 use http::HeaderName;
 
-use super::{compile::Problems, template::Var};
+use super::compile::Problems;
+use crate::template::{Var, names};
 use crate::{
     auth::{
         self, ApiKeys, EndpointAuth, JwtScheme, Kind, Scheme,
@@ -55,10 +56,10 @@ fn compile_scheme(
     dir: &FsPath,
     problems: &mut Problems,
 ) -> Option<Scheme> {
-    if !super::names::is_name(name) {
+    if !names::is_name(name) {
         problems.at(
             path.clone(),
-            format!("scheme name `{name}`: use {}", super::names::NAME_RULE),
+            format!("scheme name `{name}`: use {}", names::NAME_RULE),
         );
     }
     let kind = match (&scheme.jwt, &scheme.api_key) {

@@ -3,26 +3,35 @@
 //! this can fail becomes a [`BackendError`] with a stable kind.
 
 use bytes::{Bytes, BytesMut};
-use http::{Response, header};
+use http::{HeaderMap, HeaderName, Response, header};
 use http_body_util::{BodyExt, Limited};
 
 use crate::{
     error::{BackendError, ErrorKind},
     plan::BodyLimits,
+    resilience::Answer,
     shape::Json,
 };
 
-/// The body of `response` as checked JSON, or why not.
+/// The body of `response` as checked JSON, with the response headers named
+/// in `keep`; or why not.
 pub(crate) async fn decode<B>(
     response: Response<B>,
     limits: BodyLimits,
-) -> Result<Json, BackendError>
+    keep: &[HeaderName],
+) -> Result<Answer, BackendError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::client::BoxError>,
 {
     let (parts, body) = response.into_parts();
     let status = parts.status;
+    let mut headers = HeaderMap::new();
+    for name in keep {
+        for value in parts.headers.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     let too_large = || {
         BackendError::new(
             ErrorKind::BodyTooLarge,
@@ -54,7 +63,8 @@ where
     let mut body = Limited::new(body, usize::try_from(limits.max_body).unwrap_or(usize::MAX));
     if encoding != Encoding::Identity {
         let bytes = decompress(body, encoding, limits.max_body).await?;
-        return finish(status, &parts.headers, bytes, limits);
+        let json = finish(status, &parts.headers, bytes, limits)?;
+        return Ok(Answer { json, headers });
     }
     // Read by hand rather than with `collect`: a body in one frame (the usual
     // case) is kept as it is, with no buffer list allocated for it.
@@ -84,7 +94,8 @@ where
         }
     }
     let bytes = joined.map_or(bytes, BytesMut::freeze);
-    finish(status, &parts.headers, bytes, limits)
+    let json = finish(status, &parts.headers, bytes, limits)?;
+    Ok(Answer { json, headers })
 }
 
 /// Checks a whole body: its status, content type and nesting, then parses it.

@@ -208,6 +208,13 @@ impl Activity {
         }
     }
 
+    /// Marks the connection busy while a streamed response body is open: its
+    /// upstream may pause between frames, and that is not the client idling.
+    pub(crate) fn streaming(&self) -> Streaming {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        Streaming(self.clone())
+    }
+
     fn write_blocked(&self, blocked: bool) {
         let state = &self.0.blocked_since;
         if !blocked {
@@ -273,6 +280,16 @@ impl Activity {
             let wait = next.saturating_sub(now).clamp(1, 1000);
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
+    }
+}
+
+/// A streamed response body open on a connection ([`Activity::streaming`]).
+#[derive(Debug)]
+pub(crate) struct Streaming(Activity);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.request_ended();
     }
 }
 

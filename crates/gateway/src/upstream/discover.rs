@@ -8,8 +8,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-
 use super::{Target, Targets};
 use crate::{client::Transport, config::Health};
 
@@ -169,8 +167,7 @@ async fn check_one(
         return false;
     };
     let uri = format!("{}://{host}{}", targets.scheme.as_str(), health.path);
-    let Ok(mut request) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new())
-    else {
+    let Ok(mut request) = http::Request::get(uri).body(crate::client::Body::empty()) else {
         return false;
     };
     targets

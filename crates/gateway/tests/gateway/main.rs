@@ -9,3 +9,4 @@ mod resilience;
 mod serve;
 mod support;
 mod upstreams;
+mod write;
