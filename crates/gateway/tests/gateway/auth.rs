@@ -807,3 +807,66 @@ async fn a_claim_a_template_needs_must_be_in_the_token_or_the_request_is_a_400()
     assert_eq!(seen.len(), 1, "no 400 or 401 reached the backend");
     assert_eq!(seen[0].uri.path(), "/users/a%2F..%2Fb%3Fc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_fills_a_body_template_keeping_its_json_type() {
+    let idp = Mock::builder()
+        .route(
+            Method::GET,
+            "/jwks.json",
+            Reply::json(jwks(&[&EC]).to_string()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let audit = Mock::builder()
+        .route(Method::POST, "/events", Reply::echo())
+        .start()
+        .await
+        .unwrap();
+    let gw = TestGateway::start(
+        r#"
+auth:
+  users:
+    jwt: { jwks_url: "${env.IDP}/jwks.json", issuer: "https://idp.test/", audience: api, algorithms: [ES256] }
+endpoints:
+  - route: POST /orders
+    auth: users
+    backends:
+      - name: audit
+        url: "${env.AUDIT}/events"
+        method: POST
+        required: true
+        body: { by: "{jwt.sub}", org: "{jwt.org}", label: "order by {jwt.sub}", item: "{body.item}" }
+"#,
+        &[("IDP", idp.url("")), ("AUDIT", audit.url(""))],
+    )
+    .await;
+    let token = EC.sign(&claims(json!({ "org": { "id": 7, "name": "acme" } })));
+    let request = http::Request::post(gw.url("/orders"))
+        .header("authorization", bearer(&token))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"item": "x-1"}"#,
+        )))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        audit.seen()[0].body_text(),
+        Some(r#"{"by":"ada","org":{"id":7,"name":"acme"},"label":"order by ada","item":"x-1"}"#),
+        "a whole-placeholder claim keeps its type; an embedded one is text"
+    );
+    // Without a token the body is not even read, and nothing is called.
+    let request = http::Request::post(gw.url("/orders"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"item": "x-2"}"#,
+        )))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(audit.seen().len(), 1);
+}
