@@ -804,3 +804,167 @@ fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
         "stopped by the second signal, not by the grace period"
     );
 }
+
+/// `fanout serve -c config` with JSON logs: the process (killed when
+/// dropped) and its log lines as they come.
+fn serve_logged(config: &std::path::Path) -> (Running, std::sync::mpsc::Receiver<String>) {
+    let mut child = Running(
+        fanout()
+            .args(["serve", "--threads", "2", "--log-format", "json", "-c"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (30 s at most) for a log line containing `needle`, and returns it.
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no log line with {needle}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// A TLS connection to 127.0.0.1:`port` trusting the CAs in `roots`.
+struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl TlsClient {
+    fn connect(port: u16, roots: &[std::path::PathBuf]) -> TlsClient {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut store = rustls::RootCertStore::empty();
+        for file in roots {
+            for cert in CertificateDer::pem_file_iter(file).unwrap() {
+                store.add(cert.unwrap()).unwrap();
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        TlsClient(stream)
+    }
+
+    /// The certificate the server showed.
+    fn served(&self) -> Vec<u8> {
+        self.0.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// GET `path` on this (kept-alive) connection: status and body.
+    fn get(&mut self, path: &str) -> (u16, String) {
+        write!(self.0, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        read_response(&mut self.0)
+    }
+}
+
+/// One HTTP/1.1 response with a `content-length`, read from `stream`.
+fn read_response(stream: &mut impl Read) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A listener certificate renewed on disk is taken by `serve` by itself,
+/// once the key beside it matches: while only the certificate is new, the
+/// old pair keeps serving; a connection opened before keeps working.
+#[test]
+fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
+    let dir = std::env::temp_dir().join(format!("fanout-cli-listener-{}", std::process::id()));
+    for sub in ["old", "new"] {
+        let status = fanout()
+            .args(["mock", "--make-certs"])
+            .arg(dir.join(sub))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let pem = |sub: &str, file: &str| dir.join(sub).join(file);
+    let der = |sub: &str| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_file(pem(sub, "mock.pem"))
+            .unwrap()
+            .to_vec()
+    };
+    std::fs::copy(pem("old", "mock.pem"), dir.join("gw.pem")).unwrap();
+    std::fs::copy(pem("old", "mock-key.pem"), dir.join("gw-key.pem")).unwrap();
+    let backend = echo_backend();
+    let port = free_port();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", tls: {{ cert: gw.pem, key: gw-key.pem }} }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend}/x\" }}] }}\n"
+        ),
+    )
+    .unwrap();
+    let (child, lines) = serve_logged(&config);
+    wait_for(&lines, &format!("listening on https://127.0.0.1:{port}"));
+    let roots = [pem("old", "ca.pem"), pem("new", "ca.pem")];
+    let mut open = TlsClient::connect(port, &roots);
+    assert_eq!(open.served(), der("old"));
+    assert_eq!(open.get("/hi"), (200, r#"{"path":"/x"}"#.to_owned()));
+
+    // Each file is replaced whole (written beside, then renamed), as
+    // certificate tools and Kubernetes do.
+    let replace = |from: std::path::PathBuf, to: &str| {
+        let temp = dir.join(format!("{to}.new"));
+        std::fs::copy(from, &temp).unwrap();
+        std::fs::rename(&temp, dir.join(to)).unwrap();
+    };
+    replace(pem("new", "mock.pem"), "gw.pem");
+    let refused = wait_for(&lines, "config change refused");
+    assert!(
+        refused.contains("the key does not go with the certificate"),
+        "{refused}"
+    );
+    assert_eq!(TlsClient::connect(port, &roots).served(), der("old"));
+
+    replace(pem("new", "mock-key.pem"), "gw-key.pem");
+    wait_for(&lines, "config reloaded");
+    let mut renewed = TlsClient::connect(port, &roots);
+    assert_eq!(renewed.served(), der("new"));
+    assert_eq!(renewed.get("/hi").0, 200);
+    assert_eq!(open.get("/hi"), (200, r#"{"path":"/x"}"#.to_owned()));
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,7 @@
 mod client;
 pub mod config;
 mod dashboard;
+mod edge;
 #[cfg(test)]
 mod engine_tests;
 mod error;
@@ -21,9 +22,10 @@ mod shape;
 mod upstream;
 
 pub use client::HttpClient;
+pub use edge::tls::{ServerTls, TlsError};
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;
 pub use server::{
-    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, ServerTls, TlsError, bind_reuseport, serve,
-    serve_admin, serve_on_threads,
+    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, bind_reuseport, serve, serve_admin,
+    serve_on_threads,
 };

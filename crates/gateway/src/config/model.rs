@@ -55,6 +55,23 @@ pub struct Server {
     pub write_timeout: Duration,
     /// How many response bytes may wait for slow clients to read them.
     pub response_buffer: ResponseBuffer,
+    /// TLS on the listener (HTTPS, HTTP/2 by ALPN); absent: plain HTTP/1.1
+    /// and h2c. The files are read again when they change.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The listener's certificate, key and (for mTLS) client CA. Paths are
+/// relative to the config file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM file of the certificate chain served, leaf first.
+    pub cert: String,
+    /// PEM file of its private key (PKCS#8, RSA or EC).
+    pub key: String,
+    /// PEM file of the CA(s) client certificates must chain to; given, a
+    /// client without a valid certificate is refused in the handshake.
+    pub client_ca: Option<String>,
 }
 
 /// Bounds on the response bytes waiting for clients to read them: beyond
@@ -93,6 +110,7 @@ impl Default for Server {
             idle_timeout: secs(60),
             write_timeout: secs(30),
             response_buffer: ResponseBuffer::default(),
+            tls: None,
         }
     }
 }

@@ -62,6 +62,20 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
     let root = Path::root();
     let server = &config.server;
     check_server(&root.key("server"), server, problems);
+    let listener_tls = server.tls.as_ref().and_then(|tls| {
+        let at = root.key("server").key("tls");
+        let built =
+            crate::edge::tls::from_files(dir, &tls.cert, &tls.key, tls.client_ca.as_deref());
+        match built {
+            Ok(config) => Some(Arc::new(config)),
+            Err(found) => {
+                for (key, message) in found {
+                    problems.at(at.key(key), format!("server.tls: {message}"));
+                }
+                None
+            }
+        }
+    });
     let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
         .upstreams
         .iter()
@@ -127,12 +141,18 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             response_buffer_per_connection: server.response_buffer.per_connection.0,
             response_buffer_total: server.response_buffer.total.0,
         },
+        listener_tls,
         files: config
             .upstreams
             .values()
             .filter_map(|u| u.tls.as_ref())
             .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
             .flatten()
+            .chain(server.tls.iter().flat_map(|t| {
+                [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                    .into_iter()
+                    .flatten()
+            }))
             .map(|file| dir.join(file))
             .collect(),
         config: config.clone(),

@@ -67,6 +67,8 @@ pub struct Plan {
     pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
     /// Limits of the listener.
     pub(crate) server: ServerLimits,
+    /// TLS of the listener (`server.tls`), built from its files.
+    pub(crate) listener_tls: Option<Arc<rustls::ServerConfig>>,
     /// The files it read besides the config (certificates and keys).
     files: Vec<PathBuf>,
     /// The configuration it was compiled from.

@@ -6,12 +6,10 @@ mod admin;
 mod budget;
 mod connections;
 mod intake;
-mod tls;
 
 pub use admin::serve_admin;
 pub use connections::{Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
-pub use tls::{ServerTls, TlsError};
 
 use std::{
     convert::Infallible,
@@ -28,7 +26,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
-use crate::{client::HttpClient, dashboard::Recorder, plan::Plan};
+use crate::{client::HttpClient, dashboard::Recorder, edge::tls::ServerTls, plan::Plan};
 
 /// A running gateway: its current plan (swapped atomically on reload), the
 /// shared backend client, and whether it is ready. Cheap to clone.
@@ -40,6 +38,9 @@ pub struct Gateway {
     recorder: Arc<Recorder>,
     /// Response bytes waiting for clients, shared by every serving thread.
     budget: budget::ResponseBudget,
+    /// The listener's TLS (`server.tls`), swapped when a reload brings new
+    /// certificates; `None`: plain TCP.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Gateway {
@@ -49,6 +50,10 @@ impl Gateway {
         plan.start();
         let limits = plan.server;
         Gateway {
+            tls: plan
+                .listener_tls
+                .clone()
+                .map(|config| Arc::new(ServerTls::from_config(config))),
             budget: budget::ResponseBudget::new(
                 limits.response_buffer_per_connection,
                 limits.response_buffer_total,
@@ -65,11 +70,21 @@ impl Gateway {
     /// `header_read_timeout`, `shutdown_grace`) keep their first values. An
     /// upstream whose configuration did not change keeps its policies' state
     /// (breaker, retry budget, hedging latencies, cache); a changed one starts
-    /// afresh.
+    /// afresh. The listener's certificates (`server.tls`) are the plan's from
+    /// now on, for new connections; open ones keep theirs. Turning TLS on or
+    /// off takes a restart.
     pub fn reload(&self, mut plan: Plan) {
         plan.keep_state_of(&self.plan.load());
         plan.start();
+        if let (Some(tls), Some(config)) = (&self.tls, &plan.listener_tls) {
+            tls.install(config.clone());
+        }
         self.plan.store(Arc::new(plan));
+    }
+
+    /// Whether the listener serves TLS (`server.tls`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The plan requests start on now.
@@ -101,7 +116,7 @@ pub async fn serve(
         max_connections: limits.max_connections,
         idle_timeout: Some(limits.idle_timeout),
         write_timeout: Some(limits.write_timeout),
-        tls: None,
+        tls: gateway.tls.clone(),
     };
     connections
         .serve(

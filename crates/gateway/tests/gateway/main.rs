@@ -1,6 +1,7 @@
 //! Black-box tests of the gateway crate. One test binary, one module per layer.
 
 mod config;
+mod edge;
 mod hostile;
 mod operate;
 mod pki;

@@ -1,0 +1,4 @@
+//! The gateway's edge: what it does for clients before and after an
+//! endpoint runs — TLS on the listener ([`tls`]).
+
+pub(crate) mod tls;

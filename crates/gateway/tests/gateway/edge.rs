@@ -1,0 +1,302 @@
+//! The edge (product.md §2.8) on loopback: TLS on the listener with
+//! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS).
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use bytes::Bytes;
+use fanout_gateway::{Gateway, Plan};
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+use super::{
+    pki::{Leaf, Pki, Validity},
+    support::*,
+};
+
+/// A gateway serving `config` (a file, so that relative paths and reloads
+/// work as they do for `fanout serve`).
+async fn start_file(config: &Path) -> (SocketAddr, Gateway, tokio::sync::oneshot::Sender<()>) {
+    let gateway = Gateway::new(Plan::load(config).unwrap_or_else(|e| panic!("{e}")));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(fanout_gateway::serve(listener, gateway.clone(), async {
+        let _ = stopped.await;
+    }));
+    (addr, gateway, stop)
+}
+
+/// A TLS client trusting `ca`, showing `client` if given, offering `alpn`.
+async fn connect(
+    addr: SocketAddr,
+    ca: &Pki,
+    client: Option<&Leaf>,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca.ca_file()).unwrap();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// The certificate the server showed on `stream`.
+fn served(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The DER of a leaf's certificate.
+fn der(leaf: &Leaf) -> Vec<u8> {
+    CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// An HTTP/1.1 connection over `stream`: a sender of GETs.
+async fn http1(
+    stream: TlsStream<TcpStream>,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// GET `path` on an HTTP/1.1 connection: status and body.
+async fn get1(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> Result<(u16, String), hyper::Error> {
+    sender.ready().await?;
+    let request = Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A config file in `dir` serving `GET /x` from `backend`, with `tls` as
+/// the `server.tls` block.
+fn write_config(dir: &Path, backend: &str, tls: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  tls: {tls}\nendpoints:\n  - route: GET /x\n    backends: [{{ name: a, url: \"{backend}/data\" }}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_listener_serves_https_and_http2_by_alpn() {
+    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let pki = Pki::new("listener");
+    pki.server("gw", &["127.0.0.1", "localhost"], Validity::Now);
+    let config = write_config(
+        pki.dir(),
+        &base(&backend),
+        "{ cert: gw.pem, key: gw-key.pem }",
+    );
+    let (addr, gateway, _stop) = start_file(&config).await;
+    assert!(gateway.is_tls());
+
+    let stream = connect(addr, &pki, None, &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = h2
+        .send_request(
+            Request::get(format!("https://127.0.0.1:{}/x", addr.port()))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"ok":true}"#);
+
+    let stream = connect(addr, &pki, None, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut h1 = http1(stream).await;
+    assert_eq!(
+        get1(&mut h1, "/x").await.unwrap(),
+        (200, r#"{"ok":true}"#.to_owned())
+    );
+
+    // Plain HTTP on the TLS port is not served.
+    let plain = raw(addr, "GET /x HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(!plain.contains("200"), "{plain}");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_keep_working() {
+    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let pki = Pki::new("renew");
+    let old = pki.server("gw", &["127.0.0.1"], Validity::Now);
+    let config = write_config(
+        pki.dir(),
+        &base(&backend),
+        "{ cert: gw.pem, key: gw-key.pem }",
+    );
+    let (addr, gateway, _stop) = start_file(&config).await;
+    let before = connect(addr, &pki, None, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(served(&before), der(&old));
+    let mut open = http1(before).await;
+    assert_eq!(get1(&mut open, "/x").await.unwrap().0, 200);
+
+    // The renewal writes the certificate first: until the key follows, the
+    // pair does not match, the config is refused, and the old pair serves.
+    let renewed = Pki::new("renew-next");
+    let new = renewed.server("next", &["127.0.0.1"], Validity::Now);
+    std::fs::copy(&new.cert, pki.dir().join("gw.pem")).unwrap();
+    let refused = Plan::load(&config).unwrap_err().to_string();
+    assert!(
+        refused.contains("gateway.yaml:2:")
+            && refused.contains("the key does not go with the certificate"),
+        "{refused}"
+    );
+    let during = connect(addr, &pki, None, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(served(&during), der(&old), "the old pair keeps serving");
+
+    std::fs::copy(&new.key, pki.dir().join("gw-key.pem")).unwrap();
+    gateway.reload(Plan::load(&config).unwrap());
+    // The new leaf is signed by another CA: trust that one now.
+    let after = connect(addr, &renewed, None, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(served(&after), der(&new));
+    let mut fresh = http1(after).await;
+    assert_eq!(get1(&mut fresh, "/x").await.unwrap().0, 200);
+
+    // The connection opened before the renewal still works, on its old certificate.
+    assert_eq!(
+        get1(&mut open, "/x").await.unwrap(),
+        (200, r#"{"ok":true}"#.to_owned())
+    );
+    assert_eq!(backend.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
+    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let pki = Pki::new("mtls");
+    pki.server("gw", &["127.0.0.1"], Validity::Now);
+    let clients = Pki::new("mtls-clients");
+    let good = clients.client("app", "app.internal");
+    let stranger = Pki::new("strangers").client("other", "other.internal");
+    let config = write_config(
+        pki.dir(),
+        &base(&backend),
+        &format!(
+            "{{ cert: gw.pem, key: gw-key.pem, client_ca: {} }}",
+            clients.ca_file().display()
+        ),
+    );
+    let (addr, _gateway, _stop) = start_file(&config).await;
+
+    let stream = connect(addr, &pki, Some(&good), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut sender = http1(stream).await;
+    assert_eq!(get1(&mut sender, "/x").await.unwrap().0, 200);
+
+    // Without a certificate, or with one from another CA, the handshake is
+    // refused (TLS 1.3 reports it on the client's first read): no request
+    // is answered and no backend is called.
+    for client in [None, Some(&stranger)] {
+        let refused = async {
+            let stream = connect(addr, &pki, client, &[b"http/1.1"]).await?;
+            let mut sender = http1(stream).await;
+            get1(&mut sender, "/x")
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        assert!(refused.await.is_err());
+    }
+    assert_eq!(backend.seen().len(), 1);
+}
+
+#[test]
+fn listener_tls_problems_are_located_at_their_key() {
+    let pki = Pki::new("check");
+    pki.server("gw", &["127.0.0.1"], Validity::Now);
+    let other = pki.server("other", &["127.0.0.1"], Validity::Now);
+    std::fs::write(pki.dir().join("junk.pem"), "not a certificate").unwrap();
+    let cases = [
+        (
+            "{ cert: missing.pem, key: gw-key.pem }",
+            "2:16: server.tls: cannot read",
+        ),
+        (
+            "{ cert: junk.pem, key: gw-key.pem }",
+            "2:16: server.tls: `junk.pem`: the certificate file holds no PEM certificate",
+        ),
+        (
+            "{ cert: gw.pem, key: junk.pem }",
+            "2:29: server.tls: `junk.pem`: the key file holds no PEM private key",
+        ),
+        (
+            "{ cert: gw.pem, key: gw-key.pem, client_ca: junk.pem }",
+            "2:52: server.tls: `junk.pem`: the client CA file holds no certificate",
+        ),
+    ];
+    for (tls, expected) in cases {
+        let config = write_config(pki.dir(), "http://127.0.0.1:1", tls);
+        let err = Plan::load(&config).unwrap_err().to_string();
+        assert!(err.contains(expected), "{tls}: {err}");
+    }
+    let config = write_config(
+        pki.dir(),
+        "http://127.0.0.1:1",
+        &format!("{{ cert: gw.pem, key: {} }}", other.key.display()),
+    );
+    let err = Plan::load(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("the key does not go with the certificate"),
+        "{err}"
+    );
+    let plan = Plan::load(&write_config(
+        pki.dir(),
+        "http://127.0.0.1:1",
+        "{ cert: gw.pem, key: gw-key.pem }",
+    ))
+    .unwrap();
+    assert!(plan.files().iter().any(|f| f.ends_with("gw-key.pem")));
+}
