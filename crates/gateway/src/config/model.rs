@@ -58,6 +58,36 @@ pub struct Server {
     /// TLS on the listener (HTTPS, HTTP/2 by ALPN); absent: plain HTTP/1.1
     /// and h2c. The files are read again when they change.
     pub tls: Option<ListenerTls>,
+    /// Cross-origin calls from browsers (CORS): which origins may call, with
+    /// what. Preflights are answered by the gateway; absent: no CORS headers.
+    pub cors: Option<Cors>,
+}
+
+/// Which web pages may call the gateway from a browser, and how (CORS).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Allowed origins, `scheme://host[:port]` as browsers send them, e.g.
+    /// `https://app.example.com`; `["*"]`: any origin (not with `credentials`).
+    pub origins: Vec<String>,
+    /// Methods a preflight may ask for; default: any an endpoint serves on
+    /// the path.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// Request headers a preflight may ask for (`accept`, `accept-language`
+    /// and `content-language` always may); `["*"]`: any (not with `credentials`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Response headers a page may read besides the CORS-safelisted ones
+    /// (e.g. `x-fanout-complete`, `ratelimit-remaining`).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and HTTP authentication on cross-origin calls.
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long a browser may reuse a preflight's answer; absent: the
+    /// browser's default (5 s).
+    pub max_age: Option<Duration>,
 }
 
 /// The listener's certificate, key and (for mTLS) client CA. Paths are
@@ -111,6 +141,7 @@ impl Default for Server {
             write_timeout: secs(30),
             response_buffer: ResponseBuffer::default(),
             tls: None,
+            cors: None,
         }
     }
 }

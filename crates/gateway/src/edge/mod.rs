@@ -1,4 +1,5 @@
 //! The gateway's edge: what it does for clients before and after an
-//! endpoint runs — TLS on the listener ([`tls`]).
+//! endpoint runs — TLS on the listener ([`tls`]), CORS ([`cors`]).
 
+pub(crate) mod cors;
 pub(crate) mod tls;

@@ -25,6 +25,7 @@ use crate::{
     config::{
         Backend, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2, Path, Upstream,
     },
+    edge::cors::{self, AllowedOrigins, CorsPolicy},
     metrics::EndpointMeters,
     resilience::Policies,
     shape::{ERRORS_KEY, FieldPath, Shape},
@@ -76,6 +77,10 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             }
         }
     });
+    let cors = server
+        .cors
+        .as_ref()
+        .and_then(|cors| cors_policy(&root.key("server").key("cors"), cors, problems));
     let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
         .upstreams
         .iter()
@@ -142,6 +147,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             response_buffer_total: server.response_buffer.total.0,
         },
         listener_tls,
+        cors,
         files: config
             .upstreams
             .values()
@@ -306,6 +312,93 @@ fn check_server(path: &Path, server: &crate::config::Server, problems: &mut Prob
             ),
         );
     }
+}
+
+/// `server.cors`, every origin and header name checked where it is written.
+fn cors_policy(
+    path: &Path,
+    cors: &crate::config::Cors,
+    problems: &mut Problems,
+) -> Option<CorsPolicy> {
+    let before = problems.0.len();
+    let any = cors.origins.iter().any(|o| o == "*");
+    let listed: Vec<String> = cors
+        .origins
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.as_str() != "*")
+        .filter_map(|(i, o)| problems.check(&path.key("origins").index(i), cors::parse_origin(o)))
+        .collect();
+    let origins = if any {
+        if cors.origins.len() > 1 {
+            problems.at(
+                path.key("origins"),
+                "`*` allows every origin: it stands alone, without other origins",
+            );
+        }
+        if cors.credentials {
+            problems.at(
+                path.key("credentials"),
+                "credentials: true with origins: [\"*\"] would let any web page call with the user's cookies and credentials (browsers refuse `*` with credentials): list the origins",
+            );
+        }
+        AllowedOrigins::Any
+    } else {
+        if cors.origins.is_empty() {
+            problems.at(
+                path.key("origins"),
+                "no origins: list the pages' origins, e.g. https://app.example.com",
+            );
+        }
+        AllowedOrigins::List(listed)
+    };
+    let names = |key: &str, list: &[String], problems: &mut Problems| -> Vec<HeaderName> {
+        list.iter()
+            .enumerate()
+            .filter(|(_, h)| h.as_str() != "*")
+            .filter_map(|(i, h)| {
+                problems.check(
+                    &path.key(key).index(i),
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("`{h}` is not a valid header name")),
+                )
+            })
+            .collect()
+    };
+    let any_header = cors.headers.iter().any(|h| h == "*");
+    if any_header && cors.credentials {
+        problems.at(
+            path.key("headers"),
+            "headers: [\"*\"] is taken literally by browsers when credentials is true: list the headers",
+        );
+    }
+    let headers = names("headers", &cors.headers, problems);
+    let expose = names("expose_headers", &cors.expose_headers, problems);
+    if cors.expose_headers.iter().any(|h| h == "*") {
+        problems.at(
+            path.key("expose_headers"),
+            "list the headers to expose: `*` is not supported",
+        );
+    }
+    if let Some(max_age) = cors.max_age {
+        duration_within(
+            problems,
+            path.key("max_age"),
+            "max_age",
+            max_age,
+            bounds::DAY,
+        );
+    }
+    (problems.0.len() == before).then(|| {
+        CorsPolicy::new(
+            origins,
+            (!cors.methods.is_empty()).then(|| cors.methods.clone()),
+            (!any_header).then_some(headers),
+            &expose,
+            cors.credentials,
+            cors.max_age.map(|d| d.0),
+        )
+    })
 }
 
 fn upstream_plan(

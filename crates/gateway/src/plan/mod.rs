@@ -69,6 +69,8 @@ pub struct Plan {
     pub(crate) server: ServerLimits,
     /// TLS of the listener (`server.tls`), built from its files.
     pub(crate) listener_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Cross-origin calls from browsers (`server.cors`).
+    pub(crate) cors: Option<crate::edge::cors::CorsPolicy>,
     /// The files it read besides the config (certificates and keys).
     files: Vec<PathBuf>,
     /// The configuration it was compiled from.

@@ -12,16 +12,65 @@ use tracing::Instrument;
 use super::Gateway;
 use crate::{
     config::Method,
+    edge::cors::{self, CorsRequest},
     headers::named_in_connection,
-    plan::{Captures, EndpointPlan, template::Var},
+    plan::{Captures, EndpointPlan, Plan, template::Var},
     respond::respond,
     run::{self, Inputs},
 };
 
 impl Gateway {
-    /// Answers one request from `peer`.
+    /// Answers one request from `peer`: a CORS preflight here, anything else
+    /// by its endpoint, with the CORS headers its origin may have.
     pub(crate) async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Bytes> {
         let plan = self.plan.load_full();
+        let Some(policy) = &plan.cors else {
+            return self.answer(&plan, request, peer).await;
+        };
+        match cors::classify(request.method(), request.headers()) {
+            CorsRequest::Plain => {
+                let mut response = self.answer(&plan, request, peer).await;
+                policy.decorate(None, response.headers_mut());
+                response
+            }
+            CorsRequest::Actual { origin } => {
+                let mut response = self.answer(&plan, request, peer).await;
+                policy.decorate(Some(&origin), response.headers_mut());
+                response
+            }
+            CorsRequest::Preflight {
+                origin,
+                method,
+                requested,
+                headers,
+            } => {
+                // Answered here: a preflight never reaches a backend.
+                let served = method.is_some_and(|m| plan.route(m, request.uri().path()).is_some());
+                match policy.preflight(&origin, method, &requested, headers.as_ref(), served) {
+                    Ok(headers) => {
+                        let mut response = Response::new(Bytes::new());
+                        *response.status_mut() = StatusCode::NO_CONTENT;
+                        *response.headers_mut() = headers;
+                        response
+                    }
+                    Err(why) => {
+                        tracing::debug!(path = request.uri().path(), why, "CORS preflight refused");
+                        let mut response = error(StatusCode::FORBIDDEN, why);
+                        policy.vary_preflight(response.headers_mut());
+                        response
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a request by its endpoint.
+    async fn answer<B>(
+        &self,
+        plan: &Plan,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Bytes> {
         let path = request.uri().path();
         let Some(method) = Method::parse(request.method().as_str()) else {
             return error(

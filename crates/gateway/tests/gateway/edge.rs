@@ -1,5 +1,5 @@
 //! The edge (product.md §2.8) on loopback: TLS on the listener with
-//! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS).
+//! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS); CORS.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -299,4 +299,204 @@ fn listener_tls_problems_are_located_at_their_key() {
     ))
     .unwrap();
     assert!(plan.files().iter().any(|f| f.ends_with("gw-key.pem")));
+}
+
+/// A request with a method and headers: status, headers, body.
+async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut request = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client()
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+const CORS: &str = r#"
+server:
+  cors:
+    origins: ["https://app.example.com"]
+    methods: [GET, POST]
+    headers: [authorization, content-type]
+    expose_headers: [x-fanout-complete]
+    credentials: true
+    max_age: 10m
+endpoints:
+  - route: GET /x
+    backends: [{ name: a, url: "${env.B}/data" }]
+  - route: DELETE /x
+    backends: [{ name: a, url: "${env.B}/data", method: DELETE }]
+"#;
+
+/// The `access-control-*` headers of a response.
+fn cors_headers(got: &Got) -> Vec<String> {
+    got.headers
+        .keys()
+        .map(|k| k.as_str().to_owned())
+        .filter(|k| k.starts_with("access-control-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_is_answered_by_the_gateway() {
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let got = send(
+        "OPTIONS",
+        &gw.url("/x"),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "GET"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 204, "{}", got.body);
+    let h = |name: &str| got.headers[name].to_str().unwrap().to_owned();
+    assert_eq!(h("access-control-allow-origin"), "https://app.example.com");
+    assert_eq!(h("access-control-allow-methods"), "GET, POST");
+    assert_eq!(
+        h("access-control-allow-headers"),
+        "authorization, content-type"
+    );
+    assert_eq!(h("access-control-allow-credentials"), "true");
+    assert_eq!(h("access-control-max-age"), "600");
+    assert!(h("vary").contains("origin"));
+    assert!(got.body.is_empty());
+    assert!(backend.seen().is_empty(), "a preflight reached the backend");
+}
+
+#[tokio::test]
+async fn a_preflight_that_is_not_allowed_is_refused_without_cors_headers() {
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let cases = [
+        (
+            "https://evil.example",
+            "GET",
+            "",
+            "origin `https://evil.example`",
+        ),
+        (
+            "https://app.example.com",
+            "DELETE",
+            "",
+            "DELETE is not in server.cors.methods",
+        ),
+        (
+            "https://app.example.com",
+            "POST",
+            "",
+            "no endpoint serves POST",
+        ),
+        (
+            "https://app.example.com",
+            "GET",
+            "x-secret",
+            "header `x-secret`",
+        ),
+    ];
+    for (origin, method, headers, why) in cases {
+        let mut sent = vec![
+            ("origin", origin),
+            ("access-control-request-method", method),
+        ];
+        if !headers.is_empty() {
+            sent.push(("access-control-request-headers", headers));
+        }
+        let got = send("OPTIONS", &gw.url("/x"), &sent).await;
+        assert_eq!(got.status, 403, "{origin} {method} {headers}");
+        assert!(
+            got.json()["error"].as_str().unwrap().contains(why),
+            "{}",
+            got.body
+        );
+        assert_eq!(cors_headers(&got), Vec::<String>::new());
+    }
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn answers_carry_cors_headers_only_for_an_allowed_origin() {
+    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let allowed = get_with(&gw.url("/x"), &[("origin", "https://app.example.com")]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(allowed.headers["access-control-allow-credentials"], "true");
+    assert_eq!(
+        allowed.headers["access-control-expose-headers"],
+        "x-fanout-complete"
+    );
+    assert_eq!(allowed.headers["vary"], "origin");
+
+    // Served (CORS is the browser's to enforce), but nothing lets a page read it.
+    let other = get_with(&gw.url("/x"), &[("origin", "https://evil.example")]).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(cors_headers(&other), Vec::<String>::new());
+    assert_eq!(other.headers["vary"], "origin");
+
+    // The gateway's own errors are readable by an allowed page too.
+    let missing = get_with(&gw.url("/nope"), &[("origin", "https://app.example.com")]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    // An OPTIONS without the preflight's header is an ordinary request.
+    let options = send(
+        "OPTIONS",
+        &gw.url("/x"),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(options.status, 405);
+}
+
+#[test]
+fn cors_problems_are_located() {
+    let check = |cors: &str| {
+        let yaml = format!(
+            "server:\n  cors: {cors}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}] }}\n"
+        );
+        match fanout_gateway::Plan::parse(
+            &yaml,
+            fanout_gateway::config::Format::Yaml,
+            "t.yaml",
+            |_| None,
+        ) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let err = check(r#"{ origins: ["*"], credentials: true }"#);
+    assert!(
+        err.contains("t.yaml:2:40: credentials: true with origins: [\"*\"]"),
+        "{err}"
+    );
+    let err = check(r#"{ origins: ["https://a.example/", "*"] }"#);
+    assert!(
+        err.contains("2:21: `https://a.example/` is not an origin"),
+        "{err}"
+    );
+    assert!(err.contains("stands alone"), "{err}");
+    let err = check(r#"{ origins: ["https://a.example"], headers: ["*"], credentials: true }"#);
+    assert!(err.contains("taken literally"), "{err}");
+    let err = check(r#"{ origins: ["https://a.example"], max_age: 2d }"#);
+    assert!(err.contains("max_age 2days is more than 1day"), "{err}");
+    assert_eq!(check(r#"{ origins: ["*"], headers: ["*"] }"#), "");
 }
