@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{ByteSize, Duration, Percent};
+use super::units::{ByteSize, Duration, Percent, Rate};
 
 /// A fanout gateway configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -61,6 +61,9 @@ pub struct Server {
     /// Cross-origin calls from browsers (CORS): which origins may call, with
     /// what. Preflights are answered by the gateway; absent: no CORS headers.
     pub cors: Option<Cors>,
+    /// Proxies (CIDRs or addresses) whose `x-forwarded-for` is believed when
+    /// a rate limit is keyed by `ip`; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Which web pages may call the gateway from a browser, and how (CORS).
@@ -142,6 +145,7 @@ impl Default for Server {
             response_buffer: ResponseBuffer::default(),
             tls: None,
             cors: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -360,8 +364,34 @@ pub struct Endpoint {
     /// Add `"_errors": {backend: {kind, status, message}}` to the response.
     #[serde(default)]
     pub expose_errors: bool,
+    /// At most this many requests per client; beyond it, `429` and no
+    /// backend is called.
+    pub rate_limit: Option<RateLimit>,
     /// The calls this endpoint makes, merged in this order.
     pub backends: Vec<Backend>,
+}
+
+/// A rate limit (GCRA): `rate` requests per unit of time, `burst` at once,
+/// per value of `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The sustained rate, e.g. `10/s`, `600/m`, `1000/h`.
+    pub rate: Rate,
+    /// Requests allowed at once; default: the rate's count.
+    pub burst: Option<u32>,
+    /// Who a limit is for: `ip` (the client's address; default),
+    /// `header:NAME`, `claim:NAME` (a verified JWT claim) or `endpoint` (one
+    /// limit shared by every client). Requests without a value share one
+    /// limit.
+    #[serde(default = "RateLimit::default_key")]
+    pub key: String,
+}
+
+impl RateLimit {
+    fn default_key() -> String {
+        "ip".to_owned()
+    }
 }
 
 /// HTTP methods a route or a backend call can use.

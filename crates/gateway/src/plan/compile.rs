@@ -25,7 +25,11 @@ use crate::{
     config::{
         Backend, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2, Path, Upstream,
     },
-    edge::cors::{self, AllowedOrigins, CorsPolicy},
+    edge::{
+        client_ip::{self, TrustedProxies},
+        cors::{self, AllowedOrigins, CorsPolicy},
+        ratelimit::{Gcra, KeyRule, Limit},
+    },
     metrics::EndpointMeters,
     resilience::Policies,
     shape::{ERRORS_KEY, FieldPath, Shape},
@@ -148,6 +152,19 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
         },
         listener_tls,
         cors,
+        trusted_proxies: TrustedProxies::new(
+            server
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, net)| {
+                    problems.check(
+                        &root.key("server").key("trusted_proxies").index(i),
+                        client_ip::parse_network(net),
+                    )
+                })
+                .collect(),
+        ),
         files: config
             .upstreams
             .values()
@@ -810,6 +827,10 @@ impl EndpointCompiler<'_> {
             .map(|(i, backend)| self.backend(i, backend, deadline.0, problems))
             .collect();
         check_cycles(path, endpoint, &self.names, problems);
+        let rate_limit = match &endpoint.rate_limit {
+            None => Some(None),
+            Some(limit) => rate_limit(&path.key("rate_limit"), limit, problems).map(Some),
+        };
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
         let client_values = client_values(&backends);
@@ -819,6 +840,7 @@ impl EndpointCompiler<'_> {
             forward_headers,
             forward_query: endpoint.forward_query.clone(),
             expose_errors: endpoint.expose_errors,
+            rate_limit: rate_limit?,
             client_values,
             meters: EndpointMeters::new(
                 &endpoint.route,
@@ -1043,6 +1065,59 @@ impl EndpointCompiler<'_> {
             }
         }
     }
+}
+
+/// An endpoint's `rate_limit`, its numbers within their bounds.
+fn rate_limit(
+    path: &Path,
+    limit: &crate::config::RateLimit,
+    problems: &mut Problems,
+) -> Option<Limit> {
+    let before = problems.0.len();
+    let rule = problems.check(&path.key("key"), KeyRule::parse(&limit.key));
+    let rate = limit.rate;
+    count_within(
+        problems,
+        path.key("rate"),
+        "the rate's count",
+        rate.count.into(),
+        1,
+        bounds::COUNT,
+    );
+    let interval = rate.per / rate.count.max(1);
+    if rate.per > bounds::DAY {
+        problems.at(
+            path.key("rate"),
+            format!("rate {rate}: the unit is at most a day"),
+        );
+    } else if interval < std::time::Duration::from_micros(1) {
+        problems.at(
+            path.key("rate"),
+            format!("rate {rate} is more than a million a second"),
+        );
+    }
+    let burst = limit.burst.unwrap_or(rate.count);
+    count_within(
+        problems,
+        path.key("burst"),
+        "burst",
+        burst.into(),
+        1,
+        bounds::COUNT,
+    );
+    let gcra = Gcra::new(rate, burst);
+    if let Some(gcra) = gcra {
+        // The whole burst comes back within a year: the limiter counts time
+        // in nanoseconds, and no client waits longer.
+        if gcra.window() > 366 * bounds::DAY {
+            problems.at(
+                path.key("burst"),
+                format!("burst {burst} at {rate} takes more than a year to come back"),
+            );
+        }
+    }
+    let (rule, gcra) = (rule?, gcra?);
+    (problems.0.len() == before).then(|| Limit::new(rule, gcra, gcra, limit.clone()))
 }
 
 /// The backend's shape, every path parsed where it is written.

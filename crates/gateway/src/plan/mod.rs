@@ -71,6 +71,8 @@ pub struct Plan {
     pub(crate) listener_tls: Option<Arc<rustls::ServerConfig>>,
     /// Cross-origin calls from browsers (`server.cors`).
     pub(crate) cors: Option<crate::edge::cors::CorsPolicy>,
+    /// Whose `x-forwarded-for` is believed (`server.trusted_proxies`).
+    pub(crate) trusted_proxies: crate::edge::client_ip::TrustedProxies,
     /// The files it read besides the config (certificates and keys).
     files: Vec<PathBuf>,
     /// The configuration it was compiled from.
@@ -147,6 +149,8 @@ pub(crate) struct EndpointPlan {
     pub(crate) forward_query: Vec<String>,
     /// Whether `_errors` is added to responses.
     pub(crate) expose_errors: bool,
+    /// Its rate limit (`rate_limit`).
+    pub(crate) rate_limit: Option<crate::edge::ratelimit::Limit>,
     /// The client's values (route captures, query parameters) its templates
     /// use: each must be there, valid UTF-8, and not empty where it fills a
     /// path segment, or the request is a 400 before any call.
@@ -258,6 +262,9 @@ impl Plan {
     /// Starts what the upstreams do in the background (DNS refresh, health
     /// checks) on the current runtime; those of a replaced plan stop with it.
     pub(crate) fn start(&self) {
+        for limit in self.endpoints.iter().filter_map(|e| e.rate_limit.as_ref()) {
+            limit.local.start();
+        }
         for upstream in &self.upstreams {
             upstream.targets.start();
         }
@@ -273,6 +280,24 @@ impl Plan {
     /// plan, so that a reload does not forget what the gateway learned about
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
+        // A rate limit that did not change keeps its buckets.
+        for endpoint in &mut self.endpoints {
+            let Some(endpoint) = Arc::get_mut(endpoint) else {
+                continue;
+            };
+            let Some(limit) = endpoint.rate_limit.as_mut() else {
+                continue;
+            };
+            let kept = previous
+                .endpoints
+                .iter()
+                .filter(|old| old.route == endpoint.route)
+                .filter_map(|old| old.rate_limit.as_ref())
+                .find(|old| old.config == limit.config && old.local.gcra() == limit.local.gcra());
+            if let Some(old) = kept {
+                limit.local = old.local.clone();
+            }
+        }
         for upstream in &mut self.upstreams {
             let kept = previous.upstreams.iter().find(|old| {
                 old.name == upstream.name

@@ -12,7 +12,10 @@ use tracing::Instrument;
 use super::Gateway;
 use crate::{
     config::Method,
-    edge::cors::{self, CorsRequest},
+    edge::{
+        cors::{self, CorsRequest},
+        ratelimit::{Decision, Limit},
+    },
     headers::named_in_connection,
     plan::{Captures, EndpointPlan, Plan, template::Var},
     respond::respond,
@@ -115,6 +118,18 @@ impl Gateway {
             Ok(inputs) => inputs,
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
+        // Counted before any backend is called; refused, nothing is.
+        let limited = endpoint.rate_limit.as_ref().map(|limit| {
+            let client_ip = || plan.trusted_proxies.client_ip(peer.ip(), request.headers());
+            // No verified claims yet: authentication will hand them here.
+            let key = limit.rule.key(client_ip, request.headers(), None);
+            (limit, limit.local.check(&key))
+        });
+        if let Some((limit, decision)) = &limited {
+            if !decision.allowed {
+                return too_many(endpoint, limit, decision);
+            }
+        }
         // A span per request; each backend call's span (opened by the task
         // group) is its child, and carries the trace to the backend.
         let span = tracing::info_span!(
@@ -133,7 +148,10 @@ impl Gateway {
         )
         .instrument(span.clone())
         .await;
-        let response = respond(endpoint, &outcome);
+        let mut response = respond(endpoint, &outcome);
+        if let Some((limit, decision)) = &limited {
+            limit.headers(decision, response.headers_mut());
+        }
         let status = response.status().as_u16();
         span.record("http.response.status_code", status);
         self.recorder.record_run(endpoint, &outcome, status);
@@ -154,6 +172,32 @@ impl Gateway {
         );
         response
     }
+}
+
+/// The `429` for a request over its endpoint's rate limit.
+fn too_many(endpoint: &EndpointPlan, limit: &Limit, decision: &Decision) -> Response<Bytes> {
+    let gcra = limit.gcra;
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many requests: {} at once and {} per {} per client ({}) on this endpoint; retry in {} ms",
+            gcra.burst,
+            limit.config.rate.count,
+            crate::config::Duration(limit.config.rate.per),
+            limit.config.key,
+            decision.retry_after.as_millis()
+        ),
+    );
+    limit.headers(decision, response.headers_mut());
+    tracing::debug!(
+        endpoint = endpoint.route,
+        key = limit.config.key,
+        "rate limited"
+    );
+    endpoint
+        .meters
+        .record(429, std::time::Duration::ZERO, std::iter::empty());
+    response
 }
 
 /// What the request brings for the endpoint's templates and forwarding, or

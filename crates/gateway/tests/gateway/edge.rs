@@ -1,5 +1,6 @@
 //! The edge (product.md §2.8) on loopback: TLS on the listener with
-//! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS); CORS.
+//! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS); CORS;
+//! rate limits.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -499,4 +500,227 @@ fn cors_problems_are_located() {
     let err = check(r#"{ origins: ["https://a.example"], max_age: 2d }"#);
     assert!(err.contains("max_age 2days is more than 1day"), "{err}");
     assert_eq!(check(r#"{ origins: ["*"], headers: ["*"] }"#), "");
+}
+
+/// A gateway whose `GET /x` calls `backend` under `rate_limit` (and `server`).
+async fn limited(backend: &Backend, server: &str, rate_limit: &str) -> TestGateway {
+    let yaml = format!(
+        "server: {{ {server} }}\nendpoints:\n  - route: GET /x\n    rate_limit: {rate_limit}\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n  - route: GET /free\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n"
+    );
+    TestGateway::start(&yaml, &[("B", base(backend))]).await
+}
+
+#[tokio::test]
+async fn a_client_over_its_limit_gets_429_with_ratelimit_headers_and_no_backend_call() {
+    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let gw = limited(
+        &backend,
+        "",
+        "{ rate: 1/m, burst: 2, key: \"header:x-client\" }",
+    )
+    .await;
+    let as_a = [("x-client", "a")];
+    let first = get_with(&gw.url("/x"), &as_a).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["ratelimit-limit"], "2");
+    assert_eq!(first.headers["ratelimit-remaining"], "1");
+    assert_eq!(first.headers["ratelimit-reset"], "60");
+    assert_eq!(first.headers["ratelimit-policy"], "2;w=120");
+    assert!(first.headers.get("retry-after").is_none());
+    let second = get_with(&gw.url("/x"), &as_a).await;
+    assert_eq!(
+        (second.status, &second.headers["ratelimit-remaining"]),
+        (200, &"0".parse().unwrap())
+    );
+
+    let refused = get_with(&gw.url("/x"), &as_a).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "60");
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+    assert_eq!(refused.headers["ratelimit-reset"], "120");
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many requests")
+    );
+    assert_eq!(
+        backend.seen().len(),
+        2,
+        "a refused request called the backend"
+    );
+
+    // Another client has its own bucket; an endpoint without a limit has none.
+    assert_eq!(
+        get_with(&gw.url("/x"), &[("x-client", "b")]).await.status,
+        200
+    );
+    let free = get(&gw.url("/free")).await;
+    assert_eq!(free.status, 200);
+    assert!(free.headers.get("ratelimit-limit").is_none());
+
+    // Requests without the header share one bucket.
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    assert_eq!(get(&gw.url("/x")).await.status, 429);
+}
+
+#[tokio::test]
+async fn the_ip_key_believes_x_forwarded_for_only_from_trusted_proxies() {
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let from = |xff: &'static str| [("x-forwarded-for", xff)];
+    // The test client connects from 127.0.0.1: a trusted proxy here.
+    let gw = limited(
+        &backend,
+        "trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]",
+        "{ rate: 1/h, burst: 1, key: ip }",
+    )
+    .await;
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("198.51.100.1")).await.status,
+        200
+    );
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("198.51.100.1")).await.status,
+        429
+    );
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("198.51.100.2")).await.status,
+        200
+    );
+    // A client-written address on the left does not get a new bucket.
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("6.6.6.6, 198.51.100.1, 10.0.0.7"))
+            .await
+            .status,
+        429
+    );
+
+    // Not trusted: every request from here is 127.0.0.1, whatever it says.
+    let gw = limited(&backend, "", "{ rate: 1/h, burst: 1 }").await;
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("198.51.100.1")).await.status,
+        200
+    );
+    assert_eq!(
+        get_with(&gw.url("/x"), &from("198.51.100.2")).await.status,
+        429
+    );
+}
+
+#[tokio::test]
+async fn the_endpoint_key_is_one_bucket_for_everyone_and_refusals_are_readable_by_allowed_pages() {
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let gw = limited(
+        &backend,
+        r#"cors: { origins: ["https://app.example.com"], expose_headers: [retry-after] }"#,
+        "{ rate: 1/h, burst: 1, key: endpoint }",
+    )
+    .await;
+    assert_eq!(
+        get_with(&gw.url("/x"), &[("x-client", "a")]).await.status,
+        200
+    );
+    let refused = get_with(&gw.url("/x"), &[("origin", "https://app.example.com")]).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        refused.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        refused.headers["access-control-expose-headers"],
+        "retry-after"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let yaml = |burst: u32| {
+        format!(
+            "endpoints:\n  - route: GET /x\n    rate_limit: {{ rate: 1/h, burst: {burst}, key: endpoint }}\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n"
+        )
+    };
+    let vars = [("B", base(&backend))];
+    let gw = TestGateway::start(&yaml(1), &vars).await;
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    gw.gateway.reload(compile(&yaml(1), &vars));
+    assert_eq!(
+        get(&gw.url("/x")).await.status,
+        429,
+        "the bucket was forgotten"
+    );
+    gw.gateway.reload(compile(&yaml(2), &vars));
+    assert_eq!(
+        get(&gw.url("/x")).await.status,
+        200,
+        "a changed limit starts afresh"
+    );
+}
+
+#[test]
+fn rate_limit_problems_are_located() {
+    let check = |limit: &str, server: &str| {
+        let yaml = format!(
+            "server: {{ {server} }}\nendpoints:\n  - route: GET /x\n    rate_limit: {limit}\n    backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}]\n"
+        );
+        match fanout_gateway::Plan::parse(
+            &yaml,
+            fanout_gateway::config::Format::Yaml,
+            "t.yaml",
+            |_| None,
+        ) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let cases = [
+        (
+            "{ rate: 0/s }",
+            "",
+            "t.yaml:4:25: the rate's count must be at least 1",
+        ),
+        (
+            "{ rate: 10/fortnight }",
+            "",
+            "t.yaml:4:25: invalid rate `10/fortnight`",
+        ),
+        (
+            "{ rate: 10/s, burst: 0 }",
+            "",
+            "t.yaml:4:38: burst must be at least 1",
+        ),
+        (
+            "{ rate: 10/s, burst: 2000000 }",
+            "",
+            "burst 2000000 is more than 1000000",
+        ),
+        (
+            "{ rate: 10/s, key: client }",
+            "",
+            "t.yaml:4:36: key `client`: use ip, header:NAME, claim:NAME or endpoint",
+        ),
+        (
+            "{ rate: 10/s, key: \"header:a b\" }",
+            "",
+            "`a b` is not a valid header name",
+        ),
+        ("{ rate: 1/d, burst: 1000 }", "", "takes more than a year"),
+        (
+            "{ rate: 10/s }",
+            "trusted_proxies: [10.0.0.0/33]",
+            "t.yaml:1:29: `10.0.0.0/33` is not a network",
+        ),
+    ];
+    for (limit, server, expected) in cases {
+        let err = check(limit, server);
+        assert!(err.contains(expected), "{limit} {server}: {err}");
+    }
+    assert_eq!(
+        check(
+            "{ rate: 10/s, burst: 20, key: \"claim:sub\" }",
+            "trusted_proxies: [10.0.0.1, \"fd00::/8\"]"
+        ),
+        ""
+    );
 }
