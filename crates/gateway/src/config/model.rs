@@ -58,6 +58,9 @@ pub struct Server {
     /// TLS on the listener (HTTPS, HTTP/2 by ALPN); absent: plain HTTP/1.1
     /// and h2c. The files are read again when they change.
     pub tls: Option<ListenerTls>,
+    /// Compress answers (gzip, br, zstd) for clients that accept it; never
+    /// bodies under 1 KiB or already encoded ones.
+    pub compression: bool,
     /// Cross-origin calls from browsers (CORS): which origins may call, with
     /// what. Preflights are answered by the gateway; absent: no CORS headers.
     pub cors: Option<Cors>,
@@ -144,6 +147,7 @@ impl Default for Server {
             write_timeout: secs(30),
             response_buffer: ResponseBuffer::default(),
             tls: None,
+            compression: false,
             cors: None,
             trusted_proxies: Vec::new(),
         }

@@ -23,10 +23,16 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Layer;
 
-use crate::{client::HttpClient, dashboard::Recorder, edge::tls::ServerTls, plan::Plan};
+use crate::{
+    client::HttpClient,
+    dashboard::Recorder,
+    edge::{compress::Compressible, tls::ServerTls},
+    plan::Plan,
+};
 
 /// A running gateway: its current plan (swapped atomically on reload), the
 /// shared backend client, and whether it is ready. Cheap to clone.
@@ -41,6 +47,9 @@ pub struct Gateway {
     /// The listener's TLS (`server.tls`), swapped when a reload brings new
     /// certificates; `None`: plain TCP.
     tls: Option<Arc<ServerTls>>,
+    /// Whether responses are compressed (`server.compression`), for every
+    /// connection, open ones included.
+    compression: Compressible,
 }
 
 impl Gateway {
@@ -50,6 +59,7 @@ impl Gateway {
         plan.start();
         let limits = plan.server;
         Gateway {
+            compression: Compressible::new(plan.config().server.compression),
             tls: plan
                 .listener_tls
                 .clone()
@@ -79,6 +89,7 @@ impl Gateway {
         if let (Some(tls), Some(config)) = (&self.tls, &plan.listener_tls) {
             tls.install(config.clone());
         }
+        self.compression.set(plan.config().server.compression);
         self.plan.store(Arc::new(plan));
     }
 
@@ -118,18 +129,23 @@ pub async fn serve(
         write_timeout: Some(limits.write_timeout),
         tls: gateway.tls.clone(),
     };
+    // Compression wraps the budget: the budget counts the bytes the gateway
+    // holds (the uncompressed answer, released as the encoder takes it, as
+    // fast as the client reads), the encoder's output is what hyper sends.
+    let compression = gateway.compression.layer();
     connections
         .serve(
             listener,
             move |peer: Peer| {
                 let gateway = gateway.clone();
-                service_fn(move |request| {
+                let answer = tower::service_fn(move |request| {
                     let (gateway, peer) = (gateway.clone(), peer.clone());
                     async move {
                         let response = gateway.handle(request, peer.addr).await;
                         Ok::<_, Infallible>(gateway.budget.admit(response, &peer.activity))
                     }
-                })
+                });
+                TowerToHyperService::new(compression.layer(answer))
             },
             async {
                 shutdown.await;

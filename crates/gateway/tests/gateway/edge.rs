@@ -1,6 +1,6 @@
 //! The edge (product.md §2.8) on loopback: TLS on the listener with
 //! certificates made here (HTTP/1.1 and h2 by ALPN, reload, mTLS); CORS;
-//! rate limits.
+//! rate limits; response compression.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -723,4 +723,99 @@ fn rate_limit_problems_are_located() {
         ),
         ""
     );
+}
+
+/// A JSON body of about `n` bytes that compresses well.
+fn big_json(n: usize) -> &'static str {
+    let items: Vec<String> = (0..n / 16).map(|i| format!(r#"{{"item":{i}}}"#)).collect();
+    Box::leak(format!(r#"{{"items":[{}]}}"#, items.join(",")).into_boxed_str())
+}
+
+async fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZstdDecoder};
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => GzipDecoder::new(body).read_to_end(&mut out).await,
+        "br" => BrotliDecoder::new(body).read_to_end(&mut out).await,
+        "zstd" => ZstdDecoder::new(body).read_to_end(&mut out).await,
+        other => panic!("unexpected encoding {other}"),
+    }
+    .unwrap();
+    out
+}
+
+/// GET with `accept-encoding`, the body as bytes (not decoded).
+async fn get_encoded(url: &str, accept: &str) -> (u16, http::HeaderMap, Bytes) {
+    let request = Request::get(url)
+        .header("accept-encoding", accept)
+        .body(Empty::new())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn answers_are_compressed_for_clients_that_accept_it_and_never_when_tiny() {
+    let big = big_json(64 << 10);
+    let backend = Backend::start(&[("/big", json(big)), ("/small", json(r#"{"ok":true}"#))]).await;
+    let gw = TestGateway::start(
+        "server: { compression: true }\nendpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n  - route: GET /small\n    backends: [{ name: a, url: \"${env.B}/small\" }]\n",
+        &[("B", base(&backend))],
+    )
+    .await;
+    for encoding in ["gzip", "br", "zstd"] {
+        let (status, headers, body) = get_encoded(&gw.url("/big"), encoding).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-encoding"], encoding);
+        assert_eq!(headers["vary"], "accept-encoding");
+        assert!(headers.get("content-length").is_none());
+        assert!(
+            body.len() * 4 < big.len(),
+            "{encoding}: {} bytes",
+            body.len()
+        );
+        assert_eq!(decode(encoding, &body).await, big.as_bytes(), "{encoding}");
+    }
+    // The client's preference (q-values) decides.
+    let (_, headers, _) = get_encoded(&gw.url("/big"), "gzip;q=1, br;q=0.5").await;
+    assert_eq!(headers["content-encoding"], "gzip");
+    // Not asked for: sent as it is, still varying.
+    let (_, headers, body) = get_encoded(&gw.url("/big"), "identity").await;
+    assert!(headers.get("content-encoding").is_none());
+    assert_eq!(headers["vary"], "accept-encoding");
+    assert_eq!(body.len(), big.len());
+    // Tiny: never.
+    let (_, headers, body) = get_encoded(&gw.url("/small"), "gzip, br, zstd").await;
+    assert!(headers.get("content-encoding").is_none());
+    assert_eq!(&body[..], br#"{"ok":true}"#);
+
+    // A reload turns it off.
+    gw.gateway.reload(compile(
+        "endpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n",
+        &[("B", base(&backend))],
+    ));
+    let (_, headers, body) = get_encoded(&gw.url("/big"), "gzip").await;
+    assert!(headers.get("content-encoding").is_none());
+    assert_eq!(body.len(), big.len());
+}
+
+#[tokio::test]
+async fn the_response_budget_counts_what_the_gateway_holds_before_compression() {
+    let big = big_json(256 << 10);
+    let backend = Backend::start(&[("/big", json(big))]).await;
+    let gw = TestGateway::start(
+        "server: { compression: true, response_buffer: { per_connection: 128KiB } }\nendpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n",
+        &[("B", base(&backend))],
+    )
+    .await;
+    // Compressed, the answer would be small; the gateway still holds the
+    // whole uncompressed body while it is sent, and that is what is bounded.
+    let (status, _, body) = get_encoded(&gw.url("/big"), "gzip").await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
 }
