@@ -968,3 +968,242 @@ fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gateway config on `port` (admin on `admin`) whose `GET /x` calls
+/// `backend` under a rate limit shared through `redis`.
+fn fleet_config(
+    name: &str,
+    port: u16,
+    admin: u16,
+    redis: &str,
+    backend: &str,
+    limit: &str,
+    store: &str,
+) -> std::path::PathBuf {
+    temp_file(
+        name,
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", admin: \"127.0.0.1:{admin}\" }}\nstore: {{ redis: \"{redis}\"{store} }}\nrate_limits_shared: true\nendpoints:\n  - route: GET /x\n    rate_limit: {limit}\n    backends: [{{ name: a, url: \"{backend}/data\" }}]\n"
+        ),
+    )
+}
+
+/// The value of the first `/metrics` line that starts with `series`.
+fn metric(admin: u16, series: &str) -> Option<f64> {
+    let (_, text, _) = http_get(&format!("http://127.0.0.1:{admin}/metrics"));
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits (20 s at most) until the gateway with admin port `admin` says its
+/// store is `up` (or not).
+fn wait_store(admin: u16, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = if up { 1.0 } else { 0.0 };
+    while metric(admin, "fanout_store_up") != Some(want) {
+        assert!(Instant::now() < deadline, "the store never became up={up}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three `fanout serve` processes sharing one real redis-server enforce one
+/// limit between them: the fleet-wide count of 200s is the limit's, not
+/// three times it.
+#[test]
+fn three_gateway_processes_enforce_one_redis_limit() {
+    let redis = fanout_mock::redis::RedisServer::start()
+        .expect("redis-server (apt-get install -y redis-server)");
+    let (_mock, backend, _) = start_mock(
+        "fleet3-mock.yaml",
+        "  - { path: /data, body: { ok: true } }\n",
+    );
+    let nodes: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut running = Vec::new();
+    for (i, (port, admin)) in nodes.iter().enumerate() {
+        let config = fleet_config(
+            &format!("fleet3-{i}.yaml"),
+            *port,
+            *admin,
+            &redis.url(),
+            &backend,
+            "{ rate: 1/h, burst: 10, key: \"header:x-client\" }",
+            "",
+        );
+        let (child, lines) = serve_logged(&config);
+        wait_for(&lines, "listening on");
+        running.push((child, lines));
+    }
+    // A run in which a call missed the 50 ms budget (a busy machine) fell
+    // back to the local limiters and says nothing of the shared one: another
+    // client tries again.
+    let fallbacks = || -> f64 {
+        nodes
+            .iter()
+            .map(|(_, admin)| {
+                metric(*admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}").unwrap_or(0.0)
+            })
+            .sum()
+    };
+    for client in 0..5 {
+        for (_, admin) in &nodes {
+            wait_store(*admin, true);
+        }
+        let before = fallbacks();
+        let mut ok = 0;
+        for i in 0..30 {
+            let (port, _) = nodes[i % 3];
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: c{client}\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let (status, body) = read_response(&mut s);
+            assert!(status == 200 || status == 429, "{status} {body}");
+            ok += usize::from(status == 200);
+        }
+        if fallbacks() == before {
+            assert_eq!(ok, 10, "the fleet-wide count of 200s");
+            return;
+        }
+    }
+    panic!("the store was never used for a whole run");
+}
+
+/// One load-generating client: keep-alive GETs of `/x` on `port`, each with
+/// a new `x-client` (so each is the first of its bucket), until `stop`;
+/// returns (status, latency) of each, and the number of failed requests.
+fn load(
+    port: u16,
+    id: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<(u16, Duration)>, usize) {
+    let mut results = Vec::new();
+    let mut failed = 0;
+    let mut stream: Option<TcpStream> = None;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let started = Instant::now();
+        let attempt = (|| -> std::io::Result<(u16, String)> {
+            if stream.is_none() {
+                let s = TcpStream::connect(("127.0.0.1", port))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                stream = Some(s);
+            }
+            let s = stream.as_mut().unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: load-{id}-{n}\r\n\r\n"
+            )?;
+            Ok(read_response(s))
+        })();
+        match attempt {
+            Ok((status, _)) => results.push((status, started.elapsed())),
+            Err(_) => {
+                failed += 1;
+                stream = None;
+            }
+        }
+    }
+    (results, failed)
+}
+
+/// Redis slowed (DEBUG SLEEP 1), then killed, then started again, while
+/// clients keep calling: every request is answered, none waits long (the
+/// store's budget is 50 ms; the bound here is generous, the machine is
+/// shared), the fallbacks are counted in /metrics, and shared limiting
+/// resumes by itself.
+#[test]
+fn redis_slowed_stopped_and_restarted_under_load() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let mut redis = fanout_mock::redis::RedisServer::start()
+        .expect("redis-server (apt-get install -y redis-server)");
+    let (_mock, backend, _) = start_mock(
+        "fleet-load-mock.yaml",
+        "  - { path: /data, body: { ok: true } }\n",
+    );
+    let (port, admin) = (free_port(), free_port());
+    let config = fleet_config(
+        "fleet-load.yaml",
+        port,
+        admin,
+        &redis.url(),
+        &backend,
+        "{ rate: 1/h, burst: 8, key: \"header:x-client\" }",
+        ", fleet_size: 4",
+    );
+    let (_child, lines) = serve_logged(&config);
+    wait_for(&lines, "listening on");
+    wait_store(admin, true);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|id| {
+            let stop = stop.clone();
+            std::thread::spawn(move || load(port, id, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Slowed: Redis answers nobody for a second.
+    assert_eq!(redis.command(&["DEBUG", "SLEEP", "1"]).unwrap(), "+OK");
+    wait_store(admin, true);
+    // Stopped, under load, then started again (empty) on the same port.
+    redis.stop();
+    wait_store(admin, false);
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart().unwrap();
+    wait_store(admin, true);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut answered = 0;
+    let mut slowest = Duration::ZERO;
+    for client in clients {
+        let (results, failed) = client.join().unwrap();
+        assert_eq!(failed, 0, "a request was not answered");
+        for (status, took) in results {
+            assert_eq!(status, 200);
+            slowest = slowest.max(took);
+            answered += 1;
+        }
+    }
+    assert!(answered > 100, "{answered} requests");
+    assert!(slowest < Duration::from_secs(1), "slowest {slowest:?}");
+    let fallbacks =
+        metric(admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}").unwrap_or(0.0);
+    assert!(fallbacks > 0.0, "fallbacks counted");
+    let down = lines
+        .try_iter()
+        .any(|l| l.contains("the store does not answer"));
+    assert!(down, "the fallback is in the log");
+
+    // Shared again: one client gets the whole burst of 8 (not its local
+    // share of 2), without a restart. (On a busy machine a call may miss the
+    // 50 ms budget and put the store down for a probe's time: then that
+    // client's count is not the fleet's, and another client tries again.)
+    let fallbacks = || metric(admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}");
+    for attempt in 0..5 {
+        wait_store(admin, true);
+        let before = fallbacks();
+        let mut ok = 0;
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: after-{attempt}\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            ok += usize::from(read_response(&mut s).0 == 200);
+        }
+        if fallbacks() == before {
+            assert_eq!(ok, 8);
+            return;
+        }
+    }
+    panic!("the store was not used again");
+}

@@ -19,6 +19,7 @@ mod respond;
 mod run;
 mod server;
 mod shape;
+mod store;
 mod upstream;
 
 pub use client::HttpClient;

@@ -35,6 +35,11 @@ pub(crate) const TARGET_IN_FLIGHT: &str = "fanout_target_in_flight";
 /// A target's latency estimate (peak EWMA), in seconds.
 pub(crate) const TARGET_LATENCY: &str = "fanout_target_latency_seconds";
 
+/// Whether the fleet's store answers (1) or requests fall back (0).
+pub(crate) const STORE_UP: &str = "fanout_store_up";
+/// Requests that fell back from the store, by `use` (`rate_limit`, `cache`).
+pub(crate) const STORE_FALLBACKS: &str = "fanout_store_fallbacks_total";
+
 /// Counts a request in flight until it is dropped, however it ends (the
 /// client may leave).
 #[derive(Debug)]

@@ -72,6 +72,7 @@ pub mod certs;
 mod config;
 mod error;
 mod record;
+pub mod redis;
 mod reply;
 mod serve;
 

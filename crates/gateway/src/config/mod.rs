@@ -16,7 +16,7 @@ use std::{fmt, path::Path as FsPath};
 pub(crate) use locate::Path;
 pub use model::{
     Backend, Balance, Breaker, Cache, Config, Cors, Eject, Endpoint, Health, Hedge, Http2,
-    ListenerTls, Method, RateLimit, ResponseBuffer, Retry, Server, Tls, Upstream, Urls,
+    ListenerTls, Method, RateLimit, ResponseBuffer, Retry, Server, Store, Tls, Upstream, Urls,
 };
 pub use units::{ByteSize, Duration, Percent, Rate};
 

@@ -21,6 +21,35 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// The routes the gateway serves, each fanning out to its backends.
     pub endpoints: Vec<Endpoint>,
+    /// The store a fleet of gateways shares (Redis), for fleet-wide rate
+    /// limits and shared caches.
+    pub store: Option<Store>,
+    /// Enforce every `rate_limit` fleet-wide, through `store`.
+    #[serde(default)]
+    pub rate_limits_shared: bool,
+    /// Share the upstreams' caches through `store`.
+    #[serde(default)]
+    pub cache_shared: bool,
+}
+
+/// The fleet's shared store. When it is slow or down, no request waits on
+/// it past `timeout`: rate limits fall back to this node's share, caches to
+/// the local ones.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
+    pub redis: String,
+    /// Gateways in the fleet: while the store is unreachable each enforces
+    /// `1/fleet_size` of every shared limit; absent: each the whole limit.
+    pub fleet_size: Option<u32>,
+    /// The longest a request waits on the store (at most 50ms; default 50ms).
+    pub timeout: Option<Duration>,
+    /// The largest answer put in the shared cache (default 1MiB).
+    pub max_value: Option<ByteSize>,
+    /// What every key starts with, to keep fleets apart in one Redis
+    /// (default `fanout`).
+    pub prefix: Option<String>,
 }
 
 /// Listeners and request limits.

@@ -38,7 +38,10 @@ use governor::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::RateLimit;
+use crate::{
+    config::RateLimit,
+    store::{Store, digest},
+};
 
 /// Live keys one limit keeps at most; beyond, new keys share one bucket.
 pub(crate) const MAX_KEYS: usize = 100_000;
@@ -158,6 +161,16 @@ impl Gcra {
         (!interval.is_zero() && burst > 0).then_some(Gcra { interval, burst })
     }
 
+    /// This node's share of a limit enforced by `n` nodes: `1/n` of the
+    /// rate, and of the burst (rounded up: at least one).
+    pub(crate) fn share(self, n: u32) -> Gcra {
+        let n = n.max(1);
+        Gcra {
+            interval: self.interval * n,
+            burst: self.burst.div_ceil(n),
+        }
+    }
+
     /// The time the whole burst takes to come back.
     pub(crate) fn window(self) -> Duration {
         self.interval * self.burst
@@ -178,6 +191,8 @@ pub(crate) struct Limit {
     /// The configuration it was built from: a reload keeps the buckets of
     /// a limit whose configuration is the same.
     pub(crate) config: RateLimit,
+    /// Enforced fleet-wide: what its buckets' names in the store start with.
+    shared: Option<String>,
     limit_value: HeaderValue,
     policy_value: HeaderValue,
 }
@@ -189,10 +204,18 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 
 impl Limit {
     /// A limit of `gcra` per `rule`; `local` is what this node enforces by
-    /// itself (all of `gcra`, or its share).
-    pub(crate) fn new(rule: KeyRule, gcra: Gcra, local: Gcra, config: RateLimit) -> Limit {
+    /// itself (all of `gcra`, or its share); `shared`: the names of its
+    /// buckets in the fleet's store, when it is enforced there.
+    pub(crate) fn new(
+        rule: KeyRule,
+        gcra: Gcra,
+        local: Gcra,
+        shared: Option<String>,
+        config: RateLimit,
+    ) -> Limit {
         Limit {
             rule,
+            shared,
             limit_value: HeaderValue::from(gcra.burst),
             policy_value: HeaderValue::from_str(&format!(
                 "{};w={}",
@@ -204,6 +227,28 @@ impl Limit {
             local: Arc::new(LocalLimiter::new(local, MAX_KEYS)),
             config,
         }
+    }
+
+    /// Counts one request against `key`'s bucket: in the fleet's store when
+    /// the limit is shared and the store answers within its budget (one
+    /// round trip), else in this node's limiter.
+    pub(crate) async fn check(&self, key: &Key, store: Option<&Store>) -> Decision {
+        if let (Some(prefix), Some(store)) = (&self.shared, store) {
+            let bucket = match key {
+                Key::Missing => format!("{prefix}-"),
+                Key::Value(value) => format!("{prefix}{}", digest(value)),
+            };
+            let Gcra { interval, burst } = self.gcra;
+            if let Some(reply) = store.gcra(&bucket, interval, burst).await {
+                return Decision {
+                    allowed: reply.allowed,
+                    remaining: reply.remaining,
+                    reset: reply.reset,
+                    retry_after: reply.retry_after,
+                };
+            }
+        }
+        self.local.check(key)
     }
 
     /// The `ratelimit-*` fields (and `retry-after` when refused) for `decision`.
@@ -581,13 +626,23 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_share_divides_the_rate_and_the_burst() {
+        let whole = gcra(10, 20);
+        assert_eq!(whole.window(), Duration::from_secs(2));
+        let share = whole.share(3);
+        assert_eq!(share.interval, Duration::from_millis(300));
+        assert_eq!(share.burst, 7);
+        assert_eq!(whole.share(100).burst, 1);
+    }
+
+    #[test]
     fn the_headers_follow_draft_06() {
         let config = RateLimit {
             rate: "10/s".parse().unwrap(),
             burst: Some(20),
             key: "ip".into(),
         };
-        let limit = Limit::new(KeyRule::Ip, gcra(10, 20), gcra(10, 20), config);
+        let limit = Limit::new(KeyRule::Ip, gcra(10, 20), gcra(10, 20), None, config);
         let mut headers = HeaderMap::new();
         let refused = Decision {
             allowed: false,

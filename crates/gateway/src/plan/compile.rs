@@ -31,8 +31,9 @@ use crate::{
         ratelimit::{Gcra, KeyRule, Limit},
     },
     metrics::EndpointMeters,
-    resilience::Policies,
+    resilience::{Policies, SharedCache},
     shape::{ERRORS_KEY, FieldPath, Shape},
+    store::{Store, StoreSettings, digest},
     upstream::{EjectRule, Source, TargetSettings, Targets},
 };
 
@@ -85,15 +86,31 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
         .cors
         .as_ref()
         .and_then(|cors| cors_policy(&root.key("server").key("cors"), cors, problems));
+    let store = store(config, problems);
     let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
         .upstreams
         .iter()
         .filter_map(|(name, upstream)| {
             let path = root.key("upstreams").key(name.as_str());
-            let plan = upstream_plan(&path, name, upstream, dir, problems)?;
+            let shared = store
+                .as_ref()
+                .filter(|_| config.cache_shared && upstream.cache.is_some())
+                .map(|store| SharedCache {
+                    store: store.clone(),
+                    namespace: format!(
+                        "{}:cache:{name}:{}:",
+                        store.settings().prefix,
+                        &digest(&serde_json::to_vec(upstream).unwrap_or_default())[..16]
+                    ),
+                });
+            let plan = upstream_plan(&path, name, upstream, shared, dir, problems)?;
             Some((name.as_str(), Arc::new(plan)))
         })
         .collect();
+    let shared_limits = store
+        .as_ref()
+        .filter(|_| config.rate_limits_shared)
+        .map(|s| s.settings().clone());
     if config.endpoints.is_empty() {
         problems.at(
             root.key("endpoints"),
@@ -122,6 +139,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
                     route: &route,
                     config,
                     upstreams: &upstreams,
+                    shared_limits: shared_limits.as_ref(),
                     dir,
                     names: endpoint
                         .backends
@@ -152,6 +170,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
         },
         listener_tls,
         cors,
+        store,
         trusted_proxies: TrustedProxies::new(
             server
                 .trusted_proxies
@@ -331,6 +350,69 @@ fn check_server(path: &Path, server: &crate::config::Server, problems: &mut Prob
     }
 }
 
+/// The fleet's store (`store`), and whether what is shared has one.
+fn store(config: &Config, problems: &mut Problems) -> Option<Arc<Store>> {
+    let root = Path::root();
+    for (shared, key) in [
+        (config.rate_limits_shared, "rate_limits_shared"),
+        (config.cache_shared, "cache_shared"),
+    ] {
+        if shared && config.store.is_none() {
+            problems.at(
+                root.key(key),
+                format!("{key} needs a store: add `store: {{ redis: redis://host:6379 }}`"),
+            );
+        }
+    }
+    let store = config.store.as_ref()?;
+    let path = root.key("store");
+    let before = problems.0.len();
+    let budget = store.timeout.map_or(STORE_BUDGET, |t| t.0);
+    if let Some(timeout) = store.timeout {
+        duration_within(
+            problems,
+            path.key("timeout"),
+            "timeout",
+            timeout,
+            STORE_BUDGET,
+        );
+    }
+    let max_value = store.max_value.map_or(1 << 20, |v| v.0);
+    if let Some(size) = store.max_value {
+        size_within(problems, path.key("max_value"), "max_value", size, 64 << 20);
+    }
+    if let Some(n) = store.fleet_size {
+        count_within(
+            problems,
+            path.key("fleet_size"),
+            "fleet_size",
+            n.into(),
+            1,
+            10_000,
+        );
+    }
+    let prefix = store.prefix.clone().unwrap_or_else(|| "fanout".to_owned());
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(fits) {
+        problems.at(
+            path.key("prefix"),
+            format!("prefix `{prefix}`: use 1 to 64 letters, digits, `-`, `_`, `.` or `:`"),
+        );
+    }
+    let settings = StoreSettings {
+        url: store.redis.clone(),
+        budget,
+        max_value: max_value as usize,
+        prefix,
+        fleet_size: store.fleet_size,
+    };
+    let store = problems.check(&path.key("redis"), Store::new(settings))?;
+    (problems.0.len() == before).then(|| Arc::new(store))
+}
+
+/// The longest a request may wait on the store (product.md §2.9).
+const STORE_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// `server.cors`, every origin and header name checked where it is written.
 fn cors_policy(
     path: &Path,
@@ -422,6 +504,7 @@ fn upstream_plan(
     path: &Path,
     name: &str,
     upstream: &Upstream,
+    shared: Option<SharedCache>,
     dir: &std::path::Path,
     problems: &mut Problems,
 ) -> Option<UpstreamPlan> {
@@ -569,7 +652,8 @@ fn upstream_plan(
         files: reach.files,
         headers: headers?,
         timeout: upstream.timeout.map(|d| d.0),
-        policies: Some(Policies::new(name, upstream)),
+        shared_cache: shared.as_ref().map(|s| s.namespace.clone()),
+        policies: Some(Policies::new(name, upstream, shared)),
         config: Some(upstream.clone()),
     })
 }
@@ -780,6 +864,8 @@ struct EndpointCompiler<'a> {
     route: &'a RouteSpec,
     config: &'a Config,
     upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
+    /// The store's settings when rate limits are enforced fleet-wide.
+    shared_limits: Option<&'a StoreSettings>,
     /// The config file's folder, where relative paths start.
     dir: &'a std::path::Path,
     /// Backend name → index, built once for every check that needs it.
@@ -829,7 +915,14 @@ impl EndpointCompiler<'_> {
         check_cycles(path, endpoint, &self.names, problems);
         let rate_limit = match &endpoint.rate_limit {
             None => Some(None),
-            Some(limit) => rate_limit(&path.key("rate_limit"), limit, problems).map(Some),
+            Some(limit) => rate_limit(
+                &path.key("rate_limit"),
+                &endpoint.route,
+                limit,
+                self.shared_limits,
+                problems,
+            )
+            .map(Some),
         };
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
@@ -997,6 +1090,7 @@ impl EndpointCompiler<'_> {
                                 timeout: None,
                                 policies: None,
                                 config: None,
+                                shared_cache: None,
                             })
                         });
                         (upstream, path, at.key("url"))
@@ -1070,7 +1164,9 @@ impl EndpointCompiler<'_> {
 /// An endpoint's `rate_limit`, its numbers within their bounds.
 fn rate_limit(
     path: &Path,
+    route: &str,
     limit: &crate::config::RateLimit,
+    shared: Option<&StoreSettings>,
     problems: &mut Problems,
 ) -> Option<Limit> {
     let before = problems.0.len();
@@ -1117,7 +1213,20 @@ fn rate_limit(
         }
     }
     let (rule, gcra) = (rule?, gcra?);
-    (problems.0.len() == before).then(|| Limit::new(rule, gcra, gcra, limit.clone()))
+    // Shared, this node enforces its share by itself while the store is
+    // unreachable; the buckets in the store are named after the route.
+    let (local, shared) = match shared {
+        None => (gcra, None),
+        Some(store) => (
+            gcra.share(store.fleet_size.unwrap_or(1)),
+            Some(format!(
+                "{}:rl:{}:",
+                store.prefix,
+                &digest(route.as_bytes())[..16]
+            )),
+        ),
+    };
+    (problems.0.len() == before).then(|| Limit::new(rule, gcra, local, shared, limit.clone()))
 }
 
 /// The backend's shape, every path parsed where it is written.

@@ -71,6 +71,8 @@ pub struct Plan {
     pub(crate) listener_tls: Option<Arc<rustls::ServerConfig>>,
     /// Cross-origin calls from browsers (`server.cors`).
     pub(crate) cors: Option<crate::edge::cors::CorsPolicy>,
+    /// The fleet's shared store (`store`), if there is one.
+    pub(crate) store: Option<Arc<crate::store::Store>>,
     /// Whose `x-forwarded-for` is believed (`server.trusted_proxies`).
     pub(crate) trusted_proxies: crate::edge::client_ip::TrustedProxies,
     /// The files it read besides the config (certificates and keys).
@@ -134,6 +136,8 @@ pub(crate) struct UpstreamPlan {
     /// The configuration it was built from (`None` for a `url:` backend):
     /// a reload keeps the state of an upstream whose configuration is equal.
     pub(crate) config: Option<Upstream>,
+    /// Where its cache is shared in the store (`cache_shared`), if it is.
+    pub(crate) shared_cache: Option<String>,
 }
 
 /// One endpoint, compiled.
@@ -262,6 +266,9 @@ impl Plan {
     /// Starts what the upstreams do in the background (DNS refresh, health
     /// checks) on the current runtime; those of a replaced plan stop with it.
     pub(crate) fn start(&self) {
+        if let Some(store) = &self.store {
+            store.start();
+        }
         for limit in self.endpoints.iter().filter_map(|e| e.rate_limit.as_ref()) {
             limit.local.start();
         }
@@ -280,6 +287,12 @@ impl Plan {
     /// plan, so that a reload does not forget what the gateway learned about
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
+        // The same store keeps its connection and what it knows of Redis.
+        if let (Some(store), Some(old)) = (&self.store, &previous.store) {
+            store.adopt(old);
+        }
+        let same_store = self.store.as_ref().map(|s| s.settings())
+            == previous.store.as_ref().map(|s| s.settings());
         // A rate limit that did not change keeps its buckets.
         for endpoint in &mut self.endpoints {
             let Some(endpoint) = Arc::get_mut(endpoint) else {
@@ -303,6 +316,8 @@ impl Plan {
                 old.name == upstream.name
                     && old.config == upstream.config
                     && old.files == upstream.files
+                    && old.shared_cache == upstream.shared_cache
+                    && (same_store || upstream.shared_cache.is_none())
             });
             let Some(kept) = kept else { continue };
             let replaced = std::mem::replace(upstream, kept.clone());

@@ -119,12 +119,15 @@ impl Gateway {
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
         // Counted before any backend is called; refused, nothing is.
-        let limited = endpoint.rate_limit.as_ref().map(|limit| {
-            let client_ip = || plan.trusted_proxies.client_ip(peer.ip(), request.headers());
-            // No verified claims yet: authentication will hand them here.
-            let key = limit.rule.key(client_ip, request.headers(), None);
-            (limit, limit.local.check(&key))
-        });
+        let limited = match &endpoint.rate_limit {
+            None => None,
+            Some(limit) => {
+                let client_ip = || plan.trusted_proxies.client_ip(peer.ip(), request.headers());
+                // No verified claims yet: authentication will hand them here.
+                let key = limit.rule.key(client_ip, request.headers(), None);
+                Some((limit, limit.check(&key, plan.store.as_deref()).await))
+            }
+        };
         if let Some((limit, decision)) = &limited {
             if !decision.allowed {
                 return too_many(endpoint, limit, decision);

@@ -2,6 +2,7 @@
 
 mod config;
 mod edge;
+mod fleet;
 mod hostile;
 mod operate;
 mod pki;
