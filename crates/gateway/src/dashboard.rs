@@ -7,7 +7,7 @@
 //! so recording a request costs one short lock and nothing else.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -74,6 +74,11 @@ pub(crate) struct Recorder {
     enabled: AtomicBool,
     next: AtomicU64,
     recent: Mutex<VecDeque<RequestRecord>>,
+    /// Requests the gateway refused itself (401, 403, 429…) before any
+    /// backend was called, by endpoint and status, since the dashboard
+    /// started: kept apart from `recent`, so that a flood of refusals never
+    /// pushes the requests that ran out of the waterfall.
+    refused: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
 }
 
 impl Recorder {
@@ -131,6 +136,33 @@ impl Recorder {
             duration_ms: outcome.took.as_secs_f64() * 1e3,
             backends,
         });
+    }
+
+    /// Counts a request to `endpoint` that the gateway refused with
+    /// `status`, if records are kept.
+    pub(crate) fn record_refusal(&self, endpoint: &str, status: u16) {
+        if !self.is_enabled() {
+            return;
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = match refused.get_mut(endpoint) {
+            Some(counts) => counts,
+            None => refused.entry(endpoint.to_owned()).or_default(),
+        };
+        *counts.entry(status).or_default() += 1;
+    }
+
+    /// The refusals counted, by endpoint and status.
+    fn refusals(&self) -> Value {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused
+            .iter()
+            .flat_map(|(endpoint, counts)| {
+                counts.iter().map(move |(status, count)| {
+                    json!({ "endpoint": endpoint, "status": status, "count": count })
+                })
+            })
+            .collect()
     }
 
     /// Records a request (its `id` and `at_ms` are filled in here).
@@ -227,7 +259,7 @@ impl Recorder {
                 })
             })
             .collect();
-        json!({ "window_s": span_s, "endpoints": endpoints })
+        json!({ "window_s": span_s, "endpoints": endpoints, "refused": self.refusals() })
     }
 }
 

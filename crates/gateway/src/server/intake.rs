@@ -130,6 +130,7 @@ impl Gateway {
         };
         if let Some((limit, decision)) = &limited {
             if !decision.allowed {
+                self.recorder.record_refusal(&endpoint.route, 429);
                 return too_many(endpoint, limit, decision);
             }
         }

@@ -377,3 +377,61 @@ fn store_problems_are_located() {
         ""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_refusals_per_endpoint_and_the_store() {
+    let redis = redis().await;
+    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let node = Node::start(&config("{ rate: 1/h, burst: 1, key: endpoint }", ""), &vars).await;
+    node.wait_store(true).await;
+    let url = node.gw.url("/x");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get(&url).await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+
+    let stats = get(&format!("{}/api/stats", node.admin)).await.json();
+    assert_eq!(
+        stats["refused"],
+        serde_json::json!([{ "endpoint": "GET /x", "status": 429, "count": 2 }])
+    );
+    assert_eq!(stats["store"]["up"], true);
+    assert_eq!(stats["store"]["url"], redis.url());
+
+    let Some(chromium) = super::operate::chromium() else {
+        return;
+    };
+    let profile =
+        std::env::temp_dir().join(format!("fanout-chromium-fleet-{}", std::process::id()));
+    let output = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{}/", node.admin))
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let row = r#"<tr data-refused="GET /x"><td>GET /x</td><td>0</td><td>0</td><td>2</td></tr>"#;
+    assert!(dom.contains(row), "the refusals are not shown:\n{dom}");
+    assert!(
+        dom.contains(r#"data-up="true""#)
+            && dom.contains(&format!("Shared store {}: up", redis.url())),
+        "the store is not shown:\n{dom}"
+    );
+}

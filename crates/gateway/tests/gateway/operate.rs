@@ -307,7 +307,7 @@ async fn the_dashboard_api_lists_recent_requests_and_their_calls() {
 }
 
 /// Debian's Chromium, or `None` outside CI when it is not installed.
-fn chromium() -> Option<&'static str> {
+pub(crate) fn chromium() -> Option<&'static str> {
     let path = "/usr/bin/chromium";
     if std::path::Path::new(path).exists() {
         return Some(path);
