@@ -28,10 +28,17 @@ fn start_mock(file: &str, routes: &str) -> (Running, String, String) {
         file,
         &format!("listen: 127.0.0.1:{port}\nroutes:\n{routes}"),
     );
+    let (mock, first) = run_mock(&config);
+    (mock, format!("http://127.0.0.1:{port}"), first)
+}
+
+/// Runs `fanout mock -c CONFIG`; returns it (killed when dropped) and the
+/// line it printed once listening.
+fn run_mock(config: &std::path::Path) -> (Running, String) {
     let mut mock = Running(
         fanout()
             .args(["mock", "-c"])
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -41,7 +48,63 @@ fn start_mock(file: &str, routes: &str) -> (Running, String, String) {
         .next()
         .unwrap()
         .unwrap();
-    (mock, format!("http://127.0.0.1:{port}"), first)
+    (mock, first)
+}
+
+/// `fanout serve --log-format json -c CONFIG` (killed when dropped), and
+/// its log, read as it comes.
+struct Serving {
+    child: Running,
+    log: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Serving {
+    fn start(config: &std::path::Path) -> Serving {
+        let mut child = Running(
+            fanout()
+                .args(["serve", "--log-format", "json", "-c"])
+                .arg(config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let (tx, log) = std::sync::mpsc::channel();
+        let stdout = child.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: serde_json::Value =
+                    serde_json::from_str(&line).expect("--log-format json writes JSON lines");
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Serving { child, log }
+    }
+
+    /// The next log event whose JSON text contains `needle`, within 30 s.
+    fn wait_for(&self, needle: &str) -> serde_json::Value {
+        loop {
+            let event = self
+                .log
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line with {needle}"));
+            if event.to_string().contains(needle) {
+                return event;
+            }
+        }
+    }
+
+    /// Sends it a signal (`HUP`, `TERM`).
+    fn signal(&self, name: &str) {
+        let pid = self.child.0.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
 }
 
 /// A child process that is killed when the test ends, passing or failing, so
@@ -122,12 +185,12 @@ fn schema_is_json_schema() {
 
 #[test]
 fn serve_answers_and_stops_cleanly_on_sigterm() {
-    let backend_addr = echo_backend();
+    let (_backend, backend) = path_backend("serve-backend.yaml");
     let port = free_port();
     let config = temp_file(
         "serve.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend_addr}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
         ),
     );
     let mut child = fanout()
@@ -175,12 +238,12 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
 /// the process (SIGHUP's default action).
 #[test]
 fn a_sighup_as_soon_as_the_port_is_open_reloads_instead_of_killing() {
-    let backend_addr = echo_backend();
+    let (_backend, backend) = path_backend("hup-backend.yaml");
     let port = free_port();
     let config = temp_file(
         "hup.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend_addr}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
         ),
     );
     let child = fanout()
@@ -406,63 +469,29 @@ fn fetch_reports_a_table_or_json_honours_its_limit_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no URLs"));
 }
 
-/// A backend on a std thread that answers `{"path": <the path it was asked for>}`.
-fn echo_backend() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let body = format!(r#"{{"path":"{path}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
+/// `fanout mock` answering every GET with `{"path": <the path it was asked
+/// for>}`, configured in `file`; returns it (killed when dropped) and its
+/// base URL.
+fn path_backend(file: &str) -> (Running, String) {
+    let (mock, base, _) = start_mock(
+        file,
+        "  - { path: \"/{*rest}\", body: { path: \"/{rest}\" } }\n",
+    );
+    (mock, base)
 }
 
 #[test]
 fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
-    let backend = echo_backend();
+    let (_backend, backend) = path_backend("reload-backend.yaml");
     let port = free_port();
     let config = |path: &str| {
         format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://{backend}{path}\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"{backend}{path}\" }}] }}\n"
         )
     };
     let file = temp_file("reload.yaml", &config("/one"));
-    let mut child = fanout()
-        .args(["serve", "--log-format", "json", "-c"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let event: serde_json::Value =
-                serde_json::from_str(&line).expect("--log-format json writes JSON lines");
-            if tx.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let event = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the log line never came");
-        if event.to_string().contains(needle) {
-            return event;
-        }
-    };
+    let mut serving = Serving::start(&file);
+    let wait_for = |needle: &str| serving.wait_for(needle);
     wait_for("listening on");
     let body = |url: &str| {
         let (_, response, _) = http_get(url);
@@ -473,18 +502,12 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     let request_line = wait_for("\"request\"");
     assert_eq!(request_line["fields"]["backends"], "a=ok", "{request_line}");
 
-    let hup = |child: &std::process::Child| {
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
-    };
     std::fs::write(
         &file,
         "endpoints:\n  - { route: GET /x, backends: [{ name: a, upstream: nope }] }\n",
     )
     .unwrap();
-    hup(&child);
+    serving.signal("HUP");
     let refused = wait_for("config change refused");
     assert!(
         refused.to_string().contains("unknown upstream `nope`"),
@@ -497,7 +520,7 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
     );
 
     std::fs::write(&file, config("/two")).unwrap();
-    hup(&child);
+    serving.signal("HUP");
     wait_for("config reloaded");
     assert_eq!(body(&url), r#"{"path":"/two"}"#);
 
@@ -511,18 +534,15 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
         ),
     )
     .unwrap();
-    hup(&child);
+    serving.signal("HUP");
     let notice = wait_for("takes effect at the next restart");
     assert!(notice.to_string().contains("admin"), "{notice}");
     wait_for("max_connections");
     wait_for("config reloaded");
     assert_eq!(body(&url), r#"{"path":"/three"}"#);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(wait_exit(&mut child, "did not stop").success());
+    serving.signal("TERM");
+    assert!(wait_exit(&mut serving.child.0, "did not stop").success());
 }
 
 /// `fanout mock --make-certs` and `tls` in a mock config: a backend over
@@ -555,19 +575,7 @@ fn a_changed_certificate_file_is_reloaded_without_a_restart() {
             dir.join("right/mock-key.pem").display(),
         ),
     );
-    let mut mock = Running(
-        fanout()
-            .args(["mock", "-c"])
-            .arg(&mock_file)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let first = BufReader::new(mock.0.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let (mock, first) = run_mock(&mock_file);
     assert!(
         first.contains(&format!("https://127.0.0.1:{tls_port}")),
         "{first}"
@@ -581,32 +589,8 @@ fn a_changed_certificate_file_is_reloaded_without_a_restart() {
             trusted.display()
         ),
     );
-    let mut child = Running(
-        fanout()
-            .args(["serve", "--log-format", "json", "-c"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no log line with {needle}"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
+    let serving = Serving::start(&config);
+    let wait_for = |needle: &str| serving.wait_for(needle);
     wait_for("listening on");
     let url = format!("http://127.0.0.1:{port}/x");
     let (_, response, _) = http_get(&url);
@@ -614,10 +598,13 @@ fn a_changed_certificate_file_is_reloaded_without_a_restart() {
 
     std::fs::copy(dir.join("right/ca.pem"), &trusted).unwrap();
     let reloaded = wait_for("config reloaded");
-    assert!(reloaded.contains("a file changed"), "{reloaded}");
+    assert!(
+        reloaded.to_string().contains("a file changed"),
+        "{reloaded}"
+    );
     let (_, response, _) = http_get(&url);
     assert!(response.contains(r#"{"ok":true}"#), "{response}");
-    drop(child);
+    drop(serving);
     drop(mock);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -667,33 +654,15 @@ fn otel_exports_spans_and_propagates_traceparent() {
         }
     });
 
-    // A backend that answers with the traceparent it received.
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in backend.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            let traceparent = request
-                .lines()
-                .find_map(|l| l.strip_prefix("traceparent: "))
-                .unwrap_or("")
-                .to_owned();
-            let body = format!(r#"{{"traceparent":"{traceparent}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    // A backend that answers with what it received, headers included.
+    let (_backend, backend, _) =
+        start_mock("traced-backend.yaml", "  - { path: /t, echo: true }\n");
 
     let port = free_port();
     let config = temp_file(
         "otel.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /traced, backends: [{{ name: a, url: \"http://{backend_addr}/t\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /traced, backends: [{{ name: a, url: \"{backend}/t\" }}] }}\n"
         ),
     );
     let mut child = fanout()
@@ -715,7 +684,7 @@ fn otel_exports_spans_and_propagates_traceparent() {
     assert_eq!(status, 200, "{response}");
     let body: serde_json::Value =
         serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
-    let traceparent = body["traceparent"].as_str().unwrap();
+    let traceparent = body["headers"]["traceparent"].as_str().unwrap();
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(
         parts.len(),
@@ -805,42 +774,6 @@ fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
     );
 }
 
-/// `fanout serve -c config` with JSON logs: the process (killed when
-/// dropped) and its log lines as they come.
-fn serve_logged(config: &std::path::Path) -> (Running, std::sync::mpsc::Receiver<String>) {
-    let mut child = Running(
-        fanout()
-            .args(["serve", "--threads", "2", "--log-format", "json", "-c"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Waits (30 s at most) for a log line containing `needle`, and returns it.
-fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no log line with {needle}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
 /// A TLS connection to 127.0.0.1:`port` trusting the CAs in `roots`.
 struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
 
@@ -927,18 +860,18 @@ fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
     };
     std::fs::copy(pem("old", "mock.pem"), dir.join("gw.pem")).unwrap();
     std::fs::copy(pem("old", "mock-key.pem"), dir.join("gw-key.pem")).unwrap();
-    let backend = echo_backend();
+    let (_backend, backend) = path_backend("listener-backend.yaml");
     let port = free_port();
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
         format!(
-            "server: {{ listen: \"127.0.0.1:{port}\", tls: {{ cert: gw.pem, key: gw-key.pem }} }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"http://{backend}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\", tls: {{ cert: gw.pem, key: gw-key.pem }} }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
         ),
     )
     .unwrap();
-    let (child, lines) = serve_logged(&config);
-    wait_for(&lines, &format!("listening on https://127.0.0.1:{port}"));
+    let serving = Serving::start(&config);
+    serving.wait_for(&format!("listening on https://127.0.0.1:{port}"));
     let roots = [pem("old", "ca.pem"), pem("new", "ca.pem")];
     let mut open = TlsClient::connect(port, &roots);
     assert_eq!(open.served(), der("old"));
@@ -952,7 +885,7 @@ fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
         std::fs::rename(&temp, dir.join(to)).unwrap();
     };
     replace(pem("new", "mock.pem"), "gw.pem");
-    let refused = wait_for(&lines, "config change refused");
+    let refused = serving.wait_for("config change refused").to_string();
     assert!(
         refused.contains("the key does not go with the certificate"),
         "{refused}"
@@ -960,12 +893,12 @@ fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
     assert_eq!(TlsClient::connect(port, &roots).served(), der("old"));
 
     replace(pem("new", "mock-key.pem"), "gw-key.pem");
-    wait_for(&lines, "config reloaded");
+    serving.wait_for("config reloaded");
     let mut renewed = TlsClient::connect(port, &roots);
     assert_eq!(renewed.served(), der("new"));
     assert_eq!(renewed.get("/hi").0, 200);
     assert_eq!(open.get("/hi"), (200, r#"{"path":"/x"}"#.to_owned()));
-    drop(child);
+    drop(serving);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1030,9 +963,9 @@ fn three_gateway_processes_enforce_one_redis_limit() {
             "{ rate: 1/h, burst: 10, key: \"header:x-client\" }",
             "",
         );
-        let (child, lines) = serve_logged(&config);
-        wait_for(&lines, "listening on");
-        running.push((child, lines));
+        let serving = Serving::start(&config);
+        serving.wait_for("listening on");
+        running.push(serving);
     }
     // A run in which a call missed the 50 ms budget (a busy machine) fell
     // back to the local limiters and says nothing of the shared one: another
@@ -1137,8 +1070,8 @@ fn redis_slowed_stopped_and_restarted_under_load() {
         "{ rate: 1/h, burst: 8, key: \"header:x-client\" }",
         ", fleet_size: 4",
     );
-    let (_child, lines) = serve_logged(&config);
-    wait_for(&lines, "listening on");
+    let serving = Serving::start(&config);
+    serving.wait_for("listening on");
     wait_store(admin, true);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -1177,9 +1110,10 @@ fn redis_slowed_stopped_and_restarted_under_load() {
     let fallbacks =
         metric(admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}").unwrap_or(0.0);
     assert!(fallbacks > 0.0, "fallbacks counted");
-    let down = lines
+    let down = serving
+        .log
         .try_iter()
-        .any(|l| l.contains("the store does not answer"));
+        .any(|event| event.to_string().contains("the store does not answer"));
     assert!(down, "the fallback is in the log");
 
     // Shared again: one client gets the whole burst of 8 (not its local

@@ -20,7 +20,7 @@ use crate::{
     client::{ClientSettings, Request, Transport},
     config::Format,
     error::BackendError,
-    respond::respond,
+    respond::{json_response, respond},
     run::{Inputs, Verdict, execute},
 };
 
@@ -132,11 +132,8 @@ impl Transport for Script {
 }
 
 fn json(status: u16, body: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
+    let status = StatusCode::from_u16(status).unwrap();
+    json_response(status, Bytes::from_static(body.as_bytes())).map(Full::new)
 }
 
 fn plan(yaml: &str) -> Plan {

@@ -113,16 +113,23 @@ fn to_bytes(value: &Value) -> Bytes {
 }
 
 fn build(status: StatusCode, body: Bytes, complete: bool) -> Response<Bytes> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
+    let mut response = json_response(status, body);
+    response.headers_mut().insert(
         COMPLETE,
         HeaderValue::from_static(if complete { "true" } else { "false" }),
+    );
+    response
+}
+
+/// A JSON answer: the status, `content-type: application/json` and the
+/// body. Every JSON answer of the gateway, aggregated or its own (errors,
+/// the admin API), is made here.
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     response
 }

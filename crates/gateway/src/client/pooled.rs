@@ -26,11 +26,9 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::{io::AsyncWrite, net::TcpStream};
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::{ClientSettings, Request, Transport, tls};
 use crate::{
@@ -235,7 +233,7 @@ impl tower::Service<http::Uri> for Connector {
         Box::pin(async move {
             let tcp = tcp.await?.into_inner();
             let Some(tls) = tls else {
-                return Ok(Stream(Io::Plain(tcp), false));
+                return Ok(Stream(Either::Left(tcp), false));
             };
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
             let host = uri.host().unwrap_or("");
@@ -245,7 +243,7 @@ impl tower::Service<http::Uri> for Connector {
                 .ok_or_else(|| io::Error::other(format!("no name to verify for {authority}")))?;
             let stream = tls.connect(name, tcp).await?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            Ok(Stream(Io::Tls(Box::new(stream)), h2))
+            Ok(Stream(Either::Right(Box::new(stream)), h2))
         })
     }
 }
@@ -254,11 +252,8 @@ impl tower::Service<http::Uri> for Connector {
 #[derive(Debug)]
 pub(crate) struct Stream(Io, bool);
 
-#[derive(Debug)]
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// Plain TCP (left), or TLS over it (right).
+type Io = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
@@ -271,66 +266,6 @@ impl Connection for Stream {
     }
 }
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut())
-                .poll_read(cx, buf)
-                .map_err(tls::in_words),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 impl hyper::rt::Read for Stream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -339,7 +274,9 @@ impl hyper::rt::Read for Stream {
     ) -> Poll<io::Result<()>> {
         let io = TokioIo::new(&mut self.0);
         let mut io = std::pin::pin!(io);
-        hyper::rt::Read::poll_read(io.as_mut(), cx, buf)
+        // A TLS error is put in words (plain TCP errors carry no rustls
+        // cause and pass as they are).
+        hyper::rt::Read::poll_read(io.as_mut(), cx, buf).map_err(tls::in_words)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{
         TARGET_IN_FLIGHT, TARGET_LATENCY, TARGET_STATE,
     },
     resilience::BreakerState,
+    respond::json_response,
     upstream::TargetState,
 };
 
@@ -255,11 +256,5 @@ fn record_upstream_state(gateway: &Gateway) {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, Bytes::from(body.to_string())).map(Full::new)
 }

@@ -36,6 +36,7 @@ use tokio::{
     task::JoinSet,
     time::Instant,
 };
+use tokio_util::either::Either;
 
 /// How a listener serves its connections. Every limit is on by default.
 #[derive(Clone, Debug)]
@@ -241,69 +242,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// A connection's stream: plain, or TLS over it.
-enum ServerIo {
-    Plain(Watched),
-    Tls(Box<tokio_rustls::server::TlsStream<Watched>>),
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Plain(s) => s.is_write_vectored(),
-            ServerIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection's stream: plain (left), or TLS over it (right).
+type ServerIo = Either<Watched, Box<tokio_rustls::server::TlsStream<Watched>>>;
 
 impl AsyncRead for Watched {
     fn poll_read(
@@ -478,13 +418,13 @@ impl Connections {
                         write_timeout: self.write_timeout,
                     };
                     connections.spawn(async move {
-                        let io = match tls {
-                            None => ServerIo::Plain(watched),
+                        let io: ServerIo = match tls {
+                            None => Either::Left(watched),
                             Some(acceptor) => {
                                 // The handshake is part of the time to start a request.
                                 let limit = timers.header_read_timeout.unwrap_or(Duration::from_secs(10));
                                 match tokio::time::timeout(limit, acceptor.accept(watched)).await {
-                                    Ok(Ok(stream)) => ServerIo::Tls(Box::new(stream)),
+                                    Ok(Ok(stream)) => Either::Right(Box::new(stream)),
                                     Ok(Err(e)) => {
                                         tracing::debug!(error = %e, %addr, "TLS handshake failed");
                                         return;

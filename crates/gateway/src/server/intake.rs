@@ -18,7 +18,7 @@ use crate::{
     },
     headers::named_in_connection,
     plan::{Captures, EndpointPlan, Plan, template::Var},
-    respond::respond,
+    respond::{json_response, respond},
     run::{self, Inputs},
 };
 
@@ -323,11 +323,5 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 /// A JSON error answer from the gateway itself.
 pub(crate) fn error(status: StatusCode, message: String) -> Response<Bytes> {
     let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
-    let mut response = Response::new(Bytes::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, Bytes::from(body))
 }

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use bytes::Bytes;
 use fanout_gateway::{Gateway, Plan};
+use fanout_mock::{MockServer, Reply};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -122,12 +123,12 @@ fn write_config(dir: &Path, backend: &str, tls: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn the_listener_serves_https_and_http2_by_alpn() {
-    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let backend = backend(&[("/data", Reply::json(r#"{"ok":true}"#))]).await;
     let pki = Pki::new("listener");
     pki.server("gw", &["127.0.0.1", "localhost"], Validity::Now);
     let config = write_config(
         pki.dir(),
-        &base(&backend),
+        &backend.url(""),
         "{ cert: gw.pem, key: gw-key.pem }",
     );
     let (addr, gateway, _stop) = start_file(&config).await;
@@ -170,12 +171,12 @@ async fn the_listener_serves_https_and_http2_by_alpn() {
 
 #[tokio::test]
 async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_keep_working() {
-    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let backend = backend(&[("/data", Reply::json(r#"{"ok":true}"#))]).await;
     let pki = Pki::new("renew");
     let old = pki.server("gw", &["127.0.0.1"], Validity::Now);
     let config = write_config(
         pki.dir(),
-        &base(&backend),
+        &backend.url(""),
         "{ cert: gw.pem, key: gw-key.pem }",
     );
     let (addr, gateway, _stop) = start_file(&config).await;
@@ -216,7 +217,7 @@ async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_keep
 
 #[tokio::test]
 async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
-    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let backend = backend(&[("/data", Reply::json(r#"{"ok":true}"#))]).await;
     let pki = Pki::new("mtls");
     pki.server("gw", &["127.0.0.1"], Validity::Now);
     let clients = Pki::new("mtls-clients");
@@ -224,7 +225,7 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
     let stranger = Pki::new("strangers").client("other", "other.internal");
     let config = write_config(
         pki.dir(),
-        &base(&backend),
+        &backend.url(""),
         &format!(
             "{{ cert: gw.pem, key: gw-key.pem, client_ca: {} }}",
             clients.ca_file().display()
@@ -348,8 +349,8 @@ fn cors_headers(got: &Got) -> Vec<String> {
 
 #[tokio::test]
 async fn a_preflight_from_an_allowed_origin_is_answered_by_the_gateway() {
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
-    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    let gw = TestGateway::start(CORS, &[("B", backend.url(""))]).await;
     let got = send(
         "OPTIONS",
         &gw.url("/x"),
@@ -380,8 +381,8 @@ async fn a_preflight_from_an_allowed_origin_is_answered_by_the_gateway() {
 
 #[tokio::test]
 async fn a_preflight_that_is_not_allowed_is_refused_without_cors_headers() {
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
-    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    let gw = TestGateway::start(CORS, &[("B", backend.url(""))]).await;
     let cases = [
         (
             "https://evil.example",
@@ -430,8 +431,8 @@ async fn a_preflight_that_is_not_allowed_is_refused_without_cors_headers() {
 
 #[tokio::test]
 async fn answers_carry_cors_headers_only_for_an_allowed_origin() {
-    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
-    let gw = TestGateway::start(CORS, &[("B", base(&backend))]).await;
+    let backend = backend(&[("/data", Reply::json(r#"{"ok":true}"#))]).await;
+    let gw = TestGateway::start(CORS, &[("B", backend.url(""))]).await;
     let allowed = get_with(&gw.url("/x"), &[("origin", "https://app.example.com")]).await;
     assert_eq!(allowed.status, 200);
     assert_eq!(
@@ -503,16 +504,16 @@ fn cors_problems_are_located() {
 }
 
 /// A gateway whose `GET /x` calls `backend` under `rate_limit` (and `server`).
-async fn limited(backend: &Backend, server: &str, rate_limit: &str) -> TestGateway {
+async fn limited(backend: &MockServer, server: &str, rate_limit: &str) -> TestGateway {
     let yaml = format!(
         "server: {{ {server} }}\nendpoints:\n  - route: GET /x\n    rate_limit: {rate_limit}\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n  - route: GET /free\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n"
     );
-    TestGateway::start(&yaml, &[("B", base(backend))]).await
+    TestGateway::start(&yaml, &[("B", backend.url(""))]).await
 }
 
 #[tokio::test]
 async fn a_client_over_its_limit_gets_429_with_ratelimit_headers_and_no_backend_call() {
-    let backend = Backend::start(&[("/data", json(r#"{"ok":true}"#))]).await;
+    let backend = backend(&[("/data", Reply::json(r#"{"ok":true}"#))]).await;
     let gw = limited(
         &backend,
         "",
@@ -567,7 +568,7 @@ async fn a_client_over_its_limit_gets_429_with_ratelimit_headers_and_no_backend_
 
 #[tokio::test]
 async fn the_ip_key_believes_x_forwarded_for_only_from_trusted_proxies() {
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
     let from = |xff: &'static str| [("x-forwarded-for", xff)];
     // The test client connects from 127.0.0.1: a trusted proxy here.
     let gw = limited(
@@ -610,7 +611,7 @@ async fn the_ip_key_believes_x_forwarded_for_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn the_endpoint_key_is_one_bucket_for_everyone_and_refusals_are_readable_by_allowed_pages() {
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
     let gw = limited(
         &backend,
         r#"cors: { origins: ["https://app.example.com"], expose_headers: [retry-after] }"#,
@@ -635,13 +636,13 @@ async fn the_endpoint_key_is_one_bucket_for_everyone_and_refusals_are_readable_b
 
 #[tokio::test]
 async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
     let yaml = |burst: u32| {
         format!(
             "endpoints:\n  - route: GET /x\n    rate_limit: {{ rate: 1/h, burst: {burst}, key: endpoint }}\n    backends: [{{ name: a, url: \"${{env.B}}/data\" }}]\n"
         )
     };
-    let vars = [("B", base(&backend))];
+    let vars = [("B", backend.url(""))];
     let gw = TestGateway::start(&yaml(1), &vars).await;
     assert_eq!(get(&gw.url("/x")).await.status, 200);
     gw.gateway.reload(compile(&yaml(1), &vars));
@@ -763,10 +764,14 @@ async fn get_encoded(url: &str, accept: &str) -> (u16, http::HeaderMap, Bytes) {
 #[tokio::test]
 async fn answers_are_compressed_for_clients_that_accept_it_and_never_when_tiny() {
     let big = big_json(64 << 10);
-    let backend = Backend::start(&[("/big", json(big)), ("/small", json(r#"{"ok":true}"#))]).await;
+    let backend = backend(&[
+        ("/big", Reply::json(big)),
+        ("/small", Reply::json(r#"{"ok":true}"#)),
+    ])
+    .await;
     let gw = TestGateway::start(
         "server: { compression: true }\nendpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n  - route: GET /small\n    backends: [{ name: a, url: \"${env.B}/small\" }]\n",
-        &[("B", base(&backend))],
+        &[("B", backend.url(""))],
     )
     .await;
     for encoding in ["gzip", "br", "zstd"] {
@@ -798,7 +803,7 @@ async fn answers_are_compressed_for_clients_that_accept_it_and_never_when_tiny()
     // A reload turns it off.
     gw.gateway.reload(compile(
         "endpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n",
-        &[("B", base(&backend))],
+        &[("B", backend.url(""))],
     ));
     let (_, headers, body) = get_encoded(&gw.url("/big"), "gzip").await;
     assert!(headers.get("content-encoding").is_none());
@@ -808,10 +813,10 @@ async fn answers_are_compressed_for_clients_that_accept_it_and_never_when_tiny()
 #[tokio::test]
 async fn the_response_budget_counts_what_the_gateway_holds_before_compression() {
     let big = big_json(256 << 10);
-    let backend = Backend::start(&[("/big", json(big))]).await;
+    let backend = backend(&[("/big", Reply::json(big))]).await;
     let gw = TestGateway::start(
         "server: { compression: true, response_buffer: { per_connection: 128KiB } }\nendpoints:\n  - route: GET /big\n    backends: [{ name: a, url: \"${env.B}/big\" }]\n",
-        &[("B", base(&backend))],
+        &[("B", backend.url(""))],
     )
     .await;
     // Compressed, the answer would be small; the gateway still holds the

@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fanout_mock::redis::RedisServer;
-use tokio::net::TcpListener;
+use fanout_mock::{Reply, redis::RedisServer};
 
 use super::support::*;
 
@@ -18,15 +17,8 @@ struct Node {
 impl Node {
     async fn start(yaml: &str, vars: &[(&str, String)]) -> Node {
         let gw = TestGateway::start(yaml, vars).await;
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", admin.local_addr().unwrap());
-        tokio::spawn(fanout_gateway::serve_admin(
-            admin,
-            gw.gateway.clone(),
-            None,
-            std::future::pending(),
-        ));
-        Node { gw, admin: url }
+        let admin = format!("http://{}", gw.admin(None).await);
+        Node { gw, admin }
     }
 
     /// The store's state: `{url, up, rate_limit_fallbacks, cache_fallbacks}`.
@@ -79,8 +71,8 @@ async fn redis() -> RedisServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_enforce_one_limit_between_them() {
     let redis = redis().await;
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
-    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    let vars = [("REDIS", redis.url()), ("B", backend.url(""))];
     let yaml = config("{ rate: 1/h, burst: 5, key: \"header:x-client\" }", "");
     let (a, b) = (
         Node::start(&yaml, &vars).await,
@@ -134,10 +126,10 @@ async fn two_gateways_enforce_one_limit_between_them() {
 async fn while_redis_is_down_each_gateway_enforces_its_share() {
     let mut redis = redis().await;
     redis.stop();
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
     let vars = [
         ("REDIS", format!("redis://127.0.0.1:{}", redis.port())),
-        ("B", base(&backend)),
+        ("B", backend.url("")),
     ];
     let yaml = config("{ rate: 1/h, burst: 4, key: endpoint }", "")
         .replace("store: {", "store: { fleet_size: 2,");
@@ -178,8 +170,8 @@ async fn while_redis_is_down_each_gateway_enforces_its_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_never_holds_a_request_past_the_budget() {
     let redis = redis().await;
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
-    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    let vars = [("REDIS", redis.url()), ("B", backend.url(""))];
     let node = Node::start(
         &config("{ rate: 1/s, burst: 1000, key: endpoint }", ""),
         &vars,
@@ -243,9 +235,13 @@ impl RedisPort {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gateway_serves_from_the_cache_what_another_fetched() {
     let redis = redis().await;
-    let big = Box::leak(format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096)).into_boxed_str());
-    let backend = Backend::start(&[("/data", json(r#"{"v":1}"#)), ("/big", json(big))]).await;
-    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096));
+    let backend = backend(&[
+        ("/data", Reply::json(r#"{"v":1}"#)),
+        ("/big", Reply::json(big)),
+    ])
+    .await;
+    let vars = [("REDIS", redis.url()), ("B", backend.url(""))];
     let yaml = "store: { redis: \"${env.REDIS}\", max_value: 1KiB }\ncache_shared: true\nupstreams:\n  u: { url: \"${env.B}\", cache: { ttl: 30s, max_entries: 100 } }\nendpoints:\n  - route: GET /x\n    backends: [{ name: a, upstream: u, path: /data }]\n  - route: GET /big\n    backends: [{ name: a, upstream: u, path: /big }]\n";
     let (a, b) = (
         Node::start(yaml, &vars).await,
@@ -297,8 +293,8 @@ async fn redis_keys(redis: &RedisServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_gone_the_local_cache_still_answers() {
     let mut redis = redis().await;
-    let backend = Backend::start(&[("/data", json(r#"{"v":1}"#))]).await;
-    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let backend = backend(&[("/data", Reply::json(r#"{"v":1}"#))]).await;
+    let vars = [("REDIS", redis.url()), ("B", backend.url(""))];
     let yaml = "store: { redis: \"${env.REDIS}\" }\ncache_shared: true\nupstreams:\n  u: { url: \"${env.B}\", cache: { ttl: 30s, max_entries: 100 } }\nendpoints:\n  - route: GET /x\n    backends: [{ name: a, upstream: u, path: /data }]\n  - route: GET /y\n    backends: [{ name: a, upstream: u, path: /data?other }]\n";
     let node = Node::start(yaml, &vars).await;
     node.wait_store(true).await;
@@ -381,8 +377,8 @@ fn store_problems_are_located() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_refusals_per_endpoint_and_the_store() {
     let redis = redis().await;
-    let backend = Backend::start(&[("/data", json("{}"))]).await;
-    let vars = [("REDIS", redis.url()), ("B", base(&backend))];
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    let vars = [("REDIS", redis.url()), ("B", backend.url(""))];
     let node = Node::start(&config("{ rate: 1/h, burst: 1, key: endpoint }", ""), &vars).await;
     node.wait_store(true).await;
     let url = node.gw.url("/x");

@@ -7,6 +7,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use fanout_mock::Reply;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -18,8 +19,8 @@ use super::support::*;
 const BOUND: Duration = Duration::from_secs(10);
 
 /// A JSON body of about `n` bytes.
-fn big_json(n: usize) -> &'static str {
-    Box::leak(format!(r#"{{"blob":"{}"}}"#, "x".repeat(n)).into_boxed_str())
+fn big_json(n: usize) -> String {
+    format!(r#"{{"blob":"{}"}}"#, "x".repeat(n))
 }
 
 /// Reads until the peer closes; `None` if it is still open after `BOUND`.
@@ -51,7 +52,7 @@ async fn h2_client(addr: SocketAddr, window: u32) -> h2::client::SendRequest<Byt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_cannot_pin_more_than_its_connections_budget() {
-    let b = Backend::start(&[("/big", json(big_json(1 << 20)))]).await;
+    let b = backend(&[("/big", Reply::json(big_json(1 << 20)))]).await;
     let gw = TestGateway::start(
         r#"
 server: { response_buffer: { per_connection: 4MiB } }
@@ -59,7 +60,7 @@ endpoints:
   - route: GET /big
     backends: [{ name: big, url: "${env.B}/big" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     // A zero flow-control window: the gateway can send headers, never data.
@@ -94,7 +95,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_h2_connection_is_closed_after_the_write_timeout() {
-    let b = Backend::start(&[("/big", json(big_json(1 << 20)))]).await;
+    let b = backend(&[("/big", Reply::json(big_json(1 << 20)))]).await;
     let gw = TestGateway::start(
         r#"
 server: { write_timeout: 300ms }
@@ -102,7 +103,7 @@ endpoints:
   - route: GET /big
     backends: [{ name: big, url: "${env.B}/big" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
@@ -123,7 +124,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http1_reader_is_disconnected_after_the_write_timeout() {
-    let b = Backend::start(&[("/big", json(big_json(16 << 20)))]).await;
+    let b = backend(&[("/big", Reply::json(big_json(16 << 20)))]).await;
     let gw = TestGateway::start(
         r#"
 server: { write_timeout: 300ms, max_backend_body: 32MiB, response_buffer: { per_connection: 64MiB } }
@@ -131,7 +132,7 @@ endpoints:
   - route: GET /big
     backends: [{ name: big, url: "${env.B}/big" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -143,9 +144,17 @@ endpoints:
         .write_all(b"GET /big HTTP/1.1\r\nhost: gw\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for a while: the gateway's writes stall, then it gives up.
+    // Once the answer has started (the gateway fetches and shapes 16 MiB
+    // first, which takes long on a loaded machine), read nothing for a
+    // while: the gateway's writes stall, then it gives up.
+    let mut got = vec![0u8; 4096];
+    let first = tokio::time::timeout(BOUND, stream.read(&mut got))
+        .await
+        .expect("the answer started")
+        .unwrap();
+    got.truncate(first);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let got = read_until_closed(&mut stream).await.expect("still open");
+    got.extend(read_until_closed(&mut stream).await.expect("still open"));
     assert!(
         got.len() < 16 << 20,
         "the whole body was sent to a stalled reader ({} bytes)",
@@ -155,7 +164,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
-    let b = Backend::start(&[("/a", json("{}"))]).await;
+    let b = backend(&[("/a", Reply::json("{}"))]).await;
     let gw = TestGateway::start(
         r#"
 server: { header_read_timeout: 300ms }
@@ -163,7 +172,7 @@ endpoints:
   - route: GET /a
     backends: [{ name: a, url: "${env.B}/a" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     let mut silent = TcpStream::connect(gw.addr).await.unwrap();
@@ -187,7 +196,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_shed_with_503() {
-    let b = Backend::start(&[("/a", json(r#"{"a":1}"#))]).await;
+    let b = backend(&[("/a", Reply::json(r#"{"a":1}"#))]).await;
     let gw = TestGateway::start(
         r#"
 server: { max_connections: 3, header_read_timeout: 30s }
@@ -195,7 +204,7 @@ endpoints:
   - route: GET /a
     backends: [{ name: a, url: "${env.B}/a" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     let mut held = Vec::new();
@@ -232,7 +241,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_named_in_connection_is_not_forwarded() {
-    let b = Backend::start(&[("/a", json("{}"))]).await;
+    let b = backend(&[("/a", Reply::json("{}"))]).await;
     let gw = TestGateway::start(
         r#"
 endpoints:
@@ -240,7 +249,7 @@ endpoints:
     forward_headers: [X-Api-Key, X-Trace]
     backends: [{ name: a, url: "${env.B}/a" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     let answer = raw(
@@ -259,7 +268,11 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_values_and_host_headers_are_400_before_any_call() {
-    let b = Backend::start(&[("/echo/x/tail", json("{}")), ("/s/x/t", json("{}"))]).await;
+    let b = backend(&[
+        ("/echo/x/tail", Reply::json("{}")),
+        ("/s/x/t", Reply::json("{}")),
+    ])
+    .await;
     let gw = TestGateway::start(
         r#"
 endpoints:
@@ -269,7 +282,7 @@ endpoints:
     forward_query: [q]
     backends: [{ name: a, url: "${env.B}/s/{query.q}/t" }]
 "#,
-        &[("B", base(&b))],
+        &[("B", b.url(""))],
     )
     .await;
     for (request, why) in [

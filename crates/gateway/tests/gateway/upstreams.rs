@@ -2,7 +2,13 @@
 //! here, mTLS, HTTP/2 over TLS and h2c, several targets with failover,
 //! ejection and return, a name with two addresses, compressed bodies.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use fanout_mock::{Mock, MockServer, Reply, Script};
 use http::Version;
@@ -330,7 +336,12 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
     let a = data(Reply::json(r#"{"from":"a"}"#)).start().await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_addr = listener.local_addr().unwrap();
-    let b = data(Reply::json(r#"{"from":"b"}"#));
+    // Its waits are as generous as the bound on its return below.
+    let b = Mock::builder()
+        .any("/data", Reply::json(r#"{"from":"b"}"#))
+        .wait_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let stop_b = serve_on(&b, listener);
     let gw = gateway(&format!(
         "    url: [{}, http://{b_addr}]\n    balance: round_robin\n    \
@@ -338,14 +349,7 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
         a.url("")
     ))
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(None).await);
 
     for _ in 0..4 {
         assert_eq!(get(&gw.url("/x")).await.status, 200);
@@ -372,16 +376,30 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
     );
 
     // b comes back on the same port and gets calls again once its ejection
-    // ends (1 s, or 2 s if it was ejected twice): bounded, generously.
+    // ends (1 s, or 2 s if it was ejected twice): bounded, generously (20 s),
+    // while calls keep coming, each answered.
     let listener = TcpListener::bind(b_addr).await.unwrap();
     let before = b.stats().requests;
     let _stop_b = serve_on(&b, listener);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while b.stats().requests == before {
-        assert!(tokio::time::Instant::now() < deadline, "b never came back");
-        assert_eq!(get(&gw.url("/x")).await.status, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let calling = Arc::new(AtomicBool::new(true));
+    let caller = tokio::spawn({
+        let (url, calling) = (gw.url("/x"), calling.clone());
+        async move {
+            let mut statuses = Vec::new();
+            while calling.load(Ordering::SeqCst) {
+                statuses.push(get(&url).await.status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            statuses
+        }
+    });
+    assert!(
+        b.wait_requests(before + 1).await > before,
+        "b never came back"
+    );
+    calling.store(false, Ordering::SeqCst);
+    let statuses = caller.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     let states = target_states(&admin_url).await;
     assert!(states.iter().all(|(_, state)| state == "up"), "{states:?}");
 }
