@@ -130,23 +130,13 @@ impl RedisServer {
         }
     }
 
-    /// Sends one command on a new connection and returns the first line of
-    /// the reply (`+OK`, `:3`, `$5`…), waiting 30 s at most.
+    /// Sends one command (see [`command`]).
     ///
     /// # Errors
     ///
     /// When the server cannot be reached or does not answer.
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_owned())
+        command(self.port, args)
     }
 
     /// An integer reply (`DBSIZE`, `PTTL key`…).
@@ -161,6 +151,27 @@ impl RedisServer {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| io::Error::other(format!("not an integer reply: {reply}")))
     }
+}
+
+/// Sends one command to the server on 127.0.0.1:`port` on a new
+/// connection and returns the first line of the reply (`+OK`, `:3`,
+/// `$5`…), waiting 30 s at most. A free function, for a thread that sends
+/// `DEBUG SLEEP` while the test goes on.
+///
+/// # Errors
+///
+/// When the server cannot be reached or does not answer.
+pub fn command(port: u16, args: &[&str]) -> io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
 }
 
 impl Drop for RedisServer {

@@ -303,25 +303,6 @@ fn listener_tls_problems_are_located_at_their_key() {
     assert!(plan.files().iter().any(|f| f.ends_with("gw-key.pem")));
 }
 
-/// A request with a method and headers: status, headers, body.
-async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
-    let mut request = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = client()
-        .request(request.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    Got {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
 const CORS: &str = r#"
 server:
   cors:
@@ -475,15 +456,7 @@ fn cors_problems_are_located() {
         let yaml = format!(
             "server:\n  cors: {cors}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}] }}\n"
         );
-        match fanout_gateway::Plan::parse(
-            &yaml,
-            fanout_gateway::config::Format::Yaml,
-            "t.yaml",
-            |_| None,
-        ) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
+        problems(&yaml)
     };
     let err = check(r#"{ origins: ["*"], credentials: true }"#);
     assert!(
@@ -665,15 +638,7 @@ fn rate_limit_problems_are_located() {
         let yaml = format!(
             "server: {{ {server} }}\nendpoints:\n  - route: GET /x\n    rate_limit: {limit}\n    backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}]\n"
         );
-        match fanout_gateway::Plan::parse(
-            &yaml,
-            fanout_gateway::config::Format::Yaml,
-            "t.yaml",
-            |_| None,
-        ) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
+        problems(&yaml)
     };
     let cases = [
         (

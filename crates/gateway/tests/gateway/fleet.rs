@@ -181,9 +181,9 @@ async fn a_slow_redis_never_holds_a_request_past_the_budget() {
     assert_eq!(get(&node.gw.url("/x")).await.status, 200);
 
     // Redis stops answering anyone for 2 s.
-    let url = redis.url();
+    let port = redis.port();
     let sleeper = std::thread::spawn(move || {
-        let _ = RedisPort(url).command(&["DEBUG", "SLEEP", "2"]);
+        let _ = fanout_mock::redis::command(port, &["DEBUG", "SLEEP", "2"]);
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
@@ -210,26 +210,6 @@ async fn a_slow_redis_never_holds_a_request_past_the_budget() {
 
     sleeper.join().unwrap();
     assert_eq!(node.through_the_store("/x").await.status, 200);
-}
-
-/// `DEBUG SLEEP` blocks the thread that sends it: a handle on the server by
-/// its URL, for that thread.
-struct RedisPort(String);
-
-impl RedisPort {
-    fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        use std::io::{BufRead, BufReader, Write};
-        let addr = self.0.trim_start_matches("redis://");
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,15 +297,7 @@ fn store_problems_are_located() {
         let yaml = format!(
             "{yaml}\nendpoints:\n  - route: GET /x\n    backends: [{{ name: a, url: \"http://127.0.0.1:1/\" }}]\n"
         );
-        match fanout_gateway::Plan::parse(
-            &yaml,
-            fanout_gateway::config::Format::Yaml,
-            "t.yaml",
-            |_| None,
-        ) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
+        problems(&yaml)
     };
     let cases = [
         (
@@ -400,29 +372,9 @@ async fn the_dashboard_shows_refusals_per_endpoint_and_the_store() {
     assert_eq!(stats["store"]["up"], true);
     assert_eq!(stats["store"]["url"], redis.url());
 
-    let Some(chromium) = super::operate::chromium() else {
+    let Some(dom) = super::operate::dashboard_dom(&node.admin).await else {
         return;
     };
-    let profile =
-        std::env::temp_dir().join(format!("fanout-chromium-fleet-{}", std::process::id()));
-    let output = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("{}/", node.admin))
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
     let row = r#"<tr data-refused="GET /x"><td>GET /x</td><td>0</td><td>0</td><td>2</td></tr>"#;
     assert!(dom.contains(row), "the refusals are not shown:\n{dom}");
     assert!(
