@@ -605,6 +605,58 @@ endpoints:
     assert_eq!(answer.body, expected);
 }
 
+/// Objects nested `depth` levels under `k`, the innermost holding `leaf`.
+fn nested_objects(depth: usize, leaf: &str) -> &'static str {
+    let text = format!(
+        "{}{{{leaf}}}{}",
+        r#"{"k":"#.repeat(depth - 1),
+        "}".repeat(depth - 1)
+    );
+    Box::leak(text.into_boxed_str())
+}
+
+#[tokio::test(start_paused = true)]
+async fn objects_as_deep_as_the_config_allows_merge_deeply_and_repeated_keys_do_not_recurse() {
+    // The deep merge recurses into objects that meet under one key: 127
+    // levels (the most `max_json_depth` accepts) from two backends meet all
+    // the way down. A key repeated in one body means its last value: it is
+    // not merged with the first one, whatever their depth.
+    let one = nested_objects(127, r#""a":1"#);
+    let two = nested_objects(127, r#""b":2"#);
+    let repeated: &'static str = Box::leak(
+        format!(
+            r#"{{"r":{},"r":{}}}"#,
+            nested_objects(126, r#""a":1"#),
+            nested_objects(126, r#""c":3"#)
+        )
+        .into_boxed_str(),
+    );
+    // Addresses, not names: nothing to resolve.
+    let plan = plan(
+        r#"
+server: { max_json_depth: 127 }
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: one, url: "http://127.0.0.1:9/one", required: true }
+      - { name: two, url: "http://127.0.0.1:9/two", required: true }
+      - { name: repeated, url: "http://127.0.0.1:9/repeated", required: true }
+"#,
+    );
+    let script = Script::new(&[
+        ("/one", Reply::Json(200, one, 0)),
+        ("/two", Reply::Json(200, two, 0)),
+        ("/repeated", Reply::Json(200, repeated, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let mut expected: Value = serde_json::from_str(nested_objects(127, r#""a":1,"b":2"#)).unwrap();
+    let last: Value = serde_json::from_str(nested_objects(126, r#""c":3"#)).unwrap();
+    expected["r"] = last;
+    assert_eq!(answer.body, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn configured_upstream_headers_replace_the_clients() {
     let plan = plan(

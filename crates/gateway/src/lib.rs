@@ -27,6 +27,6 @@ pub use edge::tls::{ServerTls, TlsError};
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;
 pub use server::{
-    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, bind_reuseport, serve, serve_admin,
-    serve_on_threads,
+    ConnectionLimit, Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, bind_reuseport, serve,
+    serve_admin, serve_on_threads,
 };

@@ -402,7 +402,7 @@ impl Mock {
         let connections = Connections {
             header_read_timeout: None,
             grace: Duration::ZERO,
-            max_connections: usize::MAX,
+            max_connections: fanout_gateway::ConnectionLimit::new(usize::MAX),
             idle_timeout: None,
             write_timeout: None,
             tls: self.inner.tls.clone(),

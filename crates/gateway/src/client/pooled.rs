@@ -24,7 +24,7 @@ use hyper_util::{
         Client,
         connect::{Connected, Connection, HttpConnector},
     },
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use tokio::{io::AsyncWrite, net::TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -35,6 +35,10 @@ use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
 };
+
+/// Idle keep-alive connections kept per target (per serving thread); more
+/// are closed as their calls end.
+const MAX_IDLE_PER_TARGET: usize = 256;
 
 type Pool = Client<Connector, Empty<Bytes>>;
 
@@ -130,8 +134,17 @@ impl HttpClient {
                 .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
             settings: Arc::downgrade(settings),
         };
+        // Idle connections are closed after 90 s, and at most
+        // MAX_IDLE_PER_TARGET wait per target: a burst of concurrent calls
+        // (thousands of clients at once) must not leave thousands of
+        // connections open behind it. The timer is what runs the idle
+        // timeout: without it, hyper-util only drops an expired connection
+        // when it is checked out, and a backend that never closes its side
+        // keeps every one open.
         let pool = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(MAX_IDLE_PER_TARGET)
             .http2_only(settings.http2 == Http2::Always)
             .build(connector);
         let entry = Entry {

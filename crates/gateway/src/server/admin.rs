@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{Connections, Gateway, Peer, error};
+use super::{ConnectionLimit, Connections, Gateway, Peer, error};
 use crate::{
     dashboard::KEPT,
     metrics::{
@@ -41,7 +41,7 @@ pub async fn serve_admin(
     gateway.recorder.enable();
     let connections = Connections {
         grace: std::time::Duration::from_secs(1),
-        max_connections: 256,
+        max_connections: ConnectionLimit::new(256),
         ..Connections::default()
     };
     connections

@@ -47,8 +47,8 @@ pub struct Connections {
     /// On shutdown, how long in-flight requests may take to finish.
     pub grace: Duration,
     /// Connections open at once at most; beyond it a new one is answered 503
-    /// and closed.
-    pub max_connections: usize,
+    /// and closed. Listeners given clones of one limit share it.
+    pub max_connections: ConnectionLimit,
     /// A connection with no request in flight and nothing waiting to be sent
     /// for this long is closed.
     pub idle_timeout: Option<Duration>,
@@ -75,11 +75,55 @@ impl Default for Connections {
         Connections {
             header_read_timeout: Some(Duration::from_secs(10)),
             grace: Duration::from_secs(10),
-            max_connections: 10_000,
+            max_connections: ConnectionLimit::new(10_000),
             idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(30)),
             tls: None,
         }
+    }
+}
+
+/// A cap on connections open at once, counted across every listener that
+/// holds a clone of it: the serving threads of one gateway share one cap, so
+/// `server.max_connections` bounds the process, not each thread.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl ConnectionLimit {
+    /// At most `max` connections open at once.
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            max,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Connections open now, on every listener sharing this limit.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// A slot for one more connection, or `None` at the cap.
+    fn try_open(&self) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Slot(self.open.clone()))
+    }
+}
+
+/// One open connection's place under its [`ConnectionLimit`], given back
+/// when the connection ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -396,12 +440,12 @@ impl Connections {
                         }
                     };
                     while connections.try_join_next().is_some() {}
-                    if connections.len() >= self.max_connections {
+                    let Some(slot) = self.max_connections.try_open() else {
                         // Shed: say why, then close (a blocked write is not waited for).
                         let _ = stream.try_write(TOO_MANY);
-                        tracing::debug!(%addr, max = self.max_connections, "connection refused: too many");
+                        tracing::debug!(%addr, max = self.max_connections.max, "connection refused: too many");
                         continue;
-                    }
+                    };
                     let _ = stream.set_nodelay(true);
                     let activity = Activity::new();
                     let service = Tracked {
@@ -418,6 +462,7 @@ impl Connections {
                         write_timeout: self.write_timeout,
                     };
                     connections.spawn(async move {
+                        let _slot = slot;
                         let io: ServerIo = match tls {
                             None => Either::Left(watched),
                             Some(acceptor) => {

@@ -8,7 +8,7 @@ mod connections;
 mod intake;
 
 pub use admin::serve_admin;
-pub use connections::{Connections, MAX_CONCURRENT_STREAMS, Peer};
+pub use connections::{ConnectionLimit, Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
 
 use std::{
@@ -44,6 +44,9 @@ pub struct Gateway {
     recorder: Arc<Recorder>,
     /// Response bytes waiting for clients, shared by every serving thread.
     budget: budget::ResponseBudget,
+    /// Open client connections (`server.max_connections`), shared by every
+    /// serving thread.
+    connections: ConnectionLimit,
     /// The listener's TLS (`server.tls`), swapped when a reload brings new
     /// certificates; `None`: plain TCP.
     tls: Option<Arc<ServerTls>>,
@@ -68,6 +71,7 @@ impl Gateway {
                 limits.response_buffer_per_connection,
                 limits.response_buffer_total,
             ),
+            connections: ConnectionLimit::new(limits.max_connections),
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             client: HttpClient::new(),
             ready: Arc::new(AtomicBool::new(false)),
@@ -124,7 +128,7 @@ pub async fn serve(
     let connections = Connections {
         header_read_timeout: Some(limits.header_read_timeout),
         grace: limits.shutdown_grace,
-        max_connections: limits.max_connections,
+        max_connections: gateway.connections.clone(),
         idle_timeout: Some(limits.idle_timeout),
         write_timeout: Some(limits.write_timeout),
         tls: gateway.tls.clone(),

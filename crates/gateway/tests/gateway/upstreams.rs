@@ -445,8 +445,17 @@ async fn encode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {
         "gzip" => GzipEncoder::new(bytes).read_to_end(&mut out).await,
-        "br" => BrotliEncoder::new(bytes).read_to_end(&mut out).await,
-        "zstd" => ZstdEncoder::new(bytes).read_to_end(&mut out).await,
+        // The fastest levels: the bombs are megabytes, and this is a debug build.
+        "br" => {
+            BrotliEncoder::with_quality(bytes, async_compression::Level::Fastest)
+                .read_to_end(&mut out)
+                .await
+        }
+        "zstd" => {
+            ZstdEncoder::with_quality(bytes, async_compression::Level::Fastest)
+                .read_to_end(&mut out)
+                .await
+        }
         other => panic!("{other}"),
     }
     .unwrap();
@@ -464,22 +473,20 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
                 .header("content-encoding", encoding),
         );
     }
-    // 64 MiB of one JSON string, gzipped to some 64 KiB.
-    let mut expanded = vec![b' '; 64 << 20];
-    expanded[0] = b'[';
-    let bomb = encode("gzip", &expanded).await;
-    drop(expanded);
-    assert!(bomb.len() < 1 << 20);
-    let mock = builder
-        .any(
-            "/bomb",
-            Reply::raw("application/json", bomb).header("content-encoding", "gzip"),
-        )
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    // 64 MiB of spaces, compressed to some 64 KiB (16 MiB for br and zstd,
+    // slower to make): each expands far past max_backend_body.
+    for (encoding, size) in [("gzip", 64 << 20), ("br", 16 << 20), ("zstd", 16 << 20)] {
+        let mut expanded = vec![b' '; size];
+        expanded[0] = b'[';
+        let bomb = encode(encoding, &expanded).await;
+        drop(expanded);
+        assert!(bomb.len() < 1 << 20, "{encoding}");
+        builder = builder.any(
+            &format!("/bomb-{encoding}"),
+            Reply::raw("application/json", bomb).header("content-encoding", encoding),
+        );
+    }
+    let mock = builder.build().unwrap().start().await.unwrap();
     let yaml = format!(
         "server:\n  max_backend_body: 1MiB\n\
          upstreams:\n  u:\n    url: {}\n    compression: true\n\
@@ -497,14 +504,16 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
             "{encoding}"
         );
     }
-    let got = get(&gw.url("/bomb")).await;
-    assert_eq!(got.status, 502, "{}", got.body);
-    assert_eq!(
-        got.json()["_errors"]["b"]["kind"],
-        "body_too_large",
-        "{}",
-        got.body
-    );
+    for encoding in ["gzip", "br", "zstd"] {
+        let got = get(&gw.url(&format!("/bomb-{encoding}"))).await;
+        assert_eq!(got.status, 502, "{encoding}: {}", got.body);
+        assert_eq!(
+            got.json()["_errors"]["b"]["kind"],
+            "body_too_large",
+            "{encoding}: {}",
+            got.body
+        );
+    }
     let asked = mock.seen()[0].headers["accept-encoding"]
         .to_str()
         .unwrap()
