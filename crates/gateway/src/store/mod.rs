@@ -170,6 +170,8 @@ struct Link {
     /// (which needs the runtime).
     connection: OnceLock<::redis::aio::ConnectionManager>,
     up: AtomicBool,
+    /// Whether the supervisor has said anything about the store yet.
+    known: AtomicBool,
     budget: Duration,
     /// Fallbacks by [`Use`], in that order.
     fallbacks: [AtomicU64; 2],
@@ -212,6 +214,7 @@ impl Link {
             client,
             connection: OnceLock::new(),
             up: AtomicBool::new(false),
+            known: AtomicBool::new(false),
             budget: settings.budget,
             fallbacks: Default::default(),
             redacted: redacted(&settings.url),
@@ -263,7 +266,10 @@ impl Link {
     /// changes (rate-limited).
     fn set_up(&self, up: bool, why: &str) {
         let was = self.up.swap(up, Ordering::AcqRel);
-        if was == up {
+        // The first word about the store is said whatever it is (a gateway
+        // that starts with Redis away says so).
+        let first = !self.known.swap(true, Ordering::AcqRel);
+        if was == up && !first {
             return;
         }
         let now = Instant::now();
@@ -277,6 +283,7 @@ impl Link {
         if due {
             *last = Some(now);
         }
+        // Counted from the moment it went down to the moment it came back.
         let fallbacks = std::mem::take(&mut log.since_down);
         drop(log);
         if !due {

@@ -383,3 +383,28 @@ async fn the_dashboard_shows_refusals_per_endpoint_and_the_store() {
         "the store is not shown:\n{dom}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_redis_never_answers_serves_and_shows_no_password() {
+    let backend = backend(&[("/data", Reply::json("{}"))]).await;
+    // Nothing listens on port 1.
+    let vars = [
+        ("REDIS", "redis://fleet:s3cret@127.0.0.1:1".to_owned()),
+        ("B", backend.url("")),
+    ];
+    let node = Node::start(&config("{ rate: 1/h, burst: 2, key: endpoint }", ""), &vars).await;
+    let statuses = [
+        get(&node.gw.url("/x")).await.status,
+        get(&node.gw.url("/x")).await.status,
+        get(&node.gw.url("/x")).await.status,
+    ];
+    assert_eq!(statuses, [200, 200, 429], "the local limiter, whole");
+    let state = node.store().await;
+    assert_eq!(
+        (&state["up"], &state["url"]),
+        (&false.into(), &"redis://127.0.0.1:1".into())
+    );
+    let config = get(&format!("{}/config", node.admin)).await;
+    assert_eq!(config.json()["store"]["redis"], "redis://127.0.0.1:1");
+    assert!(!config.body.contains("s3cret"));
+}
