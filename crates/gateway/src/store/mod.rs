@@ -136,13 +136,13 @@ impl Store {
         link.bounded(Use::RateLimit, call).await
     }
 
-    /// The shared cache's value at `key`; `None` for a miss, or when the
-    /// store cannot answer within the budget (counted: the caller uses its
-    /// local cache).
+    /// The shared cache's value at `key`; `None` for a miss (or a value over
+    /// `max_value`), or when the store cannot answer within the budget
+    /// (counted: the caller uses its local cache).
     pub(crate) async fn get(&self, key: &str) -> Option<Bytes> {
         let link = self.link.load_full();
         let mut connection = link.usable(Use::Cache)?;
-        let call = redis::get(&mut connection, key);
+        let call = redis::get(&mut connection, key, self.settings.max_value);
         link.bounded(Use::Cache, call).await.flatten()
     }
 

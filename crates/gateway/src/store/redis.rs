@@ -107,13 +107,22 @@ pub(super) async fn gcra(
     })
 }
 
-/// The value at `key`, if there is one.
+/// The value at `key`, if there is one of at most `max` bytes. Read with
+/// `GETRANGE` up to one byte more than `max`, so that a larger value (written
+/// by a gateway with another `max_value`, or by anyone else) is never read
+/// whole; an empty value, which no JSON body is, is no value.
 pub(super) async fn get(
     connection: &mut ConnectionManager,
     key: &str,
+    max: usize,
 ) -> Result<Option<Bytes>, RedisError> {
-    let value: Option<Vec<u8>> = connection.get(key).await?;
-    Ok(value.map(Bytes::from))
+    let value: Vec<u8> = redis::cmd("GETRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(max)
+        .query_async(connection)
+        .await?;
+    Ok((!value.is_empty() && value.len() <= max).then(|| Bytes::from(value)))
 }
 
 /// `value` at `key`, for `ttl`.
