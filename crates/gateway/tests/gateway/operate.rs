@@ -379,6 +379,7 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
             r#"data-backend="fail" data-outcome="status""#,
         ),
         ("the stats table", r#"data-endpoint="GET /partial""#),
+        ("an upstream's target and its state", r#"data-state="up""#),
         ("the retried call", r#"class="bar ok retried""#),
         ("the hedged call", r#"class="bar ok hedged""#),
     ] {
