@@ -35,7 +35,9 @@
 #               limit that never refuses (claim:sub), against the same config
 #               with all three off, and with each one alone (jwt, cors, limit:
 #               where the cost goes); wrk sends the same authorization and
-#               origin headers to all, in alternating rounds
+#               origin headers to all; in each round on and off back to back,
+#               then the three others; then on and off loaded at the same
+#               moments (two wrk -t1 -c32 at once) for CPU time per request
 #   hosts       4 replicas under steady load (bench/failover.py, an open-loop
 #               client); the 4th starts answering 500 after 3 s (nginx
 #               reloaded), refuses connections after 6 s (stopped): errors
@@ -44,7 +46,7 @@
 #               and ejection, then a control without
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 10 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 10 minutes, edge ≈ 4 more), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
