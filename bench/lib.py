@@ -19,16 +19,28 @@ and the results file.
                                            PID to those ports on 127.0.0.1
     lib.py width-gateway PORT OFFSET W...  fanout config: GET /wN merges N calls
     lib.py width-urls W OFFSET             the same N calls, comma-separated (Go)
+    lib.py edge-token DIR                  an RSA key (openssl genrsa) in DIR/jwt-key.pem,
+                                           its JWKS in DIR/jwks.json, one RS256 token
+                                           signed with it (openssl dgst) in DIR/token
+    lib.py edge-gateway PORT OFFSET FEATURES
+                                           fanout config: the throughput scenario's
+                                           GET /merged with FEATURES on (a comma list of
+                                           jwt, cors, limit; "none": plain)
     lib.py shift-ports FILE OFFSET         FILE with every port 19xxx shifted by OFFSET
     lib.py ports-busy PORT...              the ports something listens on, on 127.0.0.1
     lib.py wrk FILE                        wrk --latency output -> JSON
-    lib.py wrk-run URL SECONDS [PID [BACKEND_PID]]
-                                           runs wrk -t2 -c64 --latency, samples the
+    lib.py wrk-run URL SECONDS [PID [BACKEND_PID]] [-H HEADER]...
+                                           runs wrk -t2 -c64 --latency (with the
+                                           headers -H, as wrk takes them), samples the
                                            processes' CPU time around it, PID's RSS
                                            every 100 ms during it and after it -> JSON;
                                            PID+ is PID and its child processes (an
                                            nginx master and its workers: CPU and RSS
                                            summed over them)
+    lib.py wrk-pair SECONDS URL_A PID_A URL_B PID_B [-H HEADER]...
+                                           two wrk runs at the same time (-t1 -c32
+                                           each), one per gateway, each with its
+                                           CPU time per request -> {"a", "b"}
     lib.py same-body REF_URL URL NAME      exits 1 unless URL answers 200 with the very
                                            bytes REF_URL answers (a peer against fanout)
     lib.py merge-rounds FILE...            wrk-run results of several rounds -> medians
@@ -288,6 +300,87 @@ def width_gateway(port, widths, offset=0):
     return "\n".join(lines) + "\n"
 
 
+EDGE_ISSUER = "https://idp.bench.invalid/"
+EDGE_AUDIENCE = "fanout-bench"
+EDGE_ORIGIN = "https://app.bench.invalid"
+EDGE_FEATURES = ("jwt", "cors", "limit")
+
+
+def b64url(data):
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def edge_token(directory):
+    """A fresh RSA key (openssl genrsa, in the run's folder only: it is never
+    kept), its public half as a JWKS, and one RS256 token signed with it
+    (openssl dgst -sha256 -sign) that expires in ten years."""
+    key = os.path.join(directory, "jwt-key.pem")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True, timeout=60)
+    modulus = subprocess.run(["openssl", "rsa", "-in", key, "-noout", "-modulus"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    n = bytes.fromhex(modulus.split("=", 1)[1])
+    jwks = {"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
+                      "n": b64url(n), "e": b64url((65537).to_bytes(3, "big"))}]}
+    with open(os.path.join(directory, "jwks.json"), "w") as f:
+        json.dump(jwks, f)
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": "bench"}
+    claims = {"iss": EDGE_ISSUER, "aud": EDGE_AUDIENCE, "sub": "bench-user", "iat": now,
+              "exp": now + 10 * 365 * 86400, "scope": "merged:read"}
+    signing_input = ".".join(b64url(json.dumps(part, separators=(",", ":")).encode())
+                             for part in (header, claims))
+    signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input.encode(),
+                               check=True, capture_output=True, timeout=60).stdout
+    token = signing_input + "." + b64url(signature)
+    with open(os.path.join(directory, "token"), "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def edge_gateway(port, features, offset=0):
+    """The throughput scenario's GET /merged with the edge features named in
+    `features` on: a JWT scheme (RS256, the keys of edge_token's jwks.json,
+    beside the config), CORS for one origin, and a rate limit that never
+    refuses (per user: `claim:sub` with JWT, per client address without)."""
+    unknown = set(features) - set(EDGE_FEATURES)
+    if unknown:
+        raise SystemExit(f"lib.py edge-gateway: unknown features {sorted(unknown)} (known: {EDGE_FEATURES})")
+    lines = [
+        "# Generated by bench/lib.py for bench/run.sh (the edge scenario): the",
+        "# throughput scenario's GET /merged with: " + (", ".join(features) or "no edge feature") + ".",
+        "server:",
+        f'  listen: "127.0.0.1:{port}"',
+        "  request_timeout: 5s",
+        "  shutdown_grace: 1s",
+    ]
+    if "cors" in features:
+        lines += ["  cors:",
+                  f'    origins: ["{EDGE_ORIGIN}"]',
+                  "    headers: [authorization]",
+                  "    expose_headers: [ratelimit-remaining]",
+                  "    max_age: 10m"]
+    if "jwt" in features:
+        lines += ["auth:",
+                  "  users:",
+                  "    jwt:",
+                  "      jwks_file: jwks.json",
+                  f'      issuer: "{EDGE_ISSUER}"',
+                  f"      audience: [{EDGE_AUDIENCE}]",
+                  "      algorithms: [RS256]"]
+    lines += ["endpoints:", "  - route: GET /merged"]
+    if "jwt" in features:
+        lines.append("    auth: users")
+    if "limit" in features:
+        key = "claim:sub" if "jwt" in features else "ip"
+        lines.append(f'    rate_limit: {{ rate: 1000000/s, burst: 1000000, key: "{key}" }}')
+    lines.append("    backends:")
+    for name, backend in zip(("one", "two", "three"), NGINX_PORTS):
+        lines.append(f'      - {{ name: {name}, url: "http://127.0.0.1:{backend + offset}/data", required: true }}')
+    return "\n".join(lines) + "\n"
+
+
 def parse_duration_ms(text):
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
     if not match:
@@ -393,13 +486,17 @@ def pid_list(spec):
     return [int(spec)]
 
 
-def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64):
-    """wrk against url; CPU time of pid (and backend_pid) over the run, RSS after.
-    pid may be "PID+": the process and its children (fixed when the run starts)."""
+def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64, headers=()):
+    """wrk against url (sending `headers`, "name: value" each); CPU time of pid
+    (and backend_pid) over the run, RSS after. pid may be "PID+": the process
+    and its children (fixed when the run starts)."""
     pids = pid_list(pid)
     before = procs(pids) if pids else None
     backend_before = proc(backend_pid) if backend_pid else None
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for header in headers:
+        argv += ["-H", header]
+    argv.append(url)
     # RSS under the load: sampled every 100 ms while wrk runs.
     samples = []
     try:
@@ -442,6 +539,18 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64)
     if backend_pid:
         out["backend_cpu_s"], out["backend_cpu_us_per_request"] = cpu(backend_before, proc(backend_pid))
     return out
+
+
+def wrk_pair(seconds, a, b, headers=()):
+    """wrk_run against two gateways at once, half the threads and connections
+    each: both see the same load from the rest of the machine at the same
+    moments, so the ratio of their CPU time per request is the steadiest
+    reading of what one costs more than the other. a, b: (url, pid)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(wrk_run, url, seconds, pid, None, 1, 32, headers) for url, pid in (a, b)]
+        return {"a": runs[0].result(), "b": runs[1].result()}
 
 
 def same_body(ref_url, url, name):
@@ -636,6 +745,10 @@ def show(kind, path, name=None, width=None):
         return (f"    {name:9} {d['requests_per_s']:>10,.0f} req/s  p50 {d['p50_ms']:.2f} ms  "
                 f"p99 {d['p99_ms']:.2f} ms  RSS {(d.get('rss_kb') or 0) / 1024:.1f} MiB  "
                 f"CPU {d.get('cpu_us_per_request') or '-'} µs/req  non-2xx {d['non_2xx']}")
+    if kind == "edge":
+        return (f"    {name:6} {d['requests_per_s']:>10,.0f} req/s  p50 {d['p50_ms']:.2f} ms  "
+                f"p99 {d['p99_ms']:.2f} ms  CPU {d.get('cpu_us_per_request') or '-'} µs/req  "
+                f"non-2xx {d['non_2xx']}")
     if kind in ("tls", "h2"):
         extra = (f"  handshakes/s {d.get('handshakes_per_s', '-')}" if kind == "tls"
                  else f"  backend connections {d.get('backend_conns', '-')}")
@@ -706,6 +819,11 @@ def main(argv):
         print(conns(int(args[0]), [int(p) for p in args[1:]]))
     elif cmd == "width-gateway":
         sys.stdout.write(width_gateway(int(args[0]), [int(w) for w in args[2:]], int(args[1])))
+    elif cmd == "edge-token":
+        edge_token(args[0])
+    elif cmd == "edge-gateway":
+        features = [] if args[2] == "none" else args[2].split(",")
+        sys.stdout.write(edge_gateway(int(args[0]), features, int(args[1])))
     elif cmd == "width-urls":
         print(",".join(width_calls(int(args[0]), int(args[1]))))
     elif cmd == "shift-ports":
@@ -714,11 +832,19 @@ def main(argv):
         print(" ".join(str(p) for p in ports_busy([int(p) for p in args])))
     elif cmd == "wrk":
         print(json.dumps(parse_wrk(open(args[0]).read())))
-    elif cmd == "wrk-run":
+    elif cmd in ("wrk-run", "wrk-pair"):
+        headers = []
+        while "-H" in args:
+            at = args.index("-H")
+            headers.append(args[at + 1])
+            del args[at:at + 2]
+        if cmd == "wrk-pair":
+            print(json.dumps(wrk_pair(args[0], (args[1], args[2]), (args[3], args[4]), headers)))
+            return
         url, seconds = args[0], args[1]
         pid = args[2] if len(args) > 2 and args[2] else None
         backend_pid = int(args[3]) if len(args) > 3 and args[3] else None
-        print(json.dumps(wrk_run(url, seconds, pid, backend_pid)))
+        print(json.dumps(wrk_run(url, seconds, pid, backend_pid, headers=headers)))
     elif cmd == "same-body":
         print(same_body(args[0], args[1], args[2]))
     elif cmd == "merge-rounds":

@@ -29,6 +29,15 @@
 #   h2          the same backends speaking HTTP/2 (nginx `ssl http2`): fanout
 #               with `http2: auto` against fanout with `http2: never`, in
 #               alternating rounds; connections to the backends counted
+#   edge        the throughput scenario through fanout with the edge features on:
+#               JWT validation (RS256; a key made for the run with openssl, its
+#               JWKS in a jwks_file, one token), CORS for one origin and a rate
+#               limit that never refuses (claim:sub), against the same config
+#               with all three off, and with each one alone (jwt, cors, limit:
+#               where the cost goes); wrk sends the same authorization and
+#               origin headers to all; in each round on and off back to back,
+#               then the three others; then on and off loaded at the same
+#               moments (two wrk -t1 -c32 at once) for CPU time per request
 #   hosts       4 replicas under steady load (bench/failover.py, an open-loop
 #               client); the 4th starts answering 500 after 3 s (nginx
 #               reloaded), refuses connections after 6 s (stopped): errors
@@ -37,7 +46,7 @@
 #               and ejection, then a control without
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 10 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 10 minutes, edge ≈ 4 more), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
@@ -49,14 +58,15 @@
 #   FAILFAST_REQUESTS=20  sequential requests per gateway in the fail-fast scenario
 #   THROUGHPUT_ROUNDS=3   rounds of the throughput scenario (every gateway in turn,
 #                         each round starting one further along the list; the
-#                         figures are medians over the rounds)
+#                         figures are medians over the rounds); also of tls, h2
+#                         and edge
 #   OVERHEAD_RATE=200     requests/s per target in the overhead scenario
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
 #                         line per request, written to /dev/null)
 #   HOSTS_RATE=1000       requests/s of the hosts scenario
 #   HOSTS_SECONDS=10      length of each hosts run (8-300; the failure comes at 3 s, refusals at 6 s)
-#   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
+#   BENCH_PORT_OFFSET=0   added to every port, 0-1000 (e.g. 300 while something else uses the defaults)
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
 #
@@ -73,7 +83,7 @@
 # is none), python3, curl, cargo. The Node peer's one dependency (undici) comes
 # from the npm registry: `npm ci` in bench/node-gateway when its node_modules is
 # missing (the versions of its package-lock.json).
-# Everything listens on 127.0.0.1, ports 19101-19334; every process it starts
+# Everything listens on 127.0.0.1, ports 19101-19334 (+ BENCH_PORT_OFFSET); every process it starts
 # is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,7 +123,7 @@ HOSTS_RATE=${HOSTS_RATE:-1000}
 HOSTS_SECONDS=${HOSTS_SECONDS:-10}
 S=$BENCH_SECONDS
 WIDTH_SECONDS=$((S / 2 < 2 ? 2 : S / 2))
-ALL_SCENARIOS="throughput overhead width tail failfast group tls h2 hosts"
+ALL_SCENARIOS="throughput overhead width edge tail failfast group tls h2 hosts"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] || { echo "run.sh: THROUGHPUT_ROUNDS must be a whole number ≥ 1" >&2; exit 2; }
 [[ $S =~ ^[0-9]+$ ]] && [ "$S" -ge 1 ] || { echo "run.sh: BENCH_SECONDS must be a whole number of seconds ≥ 1" >&2; exit 2; }
 [[ $HOSTS_RATE =~ ^[0-9]+$ ]] && [ "$HOSTS_RATE" -ge 10 ] && [ "$HOSTS_RATE" -le 5000 ] ||
@@ -132,7 +142,7 @@ for name in ${BENCH_ONLY//,/ }; do
   [[ " $ALL_SCENARIOS memory " == *" $name "* ]] || die "BENCH_ONLY: unknown scenario '$name' (known: $ALL_SCENARIOS)"
 done
 
-[[ $PORT_OFFSET =~ ^[0-9]+$ ]] && [ "$PORT_OFFSET" -le 600 ] || { echo "run.sh: BENCH_PORT_OFFSET must be 0-600" >&2; exit 2; }
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] && [ "$PORT_OFFSET" -le 1000 ] || { echo "run.sh: BENCH_PORT_OFFSET must be 0-1000" >&2; exit 2; }
 MOCK_TAIL=$((19101 + PORT_OFFSET)) MOCK_FF=$((19102 + PORT_OFFSET))
 FO_TP=$((19180 + PORT_OFFSET)) FO_W=$((19181 + PORT_OFFSET)) FO_TAIL=$((19182 + PORT_OFFSET)) FO_FF=$((19183 + PORT_OFFSET))
 FO1_TP=$((19184 + PORT_OFFSET)) OR_TP=$((19284 + PORT_OFFSET)) NODE_TP=$((19285 + PORT_OFFSET))
@@ -142,13 +152,15 @@ FO_TLS=$((19190 + PORT_OFFSET)) FO_H2=$((19191 + PORT_OFFSET)) FO_H1=$((19192 + 
 GO_TLS=$((19290 + PORT_OFFSET)) GOD_TLS=$((19291 + PORT_OFFSET))
 FO_HOSTS=$((19193 + PORT_OFFSET)) FO_HOSTS_ADMIN=$((19194 + PORT_OFFSET))
 FO_CTRL=$((19195 + PORT_OFFSET)) FO_CTRL_ADMIN=$((19196 + PORT_OFFSET))
+EDGE_VARIANTS=(on off jwt cors limit) # the edge scenario's gateways, on 19197-19201
+FO_EDGE=$((19197 + PORT_OFFSET))
 NGT1=$((19311 + PORT_OFFSET)) NGT2=$((19312 + PORT_OFFSET)) NGT3=$((19313 + PORT_OFFSET)) NGT_STATUS=$((19319 + PORT_OFFSET))
 NGH1=$((19321 + PORT_OFFSET)) NGH2=$((19322 + PORT_OFFSET)) NGH3=$((19323 + PORT_OFFSET))
 NGR1=$((19331 + PORT_OFFSET)) NGR2=$((19332 + PORT_OFFSET)) NGR3=$((19333 + PORT_OFFSET)) NGR4=$((19334 + PORT_OFFSET))
 busy=$(python3 bench/lib.py ports-busy "$MOCK_TAIL" "$MOCK_FF" "$FO_TP" "$FO_W" "$FO_TAIL" "$FO_FF" \
   "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP" "$FO1_TP" "$OR_TP" "$NODE_TP" \
   "$FO_TLS" "$FO_H2" "$FO_H1" "$GO_TLS" "$GOD_TLS" "$FO_HOSTS" "$FO_HOSTS_ADMIN" "$FO_CTRL" "$FO_CTRL_ADMIN" \
-  "$NGT1" "$NGT2" "$NGT3" "$NGT_STATUS" "$NGH1" "$NGH2" "$NGH3" "$NGR1" "$NGR2" "$NGR3" "$NGR4")
+  $(seq "$FO_EDGE" $((FO_EDGE + ${#EDGE_VARIANTS[@]} - 1))) "$NGT1" "$NGT2" "$NGT3" "$NGT_STATUS" "$NGH1" "$NGH2" "$NGH3" "$NGR1" "$NGR2" "$NGR3" "$NGR4")
 [ -z "$busy" ] || die "ports already in use on 127.0.0.1: $busy (another benchmark running? set BENCH_PORT_OFFSET, e.g. 300)"
 
 # --- what it needs -----------------------------------------------------------
@@ -264,8 +276,8 @@ rec() { lib set "$RESULTS" "$1" "$2"; }
 T0=$(date +%s)
 BIN=${CARGO_TARGET_DIR:-target}/release/fanout
 [[ $BIN == /* ]] || BIN=$ROOT/$BIN
-if selected throughput || selected overhead || selected width || selected tail || selected failfast ||
-  selected tls || selected h2 || selected hosts; then
+if selected throughput || selected overhead || selected width || selected edge || selected tail ||
+  selected failfast || selected tls || selected h2 || selected hosts; then
   if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
     log "using the fanout binary as built: $BIN (BENCH_NO_BUILD=1)"
   else
@@ -298,7 +310,7 @@ rec meta.git "\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
 NGINX=
 GO_PID=
 FANOUT_PID=
-if selected throughput || selected overhead || selected width; then
+if selected throughput || selected overhead || selected width || selected edge; then
   log "starting 3 nginx backends (one worker, 127.0.0.1:$NG1-$NG3)"
   lib nginx-conf "$WORK" "$PORT_OFFSET" > "$WORK/nginx.conf"
   nginx -t -q -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" 2>"$WORK/nginx-test.err" ||
@@ -442,6 +454,92 @@ if selected width; then
     stop "$go_width"
   done
   stop "$FANOUT_WIDTH"
+fi
+
+# --- 4b: the edge features: JWT + CORS + a rate limit, on against off -----------------
+if selected edge; then
+  log "edge: an RSA key, its JWKS and one RS256 token (openssl), for this run only"
+  lib edge-token "$WORK" || die "could not make the edge scenario's key and token (openssl)"
+  TOKEN=$(cat "$WORK/token")
+  ORIGIN=$(python3 -c 'import sys; sys.path.insert(0, "bench"); import lib; print(lib.EDGE_ORIGIN)')
+  EDGE_HEADERS=(-H "authorization: Bearer $TOKEN" -H "origin: $ORIGIN")
+  declare -A EDGE_PID EDGE_URL EDGE_FEATURES
+  for i in "${!EDGE_VARIANTS[@]}"; do
+    variant=${EDGE_VARIANTS[$i]}
+    case $variant in
+      on) EDGE_FEATURES[$variant]=jwt,cors,limit ;;
+      off) EDGE_FEATURES[$variant]=none ;;
+      *) EDGE_FEATURES[$variant]=$variant ;;
+    esac
+    port=$((FO_EDGE + i))
+    lib edge-gateway "$port" "$PORT_OFFSET" "${EDGE_FEATURES[$variant]}" > "$WORK/edge-$variant.yaml" # beside jwks.json
+    "$BIN" check -c "$WORK/edge-$variant.yaml" >/dev/null || die "fanout check refuses $WORK/edge-$variant.yaml"
+    spawn "fanout-edge-$variant" /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/edge-$variant.yaml"
+    EDGE_PID[$variant]=$SPAWNED
+    EDGE_URL[$variant]=http://127.0.0.1:$port/merged
+  done
+  # Before anything is measured: every variant merges the 3 backends with the
+  # token, and the ones that check it refuse a request without it; CORS and
+  # the limit show in the answer's headers.
+  edge_get() { # URL OUT [CURL ARGS...] -> the status; headers in OUT.headers, body in OUT
+    local url=$1 out=$2
+    shift 2
+    curl -s --max-time 2 -D "$out.headers" -o "$out" -w '%{http_code}' "$@" "$url" || true
+  }
+  for variant in "${EDGE_VARIANTS[@]}"; do
+    pid=${EDGE_PID[$variant]} url=${EDGE_URL[$variant]} features=,${EDGE_FEATURES[$variant]},
+    for _ in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || die "fanout-edge-$variant exited at start: $(tail -5 "$WORK/fanout-edge-$variant.err")"
+      code=$(edge_get "$url" "$WORK/edge-$variant-check" -H "authorization: Bearer $TOKEN" -H "origin: $ORIGIN")
+      [ "$code" = 200 ] && break
+      sleep 0.1
+    done
+    [ "$code" = 200 ] || die "fanout-edge-$variant answers $code, not 200, with the token: $(head -c 300 "$WORK/edge-$variant-check")"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d) == 24, d' "$WORK/edge-$variant-check" ||
+      die "$url does not merge the 3 backends (24 keys)"
+    has() { grep -qi "^$1:" "$WORK/edge-$variant-check.headers"; }
+    case $features in *,cors,*) has access-control-allow-origin ;; *) ! has access-control-allow-origin ;; esac ||
+      die "fanout-edge-$variant: access-control-allow-origin is not as configured: $(tr -d '\r' < "$WORK/edge-$variant-check.headers")"
+    case $features in *,limit,*) has ratelimit-limit ;; *) ! has ratelimit-limit ;; esac ||
+      die "fanout-edge-$variant: ratelimit-limit is not as configured: $(tr -d '\r' < "$WORK/edge-$variant-check.headers")"
+    code=$(edge_get "$url" "$WORK/edge-$variant-anon" -H "origin: $ORIGIN")
+    case $features in
+      *,jwt,*) [ "$code" = 401 ] && grep -qi '^www-authenticate: Bearer' "$WORK/edge-$variant-anon.headers" ||
+        die "fanout-edge-$variant answers $code without the token, not 401 with www-authenticate: Bearer" ;;
+      *) [ "$code" = 200 ] || die "fanout-edge-$variant answers $code without a token, not 200" ;;
+    esac
+  done
+  log "edge: wrk -t2 -c64 -d${S}s after 2 s (authorization and origin headers sent to all), ${EDGE_VARIANTS[*]} in turn, $ROUNDS round(s)"
+  # on and off back to back (the target compares them), each first in every
+  # other round; then the variants with one feature, each round starting one
+  # further along.
+  singles=("${EDGE_VARIANTS[@]:2}")
+  for round in $(seq "$ROUNDS"); do
+    order=(on off)
+    if [ $((round % 2)) = 0 ]; then order=(off on); fi
+    for i in "${!singles[@]}"; do order+=("${singles[$(((round - 1 + i) % ${#singles[@]}))]}"); done
+    for variant in "${order[@]}"; do
+      step "${LIB[@]}" wrk-run "${EDGE_URL[$variant]}" 2 "${EDGE_HEADERS[@]}" >/dev/null
+      step "${LIB[@]}" wrk-run "${EDGE_URL[$variant]}" "$S" "${EDGE_PID[$variant]}" "$NGINX" "${EDGE_HEADERS[@]}" \
+        > "$WORK/edge-$variant-$round.json"
+    done
+    [ "$ROUNDS" = 1 ] || log "  round $round/$ROUNDS done"
+  done
+  log "edge: on and off at the same moments: two wrk -t1 -c32 -d${S}s at once, one each, $ROUNDS time(s)"
+  for round in $(seq "$ROUNDS"); do
+    step "${LIB[@]}" wrk-pair "$S" "${EDGE_URL[on]}" "${EDGE_PID[on]}" "${EDGE_URL[off]}" "${EDGE_PID[off]}" \
+      "${EDGE_HEADERS[@]}" > "$WORK/edge-pair-$round.json"
+  done
+  python3 -c 'import json, sys; print(json.dumps([json.load(open(p)) for p in sys.argv[1:]]))' \
+    "$WORK"/edge-pair-*.json > "$WORK/edge-pairs.json"
+  rec edge.pairs "@$WORK/edge-pairs.json"
+  for variant in "${EDGE_VARIANTS[@]}"; do
+    lib merge-rounds "$WORK"/edge-"$variant"-[0-9]*.json > "$WORK/edge-$variant.json"
+    rec "edge.$variant" "@$WORK/edge-$variant.json"
+    lib show edge "$WORK/edge-$variant.json" "$variant" >&2
+  done
+  rec meta.fanout_threads "$FANOUT_THREADS"
+  for variant in "${EDGE_VARIANTS[@]}"; do stop "${EDGE_PID[$variant]}"; done
 fi
 
 # Backends and gateways of the first scenarios are no longer needed.
