@@ -5,7 +5,11 @@
 //! in-process against a scripted transport on tokio's paused clock, and
 //! served over real connection pools ([`HttpClient`]).
 
+mod connect;
+mod pool;
 mod pooled;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tls;
 
 use std::{
@@ -23,9 +27,24 @@ use rustls::pki_types::ServerName;
 pub use self::pooled::HttpClient;
 use crate::{config::Http2, error::BackendError};
 
-/// A request as the engine sends it (no body yet: backends are called with
-/// `GET`-style requests). Its URI is absolute: the target's address.
-pub(crate) type Request = ::http::Request<http_body_util::Empty<Bytes>>;
+/// The body of a request as the engine sends it (none yet: backends are
+/// called with `GET`-style requests).
+pub(crate) type RequestBody = http_body_util::Empty<Bytes>;
+
+/// A request as the engine sends it. Its URI is absolute: the target's
+/// address.
+pub(crate) type Request = ::http::Request<RequestBody>;
+
+/// What the client can send as a request body.
+pub(crate) trait OutBody:
+    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> OutBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
 
 /// An error of a body or a connection, as hyper passes them around.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,374 +1,441 @@
-//! The production [`Transport`]: hyper-util's pooled client, one per
-//! upstream per serving thread, over TCP or TLS (rustls), HTTP/1.1 with
-//! keep-alive pools or HTTP/2 multiplexed over one connection per target.
+//! The production [`Transport`]: one client per serving thread, over TCP or
+//! TLS (rustls), HTTP/1.1 with keep-alive pools or HTTP/2 multiplexed over
+//! one connection per target ([`pool`](super::pool)).
 //!
-//! The connector is written here rather than taken from hyper-rustls: the
-//! address dialled is a target's (an IP a name resolved to), while the name
-//! verified is the upstream's (or `tls.server_name`), and a failed handshake
-//! must say why in the gateway's words.
+//! An HTTP/1.1 call drives its own connection: the call's future polls the
+//! connection together with the response, and the response body polls it
+//! until the body is read, then hands the connection back to the pool. No
+//! task per connection and no hop between tasks, where hyper-util's pooled
+//! client woke a connection task for every call and back again for its
+//! answer and body (two task hops per call, a pool lock and a hashed key).
+//! HTTP/2 multiplexes calls of many tasks over one connection, which a task
+//! of its own drives.
 
 use std::{
-    collections::HashMap,
     future::Future,
-    io,
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{Connected, Connection, HttpConnector},
-    },
-    rt::{TokioExecutor, TokioIo},
+use http::{Uri, uri::Authority};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::{TrySendError, http1, http2},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
-use tokio_rustls::client::TlsStream;
+use hyper_util::rt::TokioExecutor;
 
-use super::{ClientSettings, Request, Transport, tls};
+use super::{
+    ClientSettings, OutBody, Request, RequestBody, Transport,
+    connect::{self, Opened},
+    pool::{Conn, H1, IDLE_TIMEOUT, Pool, Pools, Protocol, Target},
+    tls,
+};
 use crate::{
     config::Http2,
     error::{BackendError, ErrorKind},
 };
 
-type Pool = Client<Connector, Empty<Bytes>>;
-
-/// The pools by settings id, each with the settings it was made for.
-type Pools = HashMap<u64, Entry>;
-
-/// One upstream's pool on one serving thread.
+/// The clients backend calls go through. Cheap to clone (clones share the
+/// pools); each serving thread has its own, so a request's calls and their
+/// connections stay on its thread.
 #[derive(Clone, Debug)]
-struct Entry {
-    settings: Weak<ClientSettings>,
-    pool: Pool,
-    /// For `http2: auto` over TLS.
-    first: Option<Arc<FirstCalls>>,
-}
-
-/// For `http2: auto` over TLS, where only ALPN tells whether a target speaks
-/// HTTP/2: the first call to each target goes alone, and the calls that
-/// come meanwhile wait for it, so that a burst at start shares the one h2
-/// connection it opens instead of each opening a connection of its own.
-/// (hyper-util's pool waits for a connection in progress only when it knows
-/// beforehand that it will be HTTP/2, as with `http2: always`.) The calls
-/// after a first one that succeeded pass straight through; a first call
-/// that fails hands the turn to the next.
-#[derive(Debug, Default)]
-struct FirstCalls(Mutex<HashMap<String, Turn>>);
-
-#[derive(Debug)]
-enum Turn {
-    /// A first call is in flight, or none has succeeded yet: `true` inside
-    /// once one has.
-    Waiting(Arc<tokio::sync::Mutex<bool>>),
-    Done,
-}
-
-/// Targets remembered per pool at most (names re-resolved many times over):
-/// past it the record starts afresh, which costs one lone call per target.
-const FIRST_CALLS_KEPT: usize = 4096;
-
-impl FirstCalls {
-    fn turn(&self, authority: &str) -> Option<Arc<tokio::sync::Mutex<bool>>> {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match turns.get(authority) {
-            Some(Turn::Done) => None,
-            Some(Turn::Waiting(gate)) => Some(gate.clone()),
-            None => {
-                if turns.len() >= FIRST_CALLS_KEPT {
-                    turns.clear();
-                }
-                let gate = Arc::new(tokio::sync::Mutex::new(false));
-                turns.insert(authority.to_owned(), Turn::Waiting(gate.clone()));
-                Some(gate)
-            }
-        }
-    }
-
-    fn done(&self, authority: &str) {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        turns.insert(authority.to_owned(), Turn::Done);
-    }
-}
-
-/// The pooled HTTP clients backend calls go through. Cheap to clone (clones
-/// share the pools); each serving thread has its own, so a request's calls
-/// and their connections stay on its thread.
-#[derive(Clone, Debug, Default)]
 pub struct HttpClient {
-    /// One pool per upstream's settings, made on its first call.
-    pools: Arc<Mutex<Pools>>,
+    pools: Arc<Pools<RequestBody>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new()
+    }
 }
 
 impl HttpClient {
     /// Clients with keep-alive pools and `TCP_NODELAY`.
     pub fn new() -> HttpClient {
-        HttpClient::default()
+        HttpClient::with_idle_timeout(IDLE_TIMEOUT)
     }
 
-    fn pool(&self, settings: &Arc<ClientSettings>) -> Entry {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = pools.get(&settings.id) {
-            return entry.clone();
+    /// Clients whose connections close after `idle` unused.
+    pub(crate) fn with_idle_timeout(idle: std::time::Duration) -> HttpClient {
+        HttpClient {
+            pools: Arc::new(Pools::new(idle)),
         }
-        // Settings of upstreams a reload removed: their pools go with them.
-        pools.retain(|_, entry| entry.settings.strong_count() > 0);
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = Connector {
-            http,
-            tls: settings
-                .tls
-                .as_ref()
-                .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
-            settings: Arc::downgrade(settings),
-        };
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(settings.http2 == Http2::Always)
-            .build(connector);
-        let entry = Entry {
-            settings: Arc::downgrade(settings),
-            pool,
-            first: (settings.tls.is_some() && settings.http2 == Http2::Auto).then(Arc::default),
-        };
-        pools.insert(settings.id, entry.clone());
-        entry
     }
 }
 
 impl Transport for HttpClient {
-    type Body = hyper::body::Incoming;
+    type Body = ResponseBody<RequestBody>;
 
     async fn send(
         &self,
         settings: &Arc<ClientSettings>,
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
-        let entry = self.pool(settings);
-        let turn = entry.first.as_ref().and_then(|first| {
-            let authority = request.uri().authority()?.as_str();
-            let gate = first.turn(authority)?;
-            Some((first, authority.to_owned(), gate))
-        });
-        let Some((first, authority, gate)) = turn else {
-            return send(&entry.pool, request).await;
-        };
-        let mut succeeded = gate.lock().await;
-        if *succeeded {
-            drop(succeeded);
-            return send(&entry.pool, request).await;
-        }
-        let result = send(&entry.pool, request).await;
-        if result.is_ok() {
-            *succeeded = true;
-            first.done(&authority);
-        }
-        result
+        let authority = request
+            .uri()
+            .authority()
+            .cloned()
+            .ok_or_else(|| BackendError::new(ErrorKind::Connect, "the URL names no host"))?;
+        let pool = self.pools.pool(settings);
+        let target = pool.target(&authority);
+        call(&pool, &target, request).await
     }
 }
 
-/// One call through `pool`, its failure in the gateway's words.
-async fn send(
-    pool: &Pool,
-    request: Request,
-) -> Result<http::Response<hyper::body::Incoming>, BackendError> {
-    pool.request(request).await.map_err(|e| {
-        let message = match tls::describe(&e) {
-            Some(tls) => tls,
-            None => {
-                let cause = std::error::Error::source(&e)
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default();
-                format!("{e}{cause}")
+/// How often a call may find the connection it took closed before sending
+/// (each time it takes another, or opens one).
+const MAX_UNSENT: usize = 8;
+
+/// One call to `target`: on an idle HTTP/1.1 connection, on the target's
+/// HTTP/2 connection, or on a new one. A request that a reused connection
+/// gave back unsent (it had closed meanwhile) goes to the next connection.
+async fn call<B>(
+    pool: &Pool<B>,
+    target: &Arc<Target<B>>,
+    mut request: http::Request<B>,
+) -> Result<http::Response<ResponseBody<B>>, BackendError>
+where
+    B: OutBody,
+{
+    for _ in 0..MAX_UNSENT {
+        let taken = {
+            let mut state = target.lock();
+            if state.h2.as_ref().is_some_and(|(send, _)| send.is_closed()) {
+                state.h2 = None;
+            }
+            let now = tokio::time::Instant::now();
+            if let Some((send, used)) = state.h2.as_mut() {
+                *used = now;
+                // Queued at once; the future does not borrow the handle.
+                Taken::H2(send.try_send_request(request))
+            } else {
+                match state.idle.pop(now, target.idle_timeout) {
+                    Some(conn) => Taken::H1(conn, request),
+                    None => Taken::Nothing(state.protocol, request),
+                }
             }
         };
+        let (result, reused) = match taken {
+            Taken::H2(sent) => (sent.await.map(ResponseBody::h2), true),
+            Taken::H1(conn, taken) => (send_h1(target, conn, taken).await, true),
+            Taken::Nothing(protocol, taken) => {
+                // Boxed: opening a connection (TCP, TLS, the HTTP/2
+                // handshake) takes a large future, which would otherwise
+                // make every call's future, and its task, that large.
+                match Box::pin(open(pool, target, protocol, taken)).await? {
+                    Opened2::Retry(back) => {
+                        request = back;
+                        continue;
+                    }
+                    Opened2::Sent(result) => (result, false),
+                }
+            }
+        };
+        match result {
+            Ok(response) => return Ok(response),
+            Err(mut e) => match e.take_message() {
+                Some(back) if reused => request = back,
+                back => {
+                    let mut error = failure(&e.into_error(), &target.authority);
+                    error.unsent = back.is_some();
+                    return Err(error);
+                }
+            },
+        }
+    }
+    let mut error = BackendError::new(
+        ErrorKind::Connect,
+        format!(
+            "{}: every connection tried had closed before the request could be sent",
+            target.authority
+        ),
+    );
+    error.unsent = true;
+    Err(error)
+}
+
+enum Taken<B: OutBody, F> {
+    H2(F),
+    H1(Conn<B>, http::Request<B>),
+    Nothing(Protocol, http::Request<B>),
+}
+
+type Sent<B> = Result<http::Response<ResponseBody<B>>, TrySendError<http::Request<B>>>;
+
+enum Opened2<B: OutBody> {
+    /// Another call opened an HTTP/2 connection meanwhile: use it.
+    Retry(http::Request<B>),
+    Sent(Sent<B>),
+}
+
+/// Opens a connection to `target` and sends `request` on it. A connection
+/// that may be HTTP/2 is opened by one call at a time; the calls waiting
+/// meanwhile then share it.
+async fn open<B>(
+    pool: &Pool<B>,
+    target: &Arc<Target<B>>,
+    protocol: Protocol,
+    request: http::Request<B>,
+) -> Result<Opened2<B>, BackendError>
+where
+    B: OutBody,
+{
+    let opening = match protocol {
+        Protocol::Http1 => None,
+        Protocol::Unknown | Protocol::Http2 => {
+            let turn = target.opening.lock().await;
+            let state = target.lock();
+            if state.h2.as_ref().is_some_and(|(s, _)| !s.is_closed()) {
+                return Ok(Opened2::Retry(request));
+            }
+            // The target turned out to speak HTTP/1.1: every call opens its
+            // own connection, at once.
+            (state.protocol != Protocol::Http1).then_some(turn)
+        }
+    };
+    let settings = pool
+        .settings
+        .upgrade()
+        .ok_or_else(|| BackendError::new(ErrorKind::Connect, "the upstream was removed"))?;
+    let unsent = |message: String| {
         let mut error = BackendError::new(ErrorKind::Connect, message);
-        error.unsent = e.is_connect();
+        error.unsent = true;
         error
+    };
+    let tls =
+        match request.uri().scheme_str() {
+            Some("https") => Some(pool.tls.as_ref().ok_or_else(|| {
+                unsent(format!("{}: https without TLS settings", target.authority))
+            })?),
+            _ => None,
+        };
+    let Opened { stream, alpn_h2 } = connect::open(&target.authority, tls, &settings)
+        .await
+        .map_err(unsent)?;
+    if alpn_h2 || settings.http2 == Http2::Always {
+        let (mut send, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(stream)
+            .await
+            .map_err(|e| unsent(failure(&e, &target.authority).message))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "backend HTTP/2 connection ended");
+            }
+        });
+        let sent = send.try_send_request(request);
+        {
+            let mut state = target.lock();
+            state.protocol = Protocol::Http2;
+            state.h2 = Some((send, tokio::time::Instant::now()));
+        }
+        drop(opening);
+        return Ok(Opened2::Sent(sent.await.map(ResponseBody::h2)));
+    }
+    let (send, conn) = http1::handshake(stream)
+        .await
+        .map_err(|e| unsent(failure(&e, &target.authority).message))?;
+    target.lock().protocol = Protocol::Http1;
+    drop(opening);
+    Ok(Opened2::Sent(
+        send_h1(target, Box::new(H1 { send, conn }), request).await,
+    ))
+}
+
+/// Sends `request` on `conn`, driving the connection until the response's
+/// head is in; the body then drives it on.
+async fn send_h1<B>(
+    target: &Arc<Target<B>>,
+    conn: Conn<B>,
+    mut request: http::Request<B>,
+) -> Sent<B>
+where
+    B: OutBody,
+{
+    let mut conn = conn;
+    origin_form(request.uri_mut());
+    // Queued at once; the future does not borrow the handle.
+    let mut sent = std::pin::pin!(conn.send.try_send_request(request));
+    let mut driver = Driver {
+        conn: Some(conn),
+        target: target.clone(),
+    };
+    let response = std::future::poll_fn(|cx| {
+        // The connection first: it writes the request, reads the answer and
+        // completes `sent`, all within this poll.
+        driver.drive(cx);
+        sent.as_mut().poll(cx)
     })
+    .await?;
+    Ok(response.map(|incoming| ResponseBody {
+        incoming,
+        driver: Some(driver),
+    }))
 }
 
-/// TCP, then TLS for `https://`, with ALPN telling the pool whether the
-/// connection speaks HTTP/2. It reports no `HttpInfo` (the connection's
-/// addresses): the gateway never reads it, and copying it into every
-/// response cost allocations per call.
-#[derive(Clone)]
-pub(crate) struct Connector {
-    http: HttpConnector,
-    tls: Option<tokio_rustls::TlsConnector>,
-    settings: Weak<ClientSettings>,
+/// `http://host/path?q` as `/path?q`, the form HTTP/1.1 sends to an origin.
+fn origin_form(uri: &mut Uri) {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = uri.path_and_query().cloned();
+    if parts.path_and_query.is_some() {
+        if let Ok(origin) = Uri::from_parts(parts) {
+            *uri = origin;
+        }
+    } else {
+        *uri = Uri::from_static("/");
+    }
 }
 
-impl std::fmt::Debug for Connector {
+/// A failure of a call, in the gateway's words (a TLS reason says why).
+fn failure(error: &hyper::Error, authority: &Authority) -> BackendError {
+    let message = match tls::describe(error) {
+        Some(tls) => tls,
+        None => {
+            let cause = std::error::Error::source(error)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            format!("{authority}: {error}{cause}")
+        }
+    };
+    BackendError::new(ErrorKind::Connect, message)
+}
+
+/// An HTTP/1.1 connection being driven by the call using it.
+struct Driver<B: OutBody> {
+    /// `None` once the connection has ended (closed or failed).
+    conn: Option<Conn<B>>,
+    target: Arc<Target<B>>,
+}
+
+impl<B> Driver<B>
+where
+    B: OutBody,
+{
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        let Some(h1) = self.conn.as_mut() else { return };
+        if let Poll::Ready(result) = Pin::new(&mut h1.conn).poll(cx) {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, target = %self.target.authority, "backend connection ended");
+            }
+            // Dropped at once: a request still queued on it (the backend
+            // closed the connection while it was idle) comes back unsent.
+            self.conn = None;
+        }
+    }
+
+    /// The exchange ended cleanly: the connection goes back to the pool if
+    /// it can take another request. If it cannot say yet, it is polled once
+    /// more, without a waker (so that a later event on the idle connection
+    /// wakes no task), to settle into its idle state.
+    fn finish(&mut self) {
+        if !self.conn.as_ref().is_some_and(|h1| h1.send.is_ready()) {
+            self.drive(&mut Context::from_waker(std::task::Waker::noop()));
+        }
+        match self.conn.take() {
+            Some(h1) if h1.send.is_ready() => self.target.check_in(h1),
+            _ => {}
+        }
+    }
+}
+
+/// A response body. Over HTTP/1.1 it drives its connection while it is read
+/// and hands the connection back to the pool once read to the end; dropped
+/// before that, it closes the connection (the backend sees the call
+/// abandoned).
+pub(crate) struct ResponseBody<B: OutBody> {
+    incoming: Incoming,
+    driver: Option<Driver<B>>,
+}
+
+impl<B: OutBody> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("tls", &self.tls.is_some())
+        f.debug_struct("ResponseBody")
+            .field("http1", &self.driver.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl tower::Service<http::Uri> for Connector {
-    type Response = Stream;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let tcp = self.http.call(uri.clone());
-        let tls = (uri.scheme_str() == Some("https"))
-            .then(|| self.tls.clone())
-            .flatten();
-        let settings = self.settings.clone();
-        Box::pin(async move {
-            let tcp = tcp.await?.into_inner();
-            let Some(tls) = tls else {
-                return Ok(Stream(Io::Plain(tcp), false));
-            };
-            let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-            let host = uri.host().unwrap_or("");
-            let name = settings
-                .upgrade()
-                .and_then(|s| s.server_name(authority, host))
-                .ok_or_else(|| io::Error::other(format!("no name to verify for {authority}")))?;
-            let stream = tls.connect(name, tcp).await?;
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            Ok(Stream(Io::Tls(Box::new(stream)), h2))
+impl<B: OutBody> ResponseBody<B> {
+    fn h2(response: http::Response<Incoming>) -> http::Response<ResponseBody<B>> {
+        response.map(|incoming| ResponseBody {
+            incoming,
+            driver: None,
         })
     }
 }
 
-/// A backend connection, and whether ALPN chose HTTP/2 on it.
-#[derive(Debug)]
-pub(crate) struct Stream(Io, bool);
+impl<B> Body for ResponseBody<B>
+where
+    B: OutBody,
+{
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-#[derive(Debug)]
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.1 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
+    fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut())
-                .poll_read(cx, buf)
-                .map_err(tls::in_words),
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        // What the connection has read already comes first; it is driven
+        // only when that is all.
+        let mut frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(driver) = this.driver.as_mut() {
+                driver.drive(cx);
+                frame = Pin::new(&mut this.incoming).poll_frame(cx);
+            }
         }
+        match &frame {
+            // The last byte is in (its length said so), or the end: the
+            // connection can take the next call.
+            Poll::Ready(None) => {
+                if let Some(mut driver) = this.driver.take() {
+                    driver.finish();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if this.incoming.is_end_stream() => {
+                if let Some(mut driver) = this.driver.take() {
+                    driver.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.driver = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
     }
 }
 
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+impl<B: OutBody> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        // A body whose last byte is in (no content, or a reader that stopped
+        // at its declared length) still gives its connection back.
+        if self.driver.is_none() || !self.incoming.is_end_stream() {
+            return;
         }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..2 {
+            if let Some(driver) = self.driver.as_mut() {
+                driver.drive(&mut cx);
+            }
+            match Pin::new(&mut self.incoming).poll_frame(&mut cx) {
+                Poll::Ready(None) => {
+                    if let Some(mut driver) = self.driver.take() {
+                        driver.finish();
+                    }
+                    return;
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                _ => return,
+            }
         }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl hyper::rt::Read for Stream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let io = TokioIo::new(&mut self.0);
-        let mut io = std::pin::pin!(io);
-        hyper::rt::Read::poll_read(io.as_mut(), cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Stream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -118,9 +118,17 @@ pub(super) async fn check(targets: Weak<Targets>, health: Health) {
                 .header(http::header::HOST, target.host_header.clone())
                 .body(http_body_util::Empty::<Bytes>::new());
             let Ok(request) = request else { continue };
-            let answered =
-                tokio::time::timeout(health.timeout.0, client.send(&live.client, request)).await;
-            let healthy = matches!(&answered, Ok(Ok(response)) if response.status().is_success());
+            let answered = tokio::time::timeout(health.timeout.0, async {
+                let response = client.send(&live.client, request).await.ok()?;
+                let success = response.status().is_success();
+                // Read to its end (within a bound), so that the connection
+                // is kept for the next check.
+                let body = http_body_util::Limited::new(response.into_body(), 64 << 10);
+                let _ = http_body_util::BodyExt::collect(body).await;
+                Some(success)
+            })
+            .await;
+            let healthy = matches!(answered, Ok(Some(true)));
             if healthy
                 != (target.state(tokio::time::Instant::now()) != super::TargetState::Unhealthy)
             {
