@@ -18,11 +18,12 @@ use super::{
 };
 use crate::{
     client::Transport,
+    config::Method,
     error::{BackendError, ErrorKind},
     plan::BackendPlan,
     resilience::{CallReport, with_timeout},
     shape::{Body, FieldPath, Json},
-    upstream::AttemptVerdict,
+    upstream::{AttemptVerdict, Scheme},
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -87,7 +88,12 @@ async fn call<T: Transport>(
         &state.inputs.query,
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
-    let mut headers = state.inputs.headers.clone();
+    // Sized once: the headers of each attempt are these plus `Host`.
+    let forwarded = &state.inputs.headers;
+    let mut headers = HeaderMap::with_capacity(forwarded.len() + upstream.headers.len() + 2);
+    for (name, value) in forwarded {
+        headers.append(name.clone(), value.clone());
+    }
     // Configured headers replace the client's of the same name, never sit
     // beside them (a backend reading the first value would use the client's).
     for (name, value) in &upstream.headers {
@@ -103,6 +109,20 @@ async fn call<T: Transport>(
     }
     #[cfg(feature = "otel")]
     inject_trace_context(&mut headers);
+    // The URI's parts, made once per call: each attempt's URI is the
+    // target's address and this.
+    let path =
+        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path)).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Connect,
+                format!("cannot build a request for `{}`: {e}", backend.name),
+            )
+        })?;
+    let scheme = match upstream.targets.scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    };
+    let method = http_method(backend.method);
     let limits = endpoint.limits;
     let targets = &upstream.targets;
     // The targets this call's attempts went to: a retry or a hedge goes to
@@ -115,15 +135,32 @@ async fn call<T: Transport>(
             let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let lease = targets.pick(&avoid)?;
             let target = lease.target.clone();
-            used.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(target.addr);
-            let mut headers = headers.clone();
-            if !upstream.headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, target.host_header.clone());
+            if targets.all().len() > 1 {
+                used.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(target.addr);
             }
-            let uri = format!("{}://{}{path}", targets.scheme.as_str(), target.authority);
-            let request = build_request(backend, &uri, headers)?;
+            let mut attempt_headers = HeaderMap::with_capacity(headers.len() + 1);
+            for (name, value) in &headers {
+                attempt_headers.append(name.clone(), value.clone());
+            }
+            if !upstream.headers.contains_key(header::HOST) {
+                attempt_headers.insert(header::HOST, target.host_header.clone());
+            }
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(target.authority.clone());
+            parts.path_and_query = Some(path.clone());
+            let uri = http::Uri::from_parts(parts).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    format!("cannot build a request for `{}`: {e}", backend.name),
+                )
+            })?;
+            let mut request = http::Request::new(http_body_util::Empty::new());
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = attempt_headers;
             let result = with_timeout(backend.timeout, async {
                 let response = state.transport.send(&targets.client, request).await?;
                 decode(response, limits).await
@@ -148,7 +185,7 @@ async fn call<T: Transport>(
         }
         Some(policies) => {
             let key = if policies.keyed() {
-                call_key(&path, &headers)
+                call_key(path.as_str(), &headers)
             } else {
                 String::new()
             };
@@ -175,23 +212,17 @@ fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
     }
 }
 
-fn build_request(
-    backend: &BackendPlan,
-    url: &str,
-    headers: HeaderMap,
-) -> Result<crate::client::Request, BackendError> {
-    let mut request = http::Request::builder()
-        .method(backend.method.as_str())
-        .uri(url)
-        .body(http_body_util::Empty::new())
-        .map_err(|e| {
-            BackendError::new(
-                ErrorKind::Connect,
-                format!("cannot build a request for {url}: {e}"),
-            )
-        })?;
-    *request.headers_mut() = headers;
-    Ok(request)
+/// The method of a call, as `http` names it.
+fn http_method(method: Method) -> http::Method {
+    match method {
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Patch => http::Method::PATCH,
+        Method::Delete => http::Method::DELETE,
+        Method::Options => http::Method::OPTIONS,
+    }
 }
 
 /// Adds the W3C `traceparent` (and `tracestate`) of the current span, this

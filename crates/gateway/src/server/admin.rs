@@ -185,7 +185,7 @@ fn upstream_stats(gateway: &Gateway) -> Value {
                 .map(|t| {
                     let (in_flight, calls, failed) = t.counts();
                     json!({
-                        "target": t.authority,
+                        "target": t.authority.as_str(),
                         "state": t.state(now).as_str(),
                         "calls": calls,
                         "share": calls as f64 / total.max(1) as f64,
@@ -208,7 +208,7 @@ fn record_upstream_state(gateway: &Gateway) {
         for target in upstream.targets.all().iter() {
             let labels = [
                 ("upstream", upstream.name.clone()),
-                ("target", target.authority.clone()),
+                ("target", target.authority.to_string()),
             ];
             let (in_flight, calls, failed) = target.counts();
             let state = match target.state(now) {

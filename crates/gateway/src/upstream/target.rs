@@ -61,8 +61,9 @@ struct Record {
 pub(crate) struct Target {
     /// Where calls go.
     pub(crate) addr: SocketAddr,
-    /// `addr` as a URI authority (`[::1]:9101`).
-    pub(crate) authority: String,
+    /// `addr` as a URI authority (`[::1]:9101`), parsed once for the URIs
+    /// of every call.
+    pub(crate) authority: http::uri::Authority,
     /// The `Host` header calls carry (the name the URL gave).
     pub(crate) host_header: HeaderValue,
     in_flight: AtomicU32,
@@ -76,7 +77,8 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(addr: SocketAddr, host_header: HeaderValue) -> Target {
         Target {
-            authority: addr.to_string(),
+            authority: http::uri::Authority::try_from(addr.to_string())
+                .unwrap_or_else(|_| unreachable!("a socket address is an authority")),
             addr,
             host_header,
             in_flight: AtomicU32::new(0),
