@@ -163,6 +163,68 @@ def peer_rows(doc):
                      "≤ 0.7× OpenResty" + suffix, verdict(r is not None and r <= 0.7)))
     return rows
 
+def handshakes(run):
+    """Handshakes per second over the measured runs (median), and in all."""
+    if run.get("handshakes_per_s") is None:
+        return "–"
+    return f"{run['handshakes_per_s']:.2f}/s ({num(run.get('handshakes'))} in all)"
+
+
+def upstream_rows(doc):
+    """targets.md: "TLS to backends", "HTTP/2 to backends", "many hosts"."""
+    rows = []
+    threads = get(doc, "meta", "fanout_threads")
+    tls = doc.get("tls") or {}
+    fo, go = tls.get("fanout"), tls.get("go")
+    if fo and go:
+        r = ratio(fo["requests_per_s"], go["requests_per_s"])
+        rows.append(("TLS to backends: requests/s", num(fo["requests_per_s"]), f"{num(go['requests_per_s'])} (Go)",
+                     times(r), "≥ 2.0× Go", met(r is not None and r >= 2.0)))
+        rows.append(("TLS to backends: handshakes per second of the runs after warm-up", handshakes(fo),
+                     f"{handshakes(go)} (Go)", "–", "≈ 0 (≤ 0.1/s)", met(fo["handshakes_per_s"] <= 0.1)))
+        gd = tls.get("godetached")
+        if gd:
+            r = ratio(fo["requests_per_s"], gd["requests_per_s"])
+            rows.append(("TLS to backends: requests/s against Go `-detached` (connections kept; a variant)",
+                         num(fo["requests_per_s"]), f"{num(gd['requests_per_s'])} (Go -detached)", times(r),
+                         "(informational)", "–"))
+    else:
+        rows.append(("TLS to backends", "not run", "", "", "≥ 2.0× Go req/s, handshakes ≈ 0", "–"))
+    h2 = doc.get("h2") or {}
+    auto, never = h2.get("h2"), h2.get("h1")
+    if auto and never:
+        r = ratio(auto["requests_per_s"], never["requests_per_s"])
+        rows.append(("HTTP/2 to backends: requests/s, `http2: auto` (h2) ÷ `never` (HTTP/1.1)",
+                     num(auto["requests_per_s"]), f"{num(never['requests_per_s'])} (HTTP/1.1)", times(r), "≥ 1.0×",
+                     met(r is not None and r >= 1.0)))
+        limit = 3 * threads if threads else None
+        rows.append(("HTTP/2 to backends: connections to the 3 backends (most after a run)",
+                     num(auto.get("backend_conns_max")), f"{num(never.get('backend_conns_max'))} (HTTP/1.1)", "–",
+                     f"≤ 3 targets × {threads} serving threads" if threads else "≤ targets × serving threads",
+                     met(limit is not None and auto.get("backend_conns_max", limit + 1) <= limit)))
+    else:
+        rows.append(("HTTP/2 to backends", "not run", "", "", "≥ HTTP/1.1 req/s, ≤ targets × threads connections",
+                     "–"))
+    hosts = doc.get("hosts") or {}
+    fo, ctl = hosts.get("fanout"), hosts.get("control")
+    if fo:
+        def first(run):
+            w = run["first_second"]
+            return f"{w['error_pct']:.2f} % ({w['errors']}/{w['requests']})" if w["requests"] else "–"
+
+        rows.append(("many hosts: errors reaching clients within 1 s of a replica failing", first(fo),
+                     f"{first(ctl)} (no retries, no ejection)" if ctl else "–", "–", "< 0.1 %",
+                     met(fo["first_second"]["error_pct"] is not None and fo["first_second"]["error_pct"] < 0.1)))
+        share = fo.get("target_share_while_ejected_pct")
+        rows.append(("many hosts: the failing replica's share of attempts while ejected",
+                     "–" if share is None else f"{share:.2f} %",
+                     f"{ctl['target_share_after_failure_pct']:.1f} % after the failure (control)"
+                     if ctl and ctl.get("target_share_after_failure_pct") is not None else "–",
+                     "–", "≤ 1 %", met(share is not None and share <= 1.0)))
+    else:
+        rows.append(("many hosts", "not run", "", "", "< 0.1 % errors within 1 s, ≤ 1 % to the ejected", "–"))
+    return rows
+
 
 GROUP_ROWS = [(rt, n) for rt in ("current_thread", "multi_thread") for n in (10, 1000, 100000)]
 
@@ -246,6 +308,8 @@ def summary_rows(doc):
     else:
         rows.append(("fail-fast", "not run", "", "", "≤ 60 ms, slow call cancelled", "–"))
 
+    rows += upstream_rows(doc)
+
     if doc.get("group"):
         for runtime, n in GROUP_ROWS:
             g = group_median(doc, runtime, "spawn_join_fanout_group", n)
@@ -287,7 +351,7 @@ def table(header, rows, align):
 
 def warnings(doc):
     notes = []
-    for section in ("throughput", "width"):
+    for section in ("throughput", "width", "tls", "h2"):
         runs = doc.get(section) or {}
         flat = {}
         for name, run in runs.items():
@@ -304,6 +368,10 @@ def warnings(doc):
             notes.append(f"overhead {name}: statuses {run['statuses']}, {run['errors']} errors")
     if get(doc, "overhead", "late"):
         notes.append(f"overhead: the client sent {doc['overhead']['late']} ticks late (it was starved of CPU)")
+    for name, run in (doc.get("hosts") or {}).items():
+        if run.get("late_ms_max", 0) > 100:
+            notes.append(f"hosts {name}: the client sent some requests up to {run['late_ms_max']:.0f} ms late "
+                         "(it was starved of CPU, or every connection was busy)")
     for name, run in (doc.get("tail") or {}).items():
         if run.get("failed"):
             notes.append(f"tail {name}: {run['failed']} requests failed")
@@ -340,7 +408,9 @@ def markdown(doc, svg_prefix=None):
            + f", wrk {version(v.get('wrk'))}, Python {v.get('python')}; "
            f"{meta.get('fanout_version', 'fanout')} at commit {meta.get('git', '?')}.",
            "",
-           "Everything shares the same cores (wrk, nginx, the gateways): read the ratios, "
+           (f"Load average (1, 5, 15 min) before the run: {meta['load_before']}; after it: "
+              f"{meta.get('load_after', '?')}. " if meta.get("load_before") else "")
+           + "Everything shares the same cores (wrk, nginx, the gateways): read the ratios, "
            "measured side by side in this run, rather than the absolute figures. "
            "Reference: the Go gateway of [`bench/go-reference`](bench/go-reference/main.go) "
            "(`errgroup.WithContext`, `net/http`, `encoding/json`) against the same backends, "
@@ -555,8 +625,113 @@ def markdown(doc, svg_prefix=None):
                 f"Cancel, fastest samples: fanout-group {duration_ns(gf)}, JoinSet {duration_ns(jf)}. "
                 "On a busy machine the fastest sample is the least disturbed one; the targets use medians.", ""]
 
+    out += upstream_sections(doc)
+
     out += ["Raw figures: [`bench/results/latest.json`](bench/results/latest.json).", "", END]
     return "\n".join(out) + "\n"
+
+def upstream_sections(doc):
+    meta = doc.get("meta", {})
+    threads = meta.get("fanout_threads")
+    rounds = meta.get("throughput_rounds", 1)
+    out = []
+    tls = doc.get("tls") or {}
+    if tls:
+        out += ["### TLS to backends", "",
+                "The three nginx backends of the throughput scenario behind TLS (`listen … ssl`, TLS 1.2 and 1.3; "
+                "nginx's ALPN offers http/1.1), with a certificate for 127.0.0.1 from a test CA the run makes "
+                "(`fanout mock --make-certs`). fanout ([`bench/tls-gateway.yaml`](bench/tls-gateway.yaml), "
+                "`tls: { ca }`) and the Go reference (`-ca`, the same CA in `tls.Config.RootCAs`) both verify. "
+                f"wrk -t2 -c64, {meta.get('bench_seconds')} s per run after a 2 s warm-up, the two in turn, "
+                f"{rounds} round(s), medians. Handshakes: the connections nginx accepted during each measured run "
+                "(its `stub_status`), every one a TLS handshake; connections: the gateway's established "
+                "connections to the backends after the run. Beside them, a variant of the Go reference "
+                "(`-detached`): the reference makes its calls with `errgroup.WithContext(r.Context())`, whose "
+                "context is cancelled when `Wait` returns, and `net/http`'s read loop, when it sees the context "
+                "cancelled before it has put the connection back in its pool, closes the connection; the variant "
+                "cancels the calls' context only when one fails.", ""]
+        rows = []
+        for key, label in (("fanout", f"fanout ({threads} threads)" if threads else "fanout"),
+                           ("go", "Go reference"), ("godetached", "Go, `-detached` (a variant)")):
+            r = tls.get(key)
+            if r:
+                rows.append((label, num(r["requests_per_s"]), ms(r["p50_ms"]), ms(r["p99_ms"]),
+                             us(r.get("cpu_us_per_request")), us(r.get("backend_cpu_us_per_request")),
+                             num(r.get("warmup_handshakes")), num(r.get("handshakes")),
+                             f"{r.get('handshakes_per_s', 0):.2f}", num(r.get("backend_conns_max")),
+                             num(r.get("non_2xx", 0) + sum(r.get("socket_errors", {}).values()))))
+        out += [table(["gateway", "requests/s", "p50", "p99", "CPU / request", "backend CPU / request",
+                       "handshakes in warm-ups", "handshakes in measured runs", "per second (median)",
+                       "connections", "errors"], rows,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
+        if all(len((tls.get(k) or {}).get("rounds", [])) > 1 for k in ("fanout", "go")):
+            out += ["Requests/s in each round: " + "; ".join(
+                f"{label} " + ", ".join(num(r["requests_per_s"]) for r in tls[k]["rounds"])
+                for k, label in (("fanout", "fanout"), ("go", "Go"), ("godetached", "Go -detached")) if tls.get(k))
+                + ".", ""]
+    h2 = doc.get("h2") or {}
+    if h2:
+        out += ["### HTTP/2 to backends", "",
+                "The same three backends, with HTTP/2 on (`listen … ssl http2`: ALPN offers h2). fanout with "
+                "`http2: auto` ([`bench/h2-gateway.yaml`](bench/h2-gateway.yaml): h2, every call of a serving "
+                "thread multiplexed over one connection per target) and a second fanout, the same config with "
+                "`http2: never` (HTTP/1.1 keep-alive pools), in turn: "
+                f"wrk -t2 -c64, {meta.get('bench_seconds')} s per run after a 2 s warm-up, {rounds} round(s), "
+                "medians. Connections: the gateway's established connections to the backends after each run "
+                "(read from `/proc`); new connections: those nginx accepted during the measured runs.", ""]
+        rows = []
+        for key, label in (("h2", "`http2: auto` (h2)"), ("h1", "`http2: never` (HTTP/1.1)")):
+            r = h2.get(key)
+            if r:
+                rows.append((label, num(r["requests_per_s"]), ms(r["p50_ms"]), ms(r["p99_ms"]),
+                             us(r.get("cpu_us_per_request")), us(r.get("backend_cpu_us_per_request")),
+                             num(r.get("backend_conns_max")), num(r.get("handshakes")),
+                             num(r.get("non_2xx", 0) + sum(r.get("socket_errors", {}).values()))))
+        out += [table(["fanout", "requests/s", "p50", "p99", "CPU / request", "backend CPU / request",
+                       "connections (most)", "new connections in measured runs", "errors"], rows,
+                      ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), ""]
+        if all(len((h2.get(k) or {}).get("rounds", [])) > 1 for k in ("h2", "h1")):
+            out += ["Requests/s in each round: h2 " + ", ".join(num(r["requests_per_s"]) for r in h2["h2"]["rounds"])
+                    + "; HTTP/1.1 " + ", ".join(num(r["requests_per_s"]) for r in h2["h1"]["rounds"]) + ".", ""]
+    hosts = doc.get("hosts") or {}
+    if hosts:
+        out += ["### Many hosts: a replica fails under load", "",
+                "One upstream of four nginx replicas; `GET /data` makes one call to it. "
+                "[`bench/failover.py`](bench/failover.py) sends "
+                f"{num(meta.get('hosts_rate'))} requests/s (open loop: each request is due at its time, over 16 "
+                f"keep-alive connections) for {meta.get('hosts_seconds')} s and reads the gateway's `/api/stats` "
+                "every 100 ms. After 3 s the fourth replica is reloaded to answer 500 (nginx SIGHUP: requests in "
+                "flight finish); after 6 s it is stopped (connections refused). The failure is the replica's "
+                "first 500 in its own access log (a reload takes a while on a loaded machine). fanout "
+                "([`bench/hosts-gateway.yaml`](bench/hosts-gateway.yaml)): `retry: { attempts: 2, backoff: 5ms, "
+                "budget: 20% }`, `eject: { failures: 5, base: 2s }`, p2c; the control "
+                "([`bench/hosts-control.yaml`](bench/hosts-control.yaml)): no retries, ejection off. Errors: "
+                "answers other than 200 (and transport errors) that reached the client, by the time the request "
+                "was sent. Share while ejected: the failing replica's attempts over all attempts, summed over the "
+                "100 ms intervals in which it was ejected at both ends (so an ejection that ends and starts again within "
+                "one interval brings in the few attempts made in between, which fail and eject it again).", ""]
+        rows = []
+        for key, label in (("fanout", "fanout, retries + ejection"), ("control", "control: neither")):
+            r = hosts.get(key)
+            if not r:
+                continue
+            f1, f5, fr = r["first_second"], r["errors_5xx_phase"], r["refused_phase"]
+            share = r.get("target_share_while_ejected_pct")
+            backend = r.get("backend") or {}
+            rows.append((label, num(r["requests"]), f"{r.get('failure_delay_ms', '–')} ms",
+                         num(backend.get("5xx")), f"{f1['errors']}/{f1['requests']}", ms(f1.get("p99_ms")),
+                         f"{f5['errors']}/{f5['requests']}", f"{fr['errors']}/{fr['requests']}",
+                         "–" if r.get("ejected_after_ms") is None else f"{r['ejected_after_ms']} ms",
+                         num(r.get("ejections")), f"{r.get('ejected_s', 0):.1f} s",
+                         "–" if share is None else f"{share:.2f} %",
+                         "–" if r.get("target_share_after_failure_pct") is None
+                         else f"{r['target_share_after_failure_pct']:.1f} %"))
+        out += [table(["gateway", "requests", "first 500 after the reload signal", "500s the replica answered",
+                       "errors in the 1st second", "p99 in it", "errors while 500",
+                       "errors while refused", "ejected after", "ejections", "time ejected",
+                       "its share while ejected", "its share after the failure"], rows,
+                      ["---"] + ["---:"] * 12), ""]
+    return out
 
 
 # --- SVG -----------------------------------------------------------------------------

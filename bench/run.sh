@@ -19,9 +19,25 @@
 #   tail        one backend, 97 % in 1 ms, 3 % in 100 ms: plain vs hedged
 #   failfast    a required call fails at 50 ms, another would take 2 s
 #   group       cargo bench -p fanout-group --bench group (divan)
+#   tls         the throughput scenario with the 3 nginx backends behind TLS
+#               (a test CA made by `fanout mock --make-certs`), fanout and the
+#               Go reference both verifying with it, in alternating rounds,
+#               with a variant of the Go reference beside them (-detached:
+#               its connections are not lost to a cancelled context); the
+#               backends' new connections (TLS handshakes) are counted over
+#               each measured run (nginx stub_status)
+#   h2          the same backends speaking HTTP/2 (nginx `ssl http2`): fanout
+#               with `http2: auto` against fanout with `http2: never`, in
+#               alternating rounds; connections to the backends counted
+#   hosts       4 replicas under steady load (bench/failover.py, an open-loop
+#               client); the 4th starts answering 500 after 3 s (nginx
+#               reloaded), refuses connections after 6 s (stopped): errors
+#               that reach clients within 1 s of the failure, the failing
+#               replica's share of attempts while ejected; fanout with retries
+#               and ejection, then a control without
 #
 # Usage:
-#   bash bench/run.sh            # everything (≈ 5 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh            # everything (≈ 10 minutes), writes BENCHMARKS.md
 #   bash bench/run.sh --quick    # BENCH_SECONDS=2 and shorter rounds (≈ 2 minutes)
 #
 # Settings (environment):
@@ -38,6 +54,8 @@
 #   GROUP_MAX_TIME=3      divan's --max-time per benchmark, in seconds
 #   FANOUT_LOG=info       RUST_LOG of the fanout gateways (info: its default, one
 #                         line per request, written to /dev/null)
+#   HOSTS_RATE=1000       requests/s of the hosts scenario
+#   HOSTS_SECONDS=10      length of each hosts run (8-300; the failure comes at 3 s, refusals at 6 s)
 #   BENCH_PORT_OFFSET=0   added to every port (e.g. 300 while something else uses the defaults)
 #   BENCH_NO_BUILD=1      use the fanout binary already built (no cargo build)
 #   CARGO_TARGET_DIR      where cargo builds (the binary: $CARGO_TARGET_DIR/release/fanout)
@@ -55,7 +73,7 @@
 # is none), python3, curl, cargo. The Node peer's one dependency (undici) comes
 # from the npm registry: `npm ci` in bench/node-gateway when its node_modules is
 # missing (the versions of its package-lock.json).
-# Everything listens on 127.0.0.1, ports 19101-19304; every process it starts
+# Everything listens on 127.0.0.1, ports 19101-19334; every process it starts
 # is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +84,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # the figures (not BENCH_PORT_OFFSET or BENCH_NO_BUILD).
 CMDLINE="bash bench/run.sh${*:+ $*}"
 for var in GROUP_MAX_TIME OVERHEAD_RATE FAILFAST_REQUESTS TAIL_REQUESTS THROUGHPUT_ROUNDS \
-  BENCH_SKIP_GROUP BENCH_ONLY FANOUT_LOG BENCH_SECONDS; do
+  BENCH_SKIP_GROUP BENCH_ONLY FANOUT_LOG BENCH_SECONDS HOSTS_RATE HOSTS_SECONDS; do
   if [ -n "${!var:-}" ]; then CMDLINE="$var=${!var} $CMDLINE"; fi
 done
 
@@ -91,11 +109,17 @@ FANOUT_LOG=${FANOUT_LOG:-info}
 BENCH_ONLY=${BENCH_ONLY:-}
 BENCH_SKIP_GROUP=${BENCH_SKIP_GROUP:-0}
 PORT_OFFSET=${BENCH_PORT_OFFSET:-0}
+HOSTS_RATE=${HOSTS_RATE:-1000}
+HOSTS_SECONDS=${HOSTS_SECONDS:-10}
 S=$BENCH_SECONDS
 WIDTH_SECONDS=$((S / 2 < 2 ? 2 : S / 2))
-ALL_SCENARIOS="throughput overhead width tail failfast group"
+ALL_SCENARIOS="throughput overhead width tail failfast group tls h2 hosts"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] || { echo "run.sh: THROUGHPUT_ROUNDS must be a whole number ≥ 1" >&2; exit 2; }
 [[ $S =~ ^[0-9]+$ ]] && [ "$S" -ge 1 ] || { echo "run.sh: BENCH_SECONDS must be a whole number of seconds ≥ 1" >&2; exit 2; }
+[[ $HOSTS_RATE =~ ^[0-9]+$ ]] && [ "$HOSTS_RATE" -ge 10 ] && [ "$HOSTS_RATE" -le 5000 ] ||
+  { echo "run.sh: HOSTS_RATE must be a whole number from 10 to 5000" >&2; exit 2; }
+[[ $HOSTS_SECONDS =~ ^[0-9]+$ ]] && [ "$HOSTS_SECONDS" -ge 8 ] && [ "$HOSTS_SECONDS" -le 300 ] ||
+  { echo "run.sh: HOSTS_SECONDS must be a whole number from 8 to 300" >&2; exit 2; }
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\033[1;31m[bench] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -114,8 +138,17 @@ FO_TP=$((19180 + PORT_OFFSET)) FO_W=$((19181 + PORT_OFFSET)) FO_TAIL=$((19182 + 
 FO1_TP=$((19184 + PORT_OFFSET)) OR_TP=$((19284 + PORT_OFFSET)) NODE_TP=$((19285 + PORT_OFFSET))
 GO_TP=$((19280 + PORT_OFFSET)) GO_W=$((19281 + PORT_OFFSET)) GO_TAIL=$((19282 + PORT_OFFSET)) GO_FF=$((19283 + PORT_OFFSET))
 NG1=$((19301 + PORT_OFFSET)) NG2=$((19302 + PORT_OFFSET)) NG3=$((19303 + PORT_OFFSET)) NGP=$((19304 + PORT_OFFSET))
+FO_TLS=$((19190 + PORT_OFFSET)) FO_H2=$((19191 + PORT_OFFSET)) FO_H1=$((19192 + PORT_OFFSET))
+GO_TLS=$((19290 + PORT_OFFSET)) GOD_TLS=$((19291 + PORT_OFFSET))
+FO_HOSTS=$((19193 + PORT_OFFSET)) FO_HOSTS_ADMIN=$((19194 + PORT_OFFSET))
+FO_CTRL=$((19195 + PORT_OFFSET)) FO_CTRL_ADMIN=$((19196 + PORT_OFFSET))
+NGT1=$((19311 + PORT_OFFSET)) NGT2=$((19312 + PORT_OFFSET)) NGT3=$((19313 + PORT_OFFSET)) NGT_STATUS=$((19319 + PORT_OFFSET))
+NGH1=$((19321 + PORT_OFFSET)) NGH2=$((19322 + PORT_OFFSET)) NGH3=$((19323 + PORT_OFFSET))
+NGR1=$((19331 + PORT_OFFSET)) NGR2=$((19332 + PORT_OFFSET)) NGR3=$((19333 + PORT_OFFSET)) NGR4=$((19334 + PORT_OFFSET))
 busy=$(python3 bench/lib.py ports-busy "$MOCK_TAIL" "$MOCK_FF" "$FO_TP" "$FO_W" "$FO_TAIL" "$FO_FF" \
-  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP" "$FO1_TP" "$OR_TP" "$NODE_TP")
+  "$GO_TP" "$GO_W" "$GO_TAIL" "$GO_FF" "$NG1" "$NG2" "$NG3" "$NGP" "$FO1_TP" "$OR_TP" "$NODE_TP" \
+  "$FO_TLS" "$FO_H2" "$FO_H1" "$GO_TLS" "$GOD_TLS" "$FO_HOSTS" "$FO_HOSTS_ADMIN" "$FO_CTRL" "$FO_CTRL_ADMIN" \
+  "$NGT1" "$NGT2" "$NGT3" "$NGT_STATUS" "$NGH1" "$NGH2" "$NGH3" "$NGR1" "$NGR2" "$NGR3" "$NGR4")
 [ -z "$busy" ] || die "ports already in use on 127.0.0.1: $busy (another benchmark running? set BENCH_PORT_OFFSET, e.g. 300)"
 
 # --- what it needs -----------------------------------------------------------
@@ -231,7 +264,8 @@ rec() { lib set "$RESULTS" "$1" "$2"; }
 T0=$(date +%s)
 BIN=${CARGO_TARGET_DIR:-target}/release/fanout
 [[ $BIN == /* ]] || BIN=$ROOT/$BIN
-if selected throughput || selected overhead || selected width || selected tail || selected failfast; then
+if selected throughput || selected overhead || selected width || selected tail || selected failfast ||
+  selected tls || selected h2 || selected hosts; then
   if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
     log "using the fanout binary as built: $BIN (BENCH_NO_BUILD=1)"
   else
@@ -250,10 +284,12 @@ import json, sys
 print(json.dumps({"command": sys.argv[1], "bench_seconds": int(sys.argv[2]), "width_seconds": int(sys.argv[3]),
   "tail_requests": int(sys.argv[4]), "failfast_requests": int(sys.argv[5]), "overhead_rate": float(sys.argv[6]),
   "group_max_time": float(sys.argv[7]), "fanout_log": sys.argv[8], "only": sys.argv[9] or None,
-  "skip_group": sys.argv[10] == "1", "quick": sys.argv[11] == "1", "throughput_rounds": int(sys.argv[12])}))
+  "skip_group": sys.argv[10] == "1", "quick": sys.argv[11] == "1", "throughput_rounds": int(sys.argv[12]),
+  "hosts_rate": int(sys.argv[13]), "hosts_seconds": int(sys.argv[14])}))
 ' "$CMDLINE" "$S" "$WIDTH_SECONDS" "$TAIL_REQUESTS" "$FAILFAST_REQUESTS" "$OVERHEAD_RATE" \
-  "$GROUP_MAX_TIME" "$FANOUT_LOG" "$BENCH_ONLY" "$BENCH_SKIP_GROUP" "$QUICK" "$ROUNDS")"
+  "$GROUP_MAX_TIME" "$FANOUT_LOG" "$BENCH_ONLY" "$BENCH_SKIP_GROUP" "$QUICK" "$ROUNDS" "$HOSTS_RATE" "$HOSTS_SECONDS")"
 rec machine "$(lib machine)"
+rec meta.load_before "\"$(uptime | sed 's/.*load average: //')\""
 rec meta.fanout_version "\"$( ("$BIN" --version 2>/dev/null || echo fanout unknown) | head -1)\""
 rec meta.git "\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
   [ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] || echo ' with uncommitted changes')\""
@@ -500,8 +536,165 @@ elif [ "$BENCH_SKIP_GROUP" = 1 ]; then
   rec group null
 fi
 
+# --- 8 + 9: TLS and HTTP/2 to backends ------------------------------------------------
+# The backends' new connections over a measured run are TLS handshakes: nginx's
+# stub_status counts the connections it accepted (each read of it is one more).
+NGINX_TLS=
+accepts() { lib nginx-accepts "http://127.0.0.1:$NGT_STATUS/status"; }
+tls_run() { # NAME URL PID OUT PORTS...: 2 s warm-up, then a measured run; handshakes and connections counted
+  local name=$1 url=$2 pid=$3 out=$4 w0 a0 a1
+  shift 4
+  w0=$(accepts)
+  step "${LIB[@]}" wrk-run "$url" 2 >/dev/null
+  a0=$(accepts)
+  step "${LIB[@]}" wrk-run "$url" "$S" "$pid" "$NGINX_TLS" > "$out"
+  lib set "$out" backend_conns "$(lib conns "$pid" "$@")"
+  a1=$(accepts)
+  lib set "$out" warmup_handshakes "$((a0 - w0 - 1))"
+  lib set "$out" handshakes "$((a1 - a0 - 1))"
+  lib set "$out" handshakes_per_s "$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print(round(d["handshakes"] / d["duration_s"], 3))' "$out")"
+}
+if selected tls || selected h2; then
+  log "TLS backends: a test CA and certificate (fanout mock --make-certs), nginx ssl on :$NGT1-$NGT3, ssl http2 on :$NGH1-$NGH3"
+  "$BIN" mock --make-certs "$WORK/certs" >/dev/null || die "fanout mock --make-certs failed"
+  lib nginx-tls-conf "$WORK" "$PORT_OFFSET" "$WORK/certs/mock.pem" "$WORK/certs/mock-key.pem" > "$WORK/nginx-tls.conf"
+  nginx -t -q -c "$WORK/nginx-tls.conf" -p "$WORK" -e "$WORK/nginx-tls-error.log" 2>"$WORK/nginx-tls-test.err" ||
+    die "nginx rejects its TLS config: $(cat "$WORK/nginx-tls-test.err")"
+  spawn nginx-tls /dev/null nginx -c "$WORK/nginx-tls.conf" -p "$WORK" -e "$WORK/nginx-tls-error.log"
+  NGINX_TLS=$SPAWNED
+  wait_ready nginx-tls "$NGINX_TLS" "http://127.0.0.1:$NGT_STATUS/status"
+  for port in "$NGT1" "$NGT2" "$NGT3" "$NGH1" "$NGH2" "$NGH3"; do
+    curl -sf --max-time 2 --cacert "$WORK/certs/ca.pem" -o /dev/null "https://127.0.0.1:$port/data" ||
+      die "https://127.0.0.1:$port/data does not answer with a certificate of the test CA"
+  done
+fi
+merged_24() { # URL: the answer merges the 3 backends (24 keys)
+  curl -s --max-time 2 "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d) == 24, d' ||
+    die "$1 does not merge the 3 backends (24 keys)"
+}
+if selected tls; then
+  spawn go-tls /dev/null "$GOREF" -listen 127.0.0.1:$GO_TLS -ca "$WORK/certs/ca.pem" \
+    -backends "https://127.0.0.1:$NGT1/data,https://127.0.0.1:$NGT2/data,https://127.0.0.1:$NGT3/data"
+  go_tls=$SPAWNED
+  spawn go-detached-tls /dev/null "$GOREF" -listen 127.0.0.1:$GOD_TLS -ca "$WORK/certs/ca.pem" -detached \
+    -backends "https://127.0.0.1:$NGT1/data,https://127.0.0.1:$NGT2/data,https://127.0.0.1:$NGT3/data"
+  go_detached_tls=$SPAWNED
+  config tls-gateway.yaml >/dev/null # into $WORK, beside certs/
+  "$BIN" check -c "$WORK/tls-gateway.yaml" >/dev/null || die "fanout check refuses bench/tls-gateway.yaml"
+  spawn fanout-tls /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/tls-gateway.yaml"
+  fanout_tls=$SPAWNED
+  wait_ready go-tls "$go_tls" "http://127.0.0.1:$GO_TLS/merged"
+  wait_ready go-detached-tls "$go_detached_tls" "http://127.0.0.1:$GOD_TLS/merged"
+  wait_ready fanout-tls "$fanout_tls" "http://127.0.0.1:$FO_TLS/merged"
+  merged_24 "http://127.0.0.1:$GO_TLS/merged"
+  merged_24 "http://127.0.0.1:$GOD_TLS/merged"
+  merged_24 "http://127.0.0.1:$FO_TLS/merged"
+  log "TLS to backends: wrk -t2 -c64 -d${S}s after 2 s, go, go -detached and fanout in turn, $ROUNDS round(s); handshakes counted"
+  GATEWAYS=(go godetached fanout)
+  for round in $(seq "$ROUNDS"); do
+    for i in 0 1 2; do
+      target=${GATEWAYS[$(((round - 1 + i) % 3))]}
+      case $target in
+        go) url=http://127.0.0.1:$GO_TLS/merged pid=$go_tls ;;
+        godetached) url=http://127.0.0.1:$GOD_TLS/merged pid=$go_detached_tls ;;
+        fanout) url=http://127.0.0.1:$FO_TLS/merged pid=$fanout_tls ;;
+      esac
+      tls_run "$target" "$url" "$pid" "$WORK/tls-$target-$round.json" "$NGT1" "$NGT2" "$NGT3"
+    done
+  done
+  for target in go godetached fanout; do
+    lib merge-rounds "$WORK"/tls-"$target"-*.json > "$WORK/tls-$target.json"
+    rec "tls.$target" "@$WORK/tls-$target.json"
+    lib show tls "$WORK/tls-$target.json" "$target" >&2
+  done
+  rec meta.fanout_threads "$FANOUT_THREADS"
+  for pid in $fanout_tls $go_detached_tls $go_tls; do stop "$pid"; done
+fi
+if selected h2; then
+  config h2-gateway.yaml >/dev/null # into $WORK, beside certs/
+  sed -e 's/http2: auto/http2: never/' -e "s/127.0.0.1:$FO_H2\"/127.0.0.1:$FO_H1\"/" "$WORK/h2-gateway.yaml" > "$WORK/h1-gateway.yaml"
+  for file in h2-gateway h1-gateway; do
+    "$BIN" check -c "$WORK/$file.yaml" >/dev/null || die "fanout check refuses $WORK/$file.yaml"
+  done
+  spawn fanout-h2 /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/h2-gateway.yaml"
+  fanout_h2=$SPAWNED
+  spawn fanout-h1 /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$WORK/h1-gateway.yaml"
+  fanout_h1=$SPAWNED
+  wait_ready fanout-h2 "$fanout_h2" "http://127.0.0.1:$FO_H2/merged"
+  wait_ready fanout-h1 "$fanout_h1" "http://127.0.0.1:$FO_H1/merged"
+  merged_24 "http://127.0.0.1:$FO_H2/merged"
+  merged_24 "http://127.0.0.1:$FO_H1/merged"
+  log "HTTP/2 to backends: wrk -t2 -c64 -d${S}s after 2 s, http2: auto and http2: never in turn, $ROUNDS round(s); connections counted"
+  GATEWAYS=(h2 h1)
+  for round in $(seq "$ROUNDS"); do
+    for i in 0 1; do
+      target=${GATEWAYS[$(((round - 1 + i) % 2))]}
+      case $target in
+        h2) url=http://127.0.0.1:$FO_H2/merged pid=$fanout_h2 ;;
+        h1) url=http://127.0.0.1:$FO_H1/merged pid=$fanout_h1 ;;
+      esac
+      tls_run "$target" "$url" "$pid" "$WORK/h2-$target-$round.json" "$NGH1" "$NGH2" "$NGH3"
+    done
+  done
+  for target in h2 h1; do
+    lib merge-rounds "$WORK"/h2-"$target"-*.json > "$WORK/h2-$target.json"
+    rec "h2.$target" "@$WORK/h2-$target.json"
+    lib show h2 "$WORK/h2-$target.json" "$target" >&2
+  done
+  rec meta.fanout_threads "$FANOUT_THREADS"
+  for pid in $fanout_h1 $fanout_h2; do stop "$pid"; done
+fi
+if [ -n "$NGINX_TLS" ]; then stop "$NGINX_TLS"; fi
+
+# --- 10: many hosts: a replica fails under load ------------------------------------------
+if selected hosts; then
+  FAIL_AT=3 REFUSE_AT=6
+  log "many hosts: 4 nginx replicas (:$NGR1-$NGR4), $HOSTS_RATE req/s for ${HOSTS_SECONDS}s; the 4th answers 500 from ${FAIL_AT}s, refuses from ${REFUSE_AT}s"
+  lib hosts-nginx-conf "$WORK" "$PORT_OFFSET" > "$WORK/nginx-hosts.conf"
+  spawn nginx-hosts /dev/null nginx -c "$WORK/nginx-hosts.conf" -p "$WORK" -e "$WORK/nginx-hosts-error.log"
+  nginx_hosts=$SPAWNED
+  for port in "$NGR1" "$NGR2" "$NGR3"; do wait_ready nginx-hosts "$nginx_hosts" "http://127.0.0.1:$port/data"; done
+  for variant in fanout control; do
+    case $variant in
+      fanout) file=hosts-gateway.yaml port=$FO_HOSTS admin=$FO_HOSTS_ADMIN ;;
+      control) file=hosts-control.yaml port=$FO_CTRL admin=$FO_CTRL_ADMIN ;;
+    esac
+    lib failing-nginx-conf "$WORK" "$PORT_OFFSET" 200 > "$WORK/nginx-failing.conf"
+    spawn nginx-failing /dev/null nginx -c "$WORK/nginx-failing.conf" -p "$WORK" -e "$WORK/nginx-failing-error.log"
+    failing=$SPAWNED
+    wait_ready nginx-failing "$failing" "http://127.0.0.1:$NGR4/data"
+    config=$(config "$file")
+    "$BIN" check -c "$config" >/dev/null || die "fanout check refuses bench/$file"
+    spawn "hosts-$variant" /dev/null env RUST_LOG="$FANOUT_LOG" "$BIN" serve -c "$config"
+    gateway=$SPAWNED
+    wait_ready "hosts-$variant" "$gateway" "http://127.0.0.1:$port/data"
+    spawn "hosts-$variant-client" "$WORK/hosts-$variant-run.json" timeout $((HOSTS_SECONDS + 90)) \
+      python3 bench/failover.py run --url "http://127.0.0.1:$port/data" \
+      --stats "http://127.0.0.1:$admin/api/stats" --rate "$HOSTS_RATE" --seconds "$HOSTS_SECONDS"
+    client=$SPAWNED
+    sleep "$FAIL_AT.2" # the client starts 0.2 s after it is spawned
+    fail_at=$(date +%s.%N)
+    lib failing-nginx-conf "$WORK" "$PORT_OFFSET" 500 > "$WORK/nginx-failing.conf"
+    kill -HUP "$failing" # graceful: a new worker answers 500, the old one finishes what it has
+    sleep $((REFUSE_AT - FAIL_AT))
+    refuse_at=$(date +%s.%N)
+    stop "$failing"
+    wait "$client" || die "the hosts client failed: $(tail -5 "$WORK/hosts-$variant-client.err")"
+    stop "$client"
+    python3 bench/failover.py summary "$WORK/hosts-$variant-run.json" --target "127.0.0.1:$NGR4" \
+      --fail "$fail_at" --refuse "$refuse_at" --backend-log "$WORK/failing-access.log" > "$WORK/hosts-$variant.json"
+    mv "$WORK/failing-access.log" "$WORK/failing-access-$variant.log"
+    rec "hosts.$variant" "@$WORK/hosts-$variant.json"
+    lib show hosts "$WORK/hosts-$variant.json" "$variant" >&2
+    stop "$gateway"
+  done
+  stop "$nginx_hosts"
+fi
+
 # --- results ---------------------------------------------------------------------------
 rec meta.duration_s "$(($(date +%s) - T0))"
+rec meta.load_after "\"$(uptime | sed 's/.*load average: //')\""
 rec meta.finished "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\""
 mkdir -p bench/results
 if [ -z "$BENCH_ONLY" ]; then

@@ -165,6 +165,12 @@ Try these (-i shows the status and the x-fanout-complete header):
   fail fast: the payment fails at 50 ms, the 2 s inventory call is cancelled: a 502 at once
     curl -i {gateway}/checkout
 
+  a write: the order is forwarded to payment as it came, then an audit event is built from it and the charge
+    curl -i -X POST {gateway}/checkout -H 'content-type: application/json' -d '{{"user":"ada","amount":42.5,"items":[{{"sku":"tea","qty":2}}]}}'
+
+  a pass-through: the body streams to the audit service, its answer (status, headers, body) streams back
+    curl -i -X POST {gateway}/audit -d 'hello'
+
   many URLs at once, each with its own timeout, and a table of what came back
     fanout fetch --timeout 700ms {gateway}/merged {gateway}/users/ada@example.com {gateway}/users/ada@example.com/fast {gateway}/checkout
 

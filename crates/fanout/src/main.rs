@@ -46,6 +46,9 @@ enum Command {
     Check(ConfigArg),
     /// Print the config file's JSON Schema (point your editor at it).
     Schema,
+    /// Read an API key on standard input (one line) and print the
+    /// `sha256:<hex>` hash that `auth.<name>.api_key.keys` stores.
+    HashKey,
     /// Call many URLs concurrently, each with its own timeout, and print a table
     /// of what came back; the exit status is 1 if any failed.
     Fetch(FetchArgs),
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
             );
             runtime.block_on(serve(&config.config, &log_format, threads))
         }
+        Command::HashKey => report(hash_key()),
         Command::Schema => {
             let schema = Config::json_schema();
             println!(
@@ -163,6 +167,29 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `fanout hash-key`: the key comes on standard input, not as an argument,
+/// so that it stays out of the shell's history and the process list.
+fn hash_key() -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut input = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut input)
+        .map_err(|e| anyhow::anyhow!("cannot read the key from standard input: {e}"))?;
+    let key = input
+        .strip_suffix('\n')
+        .map(|k| k.strip_suffix('\r').unwrap_or(k))
+        .unwrap_or(&input);
+    if key.is_empty() {
+        anyhow::bail!("no key on standard input (e.g. `printf %s \"$KEY\" | fanout hash-key`)");
+    }
+    if key.contains('\n') {
+        anyhow::bail!("give one key, on one line");
+    }
+    println!("{}", fanout_gateway::hash_api_key(key));
+    Ok(())
 }
 
 /// `fanout fetch`: returns whether every call succeeded.

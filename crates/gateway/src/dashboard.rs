@@ -133,6 +133,23 @@ impl Recorder {
         });
     }
 
+    /// Records a request refused before any backend was called (401, 403),
+    /// if records are kept.
+    pub(crate) fn record_refused(&self, endpoint: &EndpointPlan, status: u16, took: Duration) {
+        if !self.is_enabled() {
+            return;
+        }
+        self.record(RequestRecord {
+            id: 0,
+            at_ms: 0,
+            endpoint: endpoint.route.clone(),
+            status,
+            complete: false,
+            duration_ms: took.as_secs_f64() * 1e3,
+            backends: Vec::new(),
+        });
+    }
+
     /// Records a request (its `id` and `at_ms` are filled in here).
     fn record(&self, mut record: RequestRecord) {
         record.id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -183,7 +200,12 @@ impl Recorder {
                     recent.iter().filter(|r| &r.endpoint == endpoint).collect();
                 let durations: Vec<f64> = of.iter().map(|r| r.duration_ms).collect();
                 let errors = of.iter().filter(|r| r.status >= 500).count();
-                let partial = of.iter().filter(|r| !r.complete).count();
+                // A refused request (no backend called) is not a partial answer.
+                let partial = of
+                    .iter()
+                    .filter(|r| !r.complete && !r.backends.is_empty())
+                    .count();
+                let with_status = |s: u16| of.iter().filter(|r| r.status == s).count();
                 let mut names: Vec<&str> = of
                     .iter()
                     .flat_map(|r| r.backends.iter().map(|b| b.name.as_str()))
@@ -220,6 +242,8 @@ impl Recorder {
                     "rate": of.len() as f64 / span_s,
                     "error_rate": errors as f64 / of.len().max(1) as f64,
                     "partial_rate": partial as f64 / of.len().max(1) as f64,
+                    "unauthorized": with_status(401),
+                    "forbidden": with_status(403),
                     "p50_ms": percentile(&durations, 50.0),
                     "p90_ms": percentile(&durations, 90.0),
                     "p99_ms": percentile(&durations, 99.0),

@@ -17,10 +17,10 @@ use tokio::time::Instant;
 
 use crate::{
     Plan,
-    client::{ClientSettings, Request, Transport},
+    client::{ClientSettings, Dial, Request, Transport},
     config::Format,
     error::BackendError,
-    respond::respond,
+    respond::{json_response, respond},
     run::{Inputs, Verdict, execute},
 };
 
@@ -31,6 +31,8 @@ enum Reply {
     Json(u16, &'static str, u64),
     /// Never answers.
     Hang,
+    /// Answers 503 to its first `n` calls, then 200 with this JSON body.
+    Flaky(usize, &'static str),
 }
 
 /// One call as the scripted backend saw it.
@@ -40,6 +42,10 @@ struct Call {
     uri: String,
     /// The headers it came with.
     headers: http::HeaderMap,
+    /// Its method.
+    method: http::Method,
+    /// Its body, whole.
+    body: Bytes,
     /// When it arrived, from the test's start.
     at: Duration,
     /// When it ended, from the test's start (`None`: still running).
@@ -53,6 +59,12 @@ struct Script {
     replies: Arc<HashMap<&'static str, Reply>>,
     calls: Arc<Mutex<Vec<Call>>>,
     start: Instant,
+}
+
+impl Call {
+    fn body_text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
 }
 
 impl Script {
@@ -94,6 +106,7 @@ impl Transport for Script {
     async fn send(
         &self,
         _: &Arc<ClientSettings>,
+        _: &Arc<Dial>,
         request: Request,
     ) -> Result<Response<Full<Bytes>>, BackendError> {
         let uri = request
@@ -101,12 +114,20 @@ impl Transport for Script {
             .path_and_query()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let reply = self.replies.get(request.uri().path()).cloned();
+        let path = request.uri().path().to_owned();
+        let reply = self.replies.get(path.as_str()).cloned();
+        let (parts, body) = request.into_parts();
+        let body = match body {
+            crate::client::Body::Full(bytes) => bytes,
+            crate::client::Body::Stream(_) => panic!("the engine streams no body"),
+        };
         let index = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(Call {
                 uri,
-                headers: request.headers().clone(),
+                headers: parts.headers,
+                method: parts.method,
+                body,
                 at: self.start.elapsed(),
                 ended: None,
                 abandoned: false,
@@ -125,18 +146,32 @@ impl Transport for Script {
                 json(status, body)
             }
             Some(Reply::Hang) => std::future::pending().await,
+            Some(Reply::Flaky(n, body)) => {
+                let earlier = self
+                    .calls()
+                    .iter()
+                    .filter(|c| request_path(&c.uri) == path)
+                    .count()
+                    - 1;
+                if earlier < n {
+                    json(503, r#"{"error":"flaky"}"#)
+                } else {
+                    json(200, body)
+                }
+            }
         };
         ending.answered = true;
         Ok(response)
     }
 }
 
+fn request_path(uri: &str) -> &str {
+    uri.split('?').next().unwrap_or(uri)
+}
+
 fn json(status: u16, body: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
+    let status = StatusCode::from_u16(status).unwrap();
+    json_response(status, Bytes::from_static(body.as_bytes())).map(Full::new)
 }
 
 fn plan(yaml: &str) -> Plan {
@@ -168,8 +203,8 @@ async fn run(plan: &Plan, script: &Script, params: &[(&str, &str)]) -> Answer {
 /// Runs the plan's first endpoint once with these inputs.
 async fn run_with(plan: &Plan, script: &Script, inputs: Inputs) -> Answer {
     let endpoint = &plan.endpoints[0];
-    let outcome = execute(endpoint, inputs, script.clone(), true).await;
-    let response = respond(endpoint, &outcome);
+    let mut outcome = execute(endpoint, inputs, script.clone(), true).await;
+    let response = respond(endpoint, &mut outcome);
     let (parts, body) = response.into_parts();
     let bytes = body;
     Answer {
@@ -608,6 +643,58 @@ endpoints:
     assert_eq!(answer.body, expected);
 }
 
+/// Objects nested `depth` levels under `k`, the innermost holding `leaf`.
+fn nested_objects(depth: usize, leaf: &str) -> &'static str {
+    let text = format!(
+        "{}{{{leaf}}}{}",
+        r#"{"k":"#.repeat(depth - 1),
+        "}".repeat(depth - 1)
+    );
+    Box::leak(text.into_boxed_str())
+}
+
+#[tokio::test(start_paused = true)]
+async fn objects_as_deep_as_the_config_allows_merge_deeply_and_repeated_keys_do_not_recurse() {
+    // The deep merge recurses into objects that meet under one key: 127
+    // levels (the most `max_json_depth` accepts) from two backends meet all
+    // the way down. A key repeated in one body means its last value: it is
+    // not merged with the first one, whatever their depth.
+    let one = nested_objects(127, r#""a":1"#);
+    let two = nested_objects(127, r#""b":2"#);
+    let repeated: &'static str = Box::leak(
+        format!(
+            r#"{{"r":{},"r":{}}}"#,
+            nested_objects(126, r#""a":1"#),
+            nested_objects(126, r#""c":3"#)
+        )
+        .into_boxed_str(),
+    );
+    // Addresses, not names: nothing to resolve.
+    let plan = plan(
+        r#"
+server: { max_json_depth: 127 }
+endpoints:
+  - route: GET /a
+    expose_errors: true
+    backends:
+      - { name: one, url: "http://127.0.0.1:9/one", required: true }
+      - { name: two, url: "http://127.0.0.1:9/two", required: true }
+      - { name: repeated, url: "http://127.0.0.1:9/repeated", required: true }
+"#,
+    );
+    let script = Script::new(&[
+        ("/one", Reply::Json(200, one, 0)),
+        ("/two", Reply::Json(200, two, 0)),
+        ("/repeated", Reply::Json(200, repeated, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let mut expected: Value = serde_json::from_str(nested_objects(127, r#""a":1,"b":2"#)).unwrap();
+    let last: Value = serde_json::from_str(nested_objects(126, r#""c":3"#)).unwrap();
+    expected["r"] = last;
+    assert_eq!(answer.body, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn configured_upstream_headers_replace_the_clients() {
     let plan = plan(
@@ -750,4 +837,327 @@ endpoints:
         answer.body["_errors"]["second"]["message"],
         json!("{first.id} is empty, and would leave an empty path segment")
     );
+}
+
+/// Inputs of a request whose body is `body` (JSON when `json`).
+fn with_body(body: &'static str, content_type: &'static str, json: bool) -> Inputs {
+    Inputs {
+        body: Some(crate::run::ClientBody {
+            bytes: Bytes::from_static(body.as_bytes()),
+            content_type: Some(http::HeaderValue::from_static(content_type)),
+            content_encoding: None,
+            json: json.then(|| serde_json::from_str(body).unwrap()),
+        }),
+        ..Inputs::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_body_reaches_the_backend_byte_for_byte_with_its_type() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: POST /upload
+    backends:
+      - { name: store, url: "http://10.0.0.1/store", method: POST, body: forward, required: true }
+      - { name: log, url: "http://10.0.0.1/log", method: PUT, body: forward }
+      - { name: plain, url: "http://10.0.0.1/plain", method: POST }
+"#,
+    );
+    let script = Script::new(&[
+        ("/store", Reply::Json(200, "{}", 0)),
+        ("/log", Reply::Json(200, "{}", 0)),
+        ("/plain", Reply::Json(200, "{}", 0)),
+    ]);
+    // Not JSON, and spaced oddly: forwarded as it came.
+    let sent = "name=a b&x=1 \n";
+    let answer = run_with(
+        &plan,
+        &script,
+        with_body(sent, "text/plain; charset=utf-8", false),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    for path in ["/store", "/log"] {
+        let call = script.call_to(path).unwrap();
+        assert_eq!(call.body_text(), sent, "{path}");
+        assert_eq!(call.headers["content-type"], "text/plain; charset=utf-8");
+    }
+    assert_eq!(script.call_to("/log").unwrap().method, http::Method::PUT);
+    let plain = script.call_to("/plain").unwrap();
+    assert!(plain.body.is_empty(), "a backend without `body` sends none");
+    assert!(plain.headers.get("content-type").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_template_body_keeps_its_values_types_and_is_sent_as_json() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: POST /checkout/{cart}
+    forward_query: [lang]
+    backends:
+      - { name: payment, url: "http://10.0.0.1/charges", method: POST, body: forward, required: true }
+      - name: audit
+        url: "http://10.0.0.1/events"
+        method: POST
+        after: [payment]
+        body:
+          amount: "{body.amount}"
+          items: "{body.items}"
+          gift: "{body.gift}"
+          note: "{body.note}"
+          charge: "{payment.id}"
+          fee: "{payment.fee}"
+          cart: "{cart}"
+          label: "cart-{cart} for {body.amount} ({query.lang})"
+          fixed: { source: gateway, version: 2 }
+"#,
+    );
+    let script = Script::new(&[
+        (
+            "/charges",
+            Reply::Json(200, r#"{"id":"ch_1","fee":0.3}"#, 10),
+        ),
+        ("/events", Reply::Json(200, "{}", 0)),
+    ]);
+    let mut inputs = with_body(
+        r#"{"amount": 12.5, "items": [{"sku": "a", "n": 2}], "gift": false, "note": null}"#,
+        "application/json",
+        true,
+    );
+    inputs.params = vec![("cart".into(), "42".into())];
+    inputs.query = vec![("lang".into(), "fr".into())];
+    let answer = run_with(&plan, &script, inputs).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let audit = script.call_to("/events").unwrap();
+    assert_eq!(audit.headers["content-type"], "application/json");
+    assert_eq!(
+        audit.body_text(),
+        r#"{"amount":12.5,"items":[{"sku":"a","n":2}],"gift":false,"note":null,"charge":"ch_1","fee":0.3,"cart":"42","label":"cart-42 for 12.5 (fr)","fixed":{"source":"gateway","version":2}}"#,
+        "the exact bytes: whole placeholders keep their JSON type, embedded ones are text"
+    );
+    assert_eq!(audit.at, ms(10), "after the payment answered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_call_sends_the_same_body_again() {
+    let plan = plan(
+        r#"
+upstreams:
+  store: { url: "http://10.0.0.1", retry: { attempts: 3, backoff: 10ms, budget: 100% } }
+endpoints:
+  - route: PUT /docs/{id}
+    backends:
+      - { name: put, upstream: store, path: "/docs/{id}", method: PUT, body: forward, required: true }
+      - { name: index, upstream: store, path: /index, method: POST, body: { doc: "{id}", size: "{body.size}" } }
+"#,
+    );
+    let script = Script::new(&[
+        ("/docs/7", Reply::Flaky(2, r#"{"ok":true}"#)),
+        ("/index", Reply::Flaky(1, r#"{"ok":true}"#)),
+    ]);
+    let mut inputs = with_body(r#"{"size": 3, "text": "abc"}"#, "application/json", true);
+    inputs.params = vec![("id".into(), "7".into())];
+    let answer = run_with(&plan, &script, inputs).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.complete, "false",
+        "the POST is not retried: {:?}",
+        answer.body
+    );
+    let puts: Vec<Call> = script
+        .calls()
+        .into_iter()
+        .filter(|c| c.uri == "/docs/7")
+        .collect();
+    assert_eq!(puts.len(), 3, "two 503s, then the answer");
+    for put in &puts {
+        assert_eq!(put.body_text(), r#"{"size": 3, "text": "abc"}"#);
+    }
+    let posts: Vec<Call> = script
+        .calls()
+        .into_iter()
+        .filter(|c| c.uri == "/index")
+        .collect();
+    assert_eq!(posts.len(), 1, "a POST is never retried");
+    assert_eq!(posts[0].body_text(), r#"{"doc":"7","size":3}"#);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_field_missing_from_a_body_template_fails_only_that_backend() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: POST /a
+    expose_errors: true
+    backends:
+      - { name: first, url: "http://10.0.0.1/first", required: true }
+      - { name: second, url: "http://10.0.0.1/second", method: POST, after: [first], body: { ref: "{first.ref}" } }
+"#,
+    );
+    let script = Script::new(&[
+        ("/first", Reply::Json(200, r#"{"other":1}"#, 0)),
+        ("/second", Reply::Json(200, "{}", 0)),
+    ]);
+    let answer = run_with(&plan, &script, Inputs::default()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body["_errors"]["second"],
+        json!({"kind": "dependency", "message": "no value for {first.ref} (at `ref` of the body)"})
+    );
+    assert!(script.call_to("/second").is_none(), "never called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn arrays_append_in_declaration_order_whatever_the_order_of_arrival() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /feed
+    response: { root: items }
+    backends:
+      - { name: mine, url: "http://10.0.0.1/mine", into: items }
+      - { name: group, url: "http://10.0.0.1/group", into: items, append: true, select: [id] }
+      - { name: more, url: "http://10.0.0.1/more", into: items, append: true }
+"#,
+    );
+    // The last declared answers first, the first declared last.
+    let script = Script::new(&[
+        ("/mine", Reply::Json(200, r#"[{"id":1},{"id":2}]"#, 30)),
+        ("/group", Reply::Json(200, r#"[{"id":3,"secret":"x"}]"#, 20)),
+        ("/more", Reply::Json(200, r#"[{"id":4}, 5]"#, 10)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.complete, "true");
+    assert_eq!(
+        answer.body,
+        json!([{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}, 5])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn appending_onto_something_that_is_not_an_array_fails_that_backend_as_decode() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /feed
+    expose_errors: true
+    backends:
+      - { name: head, url: "http://10.0.0.1/head", into: items }
+      - { name: tail, url: "http://10.0.0.1/tail", into: items, append: true }
+      - { name: odd, url: "http://10.0.0.1/odd", into: items, append: true }
+      - { name: must, url: "http://10.0.0.1/must", into: other, append: true, required: true }
+"#,
+    );
+    let script = Script::new(&[
+        ("/head", Reply::Json(200, r#"{"not":"an array"}"#, 0)),
+        ("/tail", Reply::Json(200, "[1]", 0)),
+        ("/odd", Reply::Json(200, r#""text""#, 0)),
+        ("/must", Reply::Json(200, "[true]", 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.verdict, Verdict::Partial);
+    assert_eq!(answer.complete, "false");
+    assert_eq!(answer.body["items"], json!({"not": "an array"}));
+    assert_eq!(answer.body["other"], json!([true]));
+    assert_eq!(
+        answer.body["_errors"],
+        json!({
+            "tail": {"kind": "decode", "message": "append: `items` already holds an object, which an array cannot be appended to"},
+            "odd": {"kind": "decode", "message": "append: the answer is a string, not an array"},
+        })
+    );
+
+    // A required backend that cannot be appended fails the request.
+    let script = Script::new(&[
+        ("/head", Reply::Json(200, "[]", 0)),
+        ("/tail", Reply::Json(200, "[1]", 0)),
+        ("/odd", Reply::Json(200, "[2]", 0)),
+        ("/must", Reply::Json(200, "{}", 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.verdict, Verdict::RequiredFailed(3));
+    assert_eq!(answer.body["_errors"]["must"]["kind"], "decode");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_stands_in_for_a_failed_optional_backend_and_the_answer_stays_partial() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /page
+    timeout: 100ms
+    expose_errors: true
+    backends:
+      - { name: main, url: "http://10.0.0.1/main", required: true }
+      - { name: ads, url: "http://10.0.0.1/ads", into: ads, fallback: { slots: [] } }
+      - { name: extra, url: "http://10.0.0.1/extra", into: list, append: true, fallback: [] }
+      - { name: tips, url: "http://10.0.0.1/tips", fallback: { tips: none } }
+"#,
+    );
+    let script = Script::new(&[
+        ("/main", Reply::Json(200, r#"{"title":"t","list":[0]}"#, 0)),
+        ("/ads", Reply::Json(500, "{}", 0)),
+        ("/extra", Reply::Hang),
+        ("/tips", Reply::Json(200, r#"{"tips":["a"]}"#, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.complete, "false");
+    assert_eq!(
+        answer.body,
+        json!({
+            "title": "t",
+            "list": [0],
+            "ads": {"slots": []},
+            "tips": ["a"],
+            "_errors": {
+                "ads": {"kind": "status", "status": 500, "message": "answered 500 Internal Server Error"},
+                "extra": {"kind": "timeout", "message": "the endpoint's deadline of 100ms expired first"},
+            }
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_root_answers_with_its_value_and_a_missing_root_is_a_502() {
+    let plan = plan(
+        r#"
+endpoints:
+  - route: GET /feed
+    expose_errors: true
+    response: { root: data.page }
+    backends:
+      - { name: one, url: "http://10.0.0.1/one", into: data.page }
+      - { name: two, url: "http://10.0.0.1/two" }
+"#,
+    );
+    let script = Script::new(&[
+        ("/one", Reply::Json(200, r#"{"n": 1}"#, 0)),
+        ("/two", Reply::Json(500, "{}", 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.complete, "false");
+    assert_eq!(
+        answer.body,
+        json!({"n": 1, "_errors": {"two": {"kind": "status", "status": 500, "message": "answered 500 Internal Server Error"}}}),
+        "an object root carries the errors"
+    );
+
+    let script = Script::new(&[
+        ("/one", Reply::Json(500, "{}", 0)),
+        ("/two", Reply::Json(200, r#"{"n": 2}"#, 0)),
+    ]);
+    let answer = run(&plan, &script, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        answer.body["error"],
+        "the merged answer has no `data.page` (response.root)"
+    );
+    assert_eq!(answer.body["_errors"]["one"]["kind"], "status");
 }

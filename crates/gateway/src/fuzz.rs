@@ -8,9 +8,9 @@ use serde_json::Value;
 use crate::{
     Plan,
     config::Format,
-    plan::template::Template,
     run::fuzzing as run,
     shape::{Body, FieldPath, Merged, Shape},
+    template::{BodyTemplate, Found, Part, Template, Values, Var, lookup, url},
 };
 
 /// The deepest nesting the gateway accepts (`max_json_depth` at most).
@@ -60,7 +60,14 @@ pub fn template(data: &[u8]) {
         return;
     };
     let origin = "http://h:1/base";
-    let Ok(url) = run::render(origin, &template, &p[1], &p[2], &p[3]) else {
+    let field = Value::from(p[3].as_str());
+    let values = Fixed {
+        route: &p[1],
+        query: &p[2],
+        field: &field,
+    };
+    let forwarded = [("q".to_owned(), p[2].clone())];
+    let Ok(url) = url::render(origin, &template, &values, &forwarded) else {
         return;
     };
     assert!(url.starts_with(origin), "{url}");
@@ -71,8 +78,8 @@ pub fn template(data: &[u8]) {
         .parts()
         .iter()
         .filter_map(|part| match part {
-            crate::plan::template::Part::Literal(text) => Some(text.as_str()),
-            crate::plan::template::Part::Var(..) => None,
+            Part::Literal(text) => Some(text.as_str()),
+            Part::Var(..) => None,
         })
         .collect();
     for c in ['#', '@', ' '] {
@@ -83,6 +90,24 @@ pub fn template(data: &[u8]) {
     }
     if let Ok(uri) = url.parse::<http::Uri>() {
         assert_eq!(uri.authority().map(|a| a.as_str()), Some("h:1"), "{url}");
+    }
+}
+
+/// Fixed values for every variable: each route capture is `route`, each
+/// query value `query`, each body or dependency field `field`.
+struct Fixed<'a> {
+    route: &'a str,
+    query: &'a str,
+    field: &'a Value,
+}
+
+impl Values for Fixed<'_> {
+    fn get(&self, var: &Var) -> Option<Found<'_>> {
+        Some(match var {
+            Var::Route(_) => Found::Text(self.route),
+            Var::Query(_) => Found::Text(self.query),
+            Var::Body(_) | Var::Jwt(_) | Var::Field { .. } => Found::Json(self.field),
+        })
     }
 }
 
@@ -151,6 +176,105 @@ pub fn merge(data: &[u8]) {
     assert!(bytes.starts_with(b"{"), "the merge writes an object");
 }
 
+/// The fixed public keys of the `jwt` target (an RSA and a P-256 key; their
+/// private halves were dropped once the seed tokens were signed).
+const FUZZ_JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"fuzz-rsa","use":"sig","alg":"RS256","n":"uTHaZwhqA4KgWUNs6uDxMYgTsFC_evQPBL68kgNzRvfmS0SmOIDXHTblqAEexn_10DoUOd9gdsbj_51rRfMoSgEnGE3cF37G6QuvY_az7YSN2o-rohy1B26EOkQFOmh8Huq89QnicCrMjyEB75kR-u8znDmOakgsljRVSt7KtKJfT8cr-FgETzZ2OuZC_q1_U1CtJfziTvXopFsn89-d_IW8Frqk_uYgwPCRo2RKR-Tg5UfoHPUWO5ZUjUupC6EIYfENl8m7wAYZ9zEG7iHitDKYjRq9eLJzUPUMr9uJdtWaOMWupk0yEqbLd5jU5SiaiyXRS4xb48RgMidfFKKMThA8HzYduvgADnRwwbbU-9Bg1lhhjqQuO-957JxOwNBt2iGiCFZup-SpnD4LmW0SrordpYPmTbD7a7Kkg68u3AA-wbtpgu06icq6fOPr97zgbCrRnfiv4bO6cL5sXcurza-vOvPKDMflkxbwGhNPOKOSUnv3dgt4PzQjavDZmozn","e":"AQAB"},{"kty":"EC","kid":"fuzz-ec","use":"sig","alg":"ES256","crv":"P-256","x":"tU0ujZZ7caxAyPxEBu9ihLrUIUfTQHwo8Ni65mzNKDc","y":"zSaaXkFoXsbWylJREvpdTvZeAAcAvdw9gTbT1ZU2AaE"}]}"#;
+
+/// The claims of the seed corpus's valid tokens (`exp` in 2100).
+fn fuzz_claims() -> Value {
+    serde_json::json!({
+        "iss": "https://issuer.fuzz/", "aud": "fuzz", "sub": "fuzzer",
+        "exp": 4102444800u64, "scope": "a b",
+    })
+}
+
+/// Any bytes as a bearer token against a fixed key set (RS256, ES256,
+/// and HS256 asked for but never accepted): never a panic, and whatever
+/// passes carries exactly the claims the keys' owner signed.
+pub fn jwt(data: &[u8]) {
+    let (scheme, keys) = fuzz_scheme();
+    let token = String::from_utf8_lossy(data);
+    if let Ok(claims) = scheme.verify_now(token.trim(), keys) {
+        assert_eq!(
+            Value::Object(claims),
+            fuzz_claims(),
+            "a token passed that its keys' owner did not sign: {token}"
+        );
+    }
+}
+
+/// The `jwt` target's scheme and its fixed keys, made once.
+fn fuzz_scheme() -> &'static (crate::auth::JwtScheme, crate::auth::jwks::KeySet) {
+    use std::sync::{Arc, LazyLock};
+
+    use crate::auth::{
+        JwtScheme,
+        jwks::{Jwks, KeySet},
+    };
+
+    static SCHEME: LazyLock<(JwtScheme, KeySet)> = LazyLock::new(|| {
+        assert!(crate::auth::install_crypto());
+        let keys = KeySet::parse(FUZZ_JWKS.as_bytes()).expect("the fuzz JWKS parses");
+        let scheme = JwtScheme::new(
+            Arc::new(Jwks::fixed(keys.clone())),
+            "https://issuer.fuzz/",
+            &["fuzz".to_owned()],
+            &[
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+            ],
+            std::time::Duration::from_secs(60),
+        );
+        (scheme, keys)
+    });
+    &SCHEME
+}
+
+/// A JSON body template (the first part) and a client's body (the second):
+/// the template compiles, or each of its problems has a message; a render
+/// writes JSON, or names a placeholder of the template the request has no
+/// value for. Route and query values are hostile text; `{body.…}` and
+/// dependency fields are looked up in the client's body.
+pub fn body_template(data: &[u8]) {
+    let p = parts(data, 2);
+    let Ok(template) = serde_json::from_str::<Value>(&p[0]) else {
+        return;
+    };
+    let template = match BodyTemplate::compile(&template) {
+        Ok(template) => template,
+        Err(problems) => {
+            assert!(!problems.is_empty());
+            for (_, message) in &problems {
+                assert!(message.contains("template"), "{message}");
+            }
+            return;
+        }
+    };
+    struct Request(Option<Value>);
+    impl Values for Request {
+        fn get(&self, var: &Var) -> Option<Found<'_>> {
+            match var {
+                Var::Route(_) => Some(Found::Text("r\"\\{x}\u{0}")),
+                Var::Query(_) => Some(Found::Text("é&=")),
+                Var::Body(path) | Var::Jwt(path) | Var::Field { path, .. } => {
+                    lookup(self.0.as_ref()?, path).map(Found::Json)
+                }
+            }
+        }
+    }
+    let request = Request(serde_json::from_str(&p[1]).ok());
+    match template.render(&request) {
+        Ok(bytes) => {
+            assert_is_json(&bytes);
+            serde_json::from_slice::<Value>(&bytes).expect("a rendered body is a value");
+        }
+        Err(missing) => assert!(
+            template.vars().any(|v| *v == missing.var),
+            "{missing} is not a placeholder of the template"
+        ),
+    }
+}
+
 /// The merge's output is JSON text (checked for syntax: a backend's `1e400`
 /// passes through as it came, which is JSON but not a `serde_json` value).
 fn assert_is_json(bytes: &[u8]) {
@@ -171,6 +295,32 @@ mod tests {
         json(br#"{"a":{"b":[1,2]},"c":"d"}"#);
         merge(b"{\"a\":1,\"b\":{\"c\":2}}\x00{\"b\":{\"d\":3}}\x00a,b.c\x00x.y");
         json(br#"{"n":1e400,"s":"\ud800"}"#);
+        jwt(b"a.b.c");
+        body_template(
+            b"{\"a\":\"{body.x}\",\"b\":[\"n-{id}\",\"{q.y}\"]}\x00{\"x\":[1,{\"y\":null}]}",
+        );
+    }
+
+    /// The seed tokens signed by the fixed keys pass, and the hostile ones
+    /// do not (so the target's assertion has something to guard).
+    #[test]
+    fn the_jwt_seeds_that_should_pass_do() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/jwt");
+        let (scheme, keys) = fuzz_scheme();
+        for (file, passes) in [
+            ("valid-rs256", true),
+            ("valid-es256", true),
+            ("alg-none", false),
+            ("hs256-key-confusion", false),
+            ("expired", false),
+        ] {
+            let token = std::fs::read_to_string(root.join(file)).unwrap();
+            assert_eq!(
+                scheme.verify_now(token.trim(), keys).is_ok(),
+                passes,
+                "{file}"
+            );
+        }
     }
 
     /// The committed corpus of each target (`fuzz/corpus/<target>/`), replayed
@@ -178,11 +328,14 @@ mod tests {
     #[test]
     fn the_fuzz_corpus_replays_without_a_finding() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 6] = [
             ("config", config),
             ("template", template),
             ("json", json),
             ("merge", merge),
+            ("jwt", jwt),
+            ("body_template", body_template),
         ];
         for (name, target) in targets {
             let dir = root.join(name);

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod auth;
 mod client;
 pub mod config;
 mod dashboard;
@@ -18,12 +19,14 @@ mod respond;
 mod run;
 mod server;
 mod shape;
+mod template;
 mod upstream;
 
+pub use auth::api_key::hash as hash_api_key;
 pub use client::HttpClient;
 pub use error::{BackendError, ErrorKind};
 pub use plan::Plan;
 pub use server::{
-    Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, ServerTls, TlsError, bind_reuseport, serve,
-    serve_admin, serve_on_threads,
+    ConnectionLimit, Connections, Gateway, MAX_CONCURRENT_STREAMS, Peer, ServerTls, TlsError,
+    bind_reuseport, serve, serve_admin, serve_on_threads,
 };

@@ -34,6 +34,11 @@ pub(crate) const TARGET_FAILURES: &str = "fanout_target_failures_total";
 pub(crate) const TARGET_IN_FLIGHT: &str = "fanout_target_in_flight";
 /// A target's latency estimate (peak EWMA), in seconds.
 pub(crate) const TARGET_LATENCY: &str = "fanout_target_latency_seconds";
+/// Requests refused by authentication (401, 403, 503), by `endpoint` and
+/// `reason` (`missing`, `expired`, `signature`, `scope`…).
+pub(crate) const AUTH_REFUSED: &str = "fanout_auth_refused_total";
+/// Fetches of a scheme's JWKS, by `scheme` and `outcome` (`ok`, `error`).
+pub(crate) const JWKS_FETCHES: &str = "fanout_jwks_fetches_total";
 
 /// Counts a request in flight until it is dropped, however it ends (the
 /// client may leave).

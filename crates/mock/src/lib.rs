@@ -71,6 +71,7 @@
 pub mod certs;
 mod config;
 mod error;
+pub mod jwt;
 mod record;
 mod reply;
 mod serve;

@@ -7,18 +7,13 @@
 //! ([`MockBuilder::build`](crate::MockBuilder::build)), next to the route it
 //! belongs to.
 
-use std::{
-    future::Future,
-    io,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{io, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame};
-use tokio::{sync::watch, time::Interval};
+use futures::stream::{self, BoxStream, StreamExt};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tokio::sync::watch;
 
 /// What a route answers to one call.
 ///
@@ -62,6 +57,9 @@ pub(crate) enum Kind {
     Hang,
     /// Headers, then a byte every period, forever.
     Drip(Duration),
+    /// A JSON body in pieces, one frame each, with a pause before each but
+    /// the first.
+    Chunks(Vec<Bytes>, Duration),
     /// 200 JSON describing the request ([`Seen::to_json`](crate::Seen::to_json)).
     Echo,
 }
@@ -165,6 +163,21 @@ impl Reply {
     /// then one byte of body every `every`, forever.
     pub fn drip(every: Duration) -> Reply {
         Reply::new(Kind::Drip(every))
+    }
+
+    /// 200 with a JSON body sent in these pieces, one frame each, pausing
+    /// `pause` before each but the first (no `content-length`: over HTTP/1.1
+    /// the body is chunked). For callers that must join a body that arrives
+    /// in parts.
+    pub fn chunks<I, P>(pieces: I, pause: Duration) -> Reply
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        Reply::new(Kind::Chunks(
+            pieces.into_iter().map(Into::into).collect(),
+            pause,
+        ))
     }
 
     /// 200 JSON describing the request as received: method, path, query,
@@ -312,58 +325,43 @@ impl Gate {
     }
 }
 
+/// A response body sent over time: the faults, and bodies in pieces.
+pub(crate) type Timed = StreamBody<BoxStream<'static, Result<Frame<Bytes>, io::Error>>>;
+
+fn data(bytes: Bytes) -> Result<Frame<Bytes>, io::Error> {
+    Ok(Frame::data(bytes))
+}
+
 /// Sends part of the announced body, then fails: hyper aborts the connection.
 /// The pause between the two lets the head and the first bytes reach the
 /// caller, so the fault is a reset *mid-body*, not a missing response.
-pub(crate) struct Broken(Option<Pin<Box<tokio::time::Sleep>>>);
-
-impl Broken {
-    pub(crate) fn new() -> Broken {
-        Broken(None)
-    }
+pub(crate) fn broken() -> Timed {
+    let start = stream::once(async { data(Bytes::from_static(b"{\"partial\": \"")) });
+    let reset = stream::once(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err(io::Error::other("mock fault: reset mid-body"))
+    });
+    StreamBody::new(start.chain(reset).boxed())
 }
 
-impl Body for Broken {
-    type Data = Bytes;
-    type Error = io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.0.as_mut() {
-            None => {
-                self.0 = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                    b"{\"partial\": \"",
-                )))))
-            }
-            Some(pause) => pause
-                .as_mut()
-                .poll(cx)
-                .map(|()| Some(Err(io::Error::other("mock fault: reset mid-body")))),
+/// One byte every `every`, forever.
+pub(crate) fn drip(every: Duration) -> Timed {
+    // A zero period would spin; a millisecond is as fast as a drip needs.
+    let ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
+    let bytes = stream::unfold(ticks, |mut ticks| async move {
+        ticks.tick().await;
+        Some((data(Bytes::from_static(b" ")), ticks))
+    });
+    StreamBody::new(bytes.boxed())
+}
+
+/// The pieces, one frame each, with a pause before each but the first.
+pub(crate) fn chunks(pieces: Vec<Bytes>, pause: Duration) -> Timed {
+    let frames = stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| async move {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
         }
-    }
-}
-
-/// One byte every tick, forever.
-pub(crate) struct Drip(Interval);
-
-impl Drip {
-    pub(crate) fn new(every: Duration) -> Drip {
-        // A zero period would spin; a millisecond is as fast as a drip needs.
-        Drip(tokio::time::interval(every.max(Duration::from_millis(1))))
-    }
-}
-
-impl Body for Drip {
-    type Data = Bytes;
-    type Error = io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0
-            .poll_tick(cx)
-            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b" ")))))
-    }
+        data(piece)
+    });
+    StreamBody::new(frames.boxed())
 }

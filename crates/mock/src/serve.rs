@@ -20,7 +20,7 @@ use std::{
 use bytes::Bytes;
 use fanout_gateway::{Connections, ServerTls};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -28,7 +28,7 @@ use crate::{
     config::{Fault, Latency, MockConfig, MockReply, MockRoute},
     error::MockError,
     record::{InFlight, Seen, State, Stats},
-    reply::{Broken, Delay, Drip, Gate, Kind, RESET_ANNOUNCED, Reply, Script},
+    reply::{Delay, Gate, Kind, RESET_ANNOUNCED, Reply, Script, broken, chunks, drip},
 };
 
 /// How long a wait waits unless told otherwise.
@@ -94,6 +94,7 @@ enum Answer {
     ResetMidBody,
     Hang,
     Drip(Duration),
+    Chunks(Vec<Bytes>, Duration),
     Echo,
 }
 
@@ -242,6 +243,7 @@ fn prepare(reply: Reply, captures: &[&str]) -> Result<Prepared, String> {
         Kind::ResetMidBody => Answer::ResetMidBody,
         Kind::Hang => Answer::Hang,
         Kind::Drip(every) => Answer::Drip(every),
+        Kind::Chunks(pieces, pause) => Answer::Chunks(pieces, pause),
         Kind::Echo => Answer::Echo,
     };
     Ok(Prepared {
@@ -400,7 +402,7 @@ impl Mock {
         let connections = Connections {
             header_read_timeout: None,
             grace: Duration::ZERO,
-            max_connections: usize::MAX,
+            max_connections: fanout_gateway::ConnectionLimit::new(usize::MAX),
             idle_timeout: None,
             write_timeout: None,
             tls: self.inner.tls.clone(),
@@ -474,21 +476,19 @@ impl Mock {
             )
             .map(|body| Counted::new(body, in_flight));
         }
-        let json_type = || HeaderValue::from_static("application/json");
         let (content_type, body) = match &reply.answer {
             Answer::Fixed { content_type, body } => (content_type.clone(), full(body.clone())),
             Answer::Template { content_type, text } => {
                 (content_type.clone(), full(render(text, &params)))
             }
-            Answer::Echo => (json_type(), full(Bytes::from(echo.unwrap_or_default()))),
-            Answer::ResetMidBody => (json_type(), Broken::new().boxed()),
-            Answer::Drip(every) => (json_type(), Drip::new(*every).boxed()),
+            Answer::Echo => (JSON, full(Bytes::from(echo.unwrap_or_default()))),
+            Answer::ResetMidBody => (JSON, broken().boxed_unsync()),
+            Answer::Drip(every) => (JSON, drip(*every).boxed_unsync()),
+            Answer::Chunks(pieces, pause) => (JSON, chunks(pieces.clone(), *pause).boxed_unsync()),
             Answer::Hang => std::future::pending().await,
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = reply.status;
+        let mut response = response(reply.status, content_type, body);
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, content_type);
         if matches!(reply.answer, Answer::ResetMidBody) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED));
         }
@@ -631,7 +631,7 @@ impl Deref for MockServer {
     }
 }
 
-type Out = BoxBody<Bytes, io::Error>;
+type Out = UnsyncBoxBody<Bytes, io::Error>;
 
 /// A response body that keeps its call in flight until it is dropped.
 #[derive(Debug)]
@@ -690,17 +690,61 @@ async fn read_body(mut body: Incoming, keep: usize) -> (Bytes, u64) {
 }
 
 fn full(bytes: Bytes) -> Out {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    if bytes.len() <= CHUNK {
+        return Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+    }
+    Framed(bytes).boxed_unsync()
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Out> {
-    let mut response = Response::new(full(body));
+/// Frames a large body is sent in, at most.
+const CHUNK: usize = 64 << 10;
+
+/// A whole body sent in frames of [`CHUNK`] bytes, each taken when the
+/// connection asks for it: like a real server writing a large body, the
+/// mock's sending waits on the caller's reading (its call stays in flight
+/// until the last frame is taken).
+struct Framed(Bytes);
+
+impl Body for Framed {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.0.len().min(CHUNK);
+        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
+    }
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+fn response(status: StatusCode, content_type: HeaderValue, body: Out) -> Response<Out> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+/// The mock's own answers (stats, no route, an injected failure).
+fn json(status: StatusCode, body: Bytes) -> Response<Out> {
+    response(status, JSON, full(body))
 }
 
 fn render(text: &str, params: &[(String, String)]) -> Bytes {

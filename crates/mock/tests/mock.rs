@@ -239,6 +239,42 @@ async fn drip_sends_the_head_then_a_byte_at_a_time_forever() {
     assert_eq!(mock.stats().abandoned, 0, "its head had been sent");
 }
 
+/// Each piece is its own frame, sent after its pause: the caller reads the
+/// first before the second exists.
+#[tokio::test(start_paused = true)]
+async fn chunks_arrive_one_frame_at_a_time_after_their_pauses() {
+    let pause = Duration::from_millis(20);
+    let mock = start(&[(
+        "/chunks",
+        Reply::chunks([r#"{"slow": ["a","#, r#" "b"], "#, r#""n": 1}"#], pause).into(),
+    )])
+    .await;
+    let start = Instant::now();
+    let response = client()
+        .get(mock.url("/chunks").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    let mut body = response.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        frames.push((String::from_utf8(data.to_vec()).unwrap(), start.elapsed()));
+    }
+    let pieces: Vec<&str> = frames.iter().map(|(piece, _)| piece.as_str()).collect();
+    assert_eq!(pieces, [r#"{"slow": ["a","#, r#" "b"], "#, r#""n": 1}"#]);
+    let at: Vec<Duration> = frames.iter().map(|(_, at)| *at).collect();
+    assert!(at[0] < pause, "the first piece at once: {at:?}");
+    assert!(
+        at[1] >= pause && at[2] >= pause * 2 && at[2] < pause * 3,
+        "then one a pause: {at:?}"
+    );
+    assert_eq!(mock.wait_idle().await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gated_replies_answer_once_every_call_has_arrived() {
     let gate = Gate::new(3);

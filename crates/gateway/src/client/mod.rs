@@ -6,6 +6,7 @@
 //! served over real connection pools ([`HttpClient`]).
 
 mod connect;
+mod h1;
 mod pool;
 mod pooled;
 #[cfg(test)]
@@ -13,45 +14,92 @@ mod tests;
 pub(crate) mod tls;
 
 use std::{
-    collections::HashMap,
     future::Future,
+    net::SocketAddr,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header::HOST};
 use rustls::pki_types::ServerName;
 
 pub use self::pooled::HttpClient;
 use crate::{config::Http2, error::BackendError};
 
-/// The body of a request as the engine sends it (none yet: backends are
-/// called with `GET`-style requests).
-pub(crate) type RequestBody = http_body_util::Empty<Bytes>;
-
-/// A request as the engine sends it. Its URI is absolute: the target's
-/// address.
-pub(crate) type Request = ::http::Request<RequestBody>;
-
-/// What the client can send as a request body.
-pub(crate) trait OutBody:
-    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
-{
-}
-
-impl<B> OutBody for B where
-    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
-{
-}
+/// A request as the engine sends it. Its URI is absolute, and its authority
+/// is the `Host` the backend is to see (the URL's host, or a configured
+/// `Host`): where the connection goes is the [`Dial`]'s business.
+pub(crate) type Request = ::http::Request<Body>;
 
 /// An error of a body or a connection, as hyper passes them around.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How one upstream is spoken to: TLS, HTTP/2, the names its addresses came
-/// from. Made when the config is compiled; each serving thread keeps a pool
-/// of connections per settings.
+/// A streamed body, as a pass-through sends it.
+pub(crate) type Stream = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of a call to a backend.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Bytes held whole: empty (no body), a client's body read once, a
+    /// rendered template. Cloning them is a reference count, so every
+    /// attempt (retries, hedges) sends the same bytes.
+    Full(Bytes),
+    /// A client's body streamed as it arrives (a pass-through): it can be
+    /// sent once.
+    Stream(Stream),
+}
+
+impl Body {
+    /// No body.
+    pub(crate) fn empty() -> Body {
+        Body::Full(Bytes::new())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body::Full(bytes)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(bytes) if bytes.is_empty() => std::task::Poll::Ready(None),
+            Body::Full(bytes) => {
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(std::mem::take(bytes)))))
+            }
+            Body::Stream(stream) => std::pin::Pin::new(stream).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(bytes) => bytes.is_empty(),
+            Body::Stream(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.len() as u64),
+            Body::Stream(stream) => stream.size_hint(),
+        }
+    }
+}
+
+/// How one upstream is spoken to: TLS, HTTP/2. Made when the config is
+/// compiled; each serving thread keeps a pool of connections per settings
+/// and target.
 #[derive(Debug)]
 pub(crate) struct ClientSettings {
     /// Identifies the pools made for these settings.
@@ -60,9 +108,6 @@ pub(crate) struct ClientSettings {
     pub(crate) tls: Option<tls::TlsSettings>,
     /// When HTTP/2 is spoken.
     pub(crate) http2: Http2,
-    /// Targets reached by an address that a name resolved to: the name, for
-    /// SNI and certificate verification (by authority, `10.0.0.5:8443`).
-    names: RwLock<HashMap<String, ServerName<'static>>>,
 }
 
 impl ClientSettings {
@@ -72,35 +117,58 @@ impl ClientSettings {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             tls,
             http2,
-            names: RwLock::default(),
         }
     }
 
-    /// Records that `authority` was resolved from `name`.
-    pub(crate) fn name_authority(&self, authority: &str, name: &str) {
-        if let Ok(name) = ServerName::try_from(name.to_owned()) {
-            let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
-            names.insert(authority.to_owned(), name);
-        }
+    /// The name a TLS connection to `dial` asks for and verifies:
+    /// `tls.server_name`, else the URL's host.
+    pub(crate) fn server_name(&self, dial: &Dial) -> Option<ServerName<'static>> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .or_else(|| dial.name.clone())
     }
 
-    /// The name a TLS connection to `authority` asks for and verifies:
-    /// `tls.server_name`, else the name the address came from, else the
-    /// address itself (no SNI, the certificate must name the IP).
-    pub(crate) fn server_name(&self, authority: &str, host: &str) -> Option<ServerName<'static>> {
-        if let Some(name) = self.tls.as_ref().and_then(|t| t.server_name.clone()) {
-            return Some(name);
+    /// Whether connections of these settings speak HTTP/1.1 only:
+    /// `http2: never`, or `http2: auto` without TLS (no ALPN to agree on
+    /// HTTP/2; h2c is `http2: always`).
+    pub(crate) fn http1_only(&self) -> bool {
+        self.http2 == Http2::Never || self.tls.is_none() && self.http2 == Http2::Auto
+    }
+
+    /// Gives a request whose URI's authority is `host` its `Host` header, on
+    /// connections that speak HTTP/1.1 only. Where a connection may turn out
+    /// to speak HTTP/2, none: the URI's authority is sent as `:authority`,
+    /// and a `host` header beside it is a duplicate that servers such as
+    /// nginx answer with 400 (hyper adds the header itself when the
+    /// connection is HTTP/1.1).
+    pub(crate) fn set_host(&self, headers: &mut HeaderMap, host: &HeaderValue) {
+        if self.http1_only() {
+            headers.insert(HOST, host.clone());
+        } else {
+            headers.remove(HOST);
         }
-        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = names.get(authority) {
-            return Some(name.clone());
+    }
+}
+
+/// Where a target's connections go: the address dialled, and the name a
+/// TLS connection asks for (SNI) and verifies unless `tls.server_name`
+/// replaces it: the URL's host, a DNS name or an IP address (an IP sends no
+/// SNI and is verified against the certificate's IP names).
+#[derive(Debug)]
+pub(crate) struct Dial {
+    pub(crate) addr: SocketAddr,
+    pub(crate) name: Option<ServerName<'static>>,
+}
+
+impl Dial {
+    /// To `addr`, found from the URL's host `host`.
+    pub(crate) fn new(addr: SocketAddr, host: &str) -> Dial {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Dial {
+            addr,
+            name: ServerName::try_from(host.to_owned()).ok(),
         }
-        ServerName::try_from(
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-        )
-        .ok()
     }
 }
 
@@ -109,12 +177,13 @@ pub(crate) trait Transport: Clone + Send + Sync + 'static {
     /// The body of a response, read by the engine within its limits.
     type Body: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
 
-    /// Sends `request` (an absolute URI) the way `settings` say. A failure
-    /// to connect or send is a [`BackendError`] of kind `connect`; any answer,
-    /// whatever its status, is `Ok`.
+    /// Sends `request` (an absolute URI) to `dial`, the way `settings` say. A
+    /// failure to connect or send is a [`BackendError`] of kind `connect`;
+    /// any answer, whatever its status, is `Ok`.
     fn send(
         &self,
         settings: &Arc<ClientSettings>,
+        dial: &Arc<Dial>,
         request: Request,
     ) -> impl Future<Output = Result<::http::Response<Self::Body>, BackendError>> + Send;
 }

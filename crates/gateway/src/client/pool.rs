@@ -1,30 +1,34 @@
-//! The connections kept for one serving thread's calls: per upstream settings
-//! and target, the idle HTTP/1.1 connections (newest first out, each closed
-//! after the idle timeout) and the one multiplexed HTTP/2 connection.
+//! The HTTP/1.1 connections one serving thread keeps for its calls, per
+//! upstream settings and target: the idle ones, newest first out, each closed
+//! after the idle timeout (by a sweeping task, so that a backend that never
+//! closes its side does not keep them open), at most
+//! [`MAX_IDLE_PER_TARGET`] per target.
 //!
-//! The bookkeeping is plain data ([`IdleList`], [`Target`]'s state) behind
-//! short, uncontended locks: each serving thread has its own [`Pools`], so a
-//! lock is only ever contended when one client is shared by the threads of a
-//! work-stealing runtime.
+//! The bookkeeping is plain data ([`IdleList`]) behind short, uncontended
+//! locks: each serving thread has its own [`Pools`], so a lock is only ever
+//! contended when one client is shared by the threads of a work-stealing
+//! runtime.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
-use http::uri::Authority;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use tokio::time::Instant;
 
-use super::{ClientSettings, connect::Stream};
+use super::{Body, ClientSettings, Dial, connect::Stream};
+
+/// Idle keep-alive connections kept per target (per serving thread), by
+/// both clients; more are closed as their calls end.
+pub(super) const MAX_IDLE_PER_TARGET: usize = 256;
 
 /// How long a connection may stay unused before it is closed.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Idle HTTP/1.1 connections kept per target at most; past it the oldest is
-/// closed.
-pub(super) const MAX_IDLE_PER_TARGET: usize = 1024;
 
 /// Idle items, each with the instant it went idle: the newest is taken first
 /// (its socket and buffers are the warmest), the oldest expire first.
@@ -84,204 +88,144 @@ impl<C> IdleList<C> {
     }
 }
 
-/// What is known of a target's protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// Nothing yet (TLS with `http2: auto`: ALPN will tell).
-    Unknown,
-    /// HTTP/1.1.
-    Http1,
-    /// HTTP/2, one multiplexed connection.
-    Http2,
-}
-
 /// An HTTP/1.1 connection: the handle requests go in by and the connection
 /// itself, which whoever uses it drives (no task of its own). Kept boxed: it
 /// is large (hyper's buffers and state), and it moves from the pool to a
 /// call, its body and back for every call.
-pub(super) type Conn<B> = Box<H1<B>>;
+pub(super) type Conn = Box<H1>;
 
 /// An HTTP/1.1 connection's two halves.
-pub(super) struct H1<B: hyper::body::Body + 'static> {
-    pub(super) send: http1::SendRequest<B>,
-    pub(super) conn: http1::Connection<Stream, B>,
+pub(super) struct H1 {
+    pub(super) send: http1::SendRequest<Body>,
+    pub(super) conn: http1::Connection<Stream, Body>,
 }
 
-/// One target's connections.
-pub(super) struct Target<B: hyper::body::Body + 'static> {
-    pub(super) authority: Authority,
-    pub(super) state: Mutex<TargetState<B>>,
-    /// Held while a connection that may turn out HTTP/2 is being opened, so
-    /// that the calls arriving meanwhile share it instead of each opening
-    /// their own.
-    pub(super) opening: tokio::sync::Mutex<()>,
-    pub(super) idle_timeout: Duration,
-}
-
-/// What a target has, behind its lock.
-pub(super) struct TargetState<B: hyper::body::Body + 'static> {
-    pub(super) protocol: Protocol,
-    pub(super) idle: IdleList<Conn<B>>,
-    /// The multiplexed connection's handle, and when a call last used it.
-    pub(super) h2: Option<(http2::SendRequest<B>, Instant)>,
-}
-
-impl<B: hyper::body::Body + 'static> std::fmt::Debug for H1<B> {
+impl std::fmt::Debug for H1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("H1").finish_non_exhaustive()
     }
 }
 
-impl<B: hyper::body::Body + 'static> std::fmt::Debug for Target<B> {
+/// One target's idle connections on one serving thread.
+pub(super) struct Target {
+    pub(super) settings: Weak<ClientSettings>,
+    pub(super) dial: Weak<Dial>,
+    /// For `https://` calls.
+    pub(super) tls: Option<tokio_rustls::TlsConnector>,
+    idle: Mutex<IdleList<Conn>>,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("authority", &self.authority)
+            .field("dial", &self.dial.upgrade().map(|d| d.addr))
             .finish_non_exhaustive()
     }
 }
 
-impl<B: hyper::body::Body + 'static> Target<B> {
-    fn new(authority: Authority, protocol: Protocol, idle_timeout: Duration) -> Target<B> {
-        Target {
-            authority,
-            state: Mutex::new(TargetState {
-                protocol,
-                idle: IdleList::new(MAX_IDLE_PER_TARGET),
-                h2: None,
-            }),
-            opening: tokio::sync::Mutex::new(()),
-            idle_timeout,
-        }
+impl Target {
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleList<Conn>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, TargetState<B>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The newest idle connection, if one has not been idle too long.
+    pub(super) fn take(&self) -> Option<Conn> {
+        self.idle().pop(Instant::now(), self.idle_timeout)
     }
 
-    /// Keeps an HTTP/1.1 connection whose last exchange ended cleanly.
-    pub(super) fn check_in(&self, conn: Conn<B>) {
+    /// Keeps a connection whose last exchange ended cleanly.
+    pub(super) fn check_in(&self, conn: Conn) {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.idle.expire(now, self.idle_timeout);
-        let evicted = state.idle.push(conn, now);
-        drop(state);
+        let mut idle = self.idle();
+        idle.expire(now, self.idle_timeout);
+        let evicted = idle.push(conn, now);
+        drop(idle);
+        // Closed outside the lock.
         drop(evicted);
     }
 
     /// Closes what has been idle for the idle timeout; whether anything is
     /// left.
     fn sweep(&self, now: Instant) -> bool {
-        let mut state = self.lock();
-        state.idle.expire(now, self.idle_timeout);
-        let h2_idle = state.h2.as_ref().is_some_and(|(send, used)| {
-            send.is_closed() || now.saturating_duration_since(*used) >= self.idle_timeout
-        });
-        if h2_idle {
-            state.h2 = None;
-        }
-        !state.idle.is_empty() || state.h2.is_some()
+        let mut idle = self.idle();
+        idle.expire(now, self.idle_timeout);
+        !idle.is_empty()
+    }
+
+    /// Whether its upstream and its target are still there.
+    fn live(&self) -> bool {
+        self.settings.strong_count() > 0 && self.dial.strong_count() > 0
     }
 }
 
-/// The connections of one upstream's settings.
-pub(super) struct Pool<B: hyper::body::Body + 'static> {
-    pub(super) settings: Weak<ClientSettings>,
-    pub(super) tls: Option<tokio_rustls::TlsConnector>,
-    /// By authority (`host:port`).
-    targets: Mutex<HashMap<Box<str>, Arc<Target<B>>, foldhash::fast::RandomState>>,
-    idle_timeout: Duration,
-}
+/// The targets of one serving thread, by settings id and target (its
+/// `Dial`'s address in memory: the `Weak` each entry holds keeps that
+/// address from being reused while the entry lives).
+type Targets = HashMap<(u64, usize), Arc<Target>, foldhash::fast::RandomState>;
 
-impl<B: hyper::body::Body + 'static> std::fmt::Debug for Pool<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("tls", &self.tls.is_some())
-            .field("idle_timeout", &self.idle_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B: hyper::body::Body + 'static> Pool<B> {
-    /// The target at `authority`, made on its first call.
-    pub(super) fn target(&self, authority: &Authority) -> Arc<Target<B>> {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(target) = targets.get(authority.as_str()) {
-            return target.clone();
-        }
-        let protocol = match self.settings.upgrade() {
-            Some(s) if s.http2 == crate::config::Http2::Always => Protocol::Http2,
-            Some(s) if s.http2 == crate::config::Http2::Auto && s.tls.is_some() => {
-                Protocol::Unknown
-            }
-            _ => Protocol::Http1,
-        };
-        let target = Arc::new(Target::new(authority.clone(), protocol, self.idle_timeout));
-        targets.insert(authority.as_str().into(), target.clone());
-        target
-    }
-
-    /// Closes what has been idle too long; forgets targets with nothing left
-    /// that no call holds.
-    fn sweep(&self, now: Instant) {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        targets.retain(|_, target| target.sweep(now) || Arc::strong_count(target) > 1);
-    }
-}
-
-/// Every pool of one client, by settings id.
-pub(super) struct Pools<B: hyper::body::Body + 'static> {
-    pools: Mutex<HashMap<u64, Arc<Pool<B>>, foldhash::fast::RandomState>>,
+/// Every target's connections of one client.
+#[derive(Debug)]
+pub(crate) struct Pools {
+    targets: Mutex<Targets>,
     idle_timeout: Duration,
     /// Whether the sweeping task runs.
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
 }
 
-impl<B: hyper::body::Body + 'static> std::fmt::Debug for Pools<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pools")
-            .field("idle_timeout", &self.idle_timeout)
-            .finish_non_exhaustive()
+impl Default for Pools {
+    fn default() -> Pools {
+        Pools::new(IDLE_TIMEOUT)
     }
 }
 
-impl<B: hyper::body::Body + Send + 'static> Pools<B>
-where
-    B::Data: Send,
-{
-    pub(super) fn new(idle_timeout: Duration) -> Pools<B> {
+impl Pools {
+    pub(super) fn new(idle_timeout: Duration) -> Pools {
         Pools {
-            pools: Mutex::default(),
+            targets: Mutex::default(),
             idle_timeout,
-            sweeping: std::sync::atomic::AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
         }
     }
 
-    /// The pool for `settings`, made on its first call (which starts the
-    /// sweeping on the current runtime).
-    pub(super) fn pool(self: &Arc<Self>, settings: &Arc<ClientSettings>) -> Arc<Pool<B>> {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pool) = pools.get(&settings.id) {
-            return pool.clone();
+    fn targets(&self) -> std::sync::MutexGuard<'_, Targets> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connections of `dial`'s target under `settings`, made on its first
+    /// call (which starts the sweeping on the current runtime).
+    pub(super) fn target(
+        self: &Arc<Self>,
+        settings: &Arc<ClientSettings>,
+        dial: &Arc<Dial>,
+    ) -> Arc<Target> {
+        let key = (settings.id, Arc::as_ptr(dial) as usize);
+        let mut targets = self.targets();
+        if let Some(target) = targets.get(&key)
+            && std::ptr::eq(target.dial.as_ptr(), Arc::as_ptr(dial))
+        {
+            return target.clone();
         }
-        // Settings of upstreams a reload removed: their pools go with them.
-        pools.retain(|_, pool| pool.settings.strong_count() > 0);
-        let pool = Arc::new(Pool {
+        // Upstreams a reload removed and targets DNS no longer gives: their
+        // connections go with them.
+        targets.retain(|_, target| target.live());
+        let target = Arc::new(Target {
             settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
             tls: settings
                 .tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
-            targets: Mutex::default(),
+            idle: Mutex::new(IdleList::new(MAX_IDLE_PER_TARGET)),
             idle_timeout: self.idle_timeout,
         });
-        pools.insert(settings.id, pool.clone());
-        drop(pools);
+        targets.insert(key, target.clone());
+        drop(targets);
         self.start_sweeping();
-        pool
+        target
     }
 
     fn start_sweeping(self: &Arc<Self>) {
-        use std::sync::atomic::Ordering;
         if self.sweeping.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
@@ -301,13 +245,26 @@ where
         });
     }
 
+    /// Closes what has been idle too long; forgets the targets with nothing
+    /// left that no call holds, and those of removed upstreams and targets.
     fn sweep(&self, now: Instant) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|_, pool| pool.settings.strong_count() > 0);
-        let live: Vec<_> = pools.values().cloned().collect();
-        drop(pools);
-        for pool in live {
-            pool.sweep(now);
+        let live: Vec<_> = {
+            let mut targets = self.targets();
+            targets.retain(|_, target| target.live());
+            targets.values().cloned().collect()
+        };
+        let mut empty = Vec::new();
+        for target in live {
+            if !target.sweep(now) {
+                empty.push(target);
+            }
+        }
+        if !empty.is_empty() {
+            let mut targets = self.targets();
+            // Held here and in the map only: no call is using it.
+            targets.retain(|_, t| {
+                !(empty.iter().any(|e| Arc::ptr_eq(e, t)) && Arc::strong_count(t) == 2)
+            });
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{ClientSettings, HttpClient, Request, Transport};
+use super::{Body, ClientSettings, Dial, HttpClient, Request, Transport};
 use crate::{config::Http2, error::ErrorKind};
 
 fn settings(http2: Http2) -> Arc<ClientSettings> {
@@ -23,8 +23,18 @@ fn settings(http2: Http2) -> Arc<ClientSettings> {
 fn request(url: &str) -> Request {
     http::Request::get(url)
         .header(http::header::HOST, "backend")
-        .body(http_body_util::Empty::new())
+        .body(Body::empty())
         .unwrap()
+}
+
+/// Where calls to `url` go: its address.
+fn dial(url: &str) -> Arc<Dial> {
+    let uri: http::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap();
+    Arc::new(Dial::new(
+        authority.as_str().parse().unwrap(),
+        authority.host(),
+    ))
 }
 
 async fn mock() -> MockServer {
@@ -41,10 +51,11 @@ async fn mock() -> MockServer {
 async fn call(
     client: &HttpClient,
     settings: &Arc<ClientSettings>,
+    dial: &Arc<Dial>,
     url: &str,
 ) -> (u16, Bytes, Version) {
     let exchange = async {
-        let response = client.send(settings, request(url)).await.unwrap();
+        let response = client.send(settings, dial, request(url)).await.unwrap();
         let (status, version) = (response.status().as_u16(), response.version());
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, body, version)
@@ -59,8 +70,9 @@ async fn sequential_calls_share_one_connection_and_concurrent_ones_open_more() {
     let mock = mock().await;
     let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
     let url = mock.url("/data");
+    let dial = dial(&url);
     for _ in 0..5 {
-        let (status, body, version) = call(&client, &settings, &url).await;
+        let (status, body, version) = call(&client, &settings, &dial, &url).await;
         assert_eq!(
             (status, &body[..], version),
             (200, &br#"{"ok":true}"#[..], Version::HTTP_11)
@@ -73,7 +85,7 @@ async fn sequential_calls_share_one_connection_and_concurrent_ones_open_more() {
     );
 
     for _ in 0..2 {
-        let calls = (0..3).map(|_| call(&client, &settings, &url));
+        let calls = (0..3).map(|_| call(&client, &settings, &dial, &url));
         for (status, ..) in futures::future::join_all(calls).await {
             assert_eq!(status, 200);
         }
@@ -96,15 +108,19 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
         .await
         .unwrap();
     let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let dial = dial(&mock.url("/big"));
     let response = client
-        .send(&settings, request(&mock.url("/big")))
+        .send(&settings, &dial, request(&mock.url("/big")))
         .await
         .unwrap();
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(body);
-    assert_eq!(call(&client, &settings, &mock.url("/data")).await.0, 200);
+    assert_eq!(
+        call(&client, &settings, &dial, &mock.url("/data")).await.0,
+        200
+    );
     assert_eq!(
         mock.stats().connections,
         2,
@@ -158,9 +174,10 @@ async fn closing_server() -> (
 #[tokio::test]
 async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
     let (url, close, mut closed, accepted) = closing_server().await;
+    let dial = dial(&url);
     let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
     for round in 1..=3 {
-        let (status, body, _) = call(&client, &settings, &url).await;
+        let (status, body, _) = call(&client, &settings, &dial, &url).await;
         assert_eq!((status, &body[..]), (200, &b"{}"[..]), "round {round}");
         // The connection is in the pool now; the server closes it.
         close.send(()).unwrap();
@@ -181,7 +198,11 @@ async fn unsent_says_whether_the_request_never_left() {
     drop(closed);
     let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
     let refused = client
-        .send(&settings, request(&format!("http://{addr}/x")))
+        .send(
+            &settings,
+            &dial(&format!("http://{addr}/x")),
+            request(&format!("http://{addr}/x")),
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.kind, ErrorKind::Connect);
@@ -189,7 +210,7 @@ async fn unsent_says_whether_the_request_never_left() {
         refused.unsent,
         "a refused connection sent nothing: {refused}"
     );
-    assert!(refused.message.contains("cannot connect"), "{refused}");
+    assert!(refused.message.contains("tcp connect to"), "{refused}");
 
     // A server that reads the request, then closes without an answer: it
     // was sent, so it must not be taken for unsent (a POST would be
@@ -202,7 +223,11 @@ async fn unsent_says_whether_the_request_never_left() {
         let _ = socket.read(&mut buf).await;
     });
     let cut = client
-        .send(&settings, request(&format!("http://{addr}/x")))
+        .send(
+            &settings,
+            &dial(&format!("http://{addr}/x")),
+            request(&format!("http://{addr}/x")),
+        )
         .await
         .unwrap_err();
     assert_eq!(cut.kind, ErrorKind::Connect);
@@ -215,12 +240,13 @@ async fn an_idle_connection_is_reused_within_the_idle_timeout_and_closed_after_i
     let client = HttpClient::with_idle_timeout(Duration::from_secs(10));
     let settings = settings(Http2::Auto);
     let url = mock.url("/data");
-    call(&client, &settings, &url).await;
+    let dial = dial(&url);
+    call(&client, &settings, &dial, &url).await;
     tokio::time::advance(Duration::from_secs(9)).await;
-    call(&client, &settings, &url).await;
+    call(&client, &settings, &dial, &url).await;
     assert_eq!(mock.stats().connections, 1, "idle for 9 s: reused");
     tokio::time::advance(Duration::from_secs(10)).await;
-    call(&client, &settings, &url).await;
+    call(&client, &settings, &dial, &url).await;
     assert_eq!(
         mock.stats().connections,
         2,
@@ -232,6 +258,7 @@ async fn an_idle_connection_is_reused_within_the_idle_timeout_and_closed_after_i
 async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let dial = dial(&url);
     let (eof_tx, eof) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
@@ -248,7 +275,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() 
     });
     let client = HttpClient::with_idle_timeout(Duration::from_secs(10));
     let settings = settings(Http2::Auto);
-    call(&client, &settings, &url).await;
+    call(&client, &settings, &dial, &url).await;
     let (n, after) = tokio::time::timeout(Duration::from_secs(60), eof)
         .await
         .expect("the client never closed its idle connection")
@@ -265,8 +292,9 @@ async fn http2_always_multiplexes_a_burst_on_one_connection() {
     let mock = mock().await;
     let (client, settings) = (HttpClient::new(), settings(Http2::Always));
     let url = mock.url("/data");
+    let dial = dial(&url);
     for _ in 0..2 {
-        let calls = (0..10).map(|_| call(&client, &settings, &url));
+        let calls = (0..10).map(|_| call(&client, &settings, &dial, &url));
         for (status, _, version) in futures::future::join_all(calls).await {
             assert_eq!((status, version), (200, Version::HTTP_2));
         }

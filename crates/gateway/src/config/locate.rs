@@ -40,6 +40,13 @@ impl Path {
         path.0.push(Seg::Index(index));
         path
     }
+
+    /// This path followed by `rest`.
+    pub(crate) fn join(&self, rest: &Path) -> Path {
+        let mut path = self.clone();
+        path.0.extend(rest.0.iter().cloned());
+        path
+    }
 }
 
 impl fmt::Display for Path {

@@ -15,8 +15,9 @@ use std::{fmt, path::Path as FsPath};
 
 pub(crate) use locate::Path;
 pub use model::{
-    Backend, Balance, Breaker, Cache, Config, Eject, Endpoint, Health, Hedge, Http2, Method,
-    ResponseBuffer, Retry, Server, Tls, Upstream, Urls,
+    ApiKey, Audience, AuthNames, AuthScheme, Backend, BackendBody, Balance, Breaker, Cache, Config,
+    Eject, Endpoint, Forward, Health, Hedge, Http2, Jwt, Method, Proxy, ResponseBuffer,
+    ResponseShape, Retry, Server, Tls, Upstream, Urls,
 };
 pub use units::{ByteSize, Duration, Percent};
 

@@ -21,6 +21,108 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// The routes the gateway serves, each fanning out to its backends.
     pub endpoints: Vec<Endpoint>,
+    /// Named authentication schemes (a JWT issuer, a set of API keys) that
+    /// endpoints require with `auth`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auth: BTreeMap<String, AuthScheme>,
+}
+
+/// One way a client proves who it is: exactly one of `jwt` or `api_key`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthScheme {
+    /// Bearer tokens (`authorization: Bearer …`) signed by an issuer whose
+    /// public keys are a JWKS.
+    pub jwt: Option<Jwt>,
+    /// Keys sent in a header, stored as their SHA-256 hashes.
+    pub api_key: Option<ApiKey>,
+}
+
+/// JWT validation: signature (keys from a JWKS), issuer, audience, time.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// Where the issuer publishes its public keys (`http://` or `https://`):
+    /// fetched at start, refreshed every 5 minutes (or the answer's
+    /// `cache-control: max-age`, within 1m..1h); a token with an unknown key
+    /// id fetches again, at most once a minute. Or give `jwks_file`.
+    pub jwks_url: Option<String>,
+    /// A JWKS file (relative to the config file), read when the config is
+    /// loaded; a change to it reloads the config.
+    pub jwks_file: Option<String>,
+    /// PEM file of the roots that `jwks_url`'s certificate must chain to;
+    /// absent: the system's roots.
+    pub jwks_ca: Option<String>,
+    /// The only accepted `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values: a token must name at least one.
+    pub audience: Audience,
+    /// Accepted signature algorithms (default `[RS256]`): RS256/384/512,
+    /// PS256/384/512, ES256, ES384, EdDSA. `none` and HMAC (HS*) are refused.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds (default 60s).
+    pub leeway: Option<Duration>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+
+/// One audience or several.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One.
+    One(String),
+    /// Any of these.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// The audiences, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Audience::One(one) => std::slice::from_ref(one),
+            Audience::Many(many) => many,
+        }
+    }
+}
+
+/// API keys in a header, stored as hashes: `sha256:<64 hex digits>` each
+/// (`fanout hash-key` prints one).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The header that carries the key (default `x-api-key`).
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// The accepted keys' hashes, `sha256:<hex>`.
+    pub keys: Vec<String>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+/// One scheme's name or several (any of them accepts).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AuthNames {
+    /// One scheme.
+    One(String),
+    /// Any of these schemes.
+    Many(Vec<String>),
+}
+
+impl AuthNames {
+    /// The names, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            AuthNames::One(one) => std::slice::from_ref(one),
+            AuthNames::Many(many) => many,
+        }
+    }
 }
 
 /// Listeners and request limits.
@@ -243,10 +345,26 @@ impl Default for Eject {
 pub struct Health {
     /// Path to GET, e.g. `/healthz`.
     pub path: String,
-    /// How often.
+    /// How often (default 5s).
+    #[serde(default = "Health::default_interval")]
     pub interval: Duration,
-    /// How long a check may take.
-    pub timeout: Duration,
+    /// How long a check may take (default 1s, or `interval` if that is
+    /// shorter).
+    pub timeout: Option<Duration>,
+}
+
+impl Health {
+    fn default_interval() -> Duration {
+        Duration(std::time::Duration::from_secs(5))
+    }
+
+    /// How long a check may take: `timeout`, or its default.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(
+            std::time::Duration::from_secs(1).min(self.interval.0),
+            |t| t.0,
+        )
+    }
 }
 
 /// Retries with a budget.
@@ -311,8 +429,55 @@ pub struct Endpoint {
     /// Add `"_errors": {backend: {kind, status, message}}` to the response.
     #[serde(default)]
     pub expose_errors: bool,
-    /// The calls this endpoint makes, merged in this order.
+    /// The scheme (a name from `auth`) a request must satisfy, or a list of
+    /// them: any one accepting is enough. Absent: no credentials needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthNames>,
+    /// Scopes a token must grant, all of them (from its `scope` claim, a
+    /// space-separated string, or `scp`, a string or an array).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Headers set on every backend call from the token's claims,
+    /// `{ header: claim }` (the claim may be a dot path); a client's header
+    /// of that name is never passed on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// The calls this endpoint makes, merged in this order (give these or a
+    /// `proxy`).
+    #[serde(default)]
     pub backends: Vec<Backend>,
+    /// Pass requests through to one upstream instead of calling backends:
+    /// the body is streamed up and the answer streamed back, with its status
+    /// and end-to-end headers.
+    pub proxy: Option<Proxy>,
+    /// How the answer is made from the merged backends.
+    pub response: Option<ResponseShape>,
+}
+
+/// A pass-through endpoint's upstream.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// The named upstream that takes the requests (its policies apply:
+    /// breaker, bulkhead, balancing, ejection; no retries or hedges of a
+    /// streamed body, no cache, no coalescing).
+    pub upstream: String,
+    /// Path template appended to the upstream's URL: `{id}` route values and
+    /// `{query.name}` client query values. Default: the route's own path.
+    pub path: Option<String>,
+    /// Largest request body streamed up (default: `server.max_request_body`);
+    /// beyond it the request is answered 413.
+    pub max_body: Option<ByteSize>,
+}
+
+/// How an endpoint's answer is made from the merged object.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseShape {
+    /// Answer with the value at this dot path of the merged object (a
+    /// top-level array, say) instead of the whole object. A merged object
+    /// without it is a 502.
+    pub root: String,
 }
 
 /// HTTP methods a route or a backend call can use.
@@ -331,6 +496,13 @@ pub enum Method {
 }
 
 impl Method {
+    /// Whether a request with this method carries a body the gateway reads
+    /// or sends: POST, PUT and PATCH. (GET, HEAD, DELETE and OPTIONS bodies
+    /// have no defined meaning, RFC 9110 §9.3.)
+    pub fn carries_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+
     /// Whether a call with this method may be retried or hedged.
     pub fn is_idempotent(self) -> bool {
         !matches!(self, Method::Post | Method::Patch)
@@ -405,4 +577,41 @@ pub struct Backend {
     /// Backends whose answers this one needs; it starts as soon as they answered.
     #[serde(default)]
     pub after: Vec<String>,
+    /// The call's body (POST, PUT and PATCH calls): `forward`, the client's
+    /// body and content type as received; or a JSON template whose string
+    /// values may hold `{body.path}` (the client's JSON body), `{id}`,
+    /// `{query.name}` and `{backend.field}`: a value that is one placeholder
+    /// keeps its JSON type, one inside text becomes text. Sent as
+    /// `application/json`.
+    pub body: Option<BackendBody>,
+    /// Concatenate this backend's array onto the array already at its `into`
+    /// key (or start it), in declaration order.
+    #[serde(default)]
+    pub append: bool,
+    /// Data used, through `into`, when this optional backend fails (the
+    /// answer is still partial).
+    pub fallback: Option<serde_json::Value>,
+    /// Response headers of this backend passed to the client: `set-cookie`
+    /// from every backend, any other from the first backend in declaration
+    /// order that sends it.
+    #[serde(default)]
+    pub return_headers: Vec<String>,
+}
+
+/// A backend call's body.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BackendBody {
+    /// `forward`: the client's body, as received, with its content type.
+    Forward(Forward),
+    /// A JSON template.
+    Template(serde_json::Value),
+}
+
+/// The word `forward`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Forward {
+    /// The client's body as received.
+    Forward,
 }

@@ -14,34 +14,43 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    BackendPlan, BodyLimits, ClientValue, EndpointPlan, Plan, ServerLimits, UpstreamPlan,
-    names::{NAME_RULE, is_name},
+    BackendPlan, BodyLimits, CallBody, ClientValue, EndpointPlan, Plan, ReadsBody, ServerLimits,
+    UpstreamPlan,
     origin::{Origin, Scheme},
     route::{RouteSpec, Router},
-    template::{Part, Place, Template, Var},
 };
 use crate::{
     client::{self, ClientSettings},
     config::{
-        Backend, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2, Path, Upstream,
+        Backend, BackendBody, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2,
+        Path, Upstream,
     },
     metrics::EndpointMeters,
     resilience::Policies,
-    shape::{ERRORS_KEY, FieldPath, Shape},
+    shape::{Body, ERRORS_KEY, FieldPath, Shape},
+    template::{
+        BodyTemplate, NAMESPACES, Part, Place, Template, Var,
+        names::{NAME_RULE, is_name},
+    },
     upstream::{EjectRule, Source, TargetSettings, Targets},
 };
 
 /// Problems found so far, each with the path of the document it is about.
 #[derive(Debug, Default)]
-struct Problems(Vec<(Path, String)>);
+pub(super) struct Problems(Vec<(Path, String)>);
 
 impl Problems {
-    fn at(&mut self, path: Path, message: impl Into<String>) {
+    pub(super) fn at(&mut self, path: Path, message: impl Into<String>) {
         self.0.push((path, message.into()));
     }
 
+    /// How many so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The value, or `None` with its problem recorded.
-    fn check<T>(&mut self, path: &Path, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, path: &Path, result: Result<T, String>) -> Option<T> {
         result
             .map_err(|message| self.at(path.clone(), message))
             .ok()
@@ -71,6 +80,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             Some((name.as_str(), Arc::new(plan)))
         })
         .collect();
+    let schemes = super::auth::schemes(config, dir, problems);
     if config.endpoints.is_empty() {
         problems.at(
             root.key("endpoints"),
@@ -99,6 +109,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
                     route: &route,
                     config,
                     upstreams: &upstreams,
+                    schemes: &schemes,
                     dir,
                     names: endpoint
                         .backends
@@ -118,7 +129,6 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
         endpoints,
         upstreams: upstreams.into_values().collect(),
         server: ServerLimits {
-            max_request_body: server.max_request_body.0,
             header_read_timeout: server.header_read_timeout.0,
             shutdown_grace: server.shutdown_grace.0,
             max_connections: server.max_connections as usize,
@@ -134,7 +144,9 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
             .flatten()
             .map(|file| dir.join(file))
+            .chain(super::auth::files(config, dir))
             .collect(),
+        auth: schemes.into_values().collect(),
         config: config.clone(),
     })
 }
@@ -155,6 +167,9 @@ mod bounds {
     pub(super) const JSON_DEPTH: u32 = 127;
     pub(super) const COUNT: u64 = 1_000_000;
     pub(super) const ATTEMPTS: u64 = 10;
+    /// A pass-through streams its body: the bound is on what a client may
+    /// send, not on memory.
+    pub(super) const PROXY_BODY: u64 = 64 * GIB;
 }
 
 /// `name`'s duration is more than zero and at most `max`.
@@ -543,15 +558,35 @@ fn reach(
                 at.key("path"),
                 format!("path `{}` must start with /", h.path),
             );
+        } else if h.path.parse::<http::uri::PathAndQuery>().is_err() {
+            problems.at(
+                at.key("path"),
+                format!(
+                    "path `{}` is not a valid URL path (escape spaces and the like as %XX)",
+                    h.path
+                ),
+            );
         }
-        duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
-        duration_within(
-            problems,
-            at.key("timeout"),
-            "timeout",
-            h.timeout,
-            h.interval.0.max(std::time::Duration::from_millis(1)),
-        );
+        if h.interval.0 < std::time::Duration::from_millis(100) {
+            problems.at(
+                at.key("interval"),
+                format!(
+                    "interval {} is less than 100ms: every target would be checked without pause",
+                    h.interval
+                ),
+            );
+        } else {
+            duration_within(problems, at.key("interval"), "interval", h.interval, HOUR);
+        }
+        if let Some(timeout) = h.timeout {
+            duration_within(
+                problems,
+                at.key("timeout"),
+                "timeout",
+                timeout,
+                h.interval.0,
+            );
+        }
     }
     let dns_refresh = upstream
         .and_then(|u| u.dns_refresh)
@@ -559,13 +594,20 @@ fn reach(
             30 * std::time::Duration::from_secs(1),
         ));
     if let Some(refresh) = upstream.and_then(|u| u.dns_refresh) {
-        duration_within(
-            problems,
-            path.key("dns_refresh"),
-            "dns_refresh",
-            refresh,
-            DAY,
-        );
+        if refresh.0 < std::time::Duration::from_secs(1) {
+            problems.at(
+                path.key("dns_refresh"),
+                format!("dns_refresh {refresh} is less than 1s: the resolver would be asked without pause"),
+            );
+        } else {
+            duration_within(
+                problems,
+                path.key("dns_refresh"),
+                "dns_refresh",
+                refresh,
+                HOUR,
+            );
+        }
     }
     if !ok {
         return None;
@@ -634,6 +676,16 @@ fn header_map(
             problems.check(&at, parsed_name),
             problems.check(&at, parsed_value),
         ) {
+            // A `Host` is sent as the URI's authority (HTTP/2's `:authority`).
+            (Some(name), Some(_))
+                if name == http::header::HOST && value.parse::<http::uri::Authority>().is_err() =>
+            {
+                problems.at(
+                    at,
+                    format!("a Host header is a host and an optional port: `{value}` is not"),
+                );
+                ok = false;
+            }
             (Some(name), Some(value)) => {
                 map.insert(name, value);
             }
@@ -650,6 +702,8 @@ struct EndpointCompiler<'a> {
     route: &'a RouteSpec,
     config: &'a Config,
     upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
+    /// The `auth` map's schemes that compiled.
+    schemes: &'a BTreeMap<String, Arc<crate::auth::Scheme>>,
     /// The config file's folder, where relative paths start.
     dir: &'a std::path::Path,
     /// Backend name → index, built once for every check that needs it.
@@ -683,23 +737,76 @@ impl EndpointCompiler<'_> {
                 problems.check(&path.key("forward_headers").index(i), name)
             })
             .collect();
-        if endpoint.backends.is_empty() {
-            problems.at(
-                path.key("backends"),
-                "no backends: an endpoint calls at least one",
-            );
-        }
-        self.check_names(problems);
-        let backends: Vec<Option<BackendPlan>> = endpoint
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, backend)| self.backend(i, backend, deadline.0, problems))
-            .collect();
-        check_cycles(path, endpoint, &self.names, problems);
+        let server = &self.config.server;
+        let root = endpoint.response.as_ref().and_then(|response| {
+            let at = path.key("response").key("root");
+            if endpoint.proxy.is_some() {
+                problems.at(
+                    path.key("response"),
+                    "a pass-through answers with the upstream's own answer: `response` shapes merged backends",
+                );
+            }
+            problems.check(&at, FieldPath::parse(&response.root).map_err(|e| e.to_string()))
+        });
+        let auth = super::auth::endpoint(path, endpoint, self.config, self.schemes, problems);
+        let (backends, proxy, max_body) = match (&endpoint.proxy, endpoint.backends.is_empty()) {
+            (Some(proxy), true) => {
+                let max_body = match proxy.max_body {
+                    Some(max) => {
+                        size_within(
+                            problems,
+                            path.key("proxy").key("max_body"),
+                            "max_body",
+                            max,
+                            bounds::PROXY_BODY,
+                        );
+                        max.0
+                    }
+                    None => server.max_request_body.0,
+                };
+                (vec![self.proxy(proxy, problems)], true, max_body)
+            }
+            (proxy, none) => {
+                if proxy.is_some() {
+                    problems.at(
+                        path.key("proxy"),
+                        "an endpoint either calls `backends` or passes requests through with `proxy`, not both",
+                    );
+                } else if none {
+                    problems.at(
+                        path.key("backends"),
+                        "no backends: an endpoint calls at least one, or passes requests through with `proxy`",
+                    );
+                }
+                self.check_names(problems);
+                let backends = endpoint
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, backend)| self.backend(i, backend, deadline.0, problems))
+                    .collect();
+                check_cycles(path, endpoint, &self.names, problems);
+                (backends, false, server.max_request_body.0)
+            }
+        };
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
         let client_values = client_values(&backends);
+        let reads_body = backends
+            .iter()
+            .map(|b| match b.body {
+                Some(CallBody::Forward) => ReadsBody::Bytes,
+                _ => ReadsBody::No,
+            })
+            .chain(
+                client_values
+                    .iter()
+                    .filter(|v| matches!(v.var, Var::Body(_)))
+                    .map(|_| ReadsBody::Json),
+            )
+            .max()
+            .unwrap_or(ReadsBody::No);
+        let auth = auth?;
         Some(EndpointPlan {
             route: endpoint.route.clone(),
             deadline: deadline.0,
@@ -707,12 +814,61 @@ impl EndpointCompiler<'_> {
             forward_query: endpoint.forward_query.clone(),
             expose_errors: endpoint.expose_errors,
             client_values,
+            reads_body,
+            max_body,
             meters: EndpointMeters::new(
                 &endpoint.route,
                 backends.iter().map(|b| b.name.clone()).collect(),
             ),
             backends,
+            proxy,
+            root,
             limits,
+            auth,
+        })
+    }
+
+    /// A pass-through's one call: its upstream, and its path (the route's
+    /// own by default), which may use the route's captures and forwarded
+    /// query values, nothing else.
+    fn proxy(&self, proxy: &crate::config::Proxy, problems: &mut Problems) -> Option<BackendPlan> {
+        let at = self.path.key("proxy");
+        let upstream = self.upstreams.get(proxy.upstream.as_str()).cloned();
+        if upstream.is_none() && !self.config.upstreams.contains_key(&proxy.upstream) {
+            problems.at(
+                at.key("upstream"),
+                unknown_upstream(&proxy.upstream, &self.config.upstreams),
+            );
+        }
+        let (text, text_at) = match &proxy.path {
+            Some(text) => (text.as_str(), at.key("path")),
+            None => (self.route.path.as_str(), self.path.key("route")),
+        };
+        if !text.starts_with('/') {
+            problems.at(text_at.clone(), format!("path `{text}` must start with /"));
+        }
+        let template = problems.check(&text_at, Template::parse(text));
+        for var in template.iter().flat_map(Template::vars) {
+            self.check_var(&text_at, var, None, problems);
+        }
+        let upstream = upstream?;
+        Some(BackendPlan {
+            name: upstream.name.clone(),
+            timeout: upstream.timeout,
+            task_name: upstream.name.clone().into(),
+            upstream,
+            template: template?,
+            method: self.route.method,
+            required: true,
+            shape: Shape::default(),
+            pass_status: false,
+            after: Vec::new(),
+            exported: Vec::new(),
+            awaited: false,
+            body: None,
+            append: false,
+            fallback: None,
+            return_headers: Vec::new(),
         })
     }
 
@@ -726,10 +882,17 @@ impl EndpointCompiler<'_> {
                     at.clone(),
                     format!("backend name `{name}`: use {NAME_RULE}"),
                 );
-            } else if name == "query" {
+            } else if NAMESPACES.contains(&name) {
+                let what = match name {
+                    "jwt" => "claim",
+                    "body" => "field",
+                    _ => "name",
+                };
                 problems.at(
                     at.clone(),
-                    "`query` is reserved for {query.name} in templates: pick another name",
+                    format!(
+                        "`{name}` is reserved for {{{name}.{what}}} in templates: pick another name"
+                    ),
                 );
             }
             if let Some(earlier) = first.insert(name, i) {
@@ -788,11 +951,33 @@ impl EndpointCompiler<'_> {
             );
         }
         let shape = shape(&at, backend, problems);
+        let body = backend
+            .body
+            .as_ref()
+            .and_then(|body| self.call_body(&at, backend, body, problems));
+        if backend.append && backend.into.is_none() {
+            problems.at(
+                at.key("append"),
+                "append concatenates onto the array at the backend's `into`: give it an `into`",
+            );
+        }
+        let fallback = self.fallback(&at, backend, shape.as_ref(), problems);
+        let return_headers = return_headers(&at.key("return_headers"), backend, problems);
         Some(BackendPlan {
             name: backend.name.clone(),
             upstream: upstream?,
             template: template?,
             method: backend.method,
+            body: match (&backend.body, body) {
+                (None, _) => None,
+                (Some(_), body) => Some(body?),
+            },
+            append: backend.append,
+            fallback: match (&backend.fallback, fallback) {
+                (None, _) => None,
+                (Some(_), fallback) => Some(fallback?),
+            },
+            return_headers: return_headers?,
             required: backend.required,
             timeout,
             shape: shape?,
@@ -887,49 +1072,173 @@ impl EndpointCompiler<'_> {
             problems.at(text_at.clone(), format!("path `{text}` must start with /"));
         }
         let template = problems.check(&text_at, Template::parse(text));
-        if let Some(template) = &template {
-            self.check_vars(&text_at, template, backend, problems);
+        for var in template.iter().flat_map(Template::vars) {
+            self.check_var(&text_at, var, Some(&backend.after), problems);
         }
         (upstream, template)
     }
 
-    fn check_vars(
+    /// A backend's body: on a call whose method carries one; `forward` and
+    /// `{body.…}` on a route whose requests carry one; the template parsed
+    /// and its placeholders checked, each where it is written.
+    fn call_body(
         &self,
         at: &Path,
-        template: &Template,
         backend: &Backend,
+        body: &BackendBody,
         problems: &mut Problems,
-    ) {
-        let route = self.route;
-        for var in template.vars() {
-            match var {
-                Var::Route(param) if !route.params.contains(param) => problems.at(
-                    at.clone(),
-                    format!(
-                        "{var} is not captured by route `{} {}` (it captures: {})",
-                        route.method.as_str(),
-                        route.path,
-                        list_or_none(route.params.iter().map(String::as_str))
-                    ),
+    ) -> Option<CallBody> {
+        let at = at.key("body");
+        let before = problems.0.len();
+        if !backend.method.carries_body() {
+            problems.at(
+                at.clone(),
+                format!(
+                    "a {} call sends no body: give the backend `method: POST` (or PUT, PATCH)",
+                    backend.method.as_str()
                 ),
-                Var::Query(name) if !self.endpoint.forward_query.contains(name) => problems.at(
-                    at.clone(),
-                    format!("{var} would send the client's `{name}` on: add `{name}` to the endpoint's forward_query"),
-                ),
-                Var::Field { backend: dep, .. } => {
-                    if !self.names.contains_key(dep.as_str()) {
-                        problems.at(at.clone(), format!("{var}: {}", unknown_backend(dep, &self.names)));
-                    } else if !backend.after.contains(dep) {
-                        problems.at(
-                            at.clone(),
-                            format!("{var} uses `{dep}`'s answer, so `{dep}` must be listed in `after`"),
-                        );
-                    }
+            );
+        }
+        let body = match body {
+            BackendBody::Forward(_) => {
+                let method = self.route.method;
+                if !method.carries_body() {
+                    problems.at(
+                        at.clone(),
+                        format!(
+                            "`body: forward` sends the client's body, and a {} request has none: use it on a POST, PUT or PATCH route",
+                            method.as_str()
+                        ),
+                    );
                 }
-                _ => {}
+                CallBody::Forward
             }
+            BackendBody::Template(value) => {
+                let (template, found) = BodyTemplate::compile_all(value);
+                for (string, message) in found {
+                    problems.at(at.join(&string), message);
+                }
+                for (hole, var) in template.holes() {
+                    self.check_var(&at.join(hole), var, Some(&backend.after), problems);
+                }
+                CallBody::Template(template)
+            }
+        };
+        (problems.0.len() == before).then_some(body)
+    }
+
+    /// What stands in for a failed optional backend, shaped by its `into`.
+    fn fallback(
+        &self,
+        at: &Path,
+        backend: &Backend,
+        shape: Option<&Shape>,
+        problems: &mut Problems,
+    ) -> Option<Body> {
+        let value = backend.fallback.as_ref()?;
+        let before = problems.0.len();
+        if backend.required {
+            problems.at(
+                at.key("fallback"),
+                "a fallback stands in for an optional backend that failed, and a required one fails the response: remove `required: true` or the fallback",
+            );
+        }
+        if backend.append && !value.is_array() {
+            problems.at(
+                at.key("fallback"),
+                "with `append: true` the fallback is appended too: make it an array (`[]` adds nothing)",
+            );
+        }
+        let into = Shape {
+            into: shape?.into.clone(),
+            ..Shape::default()
+        };
+        let shaped = into.apply(value.clone()).ok()?;
+        (problems.0.len() == before).then_some(Body::Value(shaped))
+    }
+
+    /// Whether `var` can have a value where it is written: a capture of the
+    /// route, an allow-listed query parameter, a field of a body the route's
+    /// requests carry, a claim of a token the endpoint verifies, a
+    /// dependency in `after` (`None`: a pass-through, which
+    /// has none and never reads the body it streams).
+    fn check_var(&self, at: &Path, var: &Var, after: Option<&[String]>, problems: &mut Problems) {
+        let route = self.route;
+        match var {
+            Var::Route(param) if !route.params.contains(param) => problems.at(
+                at.clone(),
+                format!(
+                    "{var} is not captured by route `{} {}` (it captures: {})",
+                    route.method.as_str(),
+                    route.path,
+                    list_or_none(route.params.iter().map(String::as_str))
+                ),
+            ),
+            Var::Query(name) if !self.endpoint.forward_query.contains(name) => problems.at(
+                at.clone(),
+                format!("{var} would send the client's `{name}` on: add `{name}` to the endpoint's forward_query"),
+            ),
+            Var::Jwt(_) => {
+                super::auth::check_jwt_var(at, var, self.endpoint, self.config, problems);
+            }
+            Var::Body(_) if after.is_none() => problems.at(
+                at.clone(),
+                format!("{var}: a pass-through streams the client's body without reading it"),
+            ),
+            Var::Body(_) if !route.method.carries_body() => problems.at(
+                at.clone(),
+                format!(
+                    "{var} reads the client's body, and a {} request has none: use it on a POST, PUT or PATCH route",
+                    route.method.as_str()
+                ),
+            ),
+            Var::Field { backend: dep, .. } => match after {
+                None => problems.at(
+                    at.clone(),
+                    format!("{var}: a pass-through calls no other backend to take it from"),
+                ),
+                Some(_) if !self.names.contains_key(dep.as_str()) => {
+                    problems.at(at.clone(), format!("{var}: {}", unknown_backend(dep, &self.names)));
+                }
+                Some(after) if !after.contains(dep) => problems.at(
+                    at.clone(),
+                    format!("{var} uses `{dep}`'s answer, so `{dep}` must be listed in `after`"),
+                ),
+                Some(_) => {}
+            },
+            _ => {}
         }
     }
+}
+
+/// A backend's `return_headers`, each a header name that describes its
+/// answer to the client (not the connection, nor the backend's own body).
+fn return_headers(
+    at: &Path,
+    backend: &Backend,
+    problems: &mut Problems,
+) -> Option<Vec<HeaderName>> {
+    let before = problems.0.len();
+    let names = backend
+        .return_headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, header)| {
+            let name = HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("`{header}` is not a valid header name"))
+                .and_then(|name| {
+                    if crate::headers::is_hop_by_hop(&name) {
+                        Err(format!("`{header}` describes a connection, not the answer: hop-by-hop headers are never passed on"))
+                    } else if crate::headers::describes_merged_body(&name) {
+                        Err(format!("`{header}` is the gateway's own: it describes the merged answer, not this backend's"))
+                    } else {
+                        Ok(name)
+                    }
+                });
+            problems.check(&at.index(i), name)
+        })
+        .collect();
+    (problems.0.len() == before).then_some(names)
 }
 
 /// The backend's shape, every path parsed where it is written.
@@ -1063,19 +1372,39 @@ fn check_cycles(
     }
 }
 
-/// The client's values the backends' templates use, each once.
+/// The client's values the backends' templates use, each once, with the
+/// strictest place it goes in a URL.
 fn client_values(backends: &[BackendPlan]) -> Vec<ClientValue> {
     let mut values: Vec<ClientValue> = Vec::new();
-    for part in backends.iter().flat_map(|b| b.template.parts()) {
-        let Part::Var(var @ (Var::Route(_) | Var::Query(_)), place) = part else {
+    let in_url = backends
+        .iter()
+        .flat_map(|b| b.template.parts())
+        .filter_map(|part| match part {
+            Part::Var(var, place) => Some((var, Some(*place))),
+            Part::Literal(_) => None,
+        });
+    let in_body = backends
+        .iter()
+        .filter_map(|b| match &b.body {
+            Some(CallBody::Template(template)) => Some(template),
+            _ => None,
+        })
+        .flat_map(BodyTemplate::vars)
+        .map(|var| (var, None));
+    for (var, place) in in_url.chain(in_body) {
+        if !var.given_by_client() {
             continue;
-        };
-        let in_path = *place == Place::Path;
+        }
         match values.iter_mut().find(|v| &v.var == var) {
-            Some(known) => known.in_path |= in_path,
+            Some(known) => {
+                known.in_url = match (known.in_url, place) {
+                    (Some(Place::Path), _) | (_, Some(Place::Path)) => Some(Place::Path),
+                    (known, place) => known.or(place),
+                }
+            }
             None => values.push(ClientValue {
                 var: var.clone(),
-                in_path,
+                in_url: place,
             }),
         }
     }
@@ -1086,7 +1415,13 @@ fn client_values(backends: &[BackendPlan]) -> Vec<ClientValue> {
 fn export_fields(backends: &mut [BackendPlan], names: &HashMap<&str, usize>) {
     let wanted: Vec<(usize, FieldPath)> = backends
         .iter()
-        .flat_map(|b| b.template.vars())
+        .flat_map(|b| {
+            let body = match &b.body {
+                Some(CallBody::Template(template)) => template.vars().collect(),
+                _ => Vec::new(),
+            };
+            b.template.vars().chain(body)
+        })
         .filter_map(|var| match var {
             Var::Field { backend, path } => names.get(backend.as_str()).map(|&i| (i, path.clone())),
             _ => None,

@@ -27,11 +27,10 @@
 //! );
 //! ```
 
+mod auth;
 mod compile;
-mod names;
 pub(crate) mod origin;
 pub(crate) mod route;
-pub(crate) mod template;
 
 use std::{
     path::{Path as FsPath, PathBuf},
@@ -45,10 +44,11 @@ use crate::{
     config::{Config, ConfigError, Document, Format, Method, Upstream},
     metrics::EndpointMeters,
     resilience::Policies,
-    shape::{FieldPath, Shape},
+    shape::{Body, FieldPath, Shape},
+    template::{BodyTemplate, Template, Var},
 };
 
-use self::{route::Router, template::Template};
+use self::route::Router;
 
 /// A route's captured values by name, still percent-encoded.
 pub(crate) type Captures<'p> = Vec<(String, &'p str)>;
@@ -67,8 +67,10 @@ pub struct Plan {
     pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
     /// Limits of the listener.
     pub(crate) server: ServerLimits,
-    /// The files it read besides the config (certificates and keys).
+    /// The files it read besides the config (certificates, keys, JWKS).
     files: Vec<PathBuf>,
+    /// The `auth` map's schemes, in name order.
+    pub(crate) auth: Vec<Arc<crate::auth::Scheme>>,
     /// The configuration it was compiled from.
     config: Config,
 }
@@ -76,8 +78,6 @@ pub struct Plan {
 /// What the listener enforces for every request.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerLimits {
-    /// Largest request body accepted from a client, in bytes.
-    pub(crate) max_request_body: u64,
     /// How long a client may take to send its request headers.
     pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
@@ -143,25 +143,57 @@ pub(crate) struct EndpointPlan {
     pub(crate) forward_query: Vec<String>,
     /// Whether `_errors` is added to responses.
     pub(crate) expose_errors: bool,
-    /// The client's values (route captures, query parameters) its templates
-    /// use: each must be there, valid UTF-8, and not empty where it fills a
-    /// path segment, or the request is a 400 before any call.
+    /// The client's values (route captures, query parameters, fields of its
+    /// body) its templates use: each must be there, valid UTF-8, and fit
+    /// where it goes, or the request is a 400 before any call.
     pub(crate) client_values: Vec<ClientValue>,
-    /// The backends, in declaration (merge) order.
+    /// What it does with the client's body.
+    pub(crate) reads_body: ReadsBody,
+    /// The largest client body it accepts, in bytes.
+    pub(crate) max_body: u64,
+    /// The backends, in declaration (merge) order; a pass-through endpoint
+    /// has one, its upstream.
     pub(crate) backends: Vec<BackendPlan>,
+    /// Whether requests pass through to `backends[0]`, streamed both ways.
+    pub(crate) proxy: bool,
+    /// Answer with the value at this path of the merged object.
+    pub(crate) root: Option<FieldPath>,
     /// What a backend may send.
     pub(crate) limits: BodyLimits,
     /// Its metric handles.
     pub(crate) meters: EndpointMeters,
+    /// The credentials it requires (`None`: none).
+    pub(crate) auth: Option<crate::auth::EndpointAuth>,
 }
 
 /// A value of the client's request that a template fills in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ClientValue {
-    /// `{name}` or `{query.name}`.
-    pub(crate) var: template::Var,
-    /// Whether it fills a path segment somewhere (then it cannot be empty).
-    pub(crate) in_path: bool,
+    /// `{name}`, `{query.name}`, `{body.path}` or `{jwt.claim}`.
+    pub(crate) var: Var,
+    /// Where in a URL it goes, if it does: a path segment somewhere (then it
+    /// cannot be empty) or only a query. A value in a URL is a scalar.
+    pub(crate) in_url: Option<crate::template::Place>,
+}
+
+/// What an endpoint does with the client's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ReadsBody {
+    /// Nothing: it is never read.
+    No,
+    /// Its bytes, sent on as they are (`body: forward`).
+    Bytes,
+    /// Its JSON (`{body.…}` in a template), and its bytes if forwarded.
+    Json,
+}
+
+/// What a backend call sends as its body.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CallBody {
+    /// The client's body and its content type, as received.
+    Forward,
+    /// A JSON template, sent as `application/json`.
+    Template(BodyTemplate),
 }
 
 /// One backend call of an endpoint, compiled.
@@ -175,6 +207,14 @@ pub(crate) struct BackendPlan {
     pub(crate) template: Template,
     /// The call's method.
     pub(crate) method: Method,
+    /// Its body, if it sends one.
+    pub(crate) body: Option<CallBody>,
+    /// Whether its array is concatenated onto the one at its `into`.
+    pub(crate) append: bool,
+    /// What stands in for its answer when it fails (`into` still applies).
+    pub(crate) fallback: Option<Body>,
+    /// Its response headers that reach the client.
+    pub(crate) return_headers: Vec<HeaderName>,
     /// Whether its failure fails the response.
     pub(crate) required: bool,
     /// Its own time limit for each attempt: the backend's `timeout`, else its
@@ -197,6 +237,29 @@ pub(crate) struct BackendPlan {
 }
 
 impl Plan {
+    /// Takes over every auth scheme of `previous` whose configuration and
+    /// files are the same: the keys it fetched stay, and no reload makes
+    /// the gateway fetch every issuer's keys again.
+    fn keep_schemes_of(&mut self, previous: &Plan) {
+        for scheme in &mut self.auth {
+            let kept = previous.auth.iter().find(|old| {
+                old.name == scheme.name && old.config == scheme.config && old.files == scheme.files
+            });
+            let Some(kept) = kept else { continue };
+            let replaced = std::mem::replace(scheme, kept.clone());
+            for endpoint in &mut self.endpoints {
+                let Some(endpoint) = Arc::get_mut(endpoint) else {
+                    continue;
+                };
+                for used in endpoint.auth.iter_mut().flat_map(|a| a.schemes.iter_mut()) {
+                    if Arc::ptr_eq(used, &replaced) {
+                        *used = kept.clone();
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads, expands (from the process environment), checks and compiles a
     /// configuration file.
     ///
@@ -262,6 +325,9 @@ impl Plan {
                 backend.upstream.targets.start();
             }
         }
+        for scheme in &self.auth {
+            scheme.start();
+        }
     }
 
     /// Takes over the state (breakers, budgets, hedging latencies, caches) of
@@ -269,6 +335,7 @@ impl Plan {
     /// plan, so that a reload does not forget what the gateway learned about
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
+        self.keep_schemes_of(previous);
         for upstream in &mut self.upstreams {
             let kept = previous.upstreams.iter().find(|old| {
                 old.name == upstream.name

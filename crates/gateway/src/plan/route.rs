@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::names::{NAME_RULE, is_name};
 use crate::config::Method;
+use crate::template::names::{NAME_RULE, is_name};
 
 /// A parsed route: a method and a path whose `{name}` segments capture values.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::shape::Json;
+use super::Answer;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub(crate) struct Cache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<String, (Instant, Arc<Json>)>,
+    map: HashMap<String, (Instant, Arc<Answer>)>,
     /// Keys in insertion order, for eviction; may hold keys already replaced.
     order: VecDeque<(Instant, String)>,
 }
@@ -36,13 +36,13 @@ impl Cache {
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Json>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Answer>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (stored, value) = entries.map.get(key)?;
         (stored.elapsed() < self.ttl).then(|| value.clone())
     }
 
-    pub(crate) fn put(&self, key: String, value: Arc<Json>) {
+    pub(crate) fn put(&self, key: String, value: Arc<Answer>) {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.map.insert(key.clone(), (now, value));

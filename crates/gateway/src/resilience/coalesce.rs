@@ -11,12 +11,12 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use crate::shape::Json;
+use super::Answer;
 use tokio::sync::watch;
 
 use crate::error::BackendError;
 
-type Shared = Option<Result<Arc<Json>, BackendError>>;
+type Shared = Option<Result<Arc<Answer>, BackendError>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Coalescer {
@@ -40,10 +40,10 @@ impl Drop for Leader<'_> {
 }
 
 impl Coalescer {
-    pub(crate) async fn run<F, Fut>(&self, key: &str, call: F) -> Result<Arc<Json>, BackendError>
+    pub(crate) async fn run<F, Fut>(&self, key: &str, call: F) -> Result<Arc<Answer>, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Arc<Json>, BackendError>>,
+        Fut: Future<Output = Result<Arc<Answer>, BackendError>>,
     {
         loop {
             let existing = {

@@ -27,8 +27,11 @@ use std::{
     time::Duration,
 };
 
-use crate::shape::Json;
-use tokio::{sync::Semaphore, time::Instant};
+use http::HeaderMap;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 pub(crate) use self::breaker::BreakerState;
 use self::{
@@ -38,7 +41,36 @@ use crate::{
     config::{Method, Upstream},
     error::{BackendError, ErrorKind},
     metrics::CACHE_HITS,
+    shape::Json,
 };
+
+/// What a backend call brings back: its JSON body, and those of its
+/// response headers that its backend passes to the client
+/// (`return_headers`; usually none). Cached and shared whole.
+#[derive(Clone, Debug)]
+pub(crate) struct Answer {
+    /// The body, checked.
+    pub(crate) json: Json,
+    /// The kept response headers.
+    pub(crate) headers: HeaderMap,
+}
+
+/// What an attempt brings back. One that outlives its attempt (a streamed
+/// answer) keeps the attempt's place in the bulkhead until it is done with.
+pub(crate) trait Attempted {
+    /// Keeps `slot` for as long as the answer lasts (by default: not at all).
+    fn hold(&mut self, slot: OwnedSemaphorePermit) {
+        drop(slot);
+    }
+
+    /// Whether the answer, though it came, says the upstream is unwell (a
+    /// 5xx passed through as it is): the breaker counts it as a failure.
+    fn failure(&self) -> Option<BackendError> {
+        None
+    }
+}
+
+impl Attempted for Answer {}
 
 /// What the policies did for one call, for the dashboard: how many attempts
 /// went out, whether one was a hedge, whether the cache answered.
@@ -130,50 +162,59 @@ impl Policies {
     }
 
     /// Makes one call through every policy. `key` identifies identical calls
-    /// (URL and forwarded headers) for the cache and coalescing; `attempt` makes
-    /// one try, with its own timeout.
+    /// (URL and forwarded headers) for the cache and coalescing, `None` for a
+    /// call whose answer must not be shared; `attempt` makes one try, with
+    /// its own timeout.
     pub(crate) async fn call<F, Fut>(
         &self,
         method: Method,
-        key: &str,
+        key: Option<&str>,
         deadline: Option<Instant>,
         report: &CallReport,
         attempt: F,
-    ) -> Result<Arc<Json>, BackendError>
+    ) -> Result<Arc<Answer>, BackendError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Json, BackendError>>,
+        Fut: Future<Output = Result<Answer, BackendError>>,
     {
-        let get = method == Method::Get;
-        if get {
+        let shared = key.filter(|_| method == Method::Get);
+        if let Some(key) = shared {
             if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(key)) {
                 metrics::counter!(CACHE_HITS, "upstream" => self.upstream.clone()).increment(1);
                 report.cached.store(true, Ordering::Relaxed);
                 return Ok(hit);
             }
         }
-        let protected = || self.protected(method, deadline, report, &attempt);
-        let result = match &self.coalescer {
-            Some(coalescer) if get => coalescer.run(key, protected).await,
+        let protected = || async {
+            self.protected(method.is_idempotent(), deadline, report, &attempt)
+                .await
+                .map(Arc::new)
+        };
+        let result = match (&self.coalescer, shared) {
+            (Some(coalescer), Some(key)) => coalescer.run(key, protected).await,
             _ => protected().await,
         };
-        if let (true, Some(cache), Ok(value)) = (get, &self.cache, &result) {
+        if let (Some(key), Some(cache), Ok(value)) = (shared, &self.cache, &result) {
             cache.put(key.to_owned(), value.clone());
         }
         result
     }
 
-    /// Breaker, retries, hedging and bulkhead around `attempt`.
-    async fn protected<F, Fut>(
+    /// Breaker, retries, hedging and bulkhead around `attempt`: retries and
+    /// hedges only when the call may be `repeatable` (an idempotent method,
+    /// and a body that can be sent again). A pass-through comes here
+    /// directly: its answer is streamed, never cached nor shared.
+    pub(crate) async fn protected<T, F, Fut>(
         &self,
-        method: Method,
+        repeatable: bool,
         deadline: Option<Instant>,
         report: &CallReport,
         attempt: &F,
-    ) -> Result<Arc<Json>, BackendError>
+    ) -> Result<T, BackendError>
     where
+        T: Attempted,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Json, BackendError>>,
+        Fut: Future<Output = Result<T, BackendError>>,
     {
         let one_try = || async {
             let pass = match &self.breaker {
@@ -181,7 +222,7 @@ impl Policies {
                 None => None,
             };
             let result = match &self.hedge {
-                Some(hedge) if method.is_idempotent() => {
+                Some(hedge) if repeatable => {
                     hedge
                         .run(&report.hedged, || self.bulkheaded(report, attempt))
                         .await
@@ -189,28 +230,33 @@ impl Policies {
                 _ => self.bulkheaded(report, attempt).await,
             };
             if let Some(pass) = pass {
-                pass.record(&result);
+                match result.as_ref().ok().and_then(Attempted::failure) {
+                    Some(failure) => pass.record(&Err::<(), _>(failure)),
+                    None => pass.record(&result),
+                }
             }
             result
         };
-        let result = match &self.retry {
-            Some(retry) if method.is_idempotent() => retry.run(deadline, one_try).await,
+        match &self.retry {
+            Some(retry) if repeatable => retry.run(deadline, one_try).await,
             _ => one_try().await,
-        };
-        result.map(Arc::new)
+        }
     }
 
-    /// Sheds the attempt at once when the upstream already has its maximum in flight.
-    async fn bulkheaded<F, Fut>(
+    /// Sheds the attempt at once when the upstream already has its maximum
+    /// in flight. The attempt's slot is held until it ends, or for as long
+    /// as its answer lasts ([`Attempted::hold`]).
+    async fn bulkheaded<T, F, Fut>(
         &self,
         report: &CallReport,
         attempt: &F,
-    ) -> Result<Json, BackendError>
+    ) -> Result<T, BackendError>
     where
+        T: Attempted,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Json, BackendError>>,
+        Fut: Future<Output = Result<T, BackendError>>,
     {
-        let _permit = match &self.bulkhead {
+        let permit = match &self.bulkhead {
             None => None,
             Some((max, semaphore)) => {
                 Some(semaphore.clone().try_acquire_owned().map_err(|_| {
@@ -225,7 +271,11 @@ impl Policies {
             }
         };
         report.attempt();
-        attempt().await
+        let mut result = attempt().await;
+        if let (Ok(answer), Some(permit)) = (&mut result, permit) {
+            answer.hold(permit);
+        }
+        result
     }
 }
 

@@ -13,8 +13,11 @@ use serde_json::json;
 
 use crate::shape::Json;
 
-fn body(value: serde_json::Value) -> Json {
-    Json::from_value(&value)
+fn body(value: serde_json::Value) -> Answer {
+    Answer {
+        json: Json::from_value(&value),
+        headers: http::HeaderMap::new(),
+    }
 }
 use tokio::time::{Instant, sleep};
 
@@ -67,9 +70,9 @@ async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
     let calls = Count::default();
     let report = CallReport::default();
     let result = p
-        .call(Method::Get, "k", None, &report, || {
+        .call(Method::Get, Some("k"), None, &report, || {
             calls.bump();
-            async { Err::<Json, _>(status(503)) }
+            async { Err::<Answer, _>(status(503)) }
         })
         .await;
     assert_eq!(result.unwrap_err().status, Some(503));
@@ -89,10 +92,10 @@ async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
         let calls = Count::default();
         let error = error.clone();
         let _ = p
-            .call(method, "k", None, &CallReport::default(), || {
+            .call(method, Some("k"), None, &CallReport::default(), || {
                 calls.bump();
                 let e = error.clone();
-                async move { Err::<Json, _>(e) }
+                async move { Err::<Answer, _>(e) }
             })
             .await;
         assert_eq!(calls.get(), expected, "{method:?} {}", error.kind.as_str());
@@ -105,9 +108,9 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
     let times = std::sync::Mutex::new(Vec::new());
     let start = Instant::now();
     let _ = p
-        .call(Method::Get, "k", None, &CallReport::default(), || {
+        .call(Method::Get, Some("k"), None, &CallReport::default(), || {
             times.lock().unwrap().push(start.elapsed());
-            async { Err::<Json, _>(status(500)) }
+            async { Err::<Answer, _>(status(500)) }
         })
         .await;
     let times = times.into_inner().unwrap();
@@ -123,12 +126,12 @@ async fn retries_back_off_exponentially_and_stop_before_the_deadline() {
     let _ = p
         .call(
             Method::Get,
-            "k",
+            Some("k"),
             Some(deadline),
             &CallReport::default(),
             || {
                 calls.bump();
-                async { Err::<Json, _>(status(500)) }
+                async { Err::<Answer, _>(status(500)) }
             },
         )
         .await;
@@ -145,9 +148,9 @@ async fn the_retry_budget_caps_retries_to_a_share_of_traffic() {
     let calls = Count::default();
     for _ in 0..100 {
         let _ = p
-            .call(Method::Get, "k", None, &CallReport::default(), || {
+            .call(Method::Get, Some("k"), None, &CallReport::default(), || {
                 calls.bump();
-                async { Err::<Json, _>(status(503)) }
+                async { Err::<Answer, _>(status(503)) }
             })
             .await;
     }
@@ -163,11 +166,11 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     let calls = Count::default();
     let fail = || {
         calls.bump();
-        async { Err::<Json, _>(status(502)) }
+        async { Err::<Answer, _>(status(502)) }
     };
     for _ in 0..3 {
         assert_eq!(
-            p.call(Method::Get, "k", None, &CallReport::default(), fail)
+            p.call(Method::Get, Some("k"), None, &CallReport::default(), fail)
                 .await
                 .unwrap_err()
                 .kind,
@@ -176,7 +179,7 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     }
     assert_eq!(p.breaker_state(), Some(BreakerState::Open));
     let err = p
-        .call(Method::Get, "k", None, &CallReport::default(), fail)
+        .call(Method::Get, Some("k"), None, &CallReport::default(), fail)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::CircuitOpen);
@@ -186,7 +189,7 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     assert_eq!(p.breaker_state(), Some(BreakerState::HalfOpen));
     // The probe fails: open again.
     assert_eq!(
-        p.call(Method::Get, "k", None, &CallReport::default(), fail)
+        p.call(Method::Get, Some("k"), None, &CallReport::default(), fail)
             .await
             .unwrap_err()
             .kind,
@@ -196,18 +199,26 @@ async fn the_breaker_opens_fails_fast_then_probes() {
     sleep(Duration::from_secs(10)).await;
     // The probe succeeds: closed.
     let ok = p
-        .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(body(json!(1)))
-        })
+        .call(
+            Method::Get,
+            Some("k"),
+            None,
+            &CallReport::default(),
+            || async { Ok(body(json!(1))) },
+        )
         .await;
     assert!(ok.is_ok());
     assert_eq!(p.breaker_state(), Some(BreakerState::Closed));
     // 4xx answers do not count against the upstream.
     for _ in 0..5 {
         let _ = p
-            .call(Method::Get, "k", None, &CallReport::default(), || async {
-                Err::<Json, _>(status(404))
-            })
+            .call(
+                Method::Get,
+                Some("k"),
+                None,
+                &CallReport::default(),
+                || async { Err::<Answer, _>(status(404)) },
+            )
             .await;
     }
     assert_eq!(p.breaker_state(), Some(BreakerState::Closed));
@@ -217,13 +228,17 @@ async fn the_breaker_opens_fails_fast_then_probes() {
 async fn a_cancelled_probe_frees_the_half_open_slot() {
     let p = policies("breaker: { failures: 1, cooldown: 1s }");
     let _ = p
-        .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Err::<Json, _>(status(500))
-        })
+        .call(
+            Method::Get,
+            Some("k"),
+            None,
+            &CallReport::default(),
+            || async { Err::<Answer, _>(status(500)) },
+        )
         .await;
     sleep(Duration::from_secs(1)).await;
     let report = CallReport::default();
-    let probe = p.call(Method::Get, "k", None, &report, || async {
+    let probe = p.call(Method::Get, Some("k"), None, &report, || async {
         sleep(Duration::from_secs(60)).await;
         Ok(body(json!(1)))
     });
@@ -232,11 +247,15 @@ async fn a_cancelled_probe_frees_the_half_open_slot() {
         "the probe was cancelled"
     );
     let next = p
-        .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(body(json!(2)))
-        })
+        .call(
+            Method::Get,
+            Some("k"),
+            None,
+            &CallReport::default(),
+            || async { Ok(body(json!(2))) },
+        )
         .await;
-    assert_eq!(next.unwrap().to_value().unwrap(), json!(2));
+    assert_eq!(next.unwrap().json.to_value().unwrap(), json!(2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +266,7 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     for _ in 0..2 {
         let (p, gate) = (p.clone(), gate.clone());
         held.push(tokio::spawn(async move {
-            p.call(Method::Get, "k", None, &CallReport::default(), || {
+            p.call(Method::Get, Some("k"), None, &CallReport::default(), || {
                 let gate = gate.clone();
                 async move {
                     gate.notified().await;
@@ -260,9 +279,13 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
     tokio::task::yield_now().await;
     let start = Instant::now();
     let shed = p
-        .call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(body(json!("third")))
-        })
+        .call(
+            Method::Get,
+            Some("k"),
+            None,
+            &CallReport::default(),
+            || async { Ok(body(json!("third"))) },
+        )
         .await;
     assert_eq!(shed.unwrap_err().kind, ErrorKind::Overloaded);
     assert_eq!(start.elapsed(), Duration::ZERO, "shed at once, not queued");
@@ -271,9 +294,13 @@ async fn the_bulkhead_sheds_at_once_beyond_max_in_flight() {
         assert!(h.await.unwrap().is_ok());
     }
     assert!(
-        p.call(Method::Get, "k", None, &CallReport::default(), || async {
-            Ok(body(json!(1)))
-        })
+        p.call(
+            Method::Get,
+            Some("k"),
+            None,
+            &CallReport::default(),
+            || async { Ok(body(json!(1))) }
+        )
         .await
         .is_ok(),
         "room again"
@@ -287,7 +314,7 @@ async fn a_hedge_starts_after_the_delay_and_the_loser_is_dropped() {
     let start = Instant::now();
     let report = CallReport::default();
     let result = p
-        .call(Method::Get, "k", None, &report, || {
+        .call(Method::Get, Some("k"), None, &report, || {
             let n = calls.bump();
             let guard = OnDrop(dropped.clone());
             async move {
@@ -298,7 +325,7 @@ async fn a_hedge_starts_after_the_delay_and_the_loser_is_dropped() {
         })
         .await;
     assert_eq!(
-        result.unwrap().to_value().unwrap(),
+        result.unwrap().json.to_value().unwrap(),
         json!(2),
         "the hedge answered first"
     );
@@ -318,10 +345,16 @@ async fn hedging_is_capped_and_learns_a_percentile() {
     let p = policies("hedge: { delay: 5ms, max_extra: 10% }");
     for _ in 0..50 {
         let _ = p
-            .call(Method::Get, "k", None, &CallReport::default(), || async {
-                sleep(ms(20)).await;
-                Ok(body(json!(1)))
-            })
+            .call(
+                Method::Get,
+                Some("k"),
+                None,
+                &CallReport::default(),
+                || async {
+                    sleep(ms(20)).await;
+                    Ok(body(json!(1)))
+                },
+            )
             .await;
     }
     let (extra, calls) = p.hedge_counts().unwrap();
@@ -335,7 +368,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
         let _ = p
             .call(
                 Method::Get,
-                "k",
+                Some("k"),
                 None,
                 &CallReport::default(),
                 || async move {
@@ -349,7 +382,7 @@ async fn hedging_is_capped_and_learns_a_percentile() {
     let start = Instant::now();
     let calls = Count::default();
     let _ = p
-        .call(Method::Get, "k", None, &CallReport::default(), || {
+        .call(Method::Get, Some("k"), None, &CallReport::default(), || {
             let n = calls.bump();
             async move {
                 sleep(if n == 1 { ms(100) } else { ms(1) }).await;
@@ -375,7 +408,7 @@ async fn identical_gets_in_flight_share_one_call() {
             tokio::spawn(async move {
                 p.call(
                     Method::Get,
-                    "GET http://u/x",
+                    Some("GET http://u/x"),
                     None,
                     &CallReport::default(),
                     || {
@@ -392,7 +425,7 @@ async fn identical_gets_in_flight_share_one_call() {
         .collect();
     for t in tasks {
         assert_eq!(
-            t.await.unwrap().unwrap().to_value().unwrap(),
+            t.await.unwrap().unwrap().json.to_value().unwrap(),
             json!({"shared": true})
         );
     }
@@ -401,7 +434,7 @@ async fn identical_gets_in_flight_share_one_call() {
     let _ = p
         .call(
             Method::Get,
-            "GET http://u/y",
+            Some("GET http://u/y"),
             None,
             &CallReport::default(),
             || {
@@ -421,10 +454,16 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
         let calls = calls.clone();
         let p = &p;
         async move {
-            p.call(Method::Get, key, None, &CallReport::default(), move || {
-                calls.bump();
-                async { Ok(body(json!("fresh"))) }
-            })
+            p.call(
+                Method::Get,
+                Some(key),
+                None,
+                &CallReport::default(),
+                move || {
+                    calls.bump();
+                    async { Ok(body(json!("fresh"))) }
+                },
+            )
             .await
         }
     };
@@ -443,20 +482,32 @@ async fn the_cache_serves_within_its_ttl_and_keeps_only_successes() {
     let failures = Count::default();
     for _ in 0..2 {
         let _ = p
-            .call(Method::Get, "bad", None, &CallReport::default(), || {
-                failures.bump();
-                async { Err::<Json, _>(status(500)) }
-            })
+            .call(
+                Method::Get,
+                Some("bad"),
+                None,
+                &CallReport::default(),
+                || {
+                    failures.bump();
+                    async { Err::<Answer, _>(status(500)) }
+                },
+            )
             .await;
     }
     assert_eq!(failures.get(), 2, "failures are never cached");
     let posts = Count::default();
     for _ in 0..2 {
         let _ = p
-            .call(Method::Post, "post", None, &CallReport::default(), || {
-                posts.bump();
-                async { Ok(body(json!(1))) }
-            })
+            .call(
+                Method::Post,
+                Some("post"),
+                None,
+                &CallReport::default(),
+                || {
+                    posts.bump();
+                    async { Ok(body(json!(1))) }
+                },
+            )
             .await;
     }
     assert_eq!(posts.get(), 2, "only GETs are cached");

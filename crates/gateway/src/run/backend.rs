@@ -2,28 +2,25 @@
 //! make the call through its upstream's policies (each attempt within its
 //! timeout), decode the answer, hand its dependents what they need, shape it.
 
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
-use std::{net::SocketAddr, sync::Mutex};
-
-use http::{HeaderMap, HeaderValue, header};
-use serde_json::Value;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::time::Instant;
 
-use super::{
-    decode::decode,
-    deps::Exported,
-    request::RequestState,
-    url::{self, Values},
-};
+use super::{decode::decode, deps::Exported, request::RequestState};
 use crate::{
     client::Transport,
     config::Method,
     error::{BackendError, ErrorKind},
-    plan::BackendPlan,
-    resilience::{CallReport, with_timeout},
-    shape::{Body, FieldPath, Json},
-    upstream::{AttemptVerdict, Scheme},
+    plan::{BackendPlan, CallBody},
+    resilience::{Answer, CallReport, with_timeout},
+    shape::Body,
+    template::{Found, Values, Var, url},
+    upstream::{AttemptVerdict, Lease},
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -36,7 +33,11 @@ pub(crate) async fn run<T: Transport>(
     // Dropped unused on any failure (or if the task is stopped): dependents
     // then hear that it failed.
     let publisher = state.answers.publisher(index);
-    let json = call(state, backend, &state.reports[index], deadline).await?;
+    let Answer { json, headers } = call(state, backend, &state.reports[index], deadline).await?;
+    if let Some(slot) = state.returned.get(index).filter(|_| !headers.is_empty()) {
+        // Each backend runs once per request: the slot is empty.
+        let _ = slot.set(headers);
+    }
     if let Some(publisher) = publisher {
         publisher.ready(
             backend
@@ -64,7 +65,7 @@ async fn call<T: Transport>(
     backend: &BackendPlan,
     report: &CallReport,
     deadline: Option<Instant>,
-) -> Result<Json, BackendError> {
+) -> Result<Answer, BackendError> {
     let endpoint = &state.endpoint;
     let mut answers: Vec<(&str, Arc<Exported>)> = Vec::with_capacity(backend.after.len());
     for &dep in &backend.after {
@@ -88,12 +89,40 @@ async fn call<T: Transport>(
         &state.inputs.query,
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
-    // Sized once: the headers of each attempt are these plus `Host`.
-    let forwarded = &state.inputs.headers;
-    let mut headers = HeaderMap::with_capacity(forwarded.len() + upstream.headers.len() + 2);
-    for (name, value) in forwarded {
-        headers.append(name.clone(), value.clone());
-    }
+    let mut headers = state.inputs.headers.clone();
+    let body = match &backend.body {
+        None => Bytes::new(),
+        Some(CallBody::Forward) => {
+            let client = state.inputs.body.as_ref();
+            for (name, value) in [
+                (
+                    header::CONTENT_TYPE,
+                    client.and_then(|b| b.content_type.clone()),
+                ),
+                (
+                    header::CONTENT_ENCODING,
+                    client.and_then(|b| b.content_encoding.clone()),
+                ),
+            ] {
+                match value {
+                    Some(value) => headers.insert(name, value),
+                    None => headers.remove(name),
+                };
+            }
+            client.map(|b| b.bytes.clone()).unwrap_or_default()
+        }
+        Some(CallBody::Template(template)) => {
+            let rendered = template
+                .render(&values)
+                .map_err(|e| BackendError::new(ErrorKind::Dependency, e.to_string()))?;
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.remove(header::CONTENT_ENCODING);
+            Bytes::from(rendered)
+        }
+    };
     // Configured headers replace the client's of the same name, never sit
     // beside them (a backend reading the first value would use the client's).
     for (name, value) in &upstream.headers {
@@ -109,20 +138,6 @@ async fn call<T: Transport>(
     }
     #[cfg(feature = "otel")]
     inject_trace_context(&mut headers);
-    // The URI's parts, made once per call: each attempt's URI is the
-    // target's address and this.
-    let path =
-        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path)).map_err(|e| {
-            BackendError::new(
-                ErrorKind::Connect,
-                format!("cannot build a request for `{}`: {e}", backend.name),
-            )
-        })?;
-    let scheme = match upstream.targets.scheme {
-        Scheme::Http => http::uri::Scheme::HTTP,
-        Scheme::Https => http::uri::Scheme::HTTPS,
-    };
-    let method = http_method(backend.method);
     let limits = endpoint.limits;
     let targets = &upstream.targets;
     // The targets this call's attempts went to: a retry or a hedge goes to
@@ -132,38 +147,14 @@ async fn call<T: Transport>(
         targets.ready().await;
         let mut failed_over = false;
         loop {
-            let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let lease = targets.pick(&avoid)?;
+            let (lease, request) = aim(backend, &used, &path, &headers, body.clone())?;
             let target = lease.target.clone();
-            if targets.all().len() > 1 {
-                used.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(target.addr);
-            }
-            let mut attempt_headers = HeaderMap::with_capacity(headers.len() + 1);
-            for (name, value) in &headers {
-                attempt_headers.append(name.clone(), value.clone());
-            }
-            if !upstream.headers.contains_key(header::HOST) {
-                attempt_headers.insert(header::HOST, target.host_header.clone());
-            }
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(scheme.clone());
-            parts.authority = Some(target.authority.clone());
-            parts.path_and_query = Some(path.clone());
-            let uri = http::Uri::from_parts(parts).map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Connect,
-                    format!("cannot build a request for `{}`: {e}", backend.name),
-                )
-            })?;
-            let mut request = http::Request::new(http_body_util::Empty::new());
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = uri;
-            *request.headers_mut() = attempt_headers;
             let result = with_timeout(backend.timeout, async {
-                let response = state.transport.send(&targets.client, request).await?;
-                decode(response, limits).await
+                let response = state
+                    .transport
+                    .send(&targets.client, &target.dial, request)
+                    .await?;
+                decode(response, limits, &backend.return_headers).await
             })
             .await;
             targets.finish(lease, verdict(&result));
@@ -184,15 +175,15 @@ async fn call<T: Transport>(
             attempt().await
         }
         Some(policies) => {
-            let key = if policies.keyed() {
-                call_key(path.as_str(), &headers)
-            } else {
-                String::new()
-            };
+            // A call whose answer sets cookies belongs to its client: it is
+            // never answered from the cache nor shared with another.
+            let private = backend.return_headers.contains(&header::SET_COOKIE);
+            let key = (policies.keyed() && !private)
+                .then(|| call_key(&path, &headers, &backend.return_headers));
             // Boxed: the policies' future (a hedge holds two attempts) is
             // several KiB, and would otherwise make every call's task that
             // big, policies or not; tokio moves a task's future as it spawns.
-            Box::pin(policies.call(backend.method, &key, deadline, report, attempt))
+            Box::pin(policies.call(backend.method, key.as_deref(), deadline, report, attempt))
                 .await
                 .map(Arc::unwrap_or_clone)
         }
@@ -200,7 +191,7 @@ async fn call<T: Transport>(
 }
 
 /// What an attempt's outcome says about its target.
-fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
+pub(super) fn verdict<T>(result: &Result<T, BackendError>) -> AttemptVerdict {
     match result {
         Ok(_) => AttemptVerdict::Answered,
         Err(e) => match e.kind {
@@ -212,7 +203,73 @@ fn verdict(result: &Result<Json, BackendError>) -> AttemptVerdict {
     }
 }
 
-/// The method of a call, as `http` names it.
+/// One attempt of `backend`'s call: a target picked among its upstream's,
+/// other than those its earlier attempts went to (`used`, which records this
+/// one), and the request to it, with `headers` (and the target's `Host`,
+/// unless the upstream sets one) and `body`.
+pub(super) fn aim(
+    backend: &BackendPlan,
+    used: &Mutex<Vec<SocketAddr>>,
+    path: &str,
+    headers: &HeaderMap,
+    body: impl Into<crate::client::Body>,
+) -> Result<(Lease, crate::client::Request), BackendError> {
+    let upstream = &backend.upstream;
+    let targets = &upstream.targets;
+    // With one target there is no other to go to: no list to copy or grow
+    // per attempt.
+    let several = targets.all().len() > 1;
+    let avoid = if several {
+        used.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    } else {
+        Vec::new()
+    };
+    let lease = targets.pick(&avoid)?;
+    let target = &lease.target;
+    if several {
+        used.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(target.addr);
+    }
+    // The URI's authority is the host the backend is to see; where the
+    // connection goes is the target's (its `Dial`).
+    let host = upstream
+        .headers
+        .get(header::HOST)
+        .unwrap_or(&target.host_header);
+    let mut headers = headers.clone();
+    targets.client.set_host(&mut headers, host);
+    let uri = format!(
+        "{}://{}{path}",
+        targets.scheme.as_str(),
+        host.to_str().unwrap_or_default()
+    );
+    let request = build_request(backend, &uri, headers, body)?;
+    Ok((lease, request))
+}
+
+/// A request to `url`, with `body` (empty: none).
+fn build_request(
+    backend: &BackendPlan,
+    url: &str,
+    headers: HeaderMap,
+    body: impl Into<crate::client::Body>,
+) -> Result<crate::client::Request, BackendError> {
+    let uri = http::Uri::try_from(url).map_err(|e| {
+        BackendError::new(
+            ErrorKind::Connect,
+            format!("cannot build a request for {url}: {e}"),
+        )
+    })?;
+    let mut request = http::Request::new(body.into());
+    *request.method_mut() = http_method(backend.method);
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The method of a call, as `http` names it (its constant: no name to
+/// parse per attempt).
 fn http_method(method: Method) -> http::Method {
     match method {
         Method::Get => http::Method::GET,
@@ -228,7 +285,7 @@ fn http_method(method: Method) -> http::Method {
 /// Adds the W3C `traceparent` (and `tracestate`) of the current span, this
 /// backend call's, to its headers.
 #[cfg(feature = "otel")]
-fn inject_trace_context(headers: &mut HeaderMap) {
+pub(super) fn inject_trace_context(headers: &mut HeaderMap) {
     use opentelemetry::propagation::Injector;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -250,8 +307,9 @@ fn inject_trace_context(headers: &mut HeaderMap) {
 }
 
 /// What makes two calls the same call, for the cache and coalescing: the
-/// path and the headers sent with it (whichever target takes it).
-fn call_key(url: &str, headers: &HeaderMap) -> String {
+/// path, the headers sent with it (whichever target takes it), and the
+/// response headers the answer keeps.
+fn call_key(url: &str, headers: &HeaderMap, keeps: &[HeaderName]) -> String {
     let mut pairs: Vec<(&str, &[u8])> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()))
@@ -264,39 +322,31 @@ fn call_key(url: &str, headers: &HeaderMap) -> String {
         key.push(':');
         key.push_str(&String::from_utf8_lossy(value));
     }
+    for name in keeps {
+        key.push_str("\nkeeps:");
+        key.push_str(name.as_str());
+    }
     key
 }
 
-/// The values a backend's template can draw on.
+/// The values a backend's templates can draw on: the client's, and the
+/// fields of the answers it waited for.
 struct RequestValues<'a, T> {
     state: &'a RequestState<T>,
     answers: Vec<(&'a str, Arc<Exported>)>,
 }
 
 impl<T> Values for RequestValues<'_, T> {
-    fn route(&self, name: &str) -> Option<&str> {
-        self.state
-            .inputs
-            .params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn query(&self, name: &str) -> Option<&str> {
-        self.state
-            .inputs
-            .query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn field(&self, backend: &str, path: &FieldPath) -> Option<Value> {
-        let (_, fields) = self.answers.iter().find(|(name, _)| *name == backend)?;
-        fields
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, v)| v.clone())
+    fn get(&self, var: &Var) -> Option<Found<'_>> {
+        match var {
+            Var::Field { backend, path } => {
+                let (_, fields) = self.answers.iter().find(|(name, _)| name == backend)?;
+                fields
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, v)| Found::Json(v))
+            }
+            _ => self.state.inputs.get(var),
+        }
     }
 }

@@ -3,26 +3,35 @@
 //! this can fail becomes a [`BackendError`] with a stable kind.
 
 use bytes::{Bytes, BytesMut};
-use http::{Response, header};
+use http::{HeaderMap, HeaderName, Response, header};
 use http_body_util::{BodyExt, Limited};
 
 use crate::{
     error::{BackendError, ErrorKind},
     plan::BodyLimits,
+    resilience::Answer,
     shape::Json,
 };
 
-/// The body of `response` as checked JSON, or why not.
+/// The body of `response` as checked JSON, with the response headers named
+/// in `keep`; or why not.
 pub(crate) async fn decode<B>(
     response: Response<B>,
     limits: BodyLimits,
-) -> Result<Json, BackendError>
+    keep: &[HeaderName],
+) -> Result<Answer, BackendError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::client::BoxError>,
 {
     let (parts, body) = response.into_parts();
     let status = parts.status;
+    let mut headers = HeaderMap::new();
+    for name in keep {
+        for value in parts.headers.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     let too_large = || {
         BackendError::new(
             ErrorKind::BodyTooLarge,
@@ -54,7 +63,8 @@ where
     let mut body = Limited::new(body, usize::try_from(limits.max_body).unwrap_or(usize::MAX));
     if encoding != Encoding::Identity {
         let bytes = decompress(body, encoding, limits.max_body).await?;
-        return finish(status, &parts.headers, bytes, limits);
+        let json = finish(status, &parts.headers, bytes, limits)?;
+        return Ok(Answer { json, headers });
     }
     // Read by hand rather than with `collect`: a body in one frame (the usual
     // case) is kept as it is, with no buffer list allocated for it.
@@ -84,7 +94,8 @@ where
         }
     }
     let bytes = joined.map_or(bytes, BytesMut::freeze);
-    finish(status, &parts.headers, bytes, limits)
+    let json = finish(status, &parts.headers, bytes, limits)?;
+    Ok(Answer { json, headers })
 }
 
 /// Checks a whole body: its status, content type and nesting, then parses it.
@@ -122,6 +133,13 @@ fn finish(
     }
     Json::parse(bytes)
         .map_err(|e| BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")))
+}
+
+/// The largest zstd window (as a power of two) a body within `max` bytes may
+/// ask for: the smallest power of two at or above `max`, within zstd's
+/// bounds (1 KiB to 128 MiB).
+fn zstd_window_log(max: u64) -> u32 {
+    (64 - max.saturating_sub(1).leading_zeros()).clamp(10, 27)
 }
 
 /// How a body is encoded on the wire.
@@ -176,15 +194,35 @@ where
     let mut decoder: std::pin::Pin<Box<dyn AsyncRead + Send>> = match encoding {
         Encoding::Gzip => Box::pin(GzipDecoder::new(reader)),
         Encoding::Brotli => Box::pin(BrotliDecoder::new(reader)),
-        Encoding::Zstd => Box::pin(ZstdDecoder::new(reader)),
+        // A zstd frame says how large a window its decoder must hold (up to
+        // 2 GiB), whatever its size: without a bound, a few bytes could make
+        // the gateway allocate 128 MiB (zstd's own default cap) per call.
+        // The window is held to the power of two at or above the body limit,
+        // so under twice the limit. (gzip's window is 32 KiB, brotli's at
+        // most 16 MiB.)
+        Encoding::Zstd => Box::pin(ZstdDecoder::with_params(
+            reader,
+            &[async_compression::zstd::DParameter::window_log_max(
+                zstd_window_log(max),
+            )],
+        )),
         Encoding::Identity => Box::pin(reader),
     };
     let mut out = Vec::new();
     let mut chunk = vec![0u8; 16 << 10];
     loop {
         let n = decoder.read(&mut chunk).await.map_err(|e| {
-            if e.to_string().contains("over the limit") {
+            let text = e.to_string();
+            if text.contains("over the limit") {
                 too_large(max)
+            } else if text.contains("too much memory") {
+                BackendError::new(
+                    ErrorKind::BodyTooLarge,
+                    format!(
+                        "the zstd body needs a window of more than {} bytes to decode (the limit is {max} bytes)",
+                        1u64 << zstd_window_log(max)
+                    ),
+                )
             } else {
                 BackendError::new(
                     ErrorKind::Decode,
@@ -307,5 +345,21 @@ mod tests {
                 nesting_exceeds_bytewise(&bytes, max)
             );
         }
+    }
+
+    #[test]
+    fn a_zstd_window_is_held_under_twice_the_body_limit() {
+        for max in [1, 100, 1 << 10, (1 << 10) + 1, 10 << 20, 1 << 30, u64::MAX] {
+            let window = 1u64 << zstd_window_log(max);
+            let floor = 1 << 10;
+            let cap = 1 << 27;
+            assert!((floor..=cap).contains(&window), "{max}: {window}");
+            assert!(window >= max.min(cap), "{max}: {window}");
+            assert!(
+                window == floor || window < max.saturating_mul(2),
+                "{max}: {window}"
+            );
+        }
+        assert_eq!(1u64 << zstd_window_log(10 << 20), 16 << 20);
     }
 }

@@ -20,45 +20,13 @@ mod backend;
 mod decode;
 mod deps;
 mod outcome;
+mod proxy;
 mod request;
-mod url;
 
 /// What the fuzz targets drive directly (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing {
-    use super::url::{self, Values};
-    use crate::{
-        plan::template::Template,
-        shape::{FieldPath, Json},
-    };
-
-    struct Fixed<'a>(&'a str, &'a str, &'a str);
-
-    impl Values for Fixed<'_> {
-        fn route(&self, _: &str) -> Option<&str> {
-            Some(self.0)
-        }
-        fn query(&self, _: &str) -> Option<&str> {
-            Some(self.1)
-        }
-        fn field(&self, _: &str, _: &FieldPath) -> Option<serde_json::Value> {
-            Some(serde_json::Value::from(self.2))
-        }
-    }
-
-    /// Fills `template`: every route capture with `route`, every query value
-    /// with `query`, every dependency field with `field`; `query` is also
-    /// forwarded as `q`.
-    pub(crate) fn render(
-        origin: &str,
-        template: &Template,
-        route: &str,
-        query: &str,
-        field: &str,
-    ) -> Result<String, String> {
-        let forwarded = [("q".to_owned(), query.to_owned())];
-        url::render(origin, template, &Fixed(route, query, field), &forwarded)
-    }
+    use crate::shape::Json;
 
     /// A backend body as the gateway takes it: the depth scan, then the parse.
     pub(crate) fn decode_body(data: &[u8], depth: u32) -> Option<Json> {
@@ -73,11 +41,13 @@ use std::sync::Arc;
 
 use fanout_group::Group;
 
-use self::{outcome::task_error, request::RequestState};
 pub(crate) use self::{
+    decode::nesting_exceeds,
     outcome::{BackendResult, Outcome, Verdict},
-    request::Inputs,
+    proxy::{Passed, Streamed, Upload, pass},
+    request::{ClientBody, Inputs},
 };
+use self::{outcome::task_error, request::RequestState};
 use crate::{client::Transport, error::BackendError, plan::EndpointPlan};
 
 /// Runs `endpoint` for one request, sending calls through `transport`.
@@ -88,10 +58,10 @@ pub(crate) async fn execute<T: Transport>(
     transport: T,
     timeline: bool,
 ) -> Outcome {
-    let started = tokio::time::Instant::now();
+    let started = inputs.arrived.unwrap_or_else(tokio::time::Instant::now);
     let group = Group::<BackendError>::builder()
         .collect_all()
-        .deadline(endpoint.deadline)
+        .deadline(endpoint.deadline.saturating_sub(started.elapsed()))
         .record_timeline(timeline)
         .build();
     // Kept past the join: the group's cause says which required backend
@@ -118,14 +88,18 @@ pub(crate) async fn execute<T: Transport>(
         .collect();
     let verdict = outcome::verdict(endpoint, &results, context.cause().as_ref());
     // Every task has been reaped, so this is the last reference.
-    let reports = Arc::into_inner(state)
-        .map(|s| s.reports)
+    let (reports, headers) = Arc::into_inner(state)
+        .map(|s| {
+            let headers = s.returned.into_iter().map(|h| h.into_inner()).collect();
+            (s.reports, headers)
+        })
         .unwrap_or_default();
     Outcome {
         results,
         verdict,
         timeline,
         reports,
+        headers,
         took: started.elapsed(),
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct Outcome {
     pub(crate) timeline: Option<Timeline>,
     /// What the policies did for each call.
     pub(crate) reports: Box<[CallReport]>,
+    /// Each backend's response headers that reach the client, if it answered
+    /// with some (`return_headers`); empty when no backend returns any.
+    pub(crate) headers: Vec<Option<http::HeaderMap>>,
     /// How long the run took.
     pub(crate) took: Duration,
 }
@@ -83,6 +86,30 @@ pub(crate) fn verdict(
         Verdict::AllFailed
     } else {
         Verdict::Partial
+    }
+}
+
+impl Outcome {
+    /// Backend `index` failed after the run, while its answer was merged
+    /// (`append` met a value that is not an array): its result becomes the
+    /// failure, and the verdict follows, as if it had failed during the run.
+    pub(crate) fn failed_in_merge(
+        &mut self,
+        endpoint: &EndpointPlan,
+        index: usize,
+        error: BackendError,
+    ) {
+        self.results[index] = Err(error);
+        if !matches!(self.verdict, Verdict::Complete | Verdict::Partial) {
+            return;
+        }
+        self.verdict = if endpoint.backends[index].required {
+            Verdict::RequiredFailed(index)
+        } else if self.results.iter().all(Result::is_err) {
+            Verdict::AllFailed
+        } else {
+            Verdict::Partial
+        };
     }
 }
 

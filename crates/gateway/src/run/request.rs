@@ -1,11 +1,21 @@
 //! One request's shared state: built once when it arrives, then borrowed by
 //! every backend task of that request.
 
-use http::HeaderMap;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use serde_json::Value;
+use tokio::time::Instant;
 
 use super::deps::Answers;
-use crate::{client::Transport, plan::EndpointPlan, resilience::CallReport};
-use std::sync::Arc;
+use crate::{
+    auth::Claims,
+    client::Transport,
+    plan::EndpointPlan,
+    resilience::CallReport,
+    template::{Found, Values, Var, lookup},
+};
 
 /// What a client's request brings that templates and forwarding may use.
 #[derive(Debug, Default)]
@@ -17,6 +27,63 @@ pub(crate) struct Inputs {
     pub(crate) query: Vec<(String, String)>,
     /// Headers to send on: the allow-listed ones and `x-forwarded-*`.
     pub(crate) headers: HeaderMap,
+    /// The claims of the request's verified token (`None`: the endpoint
+    /// needs no token, or an API key was accepted). `{jwt.…}` templates and
+    /// `claims_to_headers` read them; so may any part that keys on a claim.
+    pub(crate) claims: Option<Arc<Claims>>,
+    /// The client's body, when the endpoint reads it.
+    pub(crate) body: Option<ClientBody>,
+    /// When the request arrived, if not just now (its body was read
+    /// first): the endpoint's deadline counts from then.
+    pub(crate) arrived: Option<Instant>,
+}
+
+/// A client's body, read once within the endpoint's limit.
+#[derive(Debug, Default)]
+pub(crate) struct ClientBody {
+    /// Its bytes: every backend that forwards it, and every retry or hedge
+    /// of that call, sends these (a clone is a reference count).
+    pub(crate) bytes: Bytes,
+    /// Its `content-type`, sent with it when it is forwarded.
+    pub(crate) content_type: Option<HeaderValue>,
+    /// Its `content-encoding`, sent with it when it is forwarded.
+    pub(crate) content_encoding: Option<HeaderValue>,
+    /// Its JSON, when a template reads it.
+    pub(crate) json: Option<Value>,
+}
+
+impl Inputs {
+    /// The top-level claim `name` of the verified token, when it is a string.
+    #[allow(dead_code)] // for the rate limiter's `key: claim:NAME`
+    pub(crate) fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.as_deref()?.get(name)?.as_str()
+    }
+
+    /// The value the client's request gives `var` (a route capture, a
+    /// forwarded query value, a field of its JSON body, a claim of its
+    /// token); `None` for a dependency's field, which the request does not
+    /// give.
+    pub(crate) fn get(&self, var: &Var) -> Option<Found<'_>> {
+        fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<Found<'a>> {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| Found::Text(v.as_str()))
+        }
+        match var {
+            Var::Route(name) => find(&self.params, name),
+            Var::Query(name) => find(&self.query, name),
+            Var::Body(path) => lookup(self.body.as_ref()?.json.as_ref()?, path).map(Found::Json),
+            Var::Jwt(path) => crate::auth::claim(self.claims.as_deref()?, path).map(Found::Json),
+            Var::Field { .. } => None,
+        }
+    }
+}
+
+impl Values for Inputs {
+    fn get(&self, var: &Var) -> Option<Found<'_>> {
+        Inputs::get(self, var)
+    }
 }
 
 /// Everything the backend tasks of one request share.
@@ -30,6 +97,10 @@ pub(crate) struct RequestState<T> {
     pub(crate) answers: Answers,
     /// What the policies did for each backend call, for the dashboard.
     pub(crate) reports: Box<[CallReport]>,
+    /// Each backend's response headers that reach the client
+    /// (`return_headers`), once it answered; empty when no backend of the
+    /// endpoint returns any.
+    pub(crate) returned: Box<[OnceLock<HeaderMap>]>,
     /// How calls are sent.
     pub(crate) transport: T,
 }
@@ -43,6 +114,17 @@ impl<T: Transport> RequestState<T> {
                 .iter()
                 .map(|_| CallReport::default())
                 .collect(),
+            // Only endpoints that return headers have the slots (an empty
+            // slice allocates nothing).
+            returned: if endpoint
+                .backends
+                .iter()
+                .any(|b| !b.return_headers.is_empty())
+            {
+                endpoint.backends.iter().map(|_| OnceLock::new()).collect()
+            } else {
+                Box::default()
+            },
             endpoint,
             inputs,
             transport,

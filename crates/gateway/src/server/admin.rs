@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{Connections, Gateway, Peer, error};
+use super::{ConnectionLimit, Connections, Gateway, Peer, error};
 use crate::{
     dashboard::KEPT,
     metrics::{
@@ -24,6 +24,7 @@ use crate::{
         TARGET_STATE,
     },
     resilience::BreakerState,
+    respond::json_response,
     upstream::TargetState,
 };
 
@@ -40,7 +41,7 @@ pub async fn serve_admin(
     gateway.recorder.enable();
     let connections = Connections {
         grace: std::time::Duration::from_secs(1),
-        max_connections: 256,
+        max_connections: ConnectionLimit::new(256),
         ..Connections::default()
     };
     connections
@@ -166,6 +167,19 @@ fn redacted_config(gateway: &Gateway) -> Value {
             }
         }
     }
+    // Hashes, but of keys that may be short enough to guess from them.
+    if let Some(schemes) = config.get_mut("auth").and_then(Value::as_object_mut) {
+        for scheme in schemes.values_mut() {
+            if let Some(keys) = scheme
+                .pointer_mut("/api_key/keys")
+                .and_then(Value::as_array_mut)
+            {
+                for key in keys {
+                    *key = Value::from("<redacted>");
+                }
+            }
+        }
+    }
     config
 }
 
@@ -185,7 +199,7 @@ fn upstream_stats(gateway: &Gateway) -> Value {
                 .map(|t| {
                     let (in_flight, calls, failed) = t.counts();
                     json!({
-                        "target": t.authority.as_str(),
+                        "target": t.authority,
                         "state": t.state(now).as_str(),
                         "calls": calls,
                         "share": calls as f64 / total.max(1) as f64,
@@ -208,7 +222,7 @@ fn record_upstream_state(gateway: &Gateway) {
         for target in upstream.targets.all().iter() {
             let labels = [
                 ("upstream", upstream.name.clone()),
-                ("target", target.authority.to_string()),
+                ("target", target.authority.clone()),
             ];
             let (in_flight, calls, failed) = target.counts();
             let state = match target.state(now) {
@@ -240,11 +254,5 @@ fn record_upstream_state(gateway: &Gateway) {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, Bytes::from(body.to_string())).map(Full::new)
 }

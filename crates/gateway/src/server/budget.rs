@@ -7,6 +7,14 @@
 //! progress for the connection's write timeout, and the bytes not taken yet
 //! stay counted until the body is dropped (the stream ends or is reset, the
 //! connection closes).
+//!
+//! A streamed body (a pass-through) is read from its upstream only when
+//! hyper asks for the next chunk, which it does as the client takes bytes:
+//! a client that does not read stops the upstream read (backpressure), and
+//! the gateway holds at most one upstream frame of it, counted like any
+//! response bytes while it waits. A stream is admitted while its connection
+//! and the gateway are within their bounds, and keeps its connection busy
+//! (not idle) while it is open, since its upstream may pause between frames.
 
 use std::{
     pin::Pin,
@@ -21,7 +29,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::{connections::Activity, error};
+use super::{
+    connections::{Activity, Streaming},
+    error,
+};
+use crate::{client::BoxError, run::Streamed};
 
 /// How much a chunk handed to hyper holds at most: small enough that hyper
 /// asks for the next one only as the client reads, large enough to cost
@@ -47,7 +59,17 @@ impl ResponseBudget {
 
     /// The response to send on a connection: `response` itself if its body
     /// fits in what is left, else a 503 that says why.
-    pub(crate) fn admit(&self, response: Response<Bytes>, activity: &Activity) -> Response<Reply> {
+    pub(crate) fn admit(
+        &self,
+        response: Response<Outgoing>,
+        activity: &Activity,
+    ) -> Response<Reply> {
+        let (parts, body) = response.into_parts();
+        let (bytes, stream) = match body {
+            Outgoing::Full(bytes) => (bytes, None),
+            Outgoing::Streamed(stream) => (Bytes::new(), Some(stream)),
+        };
+        let response = Response::from_parts(parts, bytes);
         let n = response.body().len() as u64;
         let fits_connection = activity.pending() + n <= self.max_per_connection;
         let fits_total = fits_connection
@@ -67,26 +89,49 @@ impl ResponseBudget {
             return shed.map(|body| Reply {
                 rest: body,
                 held: None,
+                stream: None,
             });
         }
         activity.hold(n);
+        let streaming = stream.map(|stream| (stream, activity.streaming()));
         response.map(|body| Reply {
             rest: body,
             held: Some(Held {
                 activity: activity.clone(),
                 total: self.total.clone(),
             }),
+            stream: streaming,
         })
+    }
+}
+
+/// A response body as the gateway makes it.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Whole: a merged answer, an error.
+    Full(Bytes),
+    /// Streamed from an upstream: a pass-through's answer.
+    Streamed(Streamed),
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(bytes: Bytes) -> Outgoing {
+        Outgoing::Full(bytes)
     }
 }
 
 /// A response body whose unsent bytes count against the budget.
 #[derive(Debug)]
 pub(crate) struct Reply {
+    /// Bytes held, not taken yet: a whole body, or the rest of a streamed
+    /// frame.
     rest: Bytes,
     /// Where its bytes are counted (`None`: a small answer of the gateway's
     /// own, not counted).
     held: Option<Held>,
+    /// The stream the next bytes come from, and the mark that keeps the
+    /// connection busy while it is open.
+    stream: Option<(Streamed, Streaming)>,
 }
 
 #[derive(Debug)]
@@ -96,6 +141,11 @@ struct Held {
 }
 
 impl Held {
+    fn hold(&self, n: usize) {
+        self.activity.hold(n as u64);
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn release(&self, n: usize, taken: bool) {
         self.activity.release(n as u64, taken);
         self.total.fetch_sub(n as u64, Ordering::Relaxed);
@@ -104,18 +154,42 @@ impl Held {
 
 impl Body for Reply {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.rest.is_empty() {
-            return Poll::Ready(None);
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            let Some((stream, _)) = &mut this.stream else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(stream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        // Counted while it waits to be taken, chunk by chunk.
+                        if let Some(held) = &this.held {
+                            held.hold(data.len());
+                        }
+                        this.rest = data;
+                    }
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                Poll::Ready(None) => {
+                    this.stream = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        let n = self.rest.len().min(CHUNK);
-        let chunk = self.rest.split_to(n);
-        if let Some(held) = &self.held {
+        let n = this.rest.len().min(CHUNK);
+        let chunk = this.rest.split_to(n);
+        if let Some(held) = &this.held {
             held.release(n, true);
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -123,10 +197,26 @@ impl Body for Reply {
 
     fn is_end_stream(&self) -> bool {
         self.rest.is_empty()
+            && self
+                .stream
+                .as_ref()
+                .is_none_or(|(stream, _)| stream.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
+        let rest = self.rest.len() as u64;
+        match &self.stream {
+            None => SizeHint::with_exact(rest),
+            Some((stream, _)) => {
+                let coming = stream.size_hint();
+                let mut hint = SizeHint::new();
+                if let Some(upper) = coming.upper() {
+                    hint.set_upper(upper + rest);
+                }
+                hint.set_lower(coming.lower() + rest);
+                hint
+            }
+        }
     }
 }
 

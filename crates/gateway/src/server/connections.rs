@@ -36,6 +36,7 @@ use tokio::{
     task::JoinSet,
     time::Instant,
 };
+use tokio_util::either::Either;
 
 /// How a listener serves its connections. Every limit is on by default.
 #[derive(Clone, Debug)]
@@ -46,8 +47,8 @@ pub struct Connections {
     /// On shutdown, how long in-flight requests may take to finish.
     pub grace: Duration,
     /// Connections open at once at most; beyond it a new one is answered 503
-    /// and closed.
-    pub max_connections: usize,
+    /// and closed. Listeners given clones of one limit share it.
+    pub max_connections: ConnectionLimit,
     /// A connection with no request in flight and nothing waiting to be sent
     /// for this long is closed.
     pub idle_timeout: Option<Duration>,
@@ -74,11 +75,55 @@ impl Default for Connections {
         Connections {
             header_read_timeout: Some(Duration::from_secs(10)),
             grace: Duration::from_secs(10),
-            max_connections: 10_000,
+            max_connections: ConnectionLimit::new(10_000),
             idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(30)),
             tls: None,
         }
+    }
+}
+
+/// A cap on connections open at once, counted across every listener that
+/// holds a clone of it: the serving threads of one gateway share one cap, so
+/// `server.max_connections` bounds the process, not each thread.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl ConnectionLimit {
+    /// At most `max` connections open at once.
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            max,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Connections open now, on every listener sharing this limit.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// A slot for one more connection, or `None` at the cap.
+    fn try_open(&self) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Slot(self.open.clone()))
+    }
+}
+
+/// One open connection's place under its [`ConnectionLimit`], given back
+/// when the connection ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -163,6 +208,13 @@ impl Activity {
         }
     }
 
+    /// Marks the connection busy while a streamed response body is open: its
+    /// upstream may pause between frames, and that is not the client idling.
+    pub(crate) fn streaming(&self) -> Streaming {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        Streaming(self.clone())
+    }
+
     fn write_blocked(&self, blocked: bool) {
         let state = &self.0.blocked_since;
         if !blocked {
@@ -231,6 +283,16 @@ impl Activity {
     }
 }
 
+/// A streamed response body open on a connection ([`Activity::streaming`]).
+#[derive(Debug)]
+pub(crate) struct Streaming(Activity);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A TCP stream that reports to its connection's [`Activity`] when the
     /// socket refuses writes and when it takes them again.
@@ -241,69 +303,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// A connection's stream: plain, or TLS over it.
-enum ServerIo {
-    Plain(Watched),
-    Tls(Box<tokio_rustls::server::TlsStream<Watched>>),
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Plain(s) => s.is_write_vectored(),
-            ServerIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection's stream: plain (left), or TLS over it (right).
+type ServerIo = Either<Watched, Box<tokio_rustls::server::TlsStream<Watched>>>;
 
 impl AsyncRead for Watched {
     fn poll_read(
@@ -456,12 +457,12 @@ impl Connections {
                         }
                     };
                     while connections.try_join_next().is_some() {}
-                    if connections.len() >= self.max_connections {
+                    let Some(slot) = self.max_connections.try_open() else {
                         // Shed: say why, then close (a blocked write is not waited for).
                         let _ = stream.try_write(TOO_MANY);
-                        tracing::debug!(%addr, max = self.max_connections, "connection refused: too many");
+                        tracing::debug!(%addr, max = self.max_connections.max, "connection refused: too many");
                         continue;
-                    }
+                    };
                     let _ = stream.set_nodelay(true);
                     let activity = Activity::new();
                     let service = Tracked {
@@ -478,13 +479,14 @@ impl Connections {
                         write_timeout: self.write_timeout,
                     };
                     connections.spawn(async move {
-                        let io = match tls {
-                            None => ServerIo::Plain(watched),
+                        let _slot = slot;
+                        let io: ServerIo = match tls {
+                            None => Either::Left(watched),
                             Some(acceptor) => {
                                 // The handshake is part of the time to start a request.
                                 let limit = timers.header_read_timeout.unwrap_or(Duration::from_secs(10));
                                 match tokio::time::timeout(limit, acceptor.accept(watched)).await {
-                                    Ok(Ok(stream)) => ServerIo::Tls(Box::new(stream)),
+                                    Ok(Ok(stream)) => Either::Right(Box::new(stream)),
                                     Ok(Err(e)) => {
                                         tracing::debug!(error = %e, %addr, "TLS handshake failed");
                                         return;

@@ -3,80 +3,136 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header, request::Parts};
+use http_body_util::BodyExt;
+use hyper::body::Body;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::Gateway;
+use super::{Gateway, budget::Outgoing};
 use crate::{
+    client::BoxError,
     config::Method,
     headers::named_in_connection,
-    plan::{Captures, EndpointPlan, template::Var},
-    respond::respond,
-    run::{self, Inputs},
+    plan::{Captures, EndpointPlan, ReadsBody},
+    resilience::CallReport,
+    respond::{json_response, respond},
+    run::{self, ClientBody, Inputs, Outcome, Upload, Verdict},
+    shape,
+    template::{Found, Var, url},
 };
 
 impl Gateway {
     /// Answers one request from `peer`.
-    pub(crate) async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Bytes> {
+    pub(crate) async fn handle<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Outgoing>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let arrived = Instant::now();
         let plan = self.plan.load_full();
-        let path = request.uri().path();
-        let Some(method) = Method::parse(request.method().as_str()) else {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let Some(method) = Method::parse(parts.method.as_str()) else {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {} is not served", request.method()),
-            );
+                format!("method {} is not served", parts.method),
+            )
+            .map(Outgoing::from);
         };
         let Some((endpoint, params)) = plan.route(method, path) else {
-            if plan.serves_path(path) {
-                return error(
+            let answer = if plan.serves_path(path) {
+                error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     format!("{path} is not served for {}", method.as_str()),
-                );
-            }
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no endpoint for {} {path}", method.as_str()),
-            );
+                )
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("no endpoint for {} {path}", method.as_str()),
+                )
+            };
+            return answer.map(Outgoing::from);
         };
-        let declared = request
-            .headers()
+        let endpoint = endpoint.clone();
+        // Credentials before anything else about the request: a client
+        // without them learns nothing of what the endpoint would accept.
+        let claims = match self.authenticate(&endpoint, &parts.headers).await {
+            Ok(claims) => claims,
+            Err(refused) => return refused.map(Outgoing::from),
+        };
+        let answer = match self.admit(&parts, &endpoint, params, peer, claims) {
+            Err((status, message)) => error(status, message),
+            Ok(mut inputs) => {
+                inputs.arrived = Some(arrived);
+                if endpoint.proxy {
+                    return self.pass(&endpoint, inputs, body, method).await;
+                }
+                match read_body(&endpoint, &parts.headers, body, arrived).await {
+                    Err((status, message)) => error(status, message),
+                    Ok(body) => {
+                        inputs.body = body;
+                        match check_client_values(&endpoint, &inputs) {
+                            Err(message) => error(StatusCode::BAD_REQUEST, message),
+                            Ok(()) => self.run(&endpoint, inputs, method).await,
+                        }
+                    }
+                }
+            }
+        };
+        answer.map(Outgoing::from)
+    }
+
+    /// What the request may bring on, or why it is refused before anything
+    /// else: a declared body over the endpoint's limit (413), a broken Host
+    /// (400), a route or query value that is not UTF-8 (400).
+    fn admit(
+        &self,
+        parts: &Parts,
+        endpoint: &EndpointPlan,
+        params: Captures<'_>,
+        peer: SocketAddr,
+        claims: Option<std::sync::Arc<crate::auth::Claims>>,
+    ) -> Result<Inputs, Refusal> {
+        let declared = parts
+            .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > plan.server.max_request_body) {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than the {} bytes allowed",
-                    plan.server.max_request_body
-                ),
-            );
+        if declared.is_some_and(|n| n > endpoint.max_body) {
+            return Err(too_large(endpoint.max_body));
         }
-        if request.version() == http::Version::HTTP_11
-            && request.headers().get_all(header::HOST).iter().count() != 1
+        if parts.version == http::Version::HTTP_11
+            && parts.headers.get_all(header::HOST).iter().count() != 1
         {
-            return error(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2)".into(),
-            );
+            ));
         }
-        let inputs = match inputs(&request, endpoint, params, peer) {
-            Ok(inputs) => inputs,
-            Err(message) => return error(StatusCode::BAD_REQUEST, message),
-        };
+        inputs(parts, endpoint, params, peer, claims)
+            .map_err(|message| (StatusCode::BAD_REQUEST, message))
+    }
+
+    /// Runs an endpoint's backends for one request, answers, and records
+    /// what happened.
+    async fn run(
+        &self,
+        endpoint: &std::sync::Arc<EndpointPlan>,
+        inputs: Inputs,
+        method: Method,
+    ) -> Response<Bytes> {
         // A span per request; each backend call's span (opened by the task
         // group) is its child, and carries the trace to the backend.
-        let span = tracing::info_span!(
-            "request",
-            otel.name = %endpoint.route,
-            http.request.method = method.as_str(),
-            http.route = %endpoint.route,
-            http.response.status_code = tracing::field::Empty,
-        );
+        let span = request_span(endpoint, method);
         let _in_flight = crate::metrics::InFlight::start();
-        let outcome = run::execute(
+        let mut outcome = run::execute(
             endpoint,
             inputs,
             self.client.clone(),
@@ -84,10 +140,76 @@ impl Gateway {
         )
         .instrument(span.clone())
         .await;
-        let response = respond(endpoint, &outcome);
-        let status = response.status().as_u16();
+        let response = respond(endpoint, &mut outcome);
+        self.record(endpoint, &outcome, response.status().as_u16(), &span);
+        response
+    }
+
+    /// Passes one request of a pass-through endpoint to its upstream: the
+    /// body streamed up, the answer streamed back.
+    async fn pass<B>(
+        &self,
+        endpoint: &std::sync::Arc<EndpointPlan>,
+        inputs: Inputs,
+        body: B,
+        method: Method,
+    ) -> Response<Outgoing>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Err(message) = check_client_values(endpoint, &inputs) {
+            return error(StatusCode::BAD_REQUEST, message).map(Outgoing::from);
+        }
+        let span = request_span(endpoint, method);
+        let _in_flight = crate::metrics::InFlight::start();
+        let upload = Upload::new(body, endpoint.max_body);
+        let report = CallReport::default();
+        let passed = run::pass(endpoint, &inputs, &upload, &self.client, &report)
+            .instrument(span.clone())
+            .await;
+        let (result, response) = match passed {
+            Ok(run::Passed(response)) => (
+                Ok(shape::Body::Value(serde_json::Value::Null)),
+                Ok(response),
+            ),
+            Err(e) => (Err(e), Err(())),
+        };
+        let mut outcome = Outcome {
+            verdict: if result.is_ok() {
+                Verdict::Complete
+            } else {
+                Verdict::RequiredFailed(0)
+            },
+            results: vec![result],
+            timeline: None,
+            reports: Box::new([report]),
+            headers: vec![None],
+            took: inputs.arrived.map(|a| a.elapsed()).unwrap_or_default(),
+        };
+        let answer = match response {
+            Ok(response) => response.map(Outgoing::Streamed),
+            Err(()) if upload.over_limit() => {
+                let (status, message) = too_large(endpoint.max_body);
+                error(status, message).map(Outgoing::from)
+            }
+            Err(()) => respond(endpoint, &mut outcome).map(Outgoing::from),
+        };
+        self.record(endpoint, &outcome, answer.status().as_u16(), &span);
+        answer
+    }
+
+    /// What is recorded of a request: its span's status, the dashboard's
+    /// waterfall, a log line and the metrics.
+    fn record(
+        &self,
+        endpoint: &EndpointPlan,
+        outcome: &Outcome,
+        status: u16,
+        span: &tracing::Span,
+    ) {
         span.record("http.response.status_code", status);
-        self.recorder.record_run(endpoint, &outcome, status);
+        self.recorder.record_run(endpoint, outcome, status);
         tracing::info!(
             endpoint = endpoint.route,
             status,
@@ -103,18 +225,206 @@ impl Gateway {
                 .iter()
                 .map(|r| r.as_ref().err().map(|e| e.kind)),
         );
-        response
     }
 }
 
+/// The longest a request waits for its issuer's keys to be fetched (a token
+/// naming a key the gateway has not seen, or a gateway that has not fetched
+/// the keys yet), within the endpoint's deadline: then it is refused (401
+/// for an unknown key, 503 when there are no keys at all).
+const KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Gateway {
+    /// The claims of the request's verified token (`None` when the endpoint
+    /// needs none, or an API key was accepted), or the answer to a request
+    /// its endpoint's authentication refused, counted and recorded like any
+    /// other answer.
+    async fn authenticate(
+        &self,
+        endpoint: &EndpointPlan,
+        headers: &HeaderMap,
+    ) -> Result<Option<std::sync::Arc<crate::auth::Claims>>, Response<Bytes>> {
+        let Some(auth) = &endpoint.auth else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let wait = endpoint.deadline.min(KEY_WAIT);
+        let refusal = match auth.check(headers, wait).await {
+            Ok(claims) => return Ok(claims),
+            Err(refusal) => refusal,
+        };
+        let took = started.elapsed();
+        let status = refusal.status;
+        let mut response = error(status, refusal.message);
+        for challenge in refusal.challenges {
+            response
+                .headers_mut()
+                .append(header::WWW_AUTHENTICATE, challenge);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        endpoint
+            .meters
+            .record(status.as_u16(), took, std::iter::empty());
+        metrics::counter!(
+            crate::metrics::AUTH_REFUSED,
+            "endpoint" => endpoint.route.clone(),
+            "reason" => refusal.reason
+        )
+        .increment(1);
+        self.recorder
+            .record_refused(endpoint, status.as_u16(), took);
+        tracing::info!(
+            endpoint = endpoint.route,
+            status = status.as_u16(),
+            reason = refusal.reason,
+            "request refused"
+        );
+        Err(response)
+    }
+}
+
+fn request_span(endpoint: &EndpointPlan, method: Method) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        otel.name = %endpoint.route,
+        http.request.method = method.as_str(),
+        http.route = %endpoint.route,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// The client's body, when the endpoint uses it: read whole within the
+/// endpoint's limit (413 past it, however it is sent) and its deadline (408:
+/// the client did not send it in time), then parsed when a template reads
+/// its JSON (400 when it is not JSON the gateway can read). Decided before
+/// any call.
+async fn read_body<B>(
+    endpoint: &EndpointPlan,
+    headers: &HeaderMap,
+    body: B,
+    arrived: Instant,
+) -> Result<Option<ClientBody>, Refusal>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    if endpoint.reads_body == ReadsBody::No {
+        return Ok(None);
+    }
+    let max = endpoint.max_body;
+    // Into one buffer, sized from the declared length (already checked
+    // against the limit): the body is held once, not once in frames and
+    // again joined.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(max);
+    let read = async {
+        let mut body = body;
+        let mut buffer = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let e: BoxError = e.into();
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body was cut off: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if (buffer.len() + data.len()) as u64 > max {
+                    return Err(too_large(max));
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    let bytes = tokio::time::timeout_at(arrived + endpoint.deadline, read)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within the endpoint's deadline of {:?}",
+                    endpoint.deadline
+                ),
+            )
+        })??;
+    let content_encoding = headers.get(header::CONTENT_ENCODING).cloned();
+    let json = if endpoint.reads_body == ReadsBody::Json {
+        let first = endpoint
+            .client_values
+            .iter()
+            .find(|v| matches!(v.var, Var::Body(_)))
+            .map(|v| v.var.to_string())
+            .unwrap_or_default();
+        let bad = |why: String| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the request body is {why}, and {first} needs its JSON"),
+            )
+        };
+        if let Some(encoding) = content_encoding.as_ref().filter(|e| *e != "identity") {
+            return Err(bad(format!(
+                "encoded ({})",
+                String::from_utf8_lossy(encoding.as_bytes())
+            )));
+        }
+        if run::nesting_exceeds(&bytes, endpoint.limits.max_depth) {
+            return Err(bad(format!(
+                "JSON nested deeper than {} levels",
+                endpoint.limits.max_depth
+            )));
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(json) => Some(json),
+            Err(e) => return Err(bad(format!("not JSON ({e})"))),
+        }
+    } else {
+        None
+    };
+    Ok(Some(ClientBody {
+        bytes,
+        content_type: headers.get(header::CONTENT_TYPE).cloned(),
+        content_encoding,
+        json,
+    }))
+}
+
+/// Every value of the client's request that the endpoint's templates use is
+/// there and fits where it goes, or the request is a 400 naming it, before
+/// any call.
+fn check_client_values(endpoint: &EndpointPlan, inputs: &Inputs) -> Result<(), String> {
+    for needed in &endpoint.client_values {
+        let var = &needed.var;
+        let found: Option<Found<'_>> = inputs.get(var);
+        if found.is_none() {
+            return Err(match var {
+                Var::Body(path) => format!("the request body has no `{path}` ({var})"),
+                Var::Jwt(_) => format!("no value for {var}: the token has no such claim"),
+                _ => format!("no value for {var}: the request lacks it"),
+            });
+        }
+        if let Some(place) = needed.in_url {
+            url::fill(var, found, place)?;
+        }
+    }
+    Ok(())
+}
+
 /// What the request brings for the endpoint's templates and forwarding, or
-/// why it is a 400: a value its templates need is missing, not UTF-8, or
-/// empty where it would fill a path segment. Decided before any call.
-fn inputs<B>(
-    request: &Request<B>,
+/// why it is a 400: a route capture or query value that is not UTF-8.
+fn inputs(
+    parts: &Parts,
     endpoint: &EndpointPlan,
     params: Captures<'_>,
     peer: SocketAddr,
+    claims: Option<std::sync::Arc<crate::auth::Claims>>,
 ) -> Result<Inputs, String> {
     let params = params
         .into_iter()
@@ -124,7 +434,7 @@ fn inputs<B>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut query = Vec::new();
-    for pair in request.uri().query().unwrap_or("").split('&') {
+    for pair in parts.uri.query().unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| {
             let s = s.replace('+', " ");
@@ -139,33 +449,54 @@ fn inputs<B>(
             decode(value).map_err(|_| format!("query parameter `{key}` is not valid UTF-8"))?;
         query.push((key, value));
     }
-    for needed in &endpoint.client_values {
-        let value = match &needed.var {
-            Var::Route(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            Var::Query(name) => query.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            Var::Field { .. } => continue,
-        };
-        match value {
-            None => return Err(format!("no value for {}: the request lacks it", needed.var)),
-            Some(v) if v.is_empty() && needed.in_path => {
-                return Err(format!(
-                    "{} is empty, and would leave an empty path segment",
-                    needed.var
-                ));
+    let mut headers = forwarded_headers(
+        &parts.headers,
+        &endpoint.forward_headers,
+        parts.uri.authority(),
+        peer,
+    );
+    if endpoint.proxy {
+        // What a pass-through needs to describe the body it streams and the
+        // answer the client can take.
+        for name in PASSED_REPRESENTATION {
+            if named_in_connection(&parts.headers, &name) {
+                continue;
             }
-            Some(_) => {}
+            for value in parts.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
         }
+    }
+    if let Some(auth) = &endpoint.auth {
+        auth.set_claim_headers(claims.as_deref(), &mut headers);
     }
     Ok(Inputs {
         params,
         query,
-        headers: forwarded_headers(
-            request.headers(),
-            &endpoint.forward_headers,
-            request.uri().authority(),
-            peer,
-        ),
+        headers,
+        claims,
+        body: None,
+        arrived: None,
     })
+}
+
+/// The client's headers a pass-through sends on besides `forward_headers`.
+const PASSED_REPRESENTATION: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+];
+
+/// Why a request is answered by the gateway itself, before any call.
+type Refusal = (StatusCode, String);
+
+fn too_large(max: u64) -> Refusal {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than the {max} bytes allowed"),
+    )
 }
 
 /// `name=outcome` for each backend, written straight into the log line.
@@ -226,11 +557,5 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 /// A JSON error answer from the gateway itself.
 pub(crate) fn error(status: StatusCode, message: String) -> Response<Bytes> {
     let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
-    let mut response = Response::new(Bytes::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, Bytes::from(body))
 }

@@ -9,7 +9,7 @@ mod intake;
 mod tls;
 
 pub use admin::serve_admin;
-pub use connections::{Connections, MAX_CONCURRENT_STREAMS, Peer};
+pub use connections::{ConnectionLimit, Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
 pub use tls::{ServerTls, TlsError};
 
@@ -40,6 +40,9 @@ pub struct Gateway {
     recorder: Arc<Recorder>,
     /// Response bytes waiting for clients, shared by every serving thread.
     budget: budget::ResponseBudget,
+    /// Open client connections (`server.max_connections`), shared by every
+    /// serving thread.
+    connections: ConnectionLimit,
 }
 
 impl Gateway {
@@ -53,6 +56,7 @@ impl Gateway {
                 limits.response_buffer_per_connection,
                 limits.response_buffer_total,
             ),
+            connections: ConnectionLimit::new(limits.max_connections),
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             client: HttpClient::new(),
             ready: Arc::new(AtomicBool::new(false)),
@@ -98,7 +102,7 @@ pub async fn serve(
     let connections = Connections {
         header_read_timeout: Some(limits.header_read_timeout),
         grace: limits.shutdown_grace,
-        max_connections: limits.max_connections,
+        max_connections: gateway.connections.clone(),
         idle_timeout: Some(limits.idle_timeout),
         write_timeout: Some(limits.write_timeout),
         tls: None,

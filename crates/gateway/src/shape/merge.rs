@@ -13,6 +13,8 @@ use indexmap::{IndexMap, map::Entry};
 use serde_json::Map;
 use serde_json::Value;
 
+use serde_json::value::RawValue;
+
 use super::FieldPath;
 use super::json::{Json, object_members, write_compact};
 
@@ -88,12 +90,31 @@ pub(crate) struct Merged<'a> {
 
 type Object<'a> = IndexMap<Cow<'a, str>, Node<'a>, foldhash::fast::RandomState>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Node<'a> {
     /// JSON text as a backend sent it (checked when it arrived).
     Raw(&'a str),
     Value(&'a Value),
     Object(Object<'a>),
+    /// Arrays concatenated by `append`.
+    Array(Vec<Node<'a>>),
+}
+
+/// Why a backend's answer could not be appended ([`Merged::append`]): a
+/// `decode` failure of that backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AppendError {
+    /// The answer (at its `into`) is not an array.
+    #[error("append: the answer is {0}, not an array")]
+    NotAnArray(&'static str),
+    /// What is already at `into` (or on the way there) is not an array.
+    #[error("append: `{at}` already holds {kind}, which an array cannot be appended to")]
+    Occupied {
+        /// The key, as a dot path.
+        at: String,
+        /// What it holds.
+        kind: &'static str,
+    },
 }
 
 /// Stands in for a node while it is taken out to be merged into.
@@ -127,6 +148,62 @@ impl<'a> Merged<'a> {
         }
     }
 
+    /// Concatenates the array of `body` (an answer whose `into` is `into`)
+    /// onto the array already at `into`, or starts it there. Arrays append in
+    /// the order of the calls to this, which is declaration order.
+    ///
+    /// # Errors
+    ///
+    /// When the answer is not an array, or `into` (or an object on the way
+    /// to it) already holds something else; the merge is then as if this
+    /// answer had not come.
+    pub(crate) fn append(
+        &mut self,
+        body: &'a Body,
+        into: &'a FieldPath,
+    ) -> Result<(), AppendError> {
+        let items = items(body, into)?;
+        let segments = into.segments();
+        let (last, parents) = segments
+            .split_last()
+            .expect("a parsed FieldPath has at least one segment");
+        let mut object = &mut self.root;
+        for (depth, segment) in parents.iter().enumerate() {
+            let node = object
+                .entry(Cow::Borrowed(segment.as_str()))
+                .or_insert_with(|| Node::Object(Object::default()));
+            if !node.is_object() {
+                return Err(AppendError::Occupied {
+                    at: segments[..=depth].join("."),
+                    kind: node.kind(),
+                });
+            }
+            if !matches!(node, Node::Object(_)) {
+                let taken = std::mem::replace(node, Node::Value(&NULL));
+                *node = Node::Object(taken.into_object());
+            }
+            let Node::Object(inner) = node else {
+                unreachable!("made an object just above");
+            };
+            object = inner;
+        }
+        match object.entry(Cow::Borrowed(last.as_str())) {
+            Entry::Vacant(slot) => {
+                slot.insert(Node::Array(items));
+            }
+            Entry::Occupied(mut slot) => {
+                let node = slot.get_mut();
+                let mut existing = node.array_items().ok_or_else(|| AppendError::Occupied {
+                    at: into.to_string(),
+                    kind: node.kind(),
+                })?;
+                existing.extend(items);
+                *node = Node::Array(existing);
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the gateway's own `_errors`, replacing nothing a backend sent
     /// (backends' `_errors` are never merged).
     pub(crate) fn insert_errors(&mut self, errors: &'a Value) {
@@ -157,6 +234,31 @@ impl<'a> Merged<'a> {
         out
     }
 
+    /// The value at `path` of the merged object, serialized compactly
+    /// (`response.root`), with `errors` added under [`ERRORS_KEY`] when that
+    /// value is an object (an array or a scalar has no place for them).
+    /// `None` when the merged object has nothing at `path`.
+    pub(crate) fn root_to_vec(&self, path: &FieldPath, errors: Option<&Value>) -> Option<Vec<u8>> {
+        let mut node = Cow::Borrowed(self.root.get(path.segments()[0].as_str())?);
+        for segment in &path.segments()[1..] {
+            let child = match &*node {
+                Node::Object(object) => object.get(segment.as_str()).cloned(),
+                other => other.clone().into_object().shift_remove(segment.as_str()),
+            };
+            node = Cow::Owned(child?);
+        }
+        let mut out = Vec::with_capacity(256);
+        match errors {
+            Some(errors) if node.is_object() => {
+                let mut object = node.into_owned().into_object();
+                object.insert(Cow::Borrowed(ERRORS_KEY), Node::Value(errors));
+                write_object(&object, &mut out);
+            }
+            _ => write_node(&node, &mut out),
+        }
+        Some(out)
+    }
+
     /// The merged object as a `serde_json` map.
     #[cfg(test)]
     pub(crate) fn to_map(&self) -> Map<String, Value> {
@@ -185,12 +287,74 @@ fn insert<'a>(target: &mut Object<'a>, key: Cow<'a, str>, value: Node<'a>) {
     }
 }
 
+/// The elements of an answer's array, found at its `into` when the answer
+/// is shaped (a shaped answer has its `into` applied).
+fn items<'a>(body: &'a Body, into: &FieldPath) -> Result<Vec<Node<'a>>, AppendError> {
+    let node = match body {
+        Body::Json(json) => Node::Raw(json.trimmed()),
+        Body::Value(value) => {
+            let inner = into
+                .segments()
+                .iter()
+                .try_fold(value, |v, key| v.get(key.as_str()));
+            Node::Value(inner.unwrap_or(&NULL))
+        }
+    };
+    node.array_items()
+        .ok_or_else(|| AppendError::NotAnArray(node.kind()))
+}
+
 impl<'a> Node<'a> {
     fn is_object(&self) -> bool {
         match self {
             Node::Raw(text) => text.starts_with('{'),
             Node::Value(value) => value.is_object(),
             Node::Object(_) => true,
+            Node::Array(_) => false,
+        }
+    }
+
+    /// What kind of JSON value it is, for errors.
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Object(_) => "an object",
+            Node::Array(_) => "an array",
+            Node::Value(value) => match value {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            },
+            Node::Raw(text) => match text.as_bytes().first() {
+                Some(b'{') => "an object",
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b'n') => "null",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            },
+        }
+    }
+
+    /// The elements of an array node, each still as it came; `None` for
+    /// anything else.
+    fn array_items(&self) -> Option<Vec<Node<'a>>> {
+        match self {
+            Node::Array(items) => Some(items.clone()),
+            Node::Value(Value::Array(items)) => Some(items.iter().map(Node::Value).collect()),
+            Node::Raw(text) if text.starts_with('[') => {
+                // Checked JSON when it arrived: this parse cannot fail.
+                let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+                Some(
+                    items
+                        .into_iter()
+                        .map(|item| Node::Raw(item.get()))
+                        .collect(),
+                )
+            }
+            _ => None,
         }
     }
 
@@ -207,7 +371,7 @@ impl<'a> Node<'a> {
                 .iter()
                 .map(|(key, value)| (Cow::Borrowed(key.as_str()), Node::Value(value)))
                 .collect(),
-            Node::Value(_) => Object::default(),
+            Node::Value(_) | Node::Array(_) => Object::default(),
         }
     }
 }
@@ -221,28 +385,45 @@ fn write_object(object: &Object<'_>, out: &mut Vec<u8>) {
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, key.as_ref());
         out.push(b':');
-        match node {
-            Node::Raw(text) => write_compact(text, out),
-            Node::Value(value) => {
-                let _ = serde_json::to_writer(&mut *out, value);
-            }
-            Node::Object(object) => write_object(object, out),
-        }
+        write_node(node, out);
     }
     out.push(b'}');
+}
+
+fn write_node(node: &Node<'_>, out: &mut Vec<u8>) {
+    match node {
+        Node::Raw(text) => write_compact(text, out),
+        Node::Value(value) => {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        Node::Object(object) => write_object(object, out),
+        Node::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_node(item, out);
+            }
+            out.push(b']');
+        }
+    }
 }
 
 #[cfg(test)]
 fn object_to_map(object: &Object<'_>) -> Map<String, Value> {
     object
         .iter()
-        .map(|(key, node)| {
-            let value = match node {
-                Node::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-                Node::Value(value) => (*value).clone(),
-                Node::Object(object) => Value::Object(object_to_map(object)),
-            };
-            (key.clone().into_owned(), value)
-        })
+        .map(|(key, node)| (key.clone().into_owned(), node_to_value(node)))
         .collect()
+}
+
+#[cfg(test)]
+fn node_to_value(node: &Node<'_>) -> Value {
+    match node {
+        Node::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        Node::Value(value) => (*value).clone(),
+        Node::Object(object) => Value::Object(object_to_map(object)),
+        Node::Array(items) => Value::Array(items.iter().map(node_to_value).collect()),
+    }
 }

@@ -960,3 +960,125 @@ fn example_field_paths_are_dotted() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(path.to_string(), "address.city");
     Ok(())
 }
+
+// ---- append and root ----
+
+/// The body a backend answers with `value` becomes: as received (`raw`),
+/// or reshaped, which applies its `into`.
+fn answer(value: &Value, into: &FieldPath, raw: bool) -> Body {
+    if raw {
+        Body::Json(Json::from_value(value))
+    } else {
+        Body::Value(
+            Shape {
+                into: Some(into.clone()),
+                ..Shape::default()
+            }
+            .apply(value.clone())
+            .unwrap(),
+        )
+    }
+}
+
+fn object_at<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
+    lookup(value, path.segments())
+}
+
+#[test]
+fn append_concatenates_in_the_order_of_the_calls() {
+    let into = path("feed.items");
+    let (a, b, c) = (json!([1, {"x": 2}]), json!([]), json!(["three"]));
+    let bodies = [
+        answer(&a, &into, true),
+        answer(&b, &into, false),
+        answer(&c, &into, true),
+    ];
+    let mut merged = Merged::default();
+    merged.add(&bodies[0], Some(&into));
+    merged.append(&bodies[1], &into).unwrap();
+    merged.append(&bodies[2], &into).unwrap();
+    let out: Value = serde_json::from_slice(&merged.to_vec()).unwrap();
+    assert_eq!(out, json!({"feed": {"items": [1, {"x": 2}, "three"]}}));
+    assert_eq!(
+        merged.root_to_vec(&into, None).unwrap(),
+        br#"[1,{"x":2},"three"]"#
+    );
+}
+
+#[test]
+fn append_starts_the_array_and_refuses_what_is_not_one() {
+    let into = path("a.b");
+    let mut merged = Merged::default();
+    let first = answer(&json!([1]), &into, true);
+    merged.append(&first, &into).unwrap();
+    let scalar = answer(&json!(7), &into, false);
+    assert_eq!(
+        merged.append(&scalar, &into).unwrap_err().to_string(),
+        "append: the answer is a number, not an array"
+    );
+    let blocker = Body::Json(Json::from_value(&json!({"a": 5})));
+    merged.add(&blocker, None);
+    let second = answer(&json!([2]), &into, true);
+    assert_eq!(
+        merged.append(&second, &into).unwrap_err().to_string(),
+        "append: `a` already holds a number, which an array cannot be appended to"
+    );
+    assert_eq!(
+        merged.to_vec(),
+        br#"{"a":5}"#,
+        "a later object wins, as in any merge"
+    );
+}
+
+#[test]
+fn a_root_reaches_into_raw_answers_and_carries_errors_only_in_an_object() {
+    let body = Body::Json(Json::from_value(&json!({"page": {"items": [1], "n": 1}})));
+    let mut merged = Merged::default();
+    merged.add(&body, None);
+    let errors = json!({"b": {"kind": "timeout"}});
+    assert_eq!(
+        merged
+            .root_to_vec(&path("page.items"), Some(&errors))
+            .unwrap(),
+        b"[1]"
+    );
+    assert_eq!(
+        merged.root_to_vec(&path("page"), Some(&errors)).unwrap(),
+        br#"{"items":[1],"n":1,"_errors":{"b":{"kind":"timeout"}}}"#
+    );
+    assert_eq!(merged.root_to_vec(&path("page.n.x"), None), None);
+    assert_eq!(merged.root_to_vec(&path("nope"), None), None);
+}
+
+proptest! {
+    /// Whatever was there and whatever comes, appending never panics and
+    /// the merge is still one JSON object; two arrays concatenate.
+    #[test]
+    fn append_never_panics_on_any_pair_of_values(
+        first in json_value(),
+        second in json_value(),
+        into in field_path(),
+        first_into in prop::option::of(field_path()),
+        raw in any::<bool>(),
+    ) {
+        let first_body = Body::Json(Json::from_value(&first));
+        let second_body = answer(&second, &into, raw);
+        let mut merged = Merged::default();
+        merged.add(&first_body, first_into.as_ref());
+        let appended = merged.append(&second_body, &into);
+        let out: Value = serde_json::from_slice(&merged.to_vec()).unwrap();
+        prop_assert!(out.is_object());
+        if let (Some(Value::Array(before)), Value::Array(added)) = (
+            first_into.as_ref().filter(|p| **p == into).map(|_| &first),
+            &second,
+        ) {
+            prop_assert!(appended.is_ok());
+            let mut expected = before.clone();
+            expected.extend(added.iter().cloned());
+            prop_assert_eq!(object_at(&out, &into), Some(&Value::Array(expected)));
+        }
+        if !second.is_array() {
+            prop_assert!(appended.is_err());
+        }
+    }
+}

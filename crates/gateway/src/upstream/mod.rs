@@ -4,12 +4,27 @@
 //! one takes the next attempt (power of two choices on peak-EWMA latency, or
 //! round robin).
 //!
-//! Written here rather than with tower's `balance`: its p2c balances over
-//! `Service`s it owns and picks each request independently, while here the
-//! attempts of one call (its retries and hedges) must go to *different*
-//! targets, each attempt goes through the upstream's policies as a closure,
-//! and a target's state (ejection, health) must outlive reloads. The cost
-//! function follows tower's `PeakEwma`: latency estimate × (in-flight + 1).
+//! Written here rather than with tower's `balance::p2c::Balance` over
+//! `load::PeakEwma`, which was the reference design:
+//! - `Balance` picks in `poll_ready(&mut self)` and sends in `call`, so one
+//!   balancer shared by every serving thread and every call in flight would
+//!   sit behind `tower::buffer` (a channel and a worker task per upstream: a
+//!   hop on every call, and every pick serialised through one task);
+//! - it picks each request on its own, while here the attempts of one call
+//!   (its retries and hedges) must go to *different* targets;
+//! - it knows a target only through its `Service`: ejection and health
+//!   would have to be `poll_ready` errors, which drop the service from the
+//!   balancer until discovery inserts it again, with its latency estimate
+//!   lost; here a target's state (ejection, health, estimate) outlives DNS
+//!   refreshes and reloads;
+//! - each attempt runs through the upstream's policies as a closure, not a
+//!   `Service` call.
+//!
+//! The cost function is tower's `PeakEwma`: latency estimate × (in-flight +
+//! 1), a slower sample counting in full at once and faster ones averaged in
+//! over a 10 s decay; one difference: an idle estimate decays toward the
+//! latency assumed of a new target rather than toward zero (see
+//! `target.rs`).
 //!
 //! The files: [`target`] (one target's state, ejection, latency), [`pick`]
 //! (balancing), [`discover`] (DNS and health checks in the background).
@@ -113,6 +128,9 @@ pub(crate) struct Targets {
     /// Round robin's position.
     next: AtomicUsize,
     started: AtomicBool,
+    /// Held by the call that resolves the names first; the calls arriving
+    /// meanwhile wait for its result instead of each looking them up.
+    first_lookup: tokio::sync::Mutex<()>,
     /// The DNS and health tasks, stopped with the targets.
     background: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -132,12 +150,7 @@ impl Targets {
         } = settings;
         let fixed: Vec<Arc<Target>> = sources
             .iter()
-            .filter_map(|s| {
-                Some(Arc::new(Target::new(
-                    SocketAddr::new(s.ip?, s.port),
-                    s.host_header.clone(),
-                )))
-            })
+            .filter_map(|s| Some(Arc::new(Target::new(SocketAddr::new(s.ip?, s.port), s))))
             .collect();
         Targets {
             upstream: upstream.to_owned(),
@@ -152,6 +165,7 @@ impl Targets {
             dns_refresh,
             next: AtomicUsize::new(0),
             started: AtomicBool::new(false),
+            first_lookup: tokio::sync::Mutex::new(()),
             background: Mutex::new(Vec::new()),
         }
     }
@@ -191,7 +205,10 @@ impl Targets {
     /// gateway whose background resolution has not finished yet).
     pub(crate) async fn ready(&self) {
         if self.has_names() && self.set.load().is_empty() {
-            discover::resolve(self).await;
+            let _first = self.first_lookup.lock().await;
+            if self.set.load().is_empty() {
+                discover::resolve(self).await;
+            }
         }
     }
 }
@@ -440,11 +457,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_address_of_a_name_is_a_target_and_a_failed_refresh_keeps_them() {
         let t = targets(0, Balance::RoundRobin, Some(RULE));
-        let source = named("users.internal");
+        let users = named("users.internal");
+        let orders = named("orders.internal");
         discover::install(
             &t,
-            vec![(addr(2), &source), (addr(1), &source), (addr(2), &source)],
-            None,
+            vec![(addr(2), &users), (addr(1), &users), (addr(2), &users)],
+            vec![],
         );
         let set: Vec<_> = t.all().iter().map(|t| t.addr).collect();
         assert_eq!(set, [addr(1), addr(2)], "sorted, without repeats");
@@ -455,20 +473,72 @@ mod tests {
             let lease = kept.lease();
             t.finish(lease, AttemptVerdict::Failed);
         }
-        discover::install(&t, vec![(addr(1), &source), (addr(3), &source)], None);
+        discover::install(&t, vec![(addr(1), &users), (addr(3), &users)], vec![]);
         let now = tokio::time::Instant::now();
         assert!(Arc::ptr_eq(&t.all()[0], &kept));
         assert_eq!(t.all()[0].state(now), TargetState::Ejected);
         assert_eq!(t.all()[1].addr, addr(3));
 
-        // A refresh that fails keeps the last good set, even a partial one.
-        discover::install(&t, vec![], Some("cannot resolve".into()));
+        // A refresh that fails keeps the last good set.
+        discover::install(&t, vec![], vec![(&users, "cannot resolve".into())]);
         assert_eq!(t.all().len(), 2);
-        discover::install(&t, vec![(addr(1), &source)], Some("one name failed".into()));
-        assert_eq!(t.all().len(), 2);
-        // A lookup that worked and found fewer addresses shrinks the set.
-        discover::install(&t, vec![(addr(3), &source)], None);
+        // With two names, one that fails keeps its addresses while the
+        // other's change.
+        discover::install(&t, vec![(addr(1), &users), (addr(4), &orders)], vec![]);
+        discover::install(
+            &t,
+            vec![(addr(5), &orders), (addr(6), &orders)],
+            vec![(&users, "cannot resolve `users.internal`".into())],
+        );
         let set: Vec<_> = t.all().iter().map(|t| t.addr).collect();
-        assert_eq!(set, [addr(3)]);
+        assert_eq!(set, [addr(1), addr(5), addr(6)]);
+        assert!(
+            Arc::ptr_eq(&t.all()[0], &kept),
+            "the kept target keeps its state"
+        );
+        // A lookup that worked and found fewer addresses shrinks the set.
+        discover::install(&t, vec![(addr(3), &users), (addr(5), &orders)], vec![]);
+        let set: Vec<_> = t.all().iter().map(|t| t.addr).collect();
+        assert_eq!(set, [addr(3), addr(5)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_never_resolved_says_why_its_calls_fail() {
+        let t = targets(0, Balance::P2c, Some(RULE));
+        let users = named("users.internal");
+        discover::install(
+            &t,
+            vec![],
+            vec![(&users, "cannot resolve `users.internal`: no address".into())],
+        );
+        let err = t.pick(&[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Connect);
+        assert!(
+            err.message.contains("cannot resolve `users.internal`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_grows_with_each_one_up_to_ten_times_base() {
+        let t = targets(4, Balance::RoundRobin, Some(RULE));
+        let first = t.all()[0].clone();
+        let now = tokio::time::Instant::now;
+        for times in 1..=12u32 {
+            for _ in 0..RULE.failures {
+                t.finish(first.lease(), AttemptVerdict::Failed);
+            }
+            assert_eq!(first.state(now()), TargetState::Ejected, "ejection {times}");
+            let lasts = RULE.base * times.min(10);
+            tokio::time::advance(lasts - Duration::from_millis(1)).await;
+            assert_eq!(first.state(now()), TargetState::Ejected, "ejection {times}");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert_eq!(
+                first.state(now()),
+                TargetState::Up,
+                "ejection {times} lasts {lasts:?}"
+            );
+        }
     }
 }

@@ -13,7 +13,8 @@ use std::{
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::EjectRule;
+use super::{EjectRule, Source};
+use crate::client::Dial;
 
 /// How long a latency sample keeps its weight (tower's PeakEwma default
 /// decay, as a time constant).
@@ -61,11 +62,15 @@ struct Record {
 pub(crate) struct Target {
     /// Where calls go.
     pub(crate) addr: SocketAddr,
-    /// `addr` as a URI authority (`[::1]:9101`), parsed once for the URIs
-    /// of every call.
-    pub(crate) authority: http::uri::Authority,
+    /// `addr` as a URI authority (`[::1]:9101`).
+    pub(crate) authority: String,
     /// The `Host` header calls carry (the name the URL gave).
     pub(crate) host_header: HeaderValue,
+    /// The host and port of the URL it came from (a name's lookup that
+    /// fails keeps that name's targets).
+    source: (String, u16),
+    /// Where its connections go, and the name TLS verifies.
+    pub(crate) dial: Arc<Dial>,
     in_flight: AtomicU32,
     healthy: AtomicBool,
     /// Attempts sent to it, and of them those that failed.
@@ -75,12 +80,13 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn new(addr: SocketAddr, host_header: HeaderValue) -> Target {
+    pub(crate) fn new(addr: SocketAddr, source: &Source) -> Target {
         Target {
-            authority: http::uri::Authority::try_from(addr.to_string())
-                .unwrap_or_else(|_| unreachable!("a socket address is an authority")),
+            authority: addr.to_string(),
             addr,
-            host_header,
+            host_header: source.host_header.clone(),
+            source: (source.host.clone(), source.port),
+            dial: Arc::new(Dial::new(addr, &source.host)),
             in_flight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             calls: AtomicU64::new(0),
@@ -93,6 +99,11 @@ impl Target {
                 times_ejected: 0,
             }),
         }
+    }
+
+    /// Whether it came from `source`.
+    pub(crate) fn is_from(&self, source: &Source) -> bool {
+        self.source.0 == source.host && self.source.1 == source.port
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {

@@ -1,5 +1,6 @@
 //! Black-box tests of the gateway crate. One test binary, one module per layer.
 
+mod auth;
 mod config;
 mod hostile;
 mod operate;
@@ -8,3 +9,4 @@ mod resilience;
 mod serve;
 mod support;
 mod upstreams;
+mod write;

@@ -8,13 +8,13 @@ use std::{
     time::Duration,
 };
 
+use fanout_mock::{Mock, MockServer, Reply};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 use super::support::*;
 
 /// The process-wide metrics recorder (one per test binary, as in `fanout serve`).
-fn metrics() -> PrometheusHandle {
+pub(crate) fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
@@ -23,9 +23,9 @@ fn metrics() -> PrometheusHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_reports_health_readiness_config_and_metrics() {
-    let b = Backend::start(&[
-        ("/a", json(r#"{"a":1}"#)),
-        ("/down", Reply::Json(500, "{}", Duration::ZERO)),
+    let b = backend(&[
+        ("/a", Reply::json(r#"{"a":1}"#)),
+        ("/down", Reply::json("{}").status(500)),
     ])
     .await;
     let gw = TestGateway::start(
@@ -39,20 +39,10 @@ endpoints:
       - { name: a, upstream: s, path: /a }
       - { name: down, upstream: d, path: /down }
 "#,
-        &[
-            ("S", format!("http://{}", b.addr)),
-            ("SECRET", "s3cret-value".into()),
-        ],
+        &[("S", b.url("")), ("SECRET", "s3cret-value".into())],
     )
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        Some(metrics()),
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(Some(metrics())).await);
 
     assert_eq!(get(&format!("{admin_url}/healthz")).await.status, 200);
     let ready = get(&format!("{admin_url}/readyz")).await;
@@ -98,12 +88,12 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_load_loses_no_request() {
-    let b = Backend::start(&[
+    let b = backend(&[
         ("/one", slow(5, r#"{"v":1}"#)),
         ("/two", slow(5, r#"{"v":2}"#)),
     ])
     .await;
-    let vars = [("S", format!("http://{}", b.addr))];
+    let vars = [("S", b.url(""))];
     let config = |path: &str| {
         format!(
             "upstreams: {{ s: {{ url: \"${{env.S}}\" }} }}\nendpoints:\n  - {{ route: GET /x, backends: [{{ name: x, upstream: s, path: {path}, required: true }}] }}\n"
@@ -156,25 +146,35 @@ async fn a_reload_under_load_loses_no_request() {
 /// A gateway whose requests give the dashboard something of each kind: a
 /// complete answer, a partial one (a timed-out optional call) and a fail-fast
 /// 502 (a cancelled sibling). Returns the admin URL.
-async fn gateway_with_history() -> (TestGateway, String, Backend) {
-    let b = Backend::start(&[
-        ("/fast", json(r#"{"fast":1}"#)),
-        ("/slow", slow(30_000, "{}")),
-        ("/fail", Reply::Json(500, "{}", Duration::from_millis(20))),
-        (
+async fn gateway_with_history() -> (TestGateway, String, MockServer) {
+    let b = Mock::builder()
+        .any("/fast", Reply::json(r#"{"fast":1}"#))
+        .any("/slow", slow(30_000, "{}"))
+        .any(
+            "/fail",
+            Reply::json("{}")
+                .status(500)
+                .delay(Duration::from_millis(20)),
+        )
+        // Fails once, then succeeds: retried.
+        .any(
             "/flaky",
-            Reply::Flaky(Arc::new(Default::default()), 1, r#"{"flaky":1}"#),
-        ),
-        (
+            [
+                Reply::json(r#"{"error":"flaky"}"#).status(503),
+                Reply::json(r#"{"flaky":1}"#),
+            ],
+        )
+        // Slow the first time only: hedged.
+        .any(
             "/slow-first",
-            Reply::SlowFirst(
-                Arc::new(Default::default()),
-                Duration::from_secs(30),
-                r#"{"hedged":1}"#,
-            ),
-        ),
-    ])
-    .await;
+            [
+                Reply::json(r#"{"hedged":1}"#).delay(Duration::from_secs(30)),
+                Reply::json(r#"{"hedged":1}"#),
+            ],
+        )
+        .start()
+        .await
+        .unwrap();
     let gw = TestGateway::start(
         r#"
 upstreams:
@@ -194,18 +194,11 @@ endpoints:
       - { name: fail, upstream: s, path: /fail, required: true }
       - { name: slow, upstream: s, path: /slow }
 "#,
-        &[("S", format!("http://{}", b.addr))],
+        &[("S", b.url(""))],
     )
     .await;
     // The dashboard records requests from when its admin API starts.
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = format!("http://{}", gw.admin(None).await);
     for path in [
         "/retried",
         "/hedged",
@@ -389,9 +382,9 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
 /// port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_threads_share_the_port_the_plan_and_the_shutdown() {
-    let b = Backend::start(&[
-        ("/v1", json(r#"{"version":1}"#)),
-        ("/v2", json(r#"{"version":2}"#)),
+    let b = backend(&[
+        ("/v1", Reply::json(r#"{"version":1}"#)),
+        ("/v2", Reply::json(r#"{"version":2}"#)),
     ])
     .await;
     let config = |path: &str| {
@@ -399,7 +392,7 @@ async fn serving_threads_share_the_port_the_plan_and_the_shutdown() {
             &format!(
                 "endpoints:\n  - route: GET /v\n    backends: [{{ name: v, url: \"${{env.B}}{path}\" }}]\n"
             ),
-            &[("B", base(&b))],
+            &[("B", b.url(""))],
         )
     };
     let listeners = fanout_gateway::bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
@@ -445,14 +438,7 @@ async fn the_admin_api_refuses_names_other_than_localhost() {
         &[],
     )
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = admin.local_addr().unwrap();
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let addr = gw.admin(None).await;
     let ask = |host: String| async move {
         let request =
             format!("GET /api/stats HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");

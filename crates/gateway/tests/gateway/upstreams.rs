@@ -2,11 +2,17 @@
 //! here, mTLS, HTTP/2 over TLS and h2c, several targets with failover,
 //! ejection and return, a name with two addresses, compressed bodies.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use fanout_mock::{Mock, MockServer, Reply, Script};
+use fanout_mock::{Gate, Mock, MockServer, Reply, Script};
 use http::Version;
-use tokio::net::TcpListener;
+use tokio::{io::AsyncReadExt, net::TcpListener};
 
 use super::{
     pki::{Pki, Validity},
@@ -88,6 +94,123 @@ async fn a_backend_certified_by_the_configured_ca_is_called_over_h2_on_one_conne
     );
 }
 
+/// Regression: with `http2: auto`, the calls that queued behind a target's
+/// first call were then sent one at a time, each holding the turn.
+#[tokio::test]
+async fn the_calls_waiting_for_a_first_h2_call_go_together_once_it_answered() {
+    let pki = Pki::new("internal");
+    let gate = Gate::new(5);
+    let mock = Mock::builder()
+        .any(
+            "/data",
+            [
+                Reply::json(OK).delay(Duration::from_millis(100)),
+                Reply::json(OK).gated(&gate),
+            ],
+        )
+        .tls(pki.server("b", &["127.0.0.1"], Validity::Now).server(None))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let gw = gateway(&format!(
+        "    url: {}\n    timeout: 5s\n    tls: {{ ca: {} }}",
+        mock.url(""),
+        path(&pki.ca_file())
+    ))
+    .await;
+    let url = gw.url("/x");
+    let calls = (0..6).map(|_| get(&url));
+    for got in futures::future::join_all(calls).await {
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    assert_eq!(
+        gate.arrived(),
+        5,
+        "the five after the first were in flight together"
+    );
+    assert_eq!(mock.stats().connections, 1);
+}
+
+/// A TCP proxy on `listener` to `to` that holds each new connection for
+/// `hold` before passing it on (a far backend, or a slow handshake: calls
+/// made meanwhile find no connection ready). It counts the connections it
+/// accepted; dropping the sender closes the listener and every connection.
+fn slow_proxy(
+    listener: TcpListener,
+    to: std::net::SocketAddr,
+    hold: Duration,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use std::sync::{Arc, atomic::AtomicUsize};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { return };
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    links.spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (accepted, stop)
+}
+
+/// Regression: once a target's h2 connection had closed (an idle timeout
+/// on the backend, a restart), a burst of calls each opened a TLS
+/// connection before ALPN said h2, and all but one were dropped: the h2
+/// benchmark's warm-ups made 48 handshakes for 6 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_h2_connection_closed_a_burst_to_a_target_opens_one_connection() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new("internal");
+    let mock = tls_mock(pki.server("b", &["127.0.0.1"], Validity::Now).server(None)).await;
+    let hold = Duration::from_millis(200);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, stop) = slow_proxy(listener, mock.addr(), hold);
+    let gw = gateway(&format!(
+        "    url: https://{addr}\n    tls: {{ ca: {} }}",
+        path(&pki.ca_file())
+    ))
+    .await;
+    let url = gw.url("/x");
+    let burst = || async {
+        for got in futures::future::join_all((0..10).map(|_| get(&url))).await {
+            assert_eq!(got.status, 200, "{}", got.body);
+        }
+    };
+    burst().await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // The connection closes (the proxy goes, with every connection), and a
+    // new proxy takes the same port.
+    drop(stop);
+    let (accepted, _stop) = slow_proxy(rebind(addr).await, mock.addr(), hold);
+    // The gateway hears of the close at once; a generous pause all the same.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    burst().await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the burst after the close shares one new connection"
+    );
+}
+
 #[tokio::test]
 async fn http2_never_keeps_tls_calls_on_http1() {
     let pki = Pki::new("internal");
@@ -109,6 +232,53 @@ async fn http2_never_keeps_tls_calls_on_http1() {
     );
 }
 
+/// With `http2: never` a call drives its own HTTP/1.1 connection instead of
+/// going through hyper-util's pool: its TLS failures say why all the same,
+/// nothing reaches an unverified backend, and a refused client certificate
+/// (which TLS 1.3 reports on the first read, after the request went out) is
+/// named too.
+#[tokio::test]
+async fn http1_only_connections_say_why_a_handshake_failed() {
+    let internal = Pki::new("internal");
+    let other = Pki::new("other");
+    let untrusted = tls_mock(
+        other
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await;
+    let gw = gateway(&format!(
+        "    url: {}\n    http2: never\n    tls: {{ ca: {} }}",
+        untrusted.url(""),
+        path(&internal.ca_file())
+    ))
+    .await;
+    let (status, kind, message) = failure(&gw).await;
+    assert_eq!((status, kind.as_str()), (502, "connect"), "{message}");
+    assert!(message.contains("unknown issuer"), "{message}");
+    assert_eq!(untrusted.stats().requests, 0, "nothing sent: {message}");
+
+    let strict = tls_mock(
+        internal
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(Some(&internal)),
+    )
+    .await;
+    let gw = gateway(&format!(
+        "    url: {}\n    http2: never\n    tls: {{ ca: {} }}",
+        strict.url(""),
+        path(&internal.ca_file())
+    ))
+    .await;
+    let (status, kind, message) = failure(&gw).await;
+    assert_eq!((status, kind.as_str()), (502, "connect"), "{message}");
+    assert!(
+        message.contains("requires a client certificate"),
+        "{message}"
+    );
+    assert_eq!(strict.stats().requests, 0);
+}
+
 #[tokio::test]
 async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
     let mock = Mock::builder()
@@ -125,7 +295,63 @@ async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
         assert_eq!(got.status, 200, "{}", got.body);
     }
     assert!(mock.seen().iter().all(|s| s.version == Version::HTTP_2));
+    let authority = mock.addr().to_string();
+    assert!(
+        mock.seen().iter().all(|s| s.headers.get("host").is_none()
+            && s.uri.authority().map(|a| a.as_str()) == Some(authority.as_str())),
+        "the host goes as :authority alone"
+    );
     assert_eq!(mock.stats().connections, 1);
+}
+
+/// Regression: over HTTP/2 the gateway sent a `host` header beside
+/// `:authority`, which nginx answers with 400 ("client sent duplicate host
+/// header"); the benchmark against nginx found it.
+#[tokio::test]
+async fn over_http2_the_host_goes_as_the_authority_alone_and_over_http1_as_host() {
+    let pki = Pki::new("internal");
+    let mock = tls_mock(pki.server("b", &["localhost"], Validity::Now).server(None)).await;
+    let port = mock.addr().port();
+    let ca = path(&pki.ca_file());
+    for extra in [
+        "",
+        "\n    headers: { Host: api.test }",
+        "\n    http2: never",
+    ] {
+        let gw = gateway(&format!(
+            "    url: https://localhost:{port}\n    tls: {{ ca: {ca} }}{extra}"
+        ))
+        .await;
+        let got = get(&gw.url("/x")).await;
+        assert_eq!(got.status, 200, "{extra}: {}", got.body);
+    }
+    let seen = mock.seen();
+    let named = format!("localhost:{port}");
+    let authority = |i: usize| seen[i].uri.authority().map(|a| a.as_str().to_owned());
+    assert_eq!(seen[0].version, Version::HTTP_2);
+    assert_eq!(
+        authority(0).as_deref(),
+        Some(named.as_str()),
+        "the URL's name, not the address"
+    );
+    assert!(
+        seen[0].headers.get("host").is_none(),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[1].version, Version::HTTP_2);
+    assert_eq!(
+        authority(1).as_deref(),
+        Some("api.test"),
+        "a configured Host"
+    );
+    assert!(
+        seen[1].headers.get("host").is_none(),
+        "{:?}",
+        seen[1].headers
+    );
+    assert_eq!(seen[2].version, Version::HTTP_11);
+    assert_eq!(seen[2].headers["host"], named.as_str());
 }
 
 #[tokio::test]
@@ -273,6 +499,19 @@ fn certificate_files_are_checked_at_their_line() {
         "the client_cert's line: {error}"
     );
     assert!(error.contains("missing.pem"), "{error}");
+
+    // Relative paths are found from the config file's folder, wherever the
+    // gateway runs from.
+    let file = pki.dir().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  u:\n    url: https://127.0.0.1:1\n    tls: { ca: ca.pem }\n\
+         endpoints:\n  - route: GET /x\n    backends:\n      - { name: b, upstream: u, path: /x }\n",
+    )
+    .unwrap();
+    assert_ne!(std::env::current_dir().unwrap(), pki.dir());
+    let plan = fanout_gateway::Plan::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.files(), [pki.dir().join("ca.pem")]);
 }
 
 /// A mock serving `reply` at `/data` on `listener`, until the returned
@@ -283,6 +522,21 @@ fn serve_on(mock: &Mock, listener: TcpListener) -> tokio::sync::oneshot::Sender<
         let _ = stopped.await;
     }));
     stop
+}
+
+/// Binds `addr` again once the server that had it has let it go (5 s at
+/// most: a stopped mock closes its listener from its own task).
+async fn rebind(addr: std::net::SocketAddr) -> TcpListener {
+    for _ in 0..250 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+    panic!("{addr} is still in use after 5 s")
 }
 
 fn data(reply: impl Into<Script>) -> Mock {
@@ -310,11 +564,20 @@ async fn a_retry_goes_to_another_target() {
     }
 }
 
-async fn target_states(admin: &str) -> Vec<(String, String)> {
+/// The admin API of `gw` on a port of its own, with the metrics: its base URL.
+async fn admin(gw: &TestGateway) -> String {
+    format!("http://{}", gw.admin(Some(super::operate::metrics())).await)
+}
+
+/// The targets of the first upstream in `/api/stats`.
+async fn targets_of(admin: &str) -> Vec<serde_json::Value> {
     let stats = get(&format!("{admin}/api/stats")).await.json();
-    stats["upstreams"][0]["targets"]
-        .as_array()
-        .unwrap()
+    stats["upstreams"][0]["targets"].as_array().unwrap().clone()
+}
+
+async fn target_states(admin: &str) -> Vec<(String, String)> {
+    targets_of(admin)
+        .await
         .iter()
         .map(|t| {
             (
@@ -325,12 +588,292 @@ async fn target_states(admin: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits (10 s at most) until `/api/stats` shows `target` in `state`.
+async fn wait_for_state(admin: &str, target: std::net::SocketAddr, state: &str) {
+    let want = (target.to_string(), state.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = target_states(admin).await;
+        if states.contains(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{target} is not {state}: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hedge_goes_to_another_target() {
+    let slow = || data(Reply::json(OK).delay(Duration::from_millis(200)));
+    let a = slow().start().await.unwrap();
+    let b = slow().start().await.unwrap();
+    let gw = gateway(&format!(
+        "    url: [{}, {}]\n    hedge: {{ delay: 20ms, max_extra: 100% }}",
+        a.url(""),
+        b.url("")
+    ))
+    .await;
+    for round in 1..=3u64 {
+        assert_eq!(get(&gw.url("/x")).await.status, 200);
+        assert_eq!(
+            (a.wait_requests(round).await, b.wait_requests(round).await),
+            (round, round),
+            "each call and its hedge went to different targets"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_failing_its_health_check_takes_no_calls_until_it_passes() {
+    let a = Mock::builder()
+        .any("/data", Reply::json(r#"{"from":"a"}"#))
+        .any("/healthz", Reply::json("{}"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = listener.local_addr().unwrap();
+    let b = |health: u16| {
+        Mock::builder()
+            .any("/data", Reply::json(r#"{"from":"b"}"#))
+            .any("/healthz", Reply::json("{}").status(health))
+            .build()
+            .unwrap()
+    };
+    let sick = b(503);
+    let stop_sick = serve_on(&sick, listener);
+    let gw = gateway(&format!(
+        "    url: [{}, http://{b_addr}]\n    balance: round_robin\n    \
+         health: {{ path: /healthz, interval: 100ms, timeout: 100ms }}",
+        a.url("")
+    ))
+    .await;
+    let admin = admin(&gw).await;
+    wait_for_state(&admin, b_addr, "unhealthy").await;
+    let data_calls = |mock: &Mock| mock.seen().iter().filter(|s| s.path() == "/data").count();
+    let before = data_calls(&sick);
+    for _ in 0..6 {
+        let got = get(&gw.url("/x")).await;
+        assert_eq!(got.json()["from"], "a", "{}", got.body);
+    }
+    assert_eq!(
+        data_calls(&sick),
+        before,
+        "an unhealthy target takes no call"
+    );
+    assert!(
+        sick.seen()
+            .iter()
+            .all(|s| s.headers["host"] == b_addr.to_string().as_str()),
+        "checks carry the target's Host"
+    );
+
+    // b recovers: the next check that passes lets it take calls again.
+    drop(stop_sick);
+    sick.wait_idle().await;
+    let well = b(200);
+    let _stop_well = serve_on(&well, rebind(b_addr).await);
+    wait_for_state(&admin, b_addr, "up").await;
+    let mut from = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let got = get(&gw.url("/x")).await;
+        from.insert(got.json()["from"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(from.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_targets_calls_state_and_share_are_in_metrics_and_stats() {
+    let a = data(Reply::json(OK)).start().await.unwrap();
+    let b = data(Reply::json("{}").status(500)).start().await.unwrap();
+    let gw = gateway(&format!(
+        "    url: [{}, {}]\n    balance: round_robin\n    \
+         eject: {{ failures: 2, base: 1h }}",
+        a.url(""),
+        b.url("")
+    ))
+    .await;
+    let admin = admin(&gw).await;
+    // Round robin: a, b, a, b (b ejected after its second failure), then a.
+    for _ in 0..6 {
+        get(&gw.url("/x")).await;
+    }
+    let targets = targets_of(&admin).await;
+    let row = |addr: std::net::SocketAddr| {
+        targets
+            .iter()
+            .find(|t| t["target"] == addr.to_string().as_str())
+            .unwrap_or_else(|| panic!("{addr} in {targets:?}"))
+            .clone()
+    };
+    let (ra, rb) = (row(a.addr()), row(b.addr()));
+    assert_eq!(
+        (&ra["state"], &ra["calls"], &ra["failures"]),
+        (&"up".into(), &4.into(), &0.into()),
+        "{ra}"
+    );
+    assert_eq!(
+        (&rb["state"], &rb["calls"], &rb["failures"]),
+        (&"ejected".into(), &2.into(), &2.into()),
+        "{rb}"
+    );
+    assert!(
+        (ra["share"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-9,
+        "{ra}"
+    );
+
+    let text = get(&format!("{admin}/metrics")).await.body;
+    for line in [
+        format!(
+            r#"fanout_target_calls_total{{upstream="u",target="{}"}} 4"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_calls_total{{upstream="u",target="{}"}} 2"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_failures_total{{upstream="u",target="{}"}} 2"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_state{{upstream="u",target="{}"}} 0"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_state{{upstream="u",target="{}"}} 1"#,
+            b.addr()
+        ),
+        format!(
+            r#"fanout_target_in_flight{{upstream="u",target="{}"}} 0"#,
+            a.addr()
+        ),
+        format!(
+            r#"fanout_target_latency_seconds{{upstream="u",target="{}"}} "#,
+            a.addr()
+        ),
+    ] {
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_reads_a_renewed_ca_file_and_keeps_an_unchanged_upstreams_targets() {
+    let right = Pki::new("internal");
+    let wrong = Pki::new("internal");
+    let mock = tls_mock(
+        right
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await;
+    let ca = wrong.dir().join("trusted.pem");
+    std::fs::copy(wrong.ca_file(), &ca).unwrap();
+    let yaml = format!(
+        "upstreams:\n  u:\n    url: {}\n    tls: {{ ca: {} }}\n\
+         endpoints:\n  - route: GET /x\n    expose_errors: true\n    \
+         backends:\n      - {{ name: b, upstream: u, path: /data, required: true }}\n",
+        mock.url(""),
+        path(&ca)
+    );
+    let gw = TestGateway::start(&yaml, &[]).await;
+    let (status, _, message) = failure(&gw).await;
+    assert_eq!(status, 502);
+    assert!(message.contains("did not sign it"), "{message}");
+
+    // The same config, its CA file unchanged: the upstream is kept as it
+    // was (its target's count of calls goes on).
+    let admin = admin(&gw).await;
+    let calls = || async { targets_of(&admin).await[0]["calls"].as_u64().unwrap() };
+    assert_eq!(calls().await, 1);
+    gw.gateway.reload(compile(&yaml, &[]));
+    assert_eq!(failure(&gw).await.0, 502);
+    assert_eq!(calls().await, 2, "kept");
+
+    // The file renewed with the right CA: the reload rebuilds the upstream,
+    // which trusts it.
+    std::fs::copy(right.ca_file(), &ca).unwrap();
+    gw.gateway.reload(compile(&yaml, &[]));
+    assert_eq!(calls().await, 0, "rebuilt");
+    let got = get(&gw.url("/x")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+}
+
+#[test]
+fn the_upstream_keys_are_checked_where_they_are_written() {
+    let yaml = "upstreams:
+  names:
+    url: http://users.internal
+    dns_refresh: 100ms
+    eject: { failures: 2000000, base: 2h }
+    health: { path: healthz, interval: 1s, timeout: 2s }
+  mixed:
+    url: [http://10.0.0.1, https://10.0.0.2]
+  plain:
+    url: http://10.0.0.1
+    tls: { server_name: users.internal }
+  halves:
+    url: https://10.0.0.1
+    tls: { client_cert: gw.pem }
+  checked:
+    url: http://10.0.0.1
+    health: { path: /a b, interval: 50ms }
+    headers: { Host: 'users internal' }
+endpoints:
+  - route: GET /x
+    backends:
+      - { name: a, upstream: names, path: /x }
+      - { name: b, upstream: mixed, path: /x }
+      - { name: c, upstream: plain, path: /x }
+      - { name: d, upstream: halves, path: /x }
+      - { name: e, upstream: checked, path: /x }
+";
+    let error = fanout_gateway::Plan::parse(
+        yaml,
+        fanout_gateway::config::Format::Yaml,
+        "gw.yaml",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    for (line, says) in [
+        (4, "dns_refresh 100ms is less than 1s"),
+        (5, "failures 2000000 is more than 1000000"),
+        (5, "base 2h is more than 1h"),
+        (6, "path `healthz` must start with /"),
+        (6, "timeout 2s is more than 1s"),
+        (8, "share their scheme and base path"),
+        (11, "tls applies to https:// URLs"),
+        (14, "client_cert needs client_key beside it"),
+        (17, "path `/a b` is not a valid URL path"),
+        (17, "interval 50ms is less than 100ms"),
+        (18, "a Host header is a host and an optional port"),
+    ] {
+        assert!(
+            error
+                .lines()
+                .any(|l| l.contains(&format!("gw.yaml:{line}:")) && l.contains(says)),
+            "line {line}: {says}\n{error}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() {
     let a = data(Reply::json(r#"{"from":"a"}"#)).start().await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_addr = listener.local_addr().unwrap();
-    let b = data(Reply::json(r#"{"from":"b"}"#));
+    // Its waits are as generous as the bound on its return below.
+    let b = Mock::builder()
+        .any("/data", Reply::json(r#"{"from":"b"}"#))
+        .wait_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let stop_b = serve_on(&b, listener);
     let gw = gateway(&format!(
         "    url: [{}, http://{b_addr}]\n    balance: round_robin\n    \
@@ -338,14 +881,7 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
         a.url("")
     ))
     .await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_url = format!("http://{}", admin.local_addr().unwrap());
-    tokio::spawn(fanout_gateway::serve_admin(
-        admin,
-        gw.gateway.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let admin_url = admin(&gw).await;
 
     for _ in 0..4 {
         assert_eq!(get(&gw.url("/x")).await.status, 200);
@@ -372,16 +908,30 @@ async fn a_target_that_dies_is_ejected_the_others_take_over_and_it_comes_back() 
     );
 
     // b comes back on the same port and gets calls again once its ejection
-    // ends (1 s, or 2 s if it was ejected twice): bounded, generously.
-    let listener = TcpListener::bind(b_addr).await.unwrap();
+    // ends (1 s, or 2 s if it was ejected twice): bounded, generously (20 s),
+    // while calls keep coming, each answered.
+    let listener = rebind(b_addr).await;
     let before = b.stats().requests;
     let _stop_b = serve_on(&b, listener);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while b.stats().requests == before {
-        assert!(tokio::time::Instant::now() < deadline, "b never came back");
-        assert_eq!(get(&gw.url("/x")).await.status, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let calling = Arc::new(AtomicBool::new(true));
+    let caller = tokio::spawn({
+        let (url, calling) = (gw.url("/x"), calling.clone());
+        async move {
+            let mut statuses = Vec::new();
+            while calling.load(Ordering::SeqCst) {
+                statuses.push(get(&url).await.status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            statuses
+        }
+    });
+    assert!(
+        b.wait_requests(before + 1).await > before,
+        "b never came back"
+    );
+    calling.store(false, Ordering::SeqCst);
+    let statuses = caller.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     let states = target_states(&admin_url).await;
     assert!(states.iter().all(|(_, state)| state == "up"), "{states:?}");
 }
@@ -423,12 +973,20 @@ async fn a_name_with_two_addresses_is_two_targets() {
 
 async fn encode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
     use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
-    use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
     match encoding {
         "gzip" => GzipEncoder::new(bytes).read_to_end(&mut out).await,
-        "br" => BrotliEncoder::new(bytes).read_to_end(&mut out).await,
-        "zstd" => ZstdEncoder::new(bytes).read_to_end(&mut out).await,
+        // The fastest levels: the bombs are megabytes, and this is a debug build.
+        "br" => {
+            BrotliEncoder::with_quality(bytes, async_compression::Level::Fastest)
+                .read_to_end(&mut out)
+                .await
+        }
+        "zstd" => {
+            ZstdEncoder::with_quality(bytes, async_compression::Level::Fastest)
+                .read_to_end(&mut out)
+                .await
+        }
         other => panic!("{other}"),
     }
     .unwrap();
@@ -446,22 +1004,35 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
                 .header("content-encoding", encoding),
         );
     }
-    // 64 MiB of one JSON string, gzipped to some 64 KiB.
-    let mut expanded = vec![b' '; 64 << 20];
-    expanded[0] = b'[';
-    let bomb = encode("gzip", &expanded).await;
-    drop(expanded);
-    assert!(bomb.len() < 1 << 20);
-    let mock = builder
-        .any(
-            "/bomb",
-            Reply::raw("application/json", bomb).header("content-encoding", "gzip"),
-        )
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    // 64 MiB of spaces, compressed to some 64 KiB (16 MiB for br and zstd,
+    // slower to make): each expands far past max_backend_body.
+    for (encoding, size) in [("gzip", 64 << 20), ("br", 16 << 20), ("zstd", 16 << 20)] {
+        let mut expanded = vec![b' '; size];
+        expanded[0] = b'[';
+        let bomb = encode(encoding, &expanded).await;
+        drop(expanded);
+        assert!(bomb.len() < 1 << 20, "{encoding}");
+        builder = builder.any(
+            &format!("/bomb-{encoding}"),
+            Reply::raw("application/json", bomb).header("content-encoding", encoding),
+        );
+    }
+    // A few bytes of zstd whose frame asks for a 128 MiB window (the most
+    // zstd allows by default): decoding it would allocate that much.
+    let mut wide = Vec::new();
+    async_compression::tokio::bufread::ZstdEncoder::with_quality_and_params(
+        &b"{}"[..],
+        async_compression::Level::Fastest,
+        &[async_compression::zstd::CParameter::window_log(27)],
+    )
+    .read_to_end(&mut wide)
+    .await
+    .unwrap();
+    builder = builder.any(
+        "/bomb-zstd-window",
+        Reply::raw("application/json", wide).header("content-encoding", "zstd"),
+    );
+    let mock = builder.build().unwrap().start().await.unwrap();
     let yaml = format!(
         "server:\n  max_backend_body: 1MiB\n\
          upstreams:\n  u:\n    url: {}\n    compression: true\n\
@@ -479,14 +1050,16 @@ async fn compressed_bodies_are_decoded_and_a_bomb_is_too_large() {
             "{encoding}"
         );
     }
-    let got = get(&gw.url("/bomb")).await;
-    assert_eq!(got.status, 502, "{}", got.body);
-    assert_eq!(
-        got.json()["_errors"]["b"]["kind"],
-        "body_too_large",
-        "{}",
-        got.body
-    );
+    for encoding in ["gzip", "br", "zstd", "zstd-window"] {
+        let got = get(&gw.url(&format!("/bomb-{encoding}"))).await;
+        assert_eq!(got.status, 502, "{encoding}: {}", got.body);
+        assert_eq!(
+            got.json()["_errors"]["b"]["kind"],
+            "body_too_large",
+            "{encoding}: {}",
+            got.body
+        );
+    }
     let asked = mock.seen()[0].headers["accept-encoding"]
         .to_str()
         .unwrap()
