@@ -191,20 +191,25 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure
     );
 }
 
+/// A call to `url` that must fail.
+async fn fail(
+    client: &HttpClient,
+    settings: &Arc<ClientSettings>,
+    url: &str,
+) -> crate::error::BackendError {
+    client
+        .send(settings, &dial(url), request(url))
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn unsent_says_whether_the_request_never_left() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
-    let refused = client
-        .send(
-            &settings,
-            &dial(&format!("http://{addr}/x")),
-            request(&format!("http://{addr}/x")),
-        )
-        .await
-        .unwrap_err();
+    let refused = fail(&client, &settings, &format!("http://{addr}/x")).await;
     assert_eq!(refused.kind, ErrorKind::Connect);
     assert!(
         refused.unsent,
@@ -222,14 +227,7 @@ async fn unsent_says_whether_the_request_never_left() {
         let mut buf = [0u8; 1024];
         let _ = socket.read(&mut buf).await;
     });
-    let cut = client
-        .send(
-            &settings,
-            &dial(&format!("http://{addr}/x")),
-            request(&format!("http://{addr}/x")),
-        )
-        .await
-        .unwrap_err();
+    let cut = fail(&client, &settings, &format!("http://{addr}/x")).await;
     assert_eq!(cut.kind, ErrorKind::Connect);
     assert!(!cut.unsent, "the request was sent: {cut}");
 }
