@@ -20,7 +20,7 @@ use crate::{
     resilience::{Answer, CallReport, with_timeout},
     shape::Body,
     template::{Found, Values, Var, url},
-    upstream::{AttemptVerdict, Lease},
+    upstream::{AttemptVerdict, Lease, Scheme},
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -239,33 +239,42 @@ pub(super) fn aim(
         .unwrap_or(&target.host_header);
     let mut headers = headers.clone();
     targets.client.set_host(&mut headers, host);
-    let uri = format!(
-        "{}://{}{path}",
-        targets.scheme.as_str(),
-        host.to_str().unwrap_or_default()
-    );
-    let request = build_request(backend, &uri, headers, body)?;
-    Ok((lease, request))
-}
-
-/// A request to `url`, with `body` (empty: none).
-fn build_request(
-    backend: &BackendPlan,
-    url: &str,
-    headers: HeaderMap,
-    body: impl Into<crate::client::Body>,
-) -> Result<crate::client::Request, BackendError> {
-    let uri = http::Uri::try_from(url).map_err(|e| {
+    // Put together from parts, the target's authority parsed once: no URL
+    // to format and parse again per attempt.
+    let bad = |e: &dyn std::fmt::Display| {
         BackendError::new(
             ErrorKind::Connect,
-            format!("cannot build a request for {url}: {e}"),
+            format!(
+                "cannot build a request for {}://{}{path}: {e}",
+                targets.scheme.as_str(),
+                String::from_utf8_lossy(host.as_bytes())
+            ),
         )
-    })?;
+    };
+    let authority = match (
+        upstream.headers.contains_key(header::HOST),
+        &target.host_authority,
+    ) {
+        (false, Some(authority)) => authority.clone(),
+        _ => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes()))
+            .map_err(|e| bad(&e))?,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match targets.scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    });
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes()))
+            .map_err(|e| bad(&e))?,
+    );
+    let uri = http::Uri::from_parts(parts).map_err(|e| bad(&e))?;
     let mut request = http::Request::new(body.into());
     *request.method_mut() = http_method(backend.method);
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    Ok(request)
+    Ok((lease, request))
 }
 
 /// The method of a call, as `http` names it (its constant: no name to
