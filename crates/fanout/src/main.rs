@@ -415,7 +415,8 @@ async fn serve(path: &std::path::Path, log_format: &str, threads: usize) -> Exit
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(listen);
-    tracing::info!(%addr, endpoints, threads, "fanout gateway listening on http://{addr}");
+    let scheme = if gateway.is_tls() { "https" } else { "http" };
+    tracing::info!(%addr, endpoints, threads, "fanout gateway listening on {scheme}://{addr}");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -547,6 +548,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         a.response_buffer.per_connection == b.response_buffer.per_connection
             && a.response_buffer.total == b.response_buffer.total,
     );
+    // New certificate files are taken by a reload; TLS on or off is not.
+    check("tls", a.tls.is_some() == b.tls.is_some());
     changed
 }
 

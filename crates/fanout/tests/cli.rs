@@ -130,6 +130,22 @@ fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitS
     }
 }
 
+/// `fanout mock --make-certs DIR`: a test CA, a localhost certificate and
+/// a client certificate in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let status = fanout()
+        .args(["mock", "--make-certs"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "fanout mock --make-certs {}",
+        dir.display()
+    );
+}
+
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fanout-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -810,14 +826,8 @@ fn serve_reloads_a_good_config_and_refuses_a_bad_one() {
 #[test]
 fn a_changed_certificate_file_is_reloaded_without_a_restart() {
     let dir = std::env::temp_dir().join(format!("fanout-cli-certs-{}", std::process::id()));
-    for (sub, check) in [("right", true), ("wrong", false)] {
-        let status = fanout()
-            .args(["mock", "--make-certs"])
-            .arg(dir.join(sub))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success() || !check);
+    for sub in ["right", "wrong"] {
+        make_certs(&dir.join(sub));
     }
     let trusted = dir.join("trusted-ca.pem");
     std::fs::copy(dir.join("wrong/ca.pem"), &trusted).unwrap();
@@ -1029,4 +1039,366 @@ fn a_second_signal_stops_at_once_without_waiting_for_the_grace_period() {
         Some(130),
         "stopped by the second signal, not by the grace period"
     );
+}
+
+/// A TLS connection to 127.0.0.1:`port` trusting the CAs in `roots`.
+struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl TlsClient {
+    fn connect(port: u16, roots: &[std::path::PathBuf]) -> TlsClient {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut store = rustls::RootCertStore::empty();
+        for file in roots {
+            for cert in CertificateDer::pem_file_iter(file).unwrap() {
+                store.add(cert.unwrap()).unwrap();
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        TlsClient(stream)
+    }
+
+    /// The certificate the server showed.
+    fn served(&self) -> Vec<u8> {
+        self.0.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// GET `path` on this (kept-alive) connection: status and body.
+    fn get(&mut self, path: &str) -> (u16, String) {
+        write!(self.0, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        read_response(&mut self.0)
+    }
+}
+
+/// One HTTP/1.1 response with a `content-length`, read from `stream`.
+fn read_response(stream: &mut impl Read) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A listener certificate renewed on disk is taken by `serve` by itself,
+/// once the key beside it matches: while only the certificate is new, the
+/// old pair keeps serving; a connection opened before keeps working.
+#[test]
+fn a_renewed_listener_certificate_is_taken_once_its_key_matches() {
+    let dir = std::env::temp_dir().join(format!("fanout-cli-listener-{}", std::process::id()));
+    for sub in ["old", "new"] {
+        make_certs(&dir.join(sub));
+    }
+    let pem = |sub: &str, file: &str| dir.join(sub).join(file);
+    let der = |sub: &str| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_file(pem(sub, "mock.pem"))
+            .unwrap()
+            .to_vec()
+    };
+    std::fs::copy(pem("old", "mock.pem"), dir.join("gw.pem")).unwrap();
+    std::fs::copy(pem("old", "mock-key.pem"), dir.join("gw-key.pem")).unwrap();
+    let (_backend, backend) = path_backend("listener-backend.yaml");
+    let port = free_port();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", tls: {{ cert: gw.pem, key: gw-key.pem }} }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
+        ),
+    )
+    .unwrap();
+    let serving = Serving::start(&config);
+    serving.wait_for(&format!("listening on https://127.0.0.1:{port}"));
+    let roots = [pem("old", "ca.pem"), pem("new", "ca.pem")];
+    let mut open = TlsClient::connect(port, &roots);
+    assert_eq!(open.served(), der("old"));
+    assert_eq!(open.get("/hi"), (200, r#"{"path":"/x"}"#.to_owned()));
+
+    // Each file is replaced whole (written beside, then renamed), as
+    // certificate tools and Kubernetes do.
+    let replace = |from: std::path::PathBuf, to: &str| {
+        let temp = dir.join(format!("{to}.new"));
+        std::fs::copy(from, &temp).unwrap();
+        std::fs::rename(&temp, dir.join(to)).unwrap();
+    };
+    replace(pem("new", "mock.pem"), "gw.pem");
+    let refused = serving.wait_for("config change refused").to_string();
+    assert!(
+        refused.contains("the key does not go with the certificate"),
+        "{refused}"
+    );
+    assert_eq!(TlsClient::connect(port, &roots).served(), der("old"));
+
+    replace(pem("new", "mock-key.pem"), "gw-key.pem");
+    serving.wait_for("config reloaded");
+    let mut renewed = TlsClient::connect(port, &roots);
+    assert_eq!(renewed.served(), der("new"));
+    assert_eq!(renewed.get("/hi").0, 200);
+    assert_eq!(open.get("/hi"), (200, r#"{"path":"/x"}"#.to_owned()));
+    drop(serving);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gateway config on `port` (admin on `admin`) whose `GET /x` calls
+/// `backend` under a rate limit shared through `redis`.
+fn fleet_config(
+    name: &str,
+    port: u16,
+    admin: u16,
+    redis: &str,
+    backend: &str,
+    limit: &str,
+    store: &str,
+) -> std::path::PathBuf {
+    temp_file(
+        name,
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", admin: \"127.0.0.1:{admin}\" }}\nstore: {{ redis: \"{redis}\"{store} }}\nrate_limits_shared: true\nendpoints:\n  - route: GET /x\n    rate_limit: {limit}\n    backends: [{{ name: a, url: \"{backend}/data\" }}]\n"
+        ),
+    )
+}
+
+/// The value of the first `/metrics` line that starts with `series`.
+fn metric(admin: u16, series: &str) -> Option<f64> {
+    let (_, text, _) = http_get(&format!("http://127.0.0.1:{admin}/metrics"));
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits (20 s at most) until the gateway with admin port `admin` says its
+/// store is `up` (or not).
+fn wait_store(admin: u16, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = if up { 1.0 } else { 0.0 };
+    while metric(admin, "fanout_store_up") != Some(want) {
+        assert!(Instant::now() < deadline, "the store never became up={up}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three `fanout serve` processes sharing one real redis-server enforce one
+/// limit between them: the fleet-wide count of 200s is the limit's, not
+/// three times it.
+#[test]
+fn three_gateway_processes_enforce_one_redis_limit() {
+    let redis = fanout_mock::redis::RedisServer::start()
+        .expect("redis-server (apt-get install -y redis-server)");
+    let (_mock, backend, _) = start_mock(
+        "fleet3-mock.yaml",
+        "  - { path: /data, body: { ok: true } }\n",
+    );
+    let nodes: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut running = Vec::new();
+    for (i, (port, admin)) in nodes.iter().enumerate() {
+        let config = fleet_config(
+            &format!("fleet3-{i}.yaml"),
+            *port,
+            *admin,
+            &redis.url(),
+            &backend,
+            "{ rate: 1/h, burst: 10, key: \"header:x-client\" }",
+            "",
+        );
+        let serving = Serving::start(&config);
+        serving.wait_for("listening on");
+        running.push(serving);
+    }
+    // A run in which a call missed the 50 ms budget (a busy machine) fell
+    // back to the local limiters and says nothing of the shared one: another
+    // client tries again.
+    let fallbacks = || -> f64 {
+        nodes
+            .iter()
+            .map(|(_, admin)| {
+                metric(*admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}").unwrap_or(0.0)
+            })
+            .sum()
+    };
+    for client in 0..5 {
+        for (_, admin) in &nodes {
+            wait_store(*admin, true);
+        }
+        let before = fallbacks();
+        let mut ok = 0;
+        for i in 0..30 {
+            let (port, _) = nodes[i % 3];
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: c{client}\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let (status, body) = read_response(&mut s);
+            assert!(status == 200 || status == 429, "{status} {body}");
+            ok += usize::from(status == 200);
+        }
+        if fallbacks() == before {
+            assert_eq!(ok, 10, "the fleet-wide count of 200s");
+            return;
+        }
+    }
+    panic!("the store was never used for a whole run");
+}
+
+/// One load-generating client: keep-alive GETs of `/x` on `port`, each with
+/// a new `x-client` (so each is the first of its bucket), until `stop`;
+/// returns (status, latency) of each, and the number of failed requests.
+fn load(
+    port: u16,
+    id: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<(u16, Duration)>, usize) {
+    let mut results = Vec::new();
+    let mut failed = 0;
+    let mut stream: Option<TcpStream> = None;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let started = Instant::now();
+        let attempt = (|| -> std::io::Result<(u16, String)> {
+            if stream.is_none() {
+                let s = TcpStream::connect(("127.0.0.1", port))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                stream = Some(s);
+            }
+            let s = stream.as_mut().unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: load-{id}-{n}\r\n\r\n"
+            )?;
+            Ok(read_response(s))
+        })();
+        match attempt {
+            Ok((status, _)) => results.push((status, started.elapsed())),
+            Err(_) => {
+                failed += 1;
+                stream = None;
+            }
+        }
+    }
+    (results, failed)
+}
+
+/// Redis slowed (DEBUG SLEEP 1), then killed, then started again, while
+/// clients keep calling: every request is answered, none waits long (the
+/// store's budget is 50 ms; the bound here is generous, the machine is
+/// shared), the fallbacks are counted in /metrics, and shared limiting
+/// resumes by itself.
+#[test]
+fn redis_slowed_stopped_and_restarted_under_load() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let mut redis = fanout_mock::redis::RedisServer::start()
+        .expect("redis-server (apt-get install -y redis-server)");
+    let (_mock, backend, _) = start_mock(
+        "fleet-load-mock.yaml",
+        "  - { path: /data, body: { ok: true } }\n",
+    );
+    let (port, admin) = (free_port(), free_port());
+    let config = fleet_config(
+        "fleet-load.yaml",
+        port,
+        admin,
+        &redis.url(),
+        &backend,
+        "{ rate: 1/h, burst: 8, key: \"header:x-client\" }",
+        ", fleet_size: 4",
+    );
+    let serving = Serving::start(&config);
+    serving.wait_for("listening on");
+    wait_store(admin, true);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|id| {
+            let stop = stop.clone();
+            std::thread::spawn(move || load(port, id, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Slowed: Redis answers nobody for a second.
+    assert_eq!(redis.command(&["DEBUG", "SLEEP", "1"]).unwrap(), "+OK");
+    wait_store(admin, true);
+    // Stopped, under load, then started again (empty) on the same port.
+    redis.stop();
+    wait_store(admin, false);
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart().unwrap();
+    wait_store(admin, true);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut answered = 0;
+    let mut slowest = Duration::ZERO;
+    for client in clients {
+        let (results, failed) = client.join().unwrap();
+        assert_eq!(failed, 0, "a request was not answered");
+        for (status, took) in results {
+            assert_eq!(status, 200);
+            slowest = slowest.max(took);
+            answered += 1;
+        }
+    }
+    assert!(answered > 100, "{answered} requests");
+    assert!(slowest < Duration::from_secs(1), "slowest {slowest:?}");
+    let fallbacks =
+        metric(admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}").unwrap_or(0.0);
+    assert!(fallbacks > 0.0, "fallbacks counted");
+    let down = serving
+        .log
+        .try_iter()
+        .any(|event| event.to_string().contains("the store does not answer"));
+    assert!(down, "the fallback is in the log");
+
+    // Shared again: one client gets the whole burst of 8 (not its local
+    // share of 2), without a restart. (On a busy machine a call may miss the
+    // 50 ms budget and put the store down for a probe's time: then that
+    // client's count is not the fleet's, and another client tries again.)
+    let fallbacks = || metric(admin, "fanout_store_fallbacks_total{use=\"rate_limit\"}");
+    for attempt in 0..5 {
+        wait_store(admin, true);
+        let before = fallbacks();
+        let mut ok = 0;
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "GET /x HTTP/1.1\r\nhost: fleet\r\nx-client: after-{attempt}\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            ok += usize::from(read_response(&mut s).0 == 200);
+        }
+        if fallbacks() == before {
+            assert_eq!(ok, 8);
+            return;
+        }
+    }
+    panic!("the store was not used again");
 }

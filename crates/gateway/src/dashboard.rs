@@ -7,7 +7,7 @@
 //! so recording a request costs one short lock and nothing else.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -74,6 +74,11 @@ pub(crate) struct Recorder {
     enabled: AtomicBool,
     next: AtomicU64,
     recent: Mutex<VecDeque<RequestRecord>>,
+    /// Requests the gateway refused itself (401, 403, 429…) before any
+    /// backend was called, by endpoint and status, since the dashboard
+    /// started: kept apart from `recent`, so that a flood of refusals never
+    /// pushes the requests that ran out of the waterfall.
+    refused: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
 }
 
 impl Recorder {
@@ -133,21 +138,31 @@ impl Recorder {
         });
     }
 
-    /// Records a request refused before any backend was called (401, 403),
-    /// if records are kept.
-    pub(crate) fn record_refused(&self, endpoint: &EndpointPlan, status: u16, took: Duration) {
+    /// Counts a request to `endpoint` that the gateway refused with
+    /// `status`, if records are kept.
+    pub(crate) fn record_refusal(&self, endpoint: &str, status: u16) {
         if !self.is_enabled() {
             return;
         }
-        self.record(RequestRecord {
-            id: 0,
-            at_ms: 0,
-            endpoint: endpoint.route.clone(),
-            status,
-            complete: false,
-            duration_ms: took.as_secs_f64() * 1e3,
-            backends: Vec::new(),
-        });
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = match refused.get_mut(endpoint) {
+            Some(counts) => counts,
+            None => refused.entry(endpoint.to_owned()).or_default(),
+        };
+        *counts.entry(status).or_default() += 1;
+    }
+
+    /// The refusals counted, by endpoint and status.
+    fn refusals(&self) -> Value {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused
+            .iter()
+            .flat_map(|(endpoint, counts)| {
+                counts.iter().map(move |(status, count)| {
+                    json!({ "endpoint": endpoint, "status": status, "count": count })
+                })
+            })
+            .collect()
     }
 
     /// Records a request (its `id` and `at_ms` are filled in here).
@@ -200,12 +215,7 @@ impl Recorder {
                     recent.iter().filter(|r| &r.endpoint == endpoint).collect();
                 let durations: Vec<f64> = of.iter().map(|r| r.duration_ms).collect();
                 let errors = of.iter().filter(|r| r.status >= 500).count();
-                // A refused request (no backend called) is not a partial answer.
-                let partial = of
-                    .iter()
-                    .filter(|r| !r.complete && !r.backends.is_empty())
-                    .count();
-                let with_status = |s: u16| of.iter().filter(|r| r.status == s).count();
+                let partial = of.iter().filter(|r| !r.complete).count();
                 let mut names: Vec<&str> = of
                     .iter()
                     .flat_map(|r| r.backends.iter().map(|b| b.name.as_str()))
@@ -242,8 +252,6 @@ impl Recorder {
                     "rate": of.len() as f64 / span_s,
                     "error_rate": errors as f64 / of.len().max(1) as f64,
                     "partial_rate": partial as f64 / of.len().max(1) as f64,
-                    "unauthorized": with_status(401),
-                    "forbidden": with_status(403),
                     "p50_ms": percentile(&durations, 50.0),
                     "p90_ms": percentile(&durations, 90.0),
                     "p99_ms": percentile(&durations, 99.0),
@@ -251,7 +259,7 @@ impl Recorder {
                 })
             })
             .collect();
-        json!({ "window_s": span_s, "endpoints": endpoints })
+        json!({ "window_s": span_s, "endpoints": endpoints, "refused": self.refusals() })
     }
 }
 

@@ -40,6 +40,11 @@ pub(crate) const AUTH_REFUSED: &str = "fanout_auth_refused_total";
 /// Fetches of a scheme's JWKS, by `scheme` and `outcome` (`ok`, `error`).
 pub(crate) const JWKS_FETCHES: &str = "fanout_jwks_fetches_total";
 
+/// Whether the fleet's store answers (1) or requests fall back (0).
+pub(crate) const STORE_UP: &str = "fanout_store_up";
+/// Requests that fell back from the store, by `use` (`rate_limit`, `cache`).
+pub(crate) const STORE_FALLBACKS: &str = "fanout_store_fallbacks_total";
+
 /// Counts a request in flight until it is dropped, however it ends (the
 /// client may leave).
 #[derive(Debug)]

@@ -73,6 +73,7 @@ mod config;
 mod error;
 pub mod jwt;
 mod record;
+pub mod redis;
 mod reply;
 mod serve;
 

@@ -16,10 +16,10 @@ use std::{fmt, path::Path as FsPath};
 pub(crate) use locate::Path;
 pub use model::{
     ApiKey, Audience, AuthNames, AuthScheme, Backend, BackendBody, Balance, Breaker, Cache, Config,
-    Eject, Endpoint, Forward, Health, Hedge, Http2, Jwt, Method, Proxy, ResponseBuffer,
-    ResponseShape, Retry, Server, Tls, Upstream, Urls,
+    Cors, Eject, Endpoint, Forward, Health, Hedge, Http2, Jwt, ListenerTls, Method, Proxy,
+    RateLimit, ResponseBuffer, ResponseShape, Retry, Server, Store, Tls, Upstream, Urls,
 };
-pub use units::{ByteSize, Duration, Percent};
+pub use units::{ByteSize, Duration, Percent, Rate};
 
 use locate::Locator;
 

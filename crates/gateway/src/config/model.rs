@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{ByteSize, Duration, Percent};
+use super::units::{ByteSize, Duration, Percent, Rate};
 
 /// A fanout gateway configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -25,6 +25,35 @@ pub struct Config {
     /// endpoints require with `auth`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub auth: BTreeMap<String, AuthScheme>,
+    /// The store a fleet of gateways shares (Redis), for fleet-wide rate
+    /// limits and shared caches.
+    pub store: Option<Store>,
+    /// Enforce every `rate_limit` fleet-wide, through `store`.
+    #[serde(default)]
+    pub rate_limits_shared: bool,
+    /// Share the upstreams' caches through `store`.
+    #[serde(default)]
+    pub cache_shared: bool,
+}
+
+/// The fleet's shared store. When it is slow or down, no request waits on
+/// it past `timeout`: rate limits fall back to this node's share, caches to
+/// the local ones.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
+    pub redis: String,
+    /// Gateways in the fleet: while the store is unreachable each enforces
+    /// `1/fleet_size` of every shared limit; absent: each the whole limit.
+    pub fleet_size: Option<u32>,
+    /// The longest a request waits on the store (at most 50ms; default 50ms).
+    pub timeout: Option<Duration>,
+    /// The largest answer put in the shared cache (default 1MiB).
+    pub max_value: Option<ByteSize>,
+    /// What every key starts with, to keep fleets apart in one Redis
+    /// (default `fanout`).
+    pub prefix: Option<String>,
 }
 
 /// One way a client proves who it is: exactly one of `jwt` or `api_key`.
@@ -157,6 +186,59 @@ pub struct Server {
     pub write_timeout: Duration,
     /// How many response bytes may wait for slow clients to read them.
     pub response_buffer: ResponseBuffer,
+    /// TLS on the listener (HTTPS, HTTP/2 by ALPN); absent: plain HTTP/1.1
+    /// and h2c. The files are read again when they change.
+    pub tls: Option<ListenerTls>,
+    /// Compress answers (gzip, br, zstd) for clients that accept it; never
+    /// bodies under 1 KiB or already encoded ones.
+    pub compression: bool,
+    /// Cross-origin calls from browsers (CORS): which origins may call, with
+    /// what. Preflights are answered by the gateway; absent: no CORS headers.
+    pub cors: Option<Cors>,
+    /// Proxies (CIDRs or addresses) whose `x-forwarded-for` is believed when
+    /// a rate limit is keyed by `ip`; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Which web pages may call the gateway from a browser, and how (CORS).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Allowed origins, `scheme://host[:port]` as browsers send them, e.g.
+    /// `https://app.example.com`; `["*"]`: any origin (not with `credentials`).
+    pub origins: Vec<String>,
+    /// Methods a preflight may ask for; default: any an endpoint serves on
+    /// the path.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// Request headers a preflight may ask for (`accept`, `accept-language`
+    /// and `content-language` always may); `["*"]`: any (not with `credentials`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Response headers a page may read besides the CORS-safelisted ones
+    /// (e.g. `x-fanout-complete`, `ratelimit-remaining`).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and HTTP authentication on cross-origin calls.
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long a browser may reuse a preflight's answer; absent: the
+    /// browser's default (5 s).
+    pub max_age: Option<Duration>,
+}
+
+/// The listener's certificate, key and (for mTLS) client CA. Paths are
+/// relative to the config file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM file of the certificate chain served, leaf first.
+    pub cert: String,
+    /// PEM file of its private key (PKCS#8, RSA or EC).
+    pub key: String,
+    /// PEM file of the CA(s) client certificates must chain to; given, a
+    /// client without a valid certificate is refused in the handshake.
+    pub client_ca: Option<String>,
 }
 
 /// Bounds on the response bytes waiting for clients to read them: beyond
@@ -195,6 +277,10 @@ impl Default for Server {
             idle_timeout: secs(60),
             write_timeout: secs(30),
             response_buffer: ResponseBuffer::default(),
+            tls: None,
+            compression: false,
+            cors: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -442,6 +528,9 @@ pub struct Endpoint {
     /// of that name is never passed on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// At most this many requests per client; beyond it, `429` and no
+    /// backend is called.
+    pub rate_limit: Option<RateLimit>,
     /// The calls this endpoint makes, merged in this order (give these or a
     /// `proxy`).
     #[serde(default)]
@@ -478,6 +567,29 @@ pub struct ResponseShape {
     /// top-level array, say) instead of the whole object. A merged object
     /// without it is a 502.
     pub root: String,
+}
+
+/// A rate limit (GCRA): `rate` requests per unit of time, `burst` at once,
+/// per value of `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The sustained rate, e.g. `10/s`, `600/m`, `1000/h`.
+    pub rate: Rate,
+    /// Requests allowed at once; default: the rate's count.
+    pub burst: Option<u32>,
+    /// Who a limit is for: `ip` (the client's address; default),
+    /// `header:NAME`, `claim:NAME` (a verified JWT claim) or `endpoint` (one
+    /// limit shared by every client). Requests without a value share one
+    /// limit.
+    #[serde(default = "RateLimit::default_key")]
+    pub key: String,
+}
+
+impl RateLimit {
+    fn default_key() -> String {
+        "ip".to_owned()
+    }
 }
 
 /// HTTP methods a route or a backend call can use.

@@ -137,6 +137,57 @@ string_unit!(
     r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"
 );
 
+/// A rate: a count per unit of time, `10/s`, `600/m`, `1000/h`, `5/10s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// How many…
+    pub count: u32,
+    /// …per this much time.
+    pub per: std::time::Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("invalid rate `{s}`: write a count per unit, like 10/s, 600/m or 1000/h");
+        let (count, per) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = per.trim();
+        // A bare unit means one of it: `10/s` is `10/1s`.
+        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            per.to_owned()
+        } else {
+            format!("1{per}")
+        };
+        let per = humantime::parse_duration(&per).map_err(|_| bad())?;
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            _ if self.per.subsec_nanos() != 0 => None,
+            1 => Some("s"),
+            60 => Some("m"),
+            3600 => Some("h"),
+            86_400 => Some("d"),
+            _ => None,
+        };
+        match unit {
+            Some(unit) => write!(f, "{}/{unit}", self.count),
+            None => write!(f, "{}/{}", self.count, humantime::format_duration(self.per)),
+        }
+    }
+}
+
+string_unit!(
+    Rate,
+    "a count per unit of time, such as 10/s, 600/m or 1000/h",
+    r"^\s*[0-9]+\s*/\s*([0-9]+\s*)?(ms|s|sec|m|min|h|d)\s*$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +206,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(Duration(Std::from_millis(1500)).to_string(), "1s 500ms");
+    }
+
+    #[test]
+    fn rates_are_a_count_per_unit() {
+        let rate = "10/s".parse::<Rate>().unwrap();
+        assert_eq!((rate.count, rate.per), (10, Std::from_secs(1)));
+        assert_eq!("600 / m".parse::<Rate>().unwrap().per, Std::from_secs(60));
+        assert_eq!("5/10s".parse::<Rate>().unwrap().per, Std::from_secs(10));
+        for text in ["10/s", "600/m", "1000/h", "3/d", "5/10s"] {
+            assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
+        }
+        for bad in ["10", "ten/s", "10/fortnight", "-1/s", "10/"] {
+            assert!(
+                bad.parse::<Rate>().unwrap_err().contains("like 10/s"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -25,9 +25,15 @@ use crate::{
         Backend, BackendBody, Balance, ByteSize, Config, ConfigError, Document, Endpoint, Http2,
         Path, Upstream,
     },
+    edge::{
+        client_ip::{self, TrustedProxies},
+        cors::{self, AllowedOrigins, CorsPolicy},
+        ratelimit::{Gcra, KeyRule, Limit},
+    },
     metrics::EndpointMeters,
-    resilience::Policies,
+    resilience::{Policies, SharedCache},
     shape::{Body, ERRORS_KEY, FieldPath, Shape},
+    store::{Store, StoreSettings, digest},
     template::{
         BodyTemplate, NAMESPACES, Part, Place, Template, Var,
         names::{NAME_RULE, is_name},
@@ -71,16 +77,50 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
     let root = Path::root();
     let server = &config.server;
     check_server(&root.key("server"), server, problems);
+    let listener_tls = server.tls.as_ref().and_then(|tls| {
+        let at = root.key("server").key("tls");
+        let built =
+            crate::edge::tls::from_files(dir, &tls.cert, &tls.key, tls.client_ca.as_deref());
+        match built {
+            Ok(config) => Some(Arc::new(config)),
+            Err(found) => {
+                for (key, message) in found {
+                    problems.at(at.key(key), format!("server.tls: {message}"));
+                }
+                None
+            }
+        }
+    });
+    let cors = server
+        .cors
+        .as_ref()
+        .and_then(|cors| cors_policy(&root.key("server").key("cors"), cors, problems));
+    let store = store(config, problems);
     let upstreams: BTreeMap<&str, Arc<UpstreamPlan>> = config
         .upstreams
         .iter()
         .filter_map(|(name, upstream)| {
             let path = root.key("upstreams").key(name.as_str());
-            let plan = upstream_plan(&path, name, upstream, dir, problems)?;
+            let shared = store
+                .as_ref()
+                .filter(|_| config.cache_shared && upstream.cache.is_some())
+                .map(|store| SharedCache {
+                    store: store.clone(),
+                    namespace: format!(
+                        "{}:cache:{name}:{}:",
+                        store.settings().prefix,
+                        &digest(&serde_json::to_vec(upstream).unwrap_or_default())[..16]
+                    ),
+                });
+            let plan = upstream_plan(&path, name, upstream, shared, dir, problems)?;
             Some((name.as_str(), Arc::new(plan)))
         })
         .collect();
     let schemes = super::auth::schemes(config, dir, problems);
+    let shared_limits = store
+        .as_ref()
+        .filter(|_| config.rate_limits_shared)
+        .map(|s| s.settings().clone());
     if config.endpoints.is_empty() {
         problems.at(
             root.key("endpoints"),
@@ -110,6 +150,7 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
                     config,
                     upstreams: &upstreams,
                     schemes: &schemes,
+                    shared_limits: shared_limits.as_ref(),
                     dir,
                     names: endpoint
                         .backends
@@ -137,12 +178,33 @@ fn build(config: &Config, dir: &std::path::Path, problems: &mut Problems) -> Opt
             response_buffer_per_connection: server.response_buffer.per_connection.0,
             response_buffer_total: server.response_buffer.total.0,
         },
+        listener_tls,
+        cors,
+        store,
+        trusted_proxies: TrustedProxies::new(
+            server
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, net)| {
+                    problems.check(
+                        &root.key("server").key("trusted_proxies").index(i),
+                        client_ip::parse_network(net),
+                    )
+                })
+                .collect(),
+        ),
         files: config
             .upstreams
             .values()
             .filter_map(|u| u.tls.as_ref())
             .flat_map(|t| [&t.ca, &t.client_cert, &t.client_key])
             .flatten()
+            .chain(server.tls.iter().flat_map(|t| {
+                [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                    .into_iter()
+                    .flatten()
+            }))
             .map(|file| dir.join(file))
             .chain(super::auth::files(config, dir))
             .collect(),
@@ -303,10 +365,161 @@ fn check_server(path: &Path, server: &crate::config::Server, problems: &mut Prob
     }
 }
 
+/// The fleet's store (`store`), and whether what is shared has one.
+fn store(config: &Config, problems: &mut Problems) -> Option<Arc<Store>> {
+    let root = Path::root();
+    for (shared, key) in [
+        (config.rate_limits_shared, "rate_limits_shared"),
+        (config.cache_shared, "cache_shared"),
+    ] {
+        if shared && config.store.is_none() {
+            problems.at(
+                root.key(key),
+                format!("{key} needs a store: add `store: {{ redis: redis://host:6379 }}`"),
+            );
+        }
+    }
+    let store = config.store.as_ref()?;
+    let path = root.key("store");
+    let before = problems.0.len();
+    let budget = store.timeout.map_or(STORE_BUDGET, |t| t.0);
+    if let Some(timeout) = store.timeout {
+        duration_within(
+            problems,
+            path.key("timeout"),
+            "timeout",
+            timeout,
+            STORE_BUDGET,
+        );
+    }
+    let max_value = store.max_value.map_or(1 << 20, |v| v.0);
+    if let Some(size) = store.max_value {
+        size_within(problems, path.key("max_value"), "max_value", size, 64 << 20);
+    }
+    if let Some(n) = store.fleet_size {
+        count_within(
+            problems,
+            path.key("fleet_size"),
+            "fleet_size",
+            n.into(),
+            1,
+            10_000,
+        );
+    }
+    let prefix = store.prefix.clone().unwrap_or_else(|| "fanout".to_owned());
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(fits) {
+        problems.at(
+            path.key("prefix"),
+            format!("prefix `{prefix}`: use 1 to 64 letters, digits, `-`, `_`, `.` or `:`"),
+        );
+    }
+    let settings = StoreSettings {
+        url: store.redis.clone(),
+        budget,
+        max_value: max_value as usize,
+        prefix,
+        fleet_size: store.fleet_size,
+    };
+    let store = problems.check(&path.key("redis"), Store::new(settings))?;
+    (problems.0.len() == before).then(|| Arc::new(store))
+}
+
+/// The longest a request may wait on the store (product.md §2.9).
+const STORE_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `server.cors`, every origin and header name checked where it is written.
+fn cors_policy(
+    path: &Path,
+    cors: &crate::config::Cors,
+    problems: &mut Problems,
+) -> Option<CorsPolicy> {
+    let before = problems.0.len();
+    let any = cors.origins.iter().any(|o| o == "*");
+    let listed: Vec<String> = cors
+        .origins
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.as_str() != "*")
+        .filter_map(|(i, o)| problems.check(&path.key("origins").index(i), cors::parse_origin(o)))
+        .collect();
+    let origins = if any {
+        if cors.origins.len() > 1 {
+            problems.at(
+                path.key("origins"),
+                "`*` allows every origin: it stands alone, without other origins",
+            );
+        }
+        if cors.credentials {
+            problems.at(
+                path.key("credentials"),
+                "credentials: true with origins: [\"*\"] would let any web page call with the user's cookies and credentials (browsers refuse `*` with credentials): list the origins",
+            );
+        }
+        AllowedOrigins::Any
+    } else {
+        if cors.origins.is_empty() {
+            problems.at(
+                path.key("origins"),
+                "no origins: list the pages' origins, e.g. https://app.example.com",
+            );
+        }
+        AllowedOrigins::List(listed)
+    };
+    let names = |key: &str, list: &[String], problems: &mut Problems| -> Vec<HeaderName> {
+        list.iter()
+            .enumerate()
+            .filter(|(_, h)| h.as_str() != "*")
+            .filter_map(|(i, h)| {
+                problems.check(
+                    &path.key(key).index(i),
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("`{h}` is not a valid header name")),
+                )
+            })
+            .collect()
+    };
+    let any_header = cors.headers.iter().any(|h| h == "*");
+    if any_header && cors.credentials {
+        problems.at(
+            path.key("headers"),
+            "headers: [\"*\"] is taken literally by browsers when credentials is true: list the headers",
+        );
+    }
+    let headers = names("headers", &cors.headers, problems);
+    let expose = names("expose_headers", &cors.expose_headers, problems);
+    if cors.expose_headers.iter().any(|h| h == "*") {
+        problems.at(
+            path.key("expose_headers"),
+            "list the headers to expose: `*` is not supported",
+        );
+    }
+    if let Some(max_age) = cors.max_age {
+        duration_within(
+            problems,
+            path.key("max_age"),
+            "max_age",
+            max_age,
+            bounds::DAY,
+        );
+    }
+    (problems.0.len() == before).then(|| {
+        CorsPolicy::new(
+            origins,
+            (!cors.methods.is_empty()).then(|| cors.methods.clone()),
+            (!any_header).then_some(headers),
+            &expose,
+            cors.credentials,
+            cors.max_age.map(|d| d.0),
+        )
+    })
+}
+
 fn upstream_plan(
     path: &Path,
     name: &str,
     upstream: &Upstream,
+    shared: Option<SharedCache>,
     dir: &std::path::Path,
     problems: &mut Problems,
 ) -> Option<UpstreamPlan> {
@@ -454,7 +667,8 @@ fn upstream_plan(
         files: reach.files,
         headers: headers?,
         timeout: upstream.timeout.map(|d| d.0),
-        policies: Some(Policies::new(name, upstream)),
+        shared_cache: shared.as_ref().map(|s| s.namespace.clone()),
+        policies: Some(Policies::new(name, upstream, shared)),
         config: Some(upstream.clone()),
     })
 }
@@ -704,6 +918,8 @@ struct EndpointCompiler<'a> {
     upstreams: &'a BTreeMap<&'a str, Arc<UpstreamPlan>>,
     /// The `auth` map's schemes that compiled.
     schemes: &'a BTreeMap<String, Arc<crate::auth::Scheme>>,
+    /// The store's settings when rate limits are enforced fleet-wide.
+    shared_limits: Option<&'a StoreSettings>,
     /// The config file's folder, where relative paths start.
     dir: &'a std::path::Path,
     /// Backend name → index, built once for every check that needs it.
@@ -789,6 +1005,28 @@ impl EndpointCompiler<'_> {
                 (backends, false, server.max_request_body.0)
             }
         };
+        if let Some(limit) = &endpoint.rate_limit {
+            if limit.key.trim_start().starts_with("claim:") && endpoint.auth.is_none() {
+                problems.at(
+                    path.key("rate_limit").key("key"),
+                    format!(
+                        "key `{}` reads the request's token: add `auth` with a JWT scheme to the endpoint (without one every request would share one bucket)",
+                        limit.key
+                    ),
+                );
+            }
+        }
+        let rate_limit = match &endpoint.rate_limit {
+            None => Some(None),
+            Some(limit) => rate_limit(
+                &path.key("rate_limit"),
+                &endpoint.route,
+                limit,
+                self.shared_limits,
+                problems,
+            )
+            .map(Some),
+        };
         let mut backends: Vec<BackendPlan> = backends.into_iter().collect::<Option<_>>()?;
         export_fields(&mut backends, &self.names);
         let client_values = client_values(&backends);
@@ -813,6 +1051,7 @@ impl EndpointCompiler<'_> {
             forward_headers,
             forward_query: endpoint.forward_query.clone(),
             expose_errors: endpoint.expose_errors,
+            rate_limit: rate_limit?,
             client_values,
             reads_body,
             max_body,
@@ -1047,6 +1286,7 @@ impl EndpointCompiler<'_> {
                                 timeout: None,
                                 policies: None,
                                 config: None,
+                                shared_cache: None,
                             })
                         });
                         (upstream, path, at.key("url"))
@@ -1239,6 +1479,74 @@ fn return_headers(
         })
         .collect();
     (problems.0.len() == before).then_some(names)
+}
+
+/// An endpoint's `rate_limit`, its numbers within their bounds.
+fn rate_limit(
+    path: &Path,
+    route: &str,
+    limit: &crate::config::RateLimit,
+    shared: Option<&StoreSettings>,
+    problems: &mut Problems,
+) -> Option<Limit> {
+    let before = problems.0.len();
+    let rule = problems.check(&path.key("key"), KeyRule::parse(&limit.key));
+    let rate = limit.rate;
+    count_within(
+        problems,
+        path.key("rate"),
+        "the rate's count",
+        rate.count.into(),
+        1,
+        bounds::COUNT,
+    );
+    let interval = rate.per / rate.count.max(1);
+    if rate.per > bounds::DAY {
+        problems.at(
+            path.key("rate"),
+            format!("rate {rate}: the unit is at most a day"),
+        );
+    } else if interval < std::time::Duration::from_micros(1) {
+        problems.at(
+            path.key("rate"),
+            format!("rate {rate} is more than a million a second"),
+        );
+    }
+    let burst = limit.burst.unwrap_or(rate.count);
+    count_within(
+        problems,
+        path.key("burst"),
+        "burst",
+        burst.into(),
+        1,
+        bounds::COUNT,
+    );
+    let gcra = Gcra::new(rate, burst);
+    if let Some(gcra) = gcra {
+        // The whole burst comes back within a year: the limiter counts time
+        // in nanoseconds, and no client waits longer.
+        if gcra.window() > 366 * bounds::DAY {
+            problems.at(
+                path.key("burst"),
+                format!("burst {burst} at {rate} takes more than a year to come back"),
+            );
+        }
+    }
+    let (rule, gcra) = (rule?, gcra?);
+    // Shared, this node enforces its share by itself while the store is
+    // unreachable; the buckets in the store are named after the route.
+    let (local, shared) = match shared {
+        None => (gcra, None),
+        Some(store) => (
+            gcra.share(store.fleet_size.unwrap_or(1)),
+            Some(format!(
+                "{}:rl:{}:",
+                store.prefix,
+                &digest(route.as_bytes())[..16]
+            )),
+        ),
+    };
+    (problems.0.len() == before).then(|| Limit::new(rule, gcra, local, shared, limit.clone()))
 }
 
 /// The backend's shape, every path parsed where it is written.

@@ -67,6 +67,14 @@ pub struct Plan {
     pub(crate) upstreams: Vec<Arc<UpstreamPlan>>,
     /// Limits of the listener.
     pub(crate) server: ServerLimits,
+    /// TLS of the listener (`server.tls`), built from its files.
+    pub(crate) listener_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Cross-origin calls from browsers (`server.cors`).
+    pub(crate) cors: Option<crate::edge::cors::CorsPolicy>,
+    /// The fleet's shared store (`store`), if there is one.
+    pub(crate) store: Option<Arc<crate::store::Store>>,
+    /// Whose `x-forwarded-for` is believed (`server.trusted_proxies`).
+    pub(crate) trusted_proxies: crate::edge::client_ip::TrustedProxies,
     /// The files it read besides the config (certificates, keys, JWKS).
     files: Vec<PathBuf>,
     /// The `auth` map's schemes, in name order.
@@ -128,6 +136,8 @@ pub(crate) struct UpstreamPlan {
     /// The configuration it was built from (`None` for a `url:` backend):
     /// a reload keeps the state of an upstream whose configuration is equal.
     pub(crate) config: Option<Upstream>,
+    /// Where its cache is shared in the store (`cache_shared`), if it is.
+    pub(crate) shared_cache: Option<String>,
 }
 
 /// One endpoint, compiled.
@@ -143,9 +153,12 @@ pub(crate) struct EndpointPlan {
     pub(crate) forward_query: Vec<String>,
     /// Whether `_errors` is added to responses.
     pub(crate) expose_errors: bool,
+    /// Its rate limit (`rate_limit`).
+    pub(crate) rate_limit: Option<crate::edge::ratelimit::Limit>,
     /// The client's values (route captures, query parameters, fields of its
-    /// body) its templates use: each must be there, valid UTF-8, and fit
-    /// where it goes, or the request is a 400 before any call.
+    /// body, claims of its token) its templates use: each must be there,
+    /// valid UTF-8, and fit where it goes, or the request is a 400 before
+    /// any call.
     pub(crate) client_values: Vec<ClientValue>,
     /// What it does with the client's body.
     pub(crate) reads_body: ReadsBody,
@@ -317,6 +330,12 @@ impl Plan {
     /// Starts what the upstreams do in the background (DNS refresh, health
     /// checks) on the current runtime; those of a replaced plan stop with it.
     pub(crate) fn start(&self) {
+        if let Some(store) = &self.store {
+            store.start();
+        }
+        for limit in self.endpoints.iter().filter_map(|e| e.rate_limit.as_ref()) {
+            limit.local.start();
+        }
         for upstream in &self.upstreams {
             upstream.targets.start();
         }
@@ -336,11 +355,37 @@ impl Plan {
     /// an upstream it did not change.
     pub(crate) fn keep_state_of(&mut self, previous: &Plan) {
         self.keep_schemes_of(previous);
+        // The same store keeps its connection and what it knows of Redis.
+        if let (Some(store), Some(old)) = (&self.store, &previous.store) {
+            store.adopt(old);
+        }
+        let same_store = self.store.as_ref().map(|s| s.settings())
+            == previous.store.as_ref().map(|s| s.settings());
+        // A rate limit that did not change keeps its buckets.
+        for endpoint in &mut self.endpoints {
+            let Some(endpoint) = Arc::get_mut(endpoint) else {
+                continue;
+            };
+            let Some(limit) = endpoint.rate_limit.as_mut() else {
+                continue;
+            };
+            let kept = previous
+                .endpoints
+                .iter()
+                .filter(|old| old.route == endpoint.route)
+                .filter_map(|old| old.rate_limit.as_ref())
+                .find(|old| old.config == limit.config && old.local.gcra() == limit.local.gcra());
+            if let Some(old) = kept {
+                limit.local = old.local.clone();
+            }
+        }
         for upstream in &mut self.upstreams {
             let kept = previous.upstreams.iter().find(|old| {
                 old.name == upstream.name
                     && old.config == upstream.config
                     && old.files == upstream.files
+                    && old.shared_cache == upstream.shared_cache
+                    && (same_store || upstream.shared_cache.is_none())
             });
             let Some(kept) = kept else { continue };
             let replaced = std::mem::replace(upstream, kept.clone());

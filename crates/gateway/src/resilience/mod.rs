@@ -33,10 +33,10 @@ use tokio::{
     time::Instant,
 };
 
-pub(crate) use self::breaker::BreakerState;
 use self::{
     breaker::Breaker, cache::Cache, coalesce::Coalescer, hedge::HedgePolicy, retry::RetryPolicy,
 };
+pub(crate) use self::{breaker::BreakerState, cache::SharedCache};
 use crate::{
     config::{Method, Upstream},
     error::{BackendError, ErrorKind},
@@ -115,8 +115,9 @@ pub(crate) struct Policies {
 }
 
 impl Policies {
-    /// The policies configured for upstream `name`.
-    pub(crate) fn new(name: &str, upstream: &Upstream) -> Policies {
+    /// The policies configured for upstream `name`; its cache also in the
+    /// fleet's store when `shared` says where.
+    pub(crate) fn new(name: &str, upstream: &Upstream, shared: Option<SharedCache>) -> Policies {
         Policies {
             upstream: name.to_owned(),
             bulkhead: upstream
@@ -141,7 +142,7 @@ impl Policies {
             cache: upstream
                 .cache
                 .as_ref()
-                .map(|c| Cache::new(c.ttl.0, c.max_entries as usize)),
+                .map(|c| Cache::new(c.ttl.0, c.max_entries as usize, shared)),
             coalescer: upstream.coalesce.then(Coalescer::default),
         }
     }
@@ -178,8 +179,8 @@ impl Policies {
         Fut: Future<Output = Result<Answer, BackendError>>,
     {
         let shared = key.filter(|_| method == Method::Get);
-        if let Some(key) = shared {
-            if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(key)) {
+        if let (Some(key), Some(cache)) = (shared, &self.cache) {
+            if let Some(hit) = cache.get(key).await {
                 metrics::counter!(CACHE_HITS, "upstream" => self.upstream.clone()).increment(1);
                 report.cached.store(true, Ordering::Relaxed);
                 return Ok(hit);

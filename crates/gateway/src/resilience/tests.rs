@@ -27,7 +27,7 @@ use crate::config::Upstream;
 fn policies(yaml: &str) -> Policies {
     let upstream: Upstream =
         serde_saphyr::from_str(&format!("url: http://127.0.0.1:1\n{yaml}")).unwrap();
-    Policies::new("users", &upstream)
+    Policies::new("users", &upstream, None)
 }
 
 fn ms(n: u64) -> Duration {

@@ -54,7 +54,6 @@ pub(crate) struct ClientBody {
 
 impl Inputs {
     /// The top-level claim `name` of the verified token, when it is a string.
-    #[allow(dead_code)] // for the rate limiter's `key: claim:NAME`
     pub(crate) fn claim(&self, name: &str) -> Option<&str> {
         self.claims.as_deref()?.get(name)?.as_str()
     }

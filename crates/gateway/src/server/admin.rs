@@ -20,8 +20,8 @@ use super::{ConnectionLimit, Connections, Gateway, Peer, error};
 use crate::{
     dashboard::KEPT,
     metrics::{
-        BREAKER_STATE, HEDGES, TARGET_CALLS, TARGET_FAILURES, TARGET_IN_FLIGHT, TARGET_LATENCY,
-        TARGET_STATE,
+        BREAKER_STATE, HEDGES, STORE_FALLBACKS, STORE_UP, TARGET_CALLS, TARGET_FAILURES,
+        TARGET_IN_FLIGHT, TARGET_LATENCY, TARGET_STATE,
     },
     resilience::BreakerState,
     respond::json_response,
@@ -99,6 +99,11 @@ fn answer(
         "/api/stats" => {
             let mut stats = gateway.recorder.stats();
             stats["upstreams"] = upstream_stats(gateway);
+            stats["store"] = gateway
+                .plan()
+                .store
+                .as_ref()
+                .map_or(Value::Null, |store| json!(store.state()));
             json(StatusCode::OK, &stats)
         }
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
@@ -155,9 +160,12 @@ fn addressed_by_name(request: &Request<Incoming>) -> Option<String> {
 }
 
 /// The effective configuration, with every upstream header value (API keys,
-/// tokens: often from `${env.…}`) replaced.
+/// tokens: often from `${env.…}`) and the store's credentials replaced.
 fn redacted_config(gateway: &Gateway) -> Value {
     let mut config = serde_json::to_value(gateway.plan().config()).unwrap_or_default();
+    if let Some(url) = config.pointer_mut("/store/redis") {
+        *url = Value::from(crate::store::redacted(url.as_str().unwrap_or_default()));
+    }
     if let Some(upstreams) = config.get_mut("upstreams").and_then(Value::as_object_mut) {
         for upstream in upstreams.values_mut() {
             if let Some(headers) = upstream.get_mut("headers").and_then(Value::as_object_mut) {
@@ -217,6 +225,13 @@ fn upstream_stats(gateway: &Gateway) -> Value {
 
 /// Per-upstream state that lives in the plan rather than in counters.
 fn record_upstream_state(gateway: &Gateway) {
+    if let Some(store) = &gateway.plan().store {
+        let state = store.state();
+        metrics::gauge!(STORE_UP).set(if state.up { 1.0 } else { 0.0 });
+        metrics::counter!(STORE_FALLBACKS, "use" => "rate_limit")
+            .absolute(state.rate_limit_fallbacks);
+        metrics::counter!(STORE_FALLBACKS, "use" => "cache").absolute(state.cache_fallbacks);
+    }
     let now = tokio::time::Instant::now();
     for upstream in &gateway.plan().upstreams {
         for target in upstream.targets.all().iter() {

@@ -56,7 +56,7 @@ pub struct Connections {
     /// waiting, or the socket full, with no progress for this long) is closed.
     pub write_timeout: Option<Duration>,
     /// TLS on the listener; `None`: plain TCP.
-    pub tls: Option<Arc<super::tls::ServerTls>>,
+    pub tls: Option<Arc<crate::edge::tls::ServerTls>>,
 }
 
 /// The timers a connection's watchdog keeps.

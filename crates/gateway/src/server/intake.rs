@@ -16,8 +16,12 @@ use super::{Gateway, budget::Outgoing};
 use crate::{
     client::BoxError,
     config::Method,
+    edge::{
+        cors::{self, CorsRequest},
+        ratelimit::{Decision, Limit},
+    },
     headers::named_in_connection,
-    plan::{Captures, EndpointPlan, ReadsBody},
+    plan::{Captures, EndpointPlan, Plan, ReadsBody},
     resilience::CallReport,
     respond::{json_response, respond},
     run::{self, ClientBody, Inputs, Outcome, Upload, Verdict},
@@ -26,7 +30,8 @@ use crate::{
 };
 
 impl Gateway {
-    /// Answers one request from `peer`.
+    /// Answers one request from `peer`: a CORS preflight here, anything else
+    /// by its endpoint, with the CORS headers its origin may have.
     pub(crate) async fn handle<B>(
         &self,
         request: Request<B>,
@@ -36,8 +41,65 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let arrived = Instant::now();
         let plan = self.plan.load_full();
+        let Some(policy) = &plan.cors else {
+            return self.answer(&plan, request, peer).await;
+        };
+        match cors::classify(request.method(), request.headers()) {
+            CorsRequest::Plain => {
+                let mut response = self.answer(&plan, request, peer).await;
+                policy.decorate(None, response.headers_mut());
+                response
+            }
+            CorsRequest::Actual { origin } => {
+                let mut response = self.answer(&plan, request, peer).await;
+                policy.decorate(Some(&origin), response.headers_mut());
+                response
+            }
+            CorsRequest::Preflight {
+                origin,
+                method,
+                requested,
+                headers,
+            } => {
+                // Answered here: a preflight never reaches a backend.
+                let served = method.is_some_and(|m| plan.route(m, request.uri().path()).is_some());
+                let response =
+                    match policy.preflight(&origin, method, &requested, headers.as_ref(), served) {
+                        Ok(headers) => {
+                            let mut response = Response::new(Bytes::new());
+                            *response.status_mut() = StatusCode::NO_CONTENT;
+                            *response.headers_mut() = headers;
+                            response
+                        }
+                        Err(why) => {
+                            tracing::debug!(
+                                path = request.uri().path(),
+                                why,
+                                "CORS preflight refused"
+                            );
+                            let mut response = error(StatusCode::FORBIDDEN, why);
+                            policy.vary_preflight(response.headers_mut());
+                            response
+                        }
+                    };
+                response.map(Outgoing::from)
+            }
+        }
+    }
+
+    /// Answers a request by its endpoint.
+    async fn answer<B>(
+        &self,
+        plan: &Plan,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Outgoing>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let arrived = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let Some(method) = Method::parse(parts.method.as_str()) else {
@@ -68,26 +130,46 @@ impl Gateway {
             Ok(claims) => claims,
             Err(refused) => return refused.map(Outgoing::from),
         };
-        let answer = match self.admit(&parts, &endpoint, params, peer, claims) {
-            Err((status, message)) => error(status, message),
-            Ok(mut inputs) => {
-                inputs.arrived = Some(arrived);
-                if endpoint.proxy {
-                    return self.pass(&endpoint, inputs, body, method).await;
+        let mut inputs = match self.admit(&parts, &endpoint, params, peer, claims) {
+            Err((status, message)) => return error(status, message).map(Outgoing::from),
+            Ok(inputs) => inputs,
+        };
+        inputs.arrived = Some(arrived);
+        // Counted once the client is known (a `claim:` key needs its token),
+        // before its body is read or any backend is called; refused, nothing
+        // is.
+        let limited = match &endpoint.rate_limit {
+            None => None,
+            Some(limit) => {
+                let client_ip = || plan.trusted_proxies.client_ip(peer.ip(), &parts.headers);
+                let key = limit.rule.key(client_ip, &parts.headers, Some(&inputs));
+                let decision = limit.check(&key, plan.store.as_deref()).await;
+                if !decision.allowed {
+                    self.recorder.record_refusal(&endpoint.route, 429);
+                    return too_many(&endpoint, limit, &decision).map(Outgoing::from);
                 }
-                match read_body(&endpoint, &parts.headers, body, arrived).await {
-                    Err((status, message)) => error(status, message),
-                    Ok(body) => {
-                        inputs.body = body;
-                        match check_client_values(&endpoint, &inputs) {
-                            Err(message) => error(StatusCode::BAD_REQUEST, message),
-                            Ok(()) => self.run(&endpoint, inputs, method).await,
-                        }
+                Some((limit, decision))
+            }
+        };
+        let mut response = if endpoint.proxy {
+            self.pass(&endpoint, inputs, body, method).await
+        } else {
+            match read_body(&endpoint, &parts.headers, body, arrived).await {
+                Err((status, message)) => error(status, message),
+                Ok(body) => {
+                    inputs.body = body;
+                    match check_client_values(&endpoint, &inputs) {
+                        Err(message) => error(StatusCode::BAD_REQUEST, message),
+                        Ok(()) => self.run(&endpoint, inputs, method).await,
                     }
                 }
             }
+            .map(Outgoing::from)
         };
-        answer.map(Outgoing::from)
+        if let Some((limit, decision)) = &limited {
+            limit.headers(decision, response.headers_mut());
+        }
+        response
     }
 
     /// What the request may bring on, or why it is refused before anything
@@ -276,7 +358,7 @@ impl Gateway {
         )
         .increment(1);
         self.recorder
-            .record_refused(endpoint, status.as_u16(), took);
+            .record_refusal(&endpoint.route, status.as_u16());
         tracing::info!(
             endpoint = endpoint.route,
             status = status.as_u16(),
@@ -415,6 +497,39 @@ fn check_client_values(endpoint: &EndpointPlan, inputs: &Inputs) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// A `claim:NAME` rate limit keys on the request's verified token.
+impl crate::edge::ratelimit::Claims for Inputs {
+    fn claim(&self, name: &str) -> Option<&str> {
+        Inputs::claim(self, name)
+    }
+}
+
+/// The `429` for a request over its endpoint's rate limit.
+fn too_many(endpoint: &EndpointPlan, limit: &Limit, decision: &Decision) -> Response<Bytes> {
+    let gcra = limit.gcra;
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many requests: {} at once and {} per {} per client ({}) on this endpoint; retry in {} ms",
+            gcra.burst,
+            limit.config.rate.count,
+            crate::config::Duration(limit.config.rate.per),
+            limit.config.key,
+            decision.retry_after.as_millis()
+        ),
+    );
+    limit.headers(decision, response.headers_mut());
+    tracing::debug!(
+        endpoint = endpoint.route,
+        key = limit.config.key,
+        "rate limited"
+    );
+    endpoint
+        .meters
+        .record(429, std::time::Duration::ZERO, std::iter::empty());
+    response
 }
 
 /// What the request brings for the endpoint's templates and forwarding, or

@@ -6,12 +6,10 @@ mod admin;
 mod budget;
 mod connections;
 mod intake;
-mod tls;
 
 pub use admin::serve_admin;
 pub use connections::{ConnectionLimit, Connections, MAX_CONCURRENT_STREAMS, Peer};
 pub(crate) use intake::error;
-pub use tls::{ServerTls, TlsError};
 
 use std::{
     convert::Infallible,
@@ -25,10 +23,16 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Layer;
 
-use crate::{client::HttpClient, dashboard::Recorder, plan::Plan};
+use crate::{
+    client::HttpClient,
+    dashboard::Recorder,
+    edge::{compress::Compressible, tls::ServerTls},
+    plan::Plan,
+};
 
 /// A running gateway: its current plan (swapped atomically on reload), the
 /// shared backend client, and whether it is ready. Cheap to clone.
@@ -43,6 +47,12 @@ pub struct Gateway {
     /// Open client connections (`server.max_connections`), shared by every
     /// serving thread.
     connections: ConnectionLimit,
+    /// The listener's TLS (`server.tls`), swapped when a reload brings new
+    /// certificates; `None`: plain TCP.
+    tls: Option<Arc<ServerTls>>,
+    /// Whether responses are compressed (`server.compression`), for every
+    /// connection, open ones included.
+    compression: Compressible,
 }
 
 impl Gateway {
@@ -52,6 +62,11 @@ impl Gateway {
         plan.start();
         let limits = plan.server;
         Gateway {
+            compression: Compressible::new(plan.config().server.compression),
+            tls: plan
+                .listener_tls
+                .clone()
+                .map(|config| Arc::new(ServerTls::from_config(config))),
             budget: budget::ResponseBudget::new(
                 limits.response_buffer_per_connection,
                 limits.response_buffer_total,
@@ -69,11 +84,22 @@ impl Gateway {
     /// `header_read_timeout`, `shutdown_grace`) keep their first values. An
     /// upstream whose configuration did not change keeps its policies' state
     /// (breaker, retry budget, hedging latencies, cache); a changed one starts
-    /// afresh.
+    /// afresh. The listener's certificates (`server.tls`) are the plan's from
+    /// now on, for new connections; open ones keep theirs. Turning TLS on or
+    /// off takes a restart.
     pub fn reload(&self, mut plan: Plan) {
         plan.keep_state_of(&self.plan.load());
         plan.start();
+        if let (Some(tls), Some(config)) = (&self.tls, &plan.listener_tls) {
+            tls.install(config.clone());
+        }
+        self.compression.set(plan.config().server.compression);
         self.plan.store(Arc::new(plan));
+    }
+
+    /// Whether the listener serves TLS (`server.tls`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The plan requests start on now.
@@ -105,20 +131,25 @@ pub async fn serve(
         max_connections: gateway.connections.clone(),
         idle_timeout: Some(limits.idle_timeout),
         write_timeout: Some(limits.write_timeout),
-        tls: None,
+        tls: gateway.tls.clone(),
     };
+    // Compression wraps the budget: the budget counts the bytes the gateway
+    // holds (the uncompressed answer, released as the encoder takes it, as
+    // fast as the client reads), the encoder's output is what hyper sends.
+    let compression = gateway.compression.layer();
     connections
         .serve(
             listener,
             move |peer: Peer| {
                 let gateway = gateway.clone();
-                service_fn(move |request| {
+                let answer = tower::service_fn(move |request| {
                     let (gateway, peer) = (gateway.clone(), peer.clone());
                     async move {
                         let response = gateway.handle(request, peer.addr).await;
                         Ok::<_, Infallible>(gateway.budget.admit(response, &peer.activity))
                     }
-                })
+                });
+                TowerToHyperService::new(compression.layer(answer))
             },
             async {
                 shutdown.await;

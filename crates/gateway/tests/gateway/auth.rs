@@ -543,24 +543,35 @@ async fn refusals_are_counted_per_endpoint_in_metrics_and_on_the_dashboard() {
         403
     );
 
+    // The dashboard's table of refusals (kept apart from the waterfall, so
+    // a flood of them never pushes the requests that ran out of it).
     let stats = get(&format!("{admin_url}/api/stats")).await.json();
-    let endpoint = stats["endpoints"]
+    let refused: Vec<(String, u64, u64)> = stats["refused"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["endpoint"] == "GET /me")
-        .cloned()
-        .unwrap();
+        .map(|r| {
+            (
+                r["endpoint"].as_str().unwrap().to_owned(),
+                r["status"].as_u64().unwrap(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
-        (
-            endpoint["unauthorized"].clone(),
-            endpoint["forbidden"].clone()
-        ),
-        (json!(3), json!(1))
+        refused,
+        [
+            ("GET /me".to_owned(), 401, 3),
+            ("GET /me".to_owned(), 403, 1)
+        ]
     );
-    assert_eq!(
-        endpoint["partial_rate"], 0.0,
-        "a refusal is not a partial answer"
+    assert!(
+        stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["endpoint"] != "GET /me"),
+        "a refused request is not in the waterfall: {stats}"
     );
 
     let text = get(&format!("{admin_url}/metrics")).await.body;
@@ -869,4 +880,71 @@ endpoints:
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(audit.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_keyed_rate_limit_gives_each_user_their_own_bucket() {
+    let idp = Mock::builder()
+        .route(
+            Method::GET,
+            "/jwks.json",
+            Reply::json(jwks(&[&EC]).to_string()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let app = Mock::builder()
+        .any("/users/{id}", Reply::json(r#"{"user":"{id}"}"#))
+        .start()
+        .await
+        .unwrap();
+    let gw = TestGateway::start(
+        r#"
+auth:
+  users:
+    jwt: { jwks_url: "${env.IDP}/jwks.json", issuer: "https://idp.test/", audience: api, algorithms: [ES256] }
+endpoints:
+  - route: GET /me
+    auth: users
+    rate_limit: { rate: 1/h, burst: 2, key: "claim:sub" }
+    backends:
+      - { name: me, url: "${env.APP}/users/{jwt.sub}", required: true }
+"#,
+        &[("IDP", idp.url("")), ("APP", app.url(""))],
+    )
+    .await;
+    let me = gw.url("/me");
+    let ada = bearer(&EC.sign(&claims(json!({ "sub": "ada" }))));
+    let bob = bearer(&EC.sign(&claims(json!({ "sub": "bob" }))));
+    for _ in 0..2 {
+        assert_eq!(get_with(&me, &[("authorization", &ada)]).await.status, 200);
+    }
+    let refused = get_with(&me, &[("authorization", &ada)]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(refused.headers.contains_key("retry-after"));
+    // Another user has a bucket of their own, whatever the address.
+    let got = get_with(&me, &[("authorization", &bob)]).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.headers["ratelimit-remaining"], "1");
+    // A request refused for its credentials is not counted against anyone.
+    assert_eq!(get(&me).await.status, 401);
+    assert_eq!(app.stats().requests, 3);
+}
+
+#[test]
+fn a_claim_key_without_auth_is_refused_at_its_line() {
+    let found = problems(
+        r#"endpoints:
+  - route: GET /a
+    rate_limit: { rate: 1/s, key: "claim:sub" }
+    backends:
+      - { name: a, url: "http://127.0.0.1:1/a" }
+"#,
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("3: key `claim:sub` reads the request's token")),
+        "{found:?}"
+    );
 }

@@ -104,7 +104,7 @@ fn unknown_keys_are_refused_with_their_position() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
         found[0],
-        "26:5: unknown field `exposeErrors`, expected one of route, timeout, forward_headers, forward_query, expose_errors, auth, scopes, claims_to_headers, backends, proxy, response"
+        "26:5: unknown field `exposeErrors`, expected one of route, timeout, forward_headers, forward_query, expose_errors, auth, scopes, claims_to_headers, rate_limit, backends, proxy, response"
     );
 }
 

@@ -2,6 +2,8 @@
 
 mod auth;
 mod config;
+mod edge;
+mod fleet;
 mod hostile;
 mod operate;
 mod pki;

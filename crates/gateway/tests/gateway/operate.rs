@@ -313,11 +313,15 @@ fn chromium() -> Option<&'static str> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_draws_the_waterfall_in_a_browser() {
-    let Some(chromium) = chromium() else { return };
-    let (_gw, admin, _b) = gateway_with_history().await;
-    let profile = std::env::temp_dir().join(format!("fanout-chromium-{}", std::process::id()));
+/// The dashboard at `admin` as headless Chromium renders it (after 3 s of
+/// its virtual time), or `None` when Chromium is not installed (outside CI).
+pub(crate) async fn dashboard_dom(admin: &str) -> Option<String> {
+    let chromium = chromium()?;
+    let profile = std::env::temp_dir().join(format!(
+        "fanout-chromium-{}-{}",
+        std::process::id(),
+        admin.rsplit(':').next().unwrap_or("")
+    ));
     let output = tokio::process::Command::new(chromium)
         .args([
             "--headless",
@@ -335,7 +339,15 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
         .await
         .unwrap();
     let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_waterfall_in_a_browser() {
+    let (_gw, admin, _b) = gateway_with_history().await;
+    let Some(dom) = dashboard_dom(&admin).await else {
+        return;
+    };
     assert!(
         dom.contains("6 recent requests"),
         "the page loaded the API:\n{dom}"
@@ -367,6 +379,7 @@ async fn the_dashboard_draws_the_waterfall_in_a_browser() {
             r#"data-backend="fail" data-outcome="status""#,
         ),
         ("the stats table", r#"data-endpoint="GET /partial""#),
+        ("an upstream's target and its state", r#"data-state="up""#),
         ("the retried call", r#"class="bar ok retried""#),
         ("the hedged call", r#"class="bar ok hedged""#),
     ] {

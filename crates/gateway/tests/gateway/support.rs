@@ -130,7 +130,12 @@ pub(crate) fn client() -> Client<HttpConnector, Empty<Bytes>> {
 
 /// GET `url` with extra headers.
 pub(crate) async fn get_with(url: &str, headers: &[(&str, &str)]) -> Got {
-    let mut request = Request::get(url);
+    send("GET", url, headers).await
+}
+
+/// A request with `method` and extra headers, and no body.
+pub(crate) async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut request = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -144,6 +149,15 @@ pub(crate) async fn get_with(url: &str, headers: &[(&str, &str)]) -> Got {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The problems `fanout check` finds in a YAML config named `t.yaml`
+/// (one per line, `t.yaml:LINE:COLUMN: message`), or "" when it has none.
+pub(crate) fn problems(yaml: &str) -> String {
+    match Plan::parse(yaml, Format::Yaml, "t.yaml", |_| None) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
     }
 }
 
