@@ -31,13 +31,12 @@ use super::{
 };
 use crate::error::{BackendError, ErrorKind};
 
-/// How often a call may find the connection it took closed before sending
-/// (each time it takes another, or opens one).
-const MAX_UNSENT: usize = 8;
-
 /// One call to `dial`'s target: on its newest idle connection, or on a new
 /// one. A request that a reused connection gave back unsent (the backend had
-/// closed it meanwhile) goes to the next connection.
+/// closed it meanwhile) goes to the next idle connection, and to a new one
+/// when none is left: after a backend restarted, a call goes past every
+/// connection it left behind instead of failing (the idle list is bounded,
+/// so is the walk). A new connection's failure ends the call.
 pub(super) async fn send(
     pools: &Arc<Pools>,
     settings: &Arc<ClientSettings>,
@@ -47,7 +46,7 @@ pub(super) async fn send(
     let target = pools.target(settings, dial);
     let https = request.uri().scheme_str() == Some("https");
     origin_form(request.uri_mut());
-    for _ in 0..MAX_UNSENT {
+    loop {
         let (result, reused) = match target.take() {
             Some(conn) => (send_on(&target, conn, request).await, true),
             None => {
@@ -70,15 +69,6 @@ pub(super) async fn send(
             },
         }
     }
-    let mut error = BackendError::new(
-        ErrorKind::Connect,
-        format!(
-            "{}: every connection tried had closed before the request could be sent",
-            dial.addr
-        ),
-    );
-    error.unsent = true;
-    Err(error)
 }
 
 type Sent = Result<http::Response<ResponseBody>, TrySendError<Request>>;
