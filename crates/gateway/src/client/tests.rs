@@ -299,3 +299,102 @@ async fn http2_always_multiplexes_a_burst_on_one_connection() {
     }
     assert_eq!(mock.stats().connections, 1);
 }
+
+/// A server that keeps every connection open, answering each request on it,
+/// until told to close the connections it has (those it accepts later stay
+/// open); the first `hold` requests are answered only once all of them have
+/// come (so that they hold `hold` connections).
+async fn restarting_server(
+    hold: usize,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(hold));
+    let (count, gone) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let first = count.fetch_add(1, Ordering::SeqCst) < hold;
+            let (mut closing, barrier, gone) = (closing.clone(), barrier.clone(), gone.clone());
+            let doomed = !*closing.borrow();
+            tokio::spawn(async move {
+                let mut waited = !first;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        tokio::select! {
+                            read = socket.read(&mut buf) => match read {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            },
+                            _ = closing.wait_for(|c| *c), if doomed => {
+                                drop(socket);
+                                gone.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                    if !waited {
+                        barrier.wait().await;
+                        waited = true;
+                    }
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await;
+                }
+            });
+        }
+    });
+    (url, close, accepted, closed)
+}
+
+/// After a backend restarted (every idle connection closed at once, more
+/// than any small bound on retries), a call goes past them all to a new
+/// connection instead of failing.
+#[tokio::test]
+async fn after_a_backend_closed_every_idle_connection_a_call_goes_past_them_all() {
+    use std::sync::atomic::Ordering;
+    let (url, close, accepted, closed) = restarting_server(12).await;
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let calls = (0..12).map(|_| call(&client, &settings, &dial, &url));
+    for (status, ..) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        12,
+        "twelve idle connections"
+    );
+    close.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while closed.load(Ordering::SeqCst) < 12 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server closed its connections");
+    // The server runs on this runtime: its last close may be a moment ago,
+    // before the I/O driver (which runs when the runtime parks) has seen the
+    // FINs. A gateway's later call comes after that, as this one does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body, _) = call(&client, &settings, &dial, &url).await;
+    assert_eq!((status, &body[..]), (200, &b"{}"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        13,
+        "every closed connection was tried and given up, then one new one"
+    );
+}
