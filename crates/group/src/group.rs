@@ -14,7 +14,6 @@ use std::{
 
 use tokio::{
     sync::{Notify, Semaphore},
-    task::AbortHandle,
     time::Instant,
 };
 use tracing::Instrument;
@@ -199,9 +198,10 @@ impl<E, P: Policy> Builder<E, P> {
                 panic: Mutex::new(None),
                 winner: OnceLock::new(),
                 timeline: origin.filter(|_| self.record_timeline).map(Timeline::new),
+                deadline,
+                watched: AtomicBool::new(false),
+                watchdog: OnceLock::new(),
             }),
-            deadline,
-            watchdog: OnceLock::new(),
             _policy: PhantomData,
         }
     }
@@ -234,9 +234,6 @@ impl<E, P> fmt::Debug for Builder<E, P> {
 #[must_use = "a group's tasks are cancelled when it is dropped: wait on it"]
 pub struct Group<E, P = FailFast> {
     shared: Arc<Shared<E>>,
-    /// Own deadline (instant, budget), when it is earlier than any parent's.
-    deadline: Option<(Instant, Duration)>,
-    watchdog: OnceLock<AbortHandle>,
     _policy: PhantomData<fn() -> P>,
 }
 
@@ -349,7 +346,6 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        self.start_watchdog();
         let shared = &self.shared;
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
         shared.live.fetch_add(1, Ordering::Relaxed);
@@ -377,25 +373,6 @@ where
             name,
             join,
         }
-    }
-
-    /// The group deadline's timer, started with the first task (so that building
-    /// a group needs no runtime) and stopped when the group is dropped.
-    fn start_watchdog(&self) {
-        let Some((at, after)) = self.deadline else {
-            return;
-        };
-        self.watchdog.get_or_init(|| {
-            let scope = self.shared.scope.clone();
-            tokio::spawn(async move {
-                let expiry = tokio::time::sleep_until(at);
-                if scope.token().run_until_cancelled(expiry).await.is_some() {
-                    // A no-op if something cancelled the group meanwhile.
-                    scope.cancel(Cause::DeadlineExpired { after });
-                }
-            })
-            .abort_handle()
-        });
     }
 }
 
@@ -464,6 +441,30 @@ impl<E, P: Policy> Group<E, P> {
         }
     }
 
+    /// Runs `wait`, one of the group's waits, with the group's deadline
+    /// watched by this wait's own timer: while someone waits, the deadline
+    /// needs no task of its own (tasks that start before any wait does spawn
+    /// one, [`Shared::watch_deadline`]).
+    async fn watching<F: Future>(&self, wait: F) -> F::Output {
+        let Some((at, after)) = self.shared.deadline else {
+            return wait.await;
+        };
+        self.shared.watched.store(true, Ordering::Release);
+        let mut timer = std::pin::pin!(Some(tokio::time::sleep_until(at)));
+        let mut wait = std::pin::pin!(wait);
+        std::future::poll_fn(|cx| {
+            if let Some(sleep) = timer.as_mut().as_pin_mut() {
+                if sleep.poll(cx).is_ready() {
+                    timer.set(None);
+                    // A no-op if something cancelled the group meanwhile.
+                    self.shared.scope.cancel(Cause::DeadlineExpired { after });
+                }
+            }
+            wait.as_mut().poll(cx)
+        })
+        .await
+    }
+
     /// Waits until every task of the group has ended and been dropped.
     async fn reap(&self) {
         loop {
@@ -498,8 +499,13 @@ impl<E: Send + 'static> Group<E, FailFast> {
     /// [`Builder::resume_panics`], resumes the first task panic.
     pub async fn join<H: Handles<E>>(self, handles: H) -> Result<H::Output, GroupError<E>> {
         handles.check_group(self.shared.id);
-        let values = handles.all_ok().await;
-        self.reap().await;
+        let values = self
+            .watching(async {
+                let values = handles.all_ok().await;
+                self.reap().await;
+                values
+            })
+            .await;
         self.resume_panic();
         if let Some(failure) = self.shared.take_failure() {
             return Err(failure);
@@ -544,8 +550,13 @@ impl<E: Send + 'static> Group<E, CollectAll> {
     /// [`Builder::resume_panics`], resumes the first task panic.
     pub async fn join<H: Handles<E>>(self, handles: H) -> H::Outcomes {
         handles.check_group(self.shared.id);
-        let outcomes = handles.outcomes().await;
-        self.reap().await;
+        let outcomes = self
+            .watching(async {
+                let outcomes = handles.outcomes().await;
+                self.reap().await;
+                outcomes
+            })
+            .await;
         self.resume_panic();
         outcomes
     }
@@ -571,6 +582,23 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
     ) -> Result<T, AllFailed<E>> {
         let handles: Vec<_> = handles.into_iter().collect();
         handles.check_group(self.shared.id);
+        let (winner, other_success, failures) = self
+            .watching(async {
+                let outcomes = self.first_success(handles).await;
+                self.reap().await;
+                outcomes
+            })
+            .await;
+        self.resume_panic();
+        winner.or(other_success).ok_or(AllFailed { failures })
+    }
+
+    /// Each handle's end: the winner's value, another success, the failures.
+    #[allow(clippy::type_complexity)]
+    async fn first_success<T: Send + 'static>(
+        &self,
+        handles: Vec<Handle<T, E>>,
+    ) -> (Option<T>, Option<T>, Vec<(TaskName, TaskError<E>)>) {
         let mut winner = None;
         let mut other_success = None;
         let mut failures = Vec::new();
@@ -587,9 +615,7 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
                 None => failures.push((name, TaskError::Cancelled(Cause::GroupFinished))),
             }
         }
-        self.reap().await;
-        self.resume_panic();
-        winner.or(other_success).ok_or(AllFailed { failures })
+        (winner, other_success, failures)
     }
 }
 
@@ -609,7 +635,7 @@ impl<E, P> Drop for Group<E, P> {
             false => Cause::GroupDropped,
         };
         self.shared.scope.cancel(cause);
-        if let Some(watchdog) = self.watchdog.get() {
+        if let Some(watchdog) = self.shared.watchdog.get() {
             watchdog.abort();
         }
     }

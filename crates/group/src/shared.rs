@@ -7,14 +7,18 @@ use std::{
     any::Any,
     sync::{
         Arc, Mutex, OnceLock, PoisonError,
-        atomic::{AtomicBool, AtomicUsize},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::{
+    sync::{Notify, Semaphore},
+    task::AbortHandle,
+    time::Instant,
+};
 
-use crate::{GroupError, Timeline, context::Scope};
+use crate::{Cause, GroupError, Timeline, context::Scope};
 
 /// The group's policy, as its tasks see it (the [`Policy`](crate::Policy) type
 /// parameter, erased).
@@ -53,9 +57,40 @@ pub(crate) struct Shared<E> {
     pub(crate) winner: OnceLock<usize>,
     /// `None` when the group does not record its timeline.
     pub(crate) timeline: Option<Timeline>,
+    /// The group's own deadline (instant, budget), when it is earlier than
+    /// any parent's.
+    pub(crate) deadline: Option<(Instant, Duration)>,
+    /// Whether a wait on the group watches the deadline with its own timer.
+    /// Until one does, the first task to start spawns the watchdog.
+    pub(crate) watched: AtomicBool,
+    /// The deadline's task, when a task started with nobody waiting.
+    pub(crate) watchdog: OnceLock<AbortHandle>,
 }
 
 impl<E> Shared<E> {
+    /// Starts the deadline's watchdog task, unless a wait watches it or the
+    /// watchdog runs already: a task is starting, and the deadline must stop
+    /// it even if nobody waits on the group yet.
+    pub(crate) fn watch_deadline(&self) {
+        let Some((at, after)) = self.deadline else {
+            return;
+        };
+        if self.watched.load(Ordering::Acquire) {
+            return;
+        }
+        self.watchdog.get_or_init(|| {
+            let scope = self.scope.clone();
+            tokio::spawn(async move {
+                let expiry = tokio::time::sleep_until(at);
+                if scope.token().run_until_cancelled(expiry).await.is_some() {
+                    // A no-op if something cancelled the group meanwhile.
+                    scope.cancel(Cause::DeadlineExpired { after });
+                }
+            })
+            .abort_handle()
+        });
+    }
+
     pub(crate) fn set_failure(&self, failure: GroupError<E>) {
         let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
         slot.get_or_insert(failure);

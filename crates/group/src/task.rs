@@ -207,6 +207,7 @@ where
                             permit,
                         };
                     }
+                    shared.watch_deadline();
                     // The clock is read only when something needs the start: for a
                     // trivial task, a clock read is a large part of its whole cost.
                     let started =

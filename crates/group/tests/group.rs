@@ -721,6 +721,67 @@ async fn s6_group_deadline_cancels_with_a_cause_naming_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn s6_the_deadline_stops_tasks_that_nobody_waits_on_yet() {
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().deadline(ms(500)).build();
+    let alive = Alive::default();
+    let token = alive.token();
+    let slow = group.spawn("slow", move |_| async move {
+        let _token = token;
+        sleep(Duration::from_secs(10)).await;
+        Ok(())
+    });
+    // The owner is busy elsewhere past the deadline: the task is stopped at
+    // 500 ms all the same, not when the wait begins.
+    sleep(ms(800)).await;
+    assert_eq!(
+        alive.count(),
+        0,
+        "the task's future was dropped at the deadline"
+    );
+    let err = group.join(slow).await.unwrap_err();
+    assert!(matches!(
+        err,
+        GroupError::Cancelled(Cause::DeadlineExpired { .. })
+    ));
+    assert_eq!(start.elapsed(), ms(800));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s6_a_wait_watches_the_deadline_without_a_task_of_its_own() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let start = Instant::now();
+    let group = Group::<Infallible>::builder().deadline(ms(500)).build();
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            group.spawn(format!("t{i}"), |_| async {
+                sleep(Duration::from_secs(10)).await;
+                Ok(())
+            })
+        })
+        .collect();
+    let join = group.join(handles);
+    tokio::pin!(join);
+    // The wait begins, the tasks start and park.
+    tokio::select! {
+        biased;
+        _ = &mut join => panic!("the group ended before its deadline"),
+        () = sleep(ms(100)) => {}
+    }
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        3,
+        "the three tasks, and no watchdog task beside them"
+    );
+    let joined = join.await;
+    assert!(matches!(
+        joined,
+        Err(GroupError::Cancelled(Cause::DeadlineExpired { .. }))
+    ));
+    assert_eq!(start.elapsed(), ms(500));
+}
+
+#[tokio::test(start_paused = true)]
 async fn s6_per_task_timeout_under_collect_all_only_stops_that_task() {
     let group = Group::<Infallible>::builder()
         .collect_all()

@@ -5,7 +5,12 @@
 //! in-process against a scripted transport on tokio's paused clock, and
 //! served over real connection pools ([`HttpClient`]).
 
+mod connect;
+mod h1;
+mod pool;
 mod pooled;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tls;
 
 use std::{
@@ -124,6 +129,13 @@ impl ClientSettings {
             .or_else(|| dial.name.clone())
     }
 
+    /// Whether connections of these settings speak HTTP/1.1 only:
+    /// `http2: never`, or `http2: auto` without TLS (no ALPN to agree on
+    /// HTTP/2; h2c is `http2: always`).
+    pub(crate) fn http1_only(&self) -> bool {
+        self.http2 == Http2::Never || self.tls.is_none() && self.http2 == Http2::Auto
+    }
+
     /// Gives a request whose URI's authority is `host` its `Host` header, on
     /// connections that speak HTTP/1.1 only. Where a connection may turn out
     /// to speak HTTP/2, none: the URI's authority is sent as `:authority`,
@@ -131,9 +143,7 @@ impl ClientSettings {
     /// nginx answer with 400 (hyper adds the header itself when the
     /// connection is HTTP/1.1).
     pub(crate) fn set_host(&self, headers: &mut HeaderMap, host: &HeaderValue) {
-        let http1_only =
-            self.http2 == Http2::Never || self.tls.is_none() && self.http2 == Http2::Auto;
-        if http1_only {
+        if self.http1_only() {
             headers.insert(HOST, host.clone());
         } else {
             headers.remove(HOST);

@@ -14,12 +14,13 @@ use tokio::time::Instant;
 use super::{decode::decode, deps::Exported, request::RequestState};
 use crate::{
     client::Transport,
+    config::Method,
     error::{BackendError, ErrorKind},
     plan::{BackendPlan, CallBody},
     resilience::{Answer, CallReport, with_timeout},
     shape::Body,
     template::{Found, Values, Var, url},
-    upstream::{AttemptVerdict, Lease},
+    upstream::{AttemptVerdict, Lease, Scheme},
 };
 
 /// Runs backend `index` of the request; `deadline` is the endpoint's.
@@ -215,12 +216,21 @@ pub(super) fn aim(
 ) -> Result<(Lease, crate::client::Request), BackendError> {
     let upstream = &backend.upstream;
     let targets = &upstream.targets;
-    let avoid = used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // With one target there is no other to go to: no list to copy or grow
+    // per attempt.
+    let several = targets.all().len() > 1;
+    let avoid = if several {
+        used.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    } else {
+        Vec::new()
+    };
     let lease = targets.pick(&avoid)?;
     let target = &lease.target;
-    used.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(target.addr);
+    if several {
+        used.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(target.addr);
+    }
     // The URI's authority is the host the backend is to see; where the
     // connection goes is the target's (its `Dial`).
     let host = upstream
@@ -229,34 +239,56 @@ pub(super) fn aim(
         .unwrap_or(&target.host_header);
     let mut headers = headers.clone();
     targets.client.set_host(&mut headers, host);
-    let uri = format!(
-        "{}://{}{path}",
-        targets.scheme.as_str(),
-        host.to_str().unwrap_or_default()
+    // Put together from parts, the target's authority parsed once: no URL
+    // to format and parse again per attempt.
+    let bad = |e: &dyn std::fmt::Display| {
+        BackendError::new(
+            ErrorKind::Connect,
+            format!(
+                "cannot build a request for {}://{}{path}: {e}",
+                targets.scheme.as_str(),
+                String::from_utf8_lossy(host.as_bytes())
+            ),
+        )
+    };
+    let authority = match (
+        upstream.headers.contains_key(header::HOST),
+        &target.host_authority,
+    ) {
+        (false, Some(authority)) => authority.clone(),
+        _ => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes()))
+            .map_err(|e| bad(&e))?,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match targets.scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    });
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes()))
+            .map_err(|e| bad(&e))?,
     );
-    let request = build_request(backend, &uri, headers, body)?;
+    let uri = http::Uri::from_parts(parts).map_err(|e| bad(&e))?;
+    let mut request = http::Request::new(body.into());
+    *request.method_mut() = http_method(backend.method);
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
     Ok((lease, request))
 }
 
-/// A request to `url`, with `body` (empty: none).
-fn build_request(
-    backend: &BackendPlan,
-    url: &str,
-    headers: HeaderMap,
-    body: impl Into<crate::client::Body>,
-) -> Result<crate::client::Request, BackendError> {
-    let mut request = http::Request::builder()
-        .method(backend.method.as_str())
-        .uri(url)
-        .body(body.into())
-        .map_err(|e| {
-            BackendError::new(
-                ErrorKind::Connect,
-                format!("cannot build a request for {url}: {e}"),
-            )
-        })?;
-    *request.headers_mut() = headers;
-    Ok(request)
+/// The method of a call, as `http` names it (its constant: no name to
+/// parse per attempt).
+fn http_method(method: Method) -> http::Method {
+    match method {
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Patch => http::Method::PATCH,
+        Method::Delete => http::Method::DELETE,
+        Method::Options => http::Method::OPTIONS,
+    }
 }
 
 /// Adds the W3C `traceparent` (and `tracestate`) of the current span, this

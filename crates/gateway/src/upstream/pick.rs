@@ -29,6 +29,22 @@ impl Targets {
                 why.unwrap_or_else(|| format!("upstream `{}` has no address yet", self.upstream)),
             ));
         }
+        let out = || {
+            BackendError::new(
+                ErrorKind::CircuitOpen,
+                format!(
+                    "every target of upstream `{}` is out (ejected or failing its health check)",
+                    self.upstream
+                ),
+            )
+        };
+        // One target, the usual case: no lists to make for each attempt.
+        if let [only] = all.as_slice() {
+            return match only.state(now) {
+                TargetState::Up => Ok(only.lease()),
+                _ => Err(out()),
+            };
+        }
         let up: Vec<_> = all
             .iter()
             .filter(|t| t.state(now) == TargetState::Up)
@@ -40,13 +56,7 @@ impl Targets {
             .collect();
         let candidates = if fresh.is_empty() { up } else { fresh };
         if candidates.is_empty() {
-            return Err(BackendError::new(
-                ErrorKind::CircuitOpen,
-                format!(
-                    "every target of upstream `{}` is out (ejected or failing its health check)",
-                    self.upstream
-                ),
-            ));
+            return Err(out());
         }
         let chosen = match (self.balance, candidates.len()) {
             (_, 1) => candidates[0],

@@ -66,6 +66,8 @@ pub(crate) struct Target {
     pub(crate) authority: String,
     /// The `Host` header calls carry (the name the URL gave).
     pub(crate) host_header: HeaderValue,
+    /// `host_header` as a URI authority, parsed once for every call's URI.
+    pub(crate) host_authority: Option<http::uri::Authority>,
     /// The host and port of the URL it came from (a name's lookup that
     /// fails keeps that name's targets).
     source: (String, u16),
@@ -85,6 +87,10 @@ impl Target {
             authority: addr.to_string(),
             addr,
             host_header: source.host_header.clone(),
+            host_authority: http::uri::Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                source.host_header.as_bytes(),
+            ))
+            .ok(),
             source: (source.host.clone(), source.port),
             dial: Arc::new(Dial::new(addr, &source.host)),
             in_flight: AtomicU32::new(0),

@@ -232,6 +232,53 @@ async fn http2_never_keeps_tls_calls_on_http1() {
     );
 }
 
+/// With `http2: never` a call drives its own HTTP/1.1 connection instead of
+/// going through hyper-util's pool: its TLS failures say why all the same,
+/// nothing reaches an unverified backend, and a refused client certificate
+/// (which TLS 1.3 reports on the first read, after the request went out) is
+/// named too.
+#[tokio::test]
+async fn http1_only_connections_say_why_a_handshake_failed() {
+    let internal = Pki::new("internal");
+    let other = Pki::new("other");
+    let untrusted = tls_mock(
+        other
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await;
+    let gw = gateway(&format!(
+        "    url: {}\n    http2: never\n    tls: {{ ca: {} }}",
+        untrusted.url(""),
+        path(&internal.ca_file())
+    ))
+    .await;
+    let (status, kind, message) = failure(&gw).await;
+    assert_eq!((status, kind.as_str()), (502, "connect"), "{message}");
+    assert!(message.contains("unknown issuer"), "{message}");
+    assert_eq!(untrusted.stats().requests, 0, "nothing sent: {message}");
+
+    let strict = tls_mock(
+        internal
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(Some(&internal)),
+    )
+    .await;
+    let gw = gateway(&format!(
+        "    url: {}\n    http2: never\n    tls: {{ ca: {} }}",
+        strict.url(""),
+        path(&internal.ca_file())
+    ))
+    .await;
+    let (status, kind, message) = failure(&gw).await;
+    assert_eq!((status, kind.as_str()), (502, "connect"), "{message}");
+    assert!(
+        message.contains("requires a client certificate"),
+        "{message}"
+    );
+    assert_eq!(strict.stats().requests, 0);
+}
+
 #[tokio::test]
 async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
     let mock = Mock::builder()

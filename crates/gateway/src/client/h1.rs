@@ -1,0 +1,290 @@
+//! HTTP/1.1 calls that drive their own connection: the call's future polls
+//! the connection together with the response, and the response body polls it
+//! until the body is read, then hands the connection back to its target's
+//! idle list ([`pool`](super::pool)). No task per connection and no hop
+//! between tasks, where hyper-util's pooled client woke a connection task for
+//! every call and back again for its answer and body (two task hops per call,
+//! a pool lock and a hashed key).
+//!
+//! Only for connections that can speak nothing but HTTP/1.1; HTTP/2
+//! multiplexes the calls of many tasks over one connection, which a task of
+//! its own drives (hyper-util's client, [`pooled`](super::pooled)).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::Uri;
+use hyper::{
+    body::{Body as _, Frame, Incoming, SizeHint},
+    client::conn::{TrySendError, http1},
+};
+
+use super::{
+    ClientSettings, Dial, Request, connect,
+    pool::{Conn, H1, Pools, Target},
+    tls,
+};
+use crate::error::{BackendError, ErrorKind};
+
+/// One call to `dial`'s target: on its newest idle connection, or on a new
+/// one. A request that a reused connection gave back unsent (the backend had
+/// closed it meanwhile) goes to the next idle connection, and to a new one
+/// when none is left: after a backend restarted, a call goes past every
+/// connection it left behind instead of failing (the idle list is bounded,
+/// so is the walk). A new connection's failure ends the call.
+pub(super) async fn send(
+    pools: &Arc<Pools>,
+    settings: &Arc<ClientSettings>,
+    dial: &Arc<Dial>,
+    mut request: Request,
+) -> Result<http::Response<ResponseBody>, BackendError> {
+    let target = pools.target(settings, dial);
+    let https = request.uri().scheme_str() == Some("https");
+    origin_form(request.uri_mut());
+    loop {
+        let (result, reused) = match target.take() {
+            Some(conn) => (send_on(&target, conn, request).await, true),
+            None => {
+                // Boxed: opening a connection (TCP, TLS) takes a large
+                // future, which would otherwise make every call's future,
+                // and its task, that large.
+                let conn = Box::pin(open(settings, dial, &target, https)).await?;
+                (send_on(&target, conn, request).await, false)
+            }
+        };
+        match result {
+            Ok(response) => return Ok(response),
+            Err(mut e) => match e.take_message() {
+                Some(back) if reused => request = back,
+                back => {
+                    let mut error = failure(&e.into_error());
+                    error.unsent = back.is_some();
+                    return Err(error);
+                }
+            },
+        }
+    }
+}
+
+type Sent = Result<http::Response<ResponseBody>, TrySendError<Request>>;
+
+/// A new connection to `target`; a failure is a connect error with nothing
+/// sent.
+async fn open(
+    settings: &ClientSettings,
+    dial: &Dial,
+    target: &Target,
+    https: bool,
+) -> Result<Conn, BackendError> {
+    let unsent = |message: String| {
+        let mut error = BackendError::new(ErrorKind::Connect, message);
+        error.unsent = true;
+        error
+    };
+    let tls = if https {
+        Some(
+            target
+                .tls
+                .as_ref()
+                .ok_or_else(|| unsent(format!("{}: https without TLS settings", dial.addr)))?,
+        )
+    } else {
+        None
+    };
+    let stream = connect::open(settings, dial, tls, None)
+        .await
+        .map_err(|e| unsent(tls::describe(&e).unwrap_or_else(|| e.to_string())))?;
+    let (send, conn) = http1::handshake(stream)
+        .await
+        .map_err(|e| unsent(failure(&e).message))?;
+    Ok(Box::new(H1 { send, conn }))
+}
+
+/// Sends `request` on `conn`, driving the connection until the response's
+/// head is in; the body then drives it on.
+async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent {
+    // Queued at once; the future does not borrow the handle.
+    let mut sent = std::pin::pin!(conn.send.try_send_request(request));
+    let mut driver = Driver {
+        conn: Some(conn),
+        target: target.clone(),
+    };
+    let response = std::future::poll_fn(|cx| {
+        // The connection first: it writes the request, reads the answer and
+        // completes `sent`, all within this poll.
+        driver.drive(cx);
+        sent.as_mut().poll(cx)
+    })
+    .await?;
+    Ok(response.map(|incoming| ResponseBody {
+        incoming,
+        driver: Some(driver),
+    }))
+}
+
+/// `http://host/path?q` as `/path?q`, the form HTTP/1.1 sends to an origin
+/// (the host goes in `Host`, which the request carries already).
+fn origin_form(uri: &mut Uri) {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = uri.path_and_query().cloned();
+    if parts.path_and_query.is_some() {
+        if let Ok(origin) = Uri::from_parts(parts) {
+            *uri = origin;
+        }
+    } else {
+        *uri = Uri::from_static("/");
+    }
+}
+
+/// A failure of a call, in the gateway's words (a TLS reason says why).
+fn failure(error: &hyper::Error) -> BackendError {
+    let message = match tls::describe(error) {
+        Some(tls) => tls,
+        None => {
+            let cause = std::error::Error::source(error)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            format!("{error}{cause}")
+        }
+    };
+    BackendError::new(ErrorKind::Connect, message)
+}
+
+/// An HTTP/1.1 connection being driven by the call using it.
+struct Driver {
+    /// `None` once the connection has ended (closed or failed).
+    conn: Option<Conn>,
+    target: Arc<Target>,
+}
+
+impl Driver {
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        let Some(h1) = self.conn.as_mut() else { return };
+        if let Poll::Ready(result) = Pin::new(&mut h1.conn).poll(cx) {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "backend connection ended");
+            }
+            // Dropped at once: a request still queued on it (the backend
+            // closed the connection while it was idle) comes back unsent.
+            self.conn = None;
+        }
+    }
+
+    /// The exchange ended cleanly: the connection goes back to the pool if
+    /// it can take another request. If it cannot say yet, it is polled once
+    /// more, without a waker (so that a later event on the idle connection
+    /// wakes no task), to settle into its idle state.
+    fn finish(&mut self) {
+        if !self.conn.as_ref().is_some_and(|h1| h1.send.is_ready()) {
+            self.drive(&mut Context::from_waker(std::task::Waker::noop()));
+        }
+        match self.conn.take() {
+            Some(h1) if h1.send.is_ready() => self.target.check_in(h1),
+            _ => {}
+        }
+    }
+}
+
+/// A response body. Over a connection the call drives, it drives the
+/// connection while it is read and hands it back to the pool once read to
+/// the end; dropped before that, it closes the connection (the backend sees
+/// the call abandoned). Over hyper-util's pools, hyper's body as it is.
+pub(crate) struct ResponseBody {
+    incoming: Incoming,
+    driver: Option<Driver>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("driven", &self.driver.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    /// The body of an answer that came through hyper-util's pools.
+    pub(super) fn pooled(incoming: Incoming) -> ResponseBody {
+        ResponseBody {
+            incoming,
+            driver: None,
+        }
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        // What the connection has read already comes first; it is driven
+        // only when that is all.
+        let mut frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        if frame.is_pending()
+            && let Some(driver) = this.driver.as_mut()
+        {
+            driver.drive(cx);
+            frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        }
+        match &frame {
+            // The last byte is in (its length said so), or the end: the
+            // connection can take the next call.
+            Poll::Ready(None) => {
+                if let Some(mut driver) = this.driver.take() {
+                    driver.finish();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if this.incoming.is_end_stream() => {
+                if let Some(mut driver) = this.driver.take() {
+                    driver.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.driver = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body whose last byte is in (no content, or a reader that stopped
+        // at its declared length) still gives its connection back.
+        if self.driver.is_none() || !self.incoming.is_end_stream() {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..2 {
+            if let Some(driver) = self.driver.as_mut() {
+                driver.drive(&mut cx);
+            }
+            match Pin::new(&mut self.incoming).poll_frame(&mut cx) {
+                Poll::Ready(None) => {
+                    if let Some(mut driver) = self.driver.take() {
+                        driver.finish();
+                    }
+                    return;
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                _ => return,
+            }
+        }
+    }
+}

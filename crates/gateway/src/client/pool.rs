@@ -1,0 +1,311 @@
+//! The HTTP/1.1 connections one serving thread keeps for its calls, per
+//! upstream settings and target: the idle ones, newest first out, each closed
+//! after the idle timeout (by a sweeping task, so that a backend that never
+//! closes its side does not keep them open), at most
+//! [`MAX_IDLE_PER_TARGET`] per target.
+//!
+//! The bookkeeping is plain data ([`IdleList`]) behind short, uncontended
+//! locks: each serving thread has its own [`Pools`], so a lock is only ever
+//! contended when one client is shared by the threads of a work-stealing
+//! runtime.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use hyper::client::conn::http1;
+use tokio::time::Instant;
+
+use super::{Body, ClientSettings, Dial, connect::Stream};
+
+/// Idle keep-alive connections kept per target (per serving thread), by
+/// both clients; more are closed as their calls end.
+pub(super) const MAX_IDLE_PER_TARGET: usize = 256;
+
+/// How long a connection may stay unused before it is closed.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle items, each with the instant it went idle: the newest is taken first
+/// (its socket and buffers are the warmest), the oldest expire first.
+#[derive(Debug)]
+pub(super) struct IdleList<C> {
+    items: VecDeque<(C, Instant)>,
+    max: usize,
+}
+
+impl<C> IdleList<C> {
+    pub(super) fn new(max: usize) -> IdleList<C> {
+        IdleList {
+            items: VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Keeps `item`, idle since `now`; the oldest goes if the list is full.
+    pub(super) fn push(&mut self, item: C, now: Instant) -> Option<C> {
+        let evicted = if self.items.len() >= self.max {
+            self.items.pop_front().map(|(c, _)| c)
+        } else {
+            None
+        };
+        self.items.push_back((item, now));
+        evicted
+    }
+
+    /// The newest item not idle for `timeout` yet. If even the newest has
+    /// been idle that long, every one has: all are dropped.
+    pub(super) fn pop(&mut self, now: Instant, timeout: Duration) -> Option<C> {
+        let (item, since) = self.items.pop_back()?;
+        if now.saturating_duration_since(since) >= timeout {
+            self.items.clear();
+            return None;
+        }
+        Some(item)
+    }
+
+    /// Drops the items idle for `timeout` or more.
+    pub(super) fn expire(&mut self, now: Instant, timeout: Duration) {
+        while let Some((_, since)) = self.items.front() {
+            if now.saturating_duration_since(*since) < timeout {
+                break;
+            }
+            self.items.pop_front();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// An HTTP/1.1 connection: the handle requests go in by and the connection
+/// itself, which whoever uses it drives (no task of its own). Kept boxed: it
+/// is large (hyper's buffers and state), and it moves from the pool to a
+/// call, its body and back for every call.
+pub(super) type Conn = Box<H1>;
+
+/// An HTTP/1.1 connection's two halves.
+pub(super) struct H1 {
+    pub(super) send: http1::SendRequest<Body>,
+    pub(super) conn: http1::Connection<Stream, Body>,
+}
+
+impl std::fmt::Debug for H1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1").finish_non_exhaustive()
+    }
+}
+
+/// One target's idle connections on one serving thread.
+pub(super) struct Target {
+    pub(super) settings: Weak<ClientSettings>,
+    pub(super) dial: Weak<Dial>,
+    /// For `https://` calls.
+    pub(super) tls: Option<tokio_rustls::TlsConnector>,
+    idle: Mutex<IdleList<Conn>>,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("dial", &self.dial.upgrade().map(|d| d.addr))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleList<Conn>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest idle connection, if one has not been idle too long.
+    pub(super) fn take(&self) -> Option<Conn> {
+        self.idle().pop(Instant::now(), self.idle_timeout)
+    }
+
+    /// Keeps a connection whose last exchange ended cleanly.
+    pub(super) fn check_in(&self, conn: Conn) {
+        let now = Instant::now();
+        let mut idle = self.idle();
+        idle.expire(now, self.idle_timeout);
+        let evicted = idle.push(conn, now);
+        drop(idle);
+        // Closed outside the lock.
+        drop(evicted);
+    }
+
+    /// Closes what has been idle for the idle timeout; whether anything is
+    /// left.
+    fn sweep(&self, now: Instant) -> bool {
+        let mut idle = self.idle();
+        idle.expire(now, self.idle_timeout);
+        !idle.is_empty()
+    }
+
+    /// Whether its upstream and its target are still there.
+    fn live(&self) -> bool {
+        self.settings.strong_count() > 0 && self.dial.strong_count() > 0
+    }
+}
+
+/// The targets of one serving thread, by settings id and target (its
+/// `Dial`'s address in memory: the `Weak` each entry holds keeps that
+/// address from being reused while the entry lives).
+type Targets = HashMap<(u64, usize), Arc<Target>, foldhash::fast::RandomState>;
+
+/// Every target's connections of one client.
+#[derive(Debug)]
+pub(crate) struct Pools {
+    targets: Mutex<Targets>,
+    idle_timeout: Duration,
+    /// Whether the sweeping task runs.
+    sweeping: AtomicBool,
+}
+
+impl Default for Pools {
+    fn default() -> Pools {
+        Pools::new(IDLE_TIMEOUT)
+    }
+}
+
+impl Pools {
+    pub(super) fn new(idle_timeout: Duration) -> Pools {
+        Pools {
+            targets: Mutex::default(),
+            idle_timeout,
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    fn targets(&self) -> std::sync::MutexGuard<'_, Targets> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connections of `dial`'s target under `settings`, made on its first
+    /// call (which starts the sweeping on the current runtime).
+    pub(super) fn target(
+        self: &Arc<Self>,
+        settings: &Arc<ClientSettings>,
+        dial: &Arc<Dial>,
+    ) -> Arc<Target> {
+        let key = (settings.id, Arc::as_ptr(dial) as usize);
+        let mut targets = self.targets();
+        if let Some(target) = targets.get(&key)
+            && std::ptr::eq(target.dial.as_ptr(), Arc::as_ptr(dial))
+        {
+            return target.clone();
+        }
+        // Upstreams a reload removed and targets DNS no longer gives: their
+        // connections go with them.
+        targets.retain(|_, target| target.live());
+        let target = Arc::new(Target {
+            settings: Arc::downgrade(settings),
+            dial: Arc::downgrade(dial),
+            tls: settings
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
+            idle: Mutex::new(IdleList::new(MAX_IDLE_PER_TARGET)),
+            idle_timeout: self.idle_timeout,
+        });
+        targets.insert(key, target.clone());
+        drop(targets);
+        self.start_sweeping();
+        target
+    }
+
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pools = Arc::downgrade(self);
+        // Often enough that a connection is never idle for much more than
+        // the timeout.
+        let every = (self.idle_timeout / 4).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pools) = pools.upgrade() else { return };
+                pools.sweep(Instant::now());
+            }
+        });
+    }
+
+    /// Closes what has been idle too long; forgets the targets with nothing
+    /// left that no call holds, and those of removed upstreams and targets.
+    fn sweep(&self, now: Instant) {
+        let live: Vec<_> = {
+            let mut targets = self.targets();
+            targets.retain(|_, target| target.live());
+            targets.values().cloned().collect()
+        };
+        let mut empty = Vec::new();
+        for target in live {
+            if !target.sweep(now) {
+                empty.push(target);
+            }
+        }
+        if !empty.is_empty() {
+            let mut targets = self.targets();
+            // Held here and in the map only: no call is using it.
+            targets.retain(|_, t| {
+                !(empty.iter().any(|e| Arc::ptr_eq(e, t)) && Arc::strong_count(t) == 2)
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_idle_item_goes_first_and_the_oldest_expire_first() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut list = IdleList::new(10);
+        list.push('a', t0);
+        list.push('b', t0 + s);
+        list.push('c', t0 + 2 * s);
+        assert_eq!(list.pop(t0 + 2 * s, 10 * s), Some('c'));
+        list.expire(t0 + 10 * s, 10 * s);
+        assert_eq!(list.len(), 1, "a, idle for 10 s, is gone");
+        assert_eq!(list.pop(t0 + 10 * s, 10 * s), Some('b'));
+        assert_eq!(list.pop(t0 + 10 * s, 10 * s), None);
+    }
+
+    #[test]
+    fn when_the_newest_has_expired_all_have() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut list = IdleList::new(10);
+        list.push(1, t0);
+        list.push(2, t0 + s);
+        assert_eq!(list.pop(t0 + 11 * s, 10 * s), None);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn a_full_list_gives_up_its_oldest() {
+        let t0 = Instant::now();
+        let mut list = IdleList::new(2);
+        assert_eq!(list.push(1, t0), None);
+        assert_eq!(list.push(2, t0), None);
+        assert_eq!(list.push(3, t0), Some(1));
+        assert_eq!(list.len(), 2);
+    }
+}

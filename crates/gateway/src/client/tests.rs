@@ -1,0 +1,400 @@
+//! The pooled client against real servers on loopback: connection reuse,
+//! a connection the server closed while idle, the `unsent` flag, the idle
+//! timeout on tokio's paused clock, HTTP/2 multiplexing.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use fanout_mock::{Mock, MockServer, Reply};
+use http::Version;
+use http_body_util::BodyExt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use super::{Body, ClientSettings, Dial, HttpClient, Request, Transport};
+use crate::{config::Http2, error::ErrorKind};
+
+fn settings(http2: Http2) -> Arc<ClientSettings> {
+    Arc::new(ClientSettings::new(None, http2))
+}
+
+fn request(url: &str) -> Request {
+    http::Request::get(url)
+        .header(http::header::HOST, "backend")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Where calls to `url` go: its address.
+fn dial(url: &str) -> Arc<Dial> {
+    let uri: http::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap();
+    Arc::new(Dial::new(
+        authority.as_str().parse().unwrap(),
+        authority.host(),
+    ))
+}
+
+async fn mock() -> MockServer {
+    Mock::builder()
+        .any("/data", Reply::json(r#"{"ok":true}"#))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// One call, its body read to the end: (status, body, version).
+async fn call(
+    client: &HttpClient,
+    settings: &Arc<ClientSettings>,
+    dial: &Arc<Dial>,
+    url: &str,
+) -> (u16, Bytes, Version) {
+    let exchange = async {
+        let response = client.send(settings, dial, request(url)).await.unwrap();
+        let (status, version) = (response.status().as_u16(), response.version());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body, version)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("no answer within 10 s")
+}
+
+#[tokio::test]
+async fn sequential_calls_share_one_connection_and_concurrent_ones_open_more() {
+    let mock = mock().await;
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let url = mock.url("/data");
+    let dial = dial(&url);
+    for _ in 0..5 {
+        let (status, body, version) = call(&client, &settings, &dial, &url).await;
+        assert_eq!(
+            (status, &body[..], version),
+            (200, &br#"{"ok":true}"#[..], Version::HTTP_11)
+        );
+    }
+    assert_eq!(
+        mock.stats().connections,
+        1,
+        "one keep-alive connection, reused"
+    );
+
+    for _ in 0..2 {
+        let calls = (0..3).map(|_| call(&client, &settings, &dial, &url));
+        for (status, ..) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(
+        mock.stats().connections,
+        3,
+        "three at once: the idle one and two new; the second burst reuses all three"
+    );
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_closes_its_connection() {
+    let mock = Mock::builder()
+        .any("/big", Reply::sized(256 << 10))
+        .any("/data", Reply::json("{}"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let dial = dial(&mock.url("/big"));
+    let response = client
+        .send(&settings, &dial, request(&mock.url("/big")))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(body);
+    assert_eq!(
+        call(&client, &settings, &dial, &mock.url("/data")).await.0,
+        200
+    );
+    assert_eq!(
+        mock.stats().connections,
+        2,
+        "the half-read connection is not reused"
+    );
+}
+
+/// A server that answers one request per connection and keeps the
+/// connection open (without saying it will close it) until told to close
+/// it; it says when it has.
+async fn closing_server() -> (
+    String,
+    tokio::sync::mpsc::UnboundedSender<()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let (close, mut to_close) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        // One connection at a time.
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+            if to_close.recv().await.is_none() {
+                return;
+            }
+            drop(socket);
+            let _ = closed.send(());
+        }
+    });
+    (url, close, closes, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
+    let (url, close, mut closed, accepted) = closing_server().await;
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    for round in 1..=3 {
+        let (status, body, _) = call(&client, &settings, &dial, &url).await;
+        assert_eq!((status, &body[..]), (200, &b"{}"[..]), "round {round}");
+        // The connection is in the pool now; the server closes it.
+        close.send(()).unwrap();
+        closed.recv().await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "each call after the first took the idle connection, found it closed, \
+         and went to a new one: the request came back unsent"
+    );
+}
+
+/// A call to `url` that must fail.
+async fn fail(
+    client: &HttpClient,
+    settings: &Arc<ClientSettings>,
+    url: &str,
+) -> crate::error::BackendError {
+    client
+        .send(settings, &dial(url), request(url))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn unsent_says_whether_the_request_never_left() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let refused = fail(&client, &settings, &format!("http://{addr}/x")).await;
+    assert_eq!(refused.kind, ErrorKind::Connect);
+    assert!(
+        refused.unsent,
+        "a refused connection sent nothing: {refused}"
+    );
+    assert!(refused.message.contains("tcp connect to"), "{refused}");
+
+    // A server that reads the request, then closes without an answer: it
+    // was sent, so it must not be taken for unsent (a POST would be
+    // repeated).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+    });
+    let cut = fail(&client, &settings, &format!("http://{addr}/x")).await;
+    assert_eq!(cut.kind, ErrorKind::Connect);
+    assert!(!cut.unsent, "the request was sent: {cut}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_reused_within_the_idle_timeout_and_closed_after_it() {
+    let mock = mock().await;
+    let client = HttpClient::with_idle_timeout(Duration::from_secs(10));
+    let settings = settings(Http2::Auto);
+    let url = mock.url("/data");
+    let dial = dial(&url);
+    call(&client, &settings, &dial, &url).await;
+    tokio::time::advance(Duration::from_secs(9)).await;
+    call(&client, &settings, &dial, &url).await;
+    assert_eq!(mock.stats().connections, 1, "idle for 9 s: reused");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    call(&client, &settings, &dial, &url).await;
+    assert_eq!(
+        mock.stats().connections,
+        2,
+        "idle for 10 s: closed, a new one"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let dial = dial(&url);
+    let (eof_tx, eof) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        // Now idle: the next read ends when the client closes.
+        let answered = tokio::time::Instant::now();
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        let _ = eof_tx.send((n, answered.elapsed()));
+    });
+    let client = HttpClient::with_idle_timeout(Duration::from_secs(10));
+    let settings = settings(Http2::Auto);
+    call(&client, &settings, &dial, &url).await;
+    let (n, after) = tokio::time::timeout(Duration::from_secs(60), eof)
+        .await
+        .expect("the client never closed its idle connection")
+        .unwrap();
+    assert_eq!(n, 0, "closed, nothing sent");
+    assert!(
+        after >= Duration::from_secs(10) && after <= Duration::from_secs(15),
+        "closed after {after:?} idle, for an idle timeout of 10 s"
+    );
+}
+
+#[tokio::test]
+async fn http2_always_multiplexes_a_burst_on_one_connection() {
+    let mock = mock().await;
+    let (client, settings) = (HttpClient::new(), settings(Http2::Always));
+    let url = mock.url("/data");
+    let dial = dial(&url);
+    for _ in 0..2 {
+        let calls = (0..10).map(|_| call(&client, &settings, &dial, &url));
+        for (status, _, version) in futures::future::join_all(calls).await {
+            assert_eq!((status, version), (200, Version::HTTP_2));
+        }
+    }
+    assert_eq!(mock.stats().connections, 1);
+}
+
+/// A server that keeps every connection open, answering each request on it,
+/// until told to close the connections it has (those it accepts later stay
+/// open); the first `hold` requests are answered only once all of them have
+/// come (so that they hold `hold` connections).
+async fn restarting_server(
+    hold: usize,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(hold));
+    let (count, gone) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let first = count.fetch_add(1, Ordering::SeqCst) < hold;
+            let (mut closing, barrier, gone) = (closing.clone(), barrier.clone(), gone.clone());
+            let doomed = !*closing.borrow();
+            tokio::spawn(async move {
+                let mut waited = !first;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        tokio::select! {
+                            read = socket.read(&mut buf) => match read {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            },
+                            _ = closing.wait_for(|c| *c), if doomed => {
+                                drop(socket);
+                                gone.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                    if !waited {
+                        barrier.wait().await;
+                        waited = true;
+                    }
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await;
+                }
+            });
+        }
+    });
+    (url, close, accepted, closed)
+}
+
+/// After a backend restarted (every idle connection closed at once, more
+/// than any small bound on retries), a call goes past them all to a new
+/// connection instead of failing.
+#[tokio::test]
+async fn after_a_backend_closed_every_idle_connection_a_call_goes_past_them_all() {
+    use std::sync::atomic::Ordering;
+    let (url, close, accepted, closed) = restarting_server(12).await;
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Auto));
+    let calls = (0..12).map(|_| call(&client, &settings, &dial, &url));
+    for (status, ..) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        12,
+        "twelve idle connections"
+    );
+    close.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while closed.load(Ordering::SeqCst) < 12 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server closed its connections");
+    // The server runs on this runtime: its last close may be a moment ago,
+    // before the I/O driver (which runs when the runtime parks) has seen the
+    // FINs. A gateway's later call comes after that, as this one does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body, _) = call(&client, &settings, &dial, &url).await;
+    assert_eq!((status, &body[..]), (200, &b"{}"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        13,
+        "every closed connection was tried and given up, then one new one"
+    );
+}
