@@ -126,6 +126,19 @@ async fn setup(keys: Vec<Value>) -> Setup {
     Setup { idp, app, gw }
 }
 
+/// An issuer serving a JWKS of `keys`, for a config of its own.
+async fn issuer(keys: &[&SigningKey]) -> MockServer {
+    Mock::builder()
+        .route(
+            Method::GET,
+            "/jwks.json",
+            Reply::json(jwks(keys).to_string()),
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -821,15 +834,7 @@ async fn a_claim_a_template_needs_must_be_in_the_token_or_the_request_is_a_400()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_fills_a_body_template_keeping_its_json_type() {
-    let idp = Mock::builder()
-        .route(
-            Method::GET,
-            "/jwks.json",
-            Reply::json(jwks(&[&EC]).to_string()),
-        )
-        .start()
-        .await
-        .unwrap();
+    let idp = issuer(&[&EC]).await;
     let audit = Mock::builder()
         .route(Method::POST, "/events", Reply::echo())
         .start()
@@ -884,15 +889,7 @@ endpoints:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_keyed_rate_limit_gives_each_user_their_own_bucket() {
-    let idp = Mock::builder()
-        .route(
-            Method::GET,
-            "/jwks.json",
-            Reply::json(jwks(&[&EC]).to_string()),
-        )
-        .start()
-        .await
-        .unwrap();
+    let idp = issuer(&[&EC]).await;
     let app = Mock::builder()
         .any("/users/{id}", Reply::json(r#"{"user":"{id}"}"#))
         .start()
