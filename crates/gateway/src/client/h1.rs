@@ -45,6 +45,7 @@ pub(super) async fn send(
 ) -> Result<http::Response<ResponseBody>, BackendError> {
     let target = pools.target(settings, dial);
     let https = request.uri().scheme_str() == Some("https");
+    ensure_host(&mut request);
     origin_form(request.uri_mut());
     loop {
         let (result, reused) = match target.take() {
@@ -129,6 +130,36 @@ async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent
 
 /// `http://host/path?q` as `/path?q`, the form HTTP/1.1 sends to an origin
 /// (the host goes in `Host`, which the request carries already).
+/// Gives `request` the `Host` HTTP/1.1 requires (RFC 9112 §3.2) when its
+/// caller set none: its URI's authority, without user info or a default
+/// port. hyper's connection-level client adds none (hyper-util's pooled
+/// client did), and callers other than a backend call (a JWKS fetch, say)
+/// rely on the URI alone.
+fn ensure_host(request: &mut Request) {
+    if request.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let Some(authority) = request.uri().authority() else {
+        return;
+    };
+    let default_port = match request.uri().scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let text = authority.as_str();
+    let text = text.rsplit_once('@').map_or(text, |(_, host)| host);
+    let text = match authority.port_u16() {
+        Some(port) if Some(port) == default_port => {
+            text.rsplit_once(':').map_or(text, |(host, _)| host)
+        }
+        _ => text,
+    };
+    if let Ok(value) = http::HeaderValue::from_str(text) {
+        request.headers_mut().insert(http::header::HOST, value);
+    }
+}
+
 fn origin_form(uri: &mut Uri) {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = uri.path_and_query().cloned();
@@ -286,5 +317,54 @@ impl Drop for ResponseBody {
                 _ => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(uri: &str, set: Option<&str>) -> Option<String> {
+        let mut request = http::Request::get(uri)
+            .body(crate::client::Body::empty())
+            .unwrap();
+        if let Some(host) = set {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.parse().unwrap());
+        }
+        ensure_host(&mut request);
+        request
+            .headers()
+            .get(http::header::HOST)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn a_request_without_host_gets_its_uris_authority() {
+        assert_eq!(
+            host_of("https://idp.test/keys", None).as_deref(),
+            Some("idp.test")
+        );
+        assert_eq!(
+            host_of("https://idp.test:443/keys", None).as_deref(),
+            Some("idp.test"),
+            "a default port is left out"
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:9101/x", None).as_deref(),
+            Some("127.0.0.1:9101")
+        );
+        assert_eq!(host_of("http://[::1]:80/x", None).as_deref(), Some("[::1]"));
+        assert_eq!(
+            host_of("http://user:pw@h.test:8080/x", None).as_deref(),
+            Some("h.test:8080"),
+            "user info never reaches the Host"
+        );
+        assert_eq!(
+            host_of("http://h.test/x", Some("configured.test")).as_deref(),
+            Some("configured.test"),
+            "a Host the caller set is kept"
+        );
     }
 }

@@ -945,3 +945,18 @@ fn a_claim_key_without_auth_is_refused_at_its_line() {
         "{found:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_are_fetched_with_the_issuers_host() {
+    let s = setup(vec![jwks(&[&EC])]).await;
+    let token = EC.sign(&claims(json!({})));
+    let got = get_with(&s.gw.url("/me"), &[("authorization", &bearer(&token))]).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let fetch = &s.idp.seen()[0];
+    let authority = s.idp.url("").trim_start_matches("http://").to_owned();
+    assert_eq!(
+        fetch.headers.get("host").map(|v| v.to_str().unwrap()),
+        Some(authority.trim_end_matches('/')),
+        "a name-based server needs the Host to find the issuer"
+    );
+}
