@@ -208,8 +208,21 @@ impl CorsPolicy {
     }
 
     /// Adds to a response the headers that let a page from `origin` read
-    /// it, when the origin is allowed; nothing else for another origin.
+    /// it, when the origin is allowed; nothing else for another origin. CORS
+    /// headers the answer already carries (a pass-through's upstream, a
+    /// backend's `return_headers`) are dropped first: the gateway's policy is
+    /// the only one a browser sees.
     pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        for name in [
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::ACCESS_CONTROL_MAX_AGE,
+        ] {
+            headers.remove(name);
+        }
         if self.varies() {
             headers.append(header::VARY, HeaderValue::from_static("origin"));
         }

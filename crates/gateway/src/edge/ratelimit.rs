@@ -17,6 +17,7 @@
 //! most about `MAX_KEYS` × 32 bytes (a few MiB), whatever the traffic.
 
 use std::{
+    borrow::Cow,
     hash::BuildHasher,
     net::IpAddr,
     num::NonZeroU32,
@@ -40,6 +41,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
     config::RateLimit,
+    shape::FieldPath,
     store::{Store, digest},
 };
 
@@ -56,8 +58,8 @@ pub(crate) enum KeyRule {
     Ip,
     /// A request header's value.
     Header(HeaderName),
-    /// A verified JWT claim.
-    Claim(String),
+    /// A verified JWT claim (a dot path), as text.
+    Claim(FieldPath),
     /// One limit for every client of the endpoint.
     Endpoint,
 }
@@ -71,9 +73,9 @@ impl KeyRule {
             Some(("header", name)) => HeaderName::from_bytes(name.trim().as_bytes())
                 .map(KeyRule::Header)
                 .map_err(|_| format!("`{name}` is not a valid header name")),
-            Some(("claim", name)) if !name.trim().is_empty() => {
-                Ok(KeyRule::Claim(name.trim().to_owned()))
-            }
+            Some(("claim", name)) if !name.trim().is_empty() => FieldPath::parse(name.trim())
+                .map(KeyRule::Claim)
+                .map_err(|e| format!("key `{text}`: {e}")),
             _ => Err(format!(
                 "key `{text}`: use ip, header:NAME, claim:NAME or endpoint"
             )),
@@ -106,7 +108,7 @@ impl KeyRule {
                     }
                 }
             }
-            KeyRule::Claim(name) => match claims.and_then(|c| c.claim(name)) {
+            KeyRule::Claim(path) => match claims.and_then(|c| c.claim(path)) {
                 Some(value) => Key::Value(value.as_bytes().to_vec()),
                 None => Key::Missing,
             },
@@ -118,8 +120,9 @@ impl KeyRule {
 /// (none until it does: then a `claim:` limit's requests share the bucket
 /// of requests without a value).
 pub(crate) trait Claims {
-    /// The claim's value as text, if the token has it.
-    fn claim(&self, name: &str) -> Option<&str>;
+    /// The claim at `path` as text (a string as it is, a number or a
+    /// boolean as written), if the token has one.
+    fn claim(&self, path: &FieldPath) -> Option<Cow<'_, str>>;
 }
 
 /// What a limit counts a request against.
@@ -590,8 +593,8 @@ mod tests {
             Ok(KeyRule::Header(HeaderName::from_static("x-api-key")))
         );
         assert_eq!(
-            KeyRule::parse("claim:sub"),
-            Ok(KeyRule::Claim("sub".into()))
+            KeyRule::parse("claim:org.id"),
+            Ok(KeyRule::Claim(FieldPath::parse("org.id").unwrap()))
         );
         for bad in [
             "",
@@ -599,6 +602,7 @@ mod tests {
             "header:",
             "header:bad header",
             "claim:",
+            "claim:a..b",
             "ip:x",
         ] {
             assert!(KeyRule::parse(bad).is_err(), "{bad}");
@@ -614,8 +618,8 @@ mod tests {
 
         struct Sub;
         impl Claims for Sub {
-            fn claim(&self, name: &str) -> Option<&str> {
-                (name == "sub").then_some("user-1")
+            fn claim(&self, path: &FieldPath) -> Option<Cow<'_, str>> {
+                (path.to_string() == "sub").then_some(Cow::Borrowed("user-1"))
             }
         }
         let rule = KeyRule::parse("claim:sub").unwrap();

@@ -435,12 +435,26 @@ pub(super) fn check_jwt_var(
     config: &Config,
     problems: &mut Problems,
 ) {
+    check_token_reader(at, var, endpoint, config, problems);
+}
+
+/// What reads the request's token (`what`: a `{jwt.…}` template value, a
+/// `claim:` rate-limit key) needs one on every request of the endpoint:
+/// every scheme of its `auth` must be a JWT scheme (a request an API key
+/// accepted has no claims).
+pub(super) fn check_token_reader(
+    at: &Path,
+    what: &dyn std::fmt::Display,
+    endpoint: &Endpoint,
+    config: &Config,
+    problems: &mut Problems,
+) {
     let names: &[String] = endpoint.auth.as_ref().map_or(&[], AuthNames::as_slice);
     if names.is_empty() {
         problems.at(
             at.clone(),
             format!(
-                "{var} reads the request's token: add `auth` with a JWT scheme to the endpoint"
+                "{what} reads the request's token: add `auth` with a JWT scheme to the endpoint"
             ),
         );
     } else if let Some(key) = names
@@ -450,7 +464,7 @@ pub(super) fn check_jwt_var(
         problems.at(
             at.clone(),
             format!(
-                "{var} reads the request's token, and `{key}` is an API-key scheme: a request it accepts has no token"
+                "{what} reads the request's token, and `{key}` is an API-key scheme: a request it accepts has no token"
             ),
         );
     }

@@ -1006,13 +1006,14 @@ impl EndpointCompiler<'_> {
             }
         };
         if let Some(limit) = &endpoint.rate_limit {
-            if limit.key.trim_start().starts_with("claim:") && endpoint.auth.is_none() {
-                problems.at(
-                    path.key("rate_limit").key("key"),
-                    format!(
-                        "key `{}` reads the request's token: add `auth` with a JWT scheme to the endpoint (without one every request would share one bucket)",
-                        limit.key
-                    ),
+            // Requests without the claim would all share one bucket.
+            if limit.key.trim_start().starts_with("claim:") {
+                super::auth::check_token_reader(
+                    &path.key("rate_limit").key("key"),
+                    &format_args!("key `{}`", limit.key),
+                    endpoint,
+                    self.config,
+                    problems,
                 );
             }
         }

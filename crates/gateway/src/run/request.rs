@@ -53,11 +53,6 @@ pub(crate) struct ClientBody {
 }
 
 impl Inputs {
-    /// The top-level claim `name` of the verified token, when it is a string.
-    pub(crate) fn claim(&self, name: &str) -> Option<&str> {
-        self.claims.as_deref()?.get(name)?.as_str()
-    }
-
     /// The value the client's request gives `var` (a route capture, a
     /// forwarded query value, a field of its JSON body, a claim of its
     /// token); `None` for a dependency's field, which the request does not

@@ -501,8 +501,8 @@ fn check_client_values(endpoint: &EndpointPlan, inputs: &Inputs) -> Result<(), S
 
 /// A `claim:NAME` rate limit keys on the request's verified token.
 impl crate::edge::ratelimit::Claims for Inputs {
-    fn claim(&self, name: &str) -> Option<&str> {
-        Inputs::claim(self, name)
+    fn claim(&self, path: &crate::shape::FieldPath) -> Option<std::borrow::Cow<'_, str>> {
+        crate::auth::claim(self.claims.as_deref()?, path).and_then(crate::auth::text)
     }
 }
 

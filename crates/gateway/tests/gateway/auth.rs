@@ -888,7 +888,7 @@ endpoints:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_keyed_rate_limit_gives_each_user_their_own_bucket() {
+async fn a_claim_keyed_rate_limit_gives_each_value_its_own_bucket() {
     let idp = issuer(&[&EC]).await;
     let app = Mock::builder()
         .any("/users/{id}", Reply::json(r#"{"user":"{id}"}"#))
@@ -903,7 +903,7 @@ auth:
 endpoints:
   - route: GET /me
     auth: users
-    rate_limit: { rate: 1/h, burst: 2, key: "claim:sub" }
+    rate_limit: { rate: 1/h, burst: 2, key: "claim:org.id" }
     backends:
       - { name: me, url: "${env.APP}/users/{jwt.sub}", required: true }
 "#,
@@ -911,15 +911,16 @@ endpoints:
     )
     .await;
     let me = gw.url("/me");
-    let ada = bearer(&EC.sign(&claims(json!({ "sub": "ada" }))));
-    let bob = bearer(&EC.sign(&claims(json!({ "sub": "bob" }))));
+    // A dot path to a number: each organisation has its own bucket.
+    let ada = bearer(&EC.sign(&claims(json!({ "sub": "ada", "org": { "id": 1 } }))));
+    let bob = bearer(&EC.sign(&claims(json!({ "sub": "bob", "org": { "id": 2 } }))));
     for _ in 0..2 {
         assert_eq!(get_with(&me, &[("authorization", &ada)]).await.status, 200);
     }
     let refused = get_with(&me, &[("authorization", &ada)]).await;
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert!(refused.headers.contains_key("retry-after"));
-    // Another user has a bucket of their own, whatever the address.
+    // Another organisation has a bucket of its own, whatever the address.
     let got = get_with(&me, &[("authorization", &bob)]).await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.headers["ratelimit-remaining"], "1");
@@ -929,21 +930,37 @@ endpoints:
 }
 
 #[test]
-fn a_claim_key_without_auth_is_refused_at_its_line() {
+fn a_claim_key_without_a_jwt_only_auth_is_refused_at_its_line() {
     let found = problems(
-        r#"endpoints:
+        r#"auth:
+  partners:
+    api_key: { keys: ["sha256:4b3c1bf421d96f1b49942450483ffb00bad52cbc5be4cc39b9552bb8fa56395c"] }
+endpoints:
   - route: GET /a
     rate_limit: { rate: 1/s, key: "claim:sub" }
     backends:
       - { name: a, url: "http://127.0.0.1:1/a" }
+  - route: GET /b
+    auth: partners
+    rate_limit: { rate: 1/s, key: "claim:sub" }
+    backends:
+      - { name: b, url: "http://127.0.0.1:1/b" }
+  - route: GET /c
+    rate_limit: { rate: 1/s, key: "claim:a..b" }
+    backends:
+      - { name: c, url: "http://127.0.0.1:1/c" }
 "#,
     );
-    assert!(
-        found
-            .iter()
-            .any(|p| p.starts_with("3: key `claim:sub` reads the request's token")),
-        "{found:?}"
-    );
+    for want in [
+        "6: key `claim:sub` reads the request's token: add `auth` with a JWT scheme",
+        "11: key `claim:sub` reads the request's token, and `partners` is an API-key scheme",
+        "15: key `claim:a..b`",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -450,6 +450,55 @@ async fn answers_carry_cors_headers_only_for_an_allowed_origin() {
     assert_eq!(options.status, 405);
 }
 
+#[tokio::test]
+async fn an_upstreams_own_cors_headers_never_reach_the_browser() {
+    // A pass-through upstream (a GraphQL server, say) with a policy of its
+    // own: any origin, with credentials.
+    let upstream = backend(&[(
+        "/graphql",
+        Reply::json(r#"{"data":{}}"#)
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-allow-methods", "GET, POST, DELETE"),
+    )])
+    .await;
+    let gw = TestGateway::start(
+        r#"
+server:
+  cors:
+    origins: ["https://app.example.com"]
+upstreams:
+  api: { url: "${env.B}" }
+endpoints:
+  - route: GET /graphql
+    proxy: { upstream: api }
+"#,
+        &[("B", upstream.url(""))],
+    )
+    .await;
+    let other = get_with(&gw.url("/graphql"), &[("origin", "https://evil.example")]).await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert_eq!(
+        cors_headers(&other),
+        Vec::<String>::new(),
+        "the upstream's policy does not let another origin read the answer"
+    );
+    let allowed = get_with(
+        &gw.url("/graphql"),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(
+        cors_headers(&allowed),
+        ["access-control-allow-origin"],
+        "only the gateway's policy: no credentials, no methods"
+    );
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
+
 #[test]
 fn cors_problems_are_located() {
     let check = |cors: &str| {
