@@ -551,8 +551,9 @@ pub struct Proxy {
     /// breaker, bulkhead, balancing, ejection; no retries or hedges of a
     /// streamed body, no cache, no coalescing).
     pub upstream: String,
-    /// Path template appended to the upstream's URL: `{id}` route values and
-    /// `{query.name}` client query values. Default: the route's own path.
+    /// Path template appended to the upstream's URL: `{id}` route values,
+    /// `{query.name}` client query values, `{jwt.claim}` claims of the
+    /// request's token. Default: the route's own path.
     pub path: Option<String>,
     /// Largest request body streamed up (default: `server.max_request_body`);
     /// beyond it the request is answered 413.

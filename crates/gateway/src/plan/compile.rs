@@ -1069,8 +1069,8 @@ impl EndpointCompiler<'_> {
     }
 
     /// A pass-through's one call: its upstream, and its path (the route's
-    /// own by default), which may use the route's captures and forwarded
-    /// query values, nothing else.
+    /// own by default), which may use the route's captures, forwarded query
+    /// values and the token's claims, nothing else.
     fn proxy(&self, proxy: &crate::config::Proxy, problems: &mut Problems) -> Option<BackendPlan> {
         let at = self.path.key("proxy");
         let upstream = self.upstreams.get(proxy.upstream.as_str()).cloned();

@@ -146,7 +146,8 @@ impl Gateway {
                 let decision = limit.check(&key, plan.store.as_deref()).await;
                 if !decision.allowed {
                     self.recorder.record_refusal(&endpoint.route, 429);
-                    return too_many(&endpoint, limit, &decision).map(Outgoing::from);
+                    return too_many(&endpoint, limit, &decision, arrived.elapsed())
+                        .map(Outgoing::from);
                 }
                 Some((limit, decision))
             }
@@ -507,7 +508,12 @@ impl crate::edge::ratelimit::Claims for Inputs {
 }
 
 /// The `429` for a request over its endpoint's rate limit.
-fn too_many(endpoint: &EndpointPlan, limit: &Limit, decision: &Decision) -> Response<Bytes> {
+fn too_many(
+    endpoint: &EndpointPlan,
+    limit: &Limit,
+    decision: &Decision,
+    took: std::time::Duration,
+) -> Response<Bytes> {
     let gcra = limit.gcra;
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -526,9 +532,7 @@ fn too_many(endpoint: &EndpointPlan, limit: &Limit, decision: &Decision) -> Resp
         key = limit.config.key,
         "rate limited"
     );
-    endpoint
-        .meters
-        .record(429, std::time::Duration::ZERO, std::iter::empty());
+    endpoint.meters.record(429, took, std::iter::empty());
     response
 }
 

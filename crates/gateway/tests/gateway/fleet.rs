@@ -375,7 +375,8 @@ async fn the_dashboard_shows_refusals_per_endpoint_and_the_store() {
     let Some(dom) = super::operate::dashboard_dom(&node.admin).await else {
         return;
     };
-    let row = r#"<tr data-refused="GET /x"><td>GET /x</td><td>0</td><td>0</td><td>2</td></tr>"#;
+    let row =
+        r#"<tr data-refused="GET /x"><td>GET /x</td><td>0</td><td>0</td><td>2</td><td>0</td></tr>"#;
     assert!(dom.contains(row), "the refusals are not shown:\n{dom}");
     assert!(
         dom.contains(r#"data-up="true""#)
