@@ -131,7 +131,7 @@ impl Gateway {
             Err(refused) => return refused.map(Outgoing::from),
         };
         let mut inputs = match self.admit(&parts, &endpoint, params, peer, claims) {
-            Err((status, message)) => return error(status, message).map(Outgoing::from),
+            Err(refusal) => return refuse(&endpoint, refusal, arrived).map(Outgoing::from),
             Ok(inputs) => inputs,
         };
         inputs.arrived = Some(arrived);
@@ -156,11 +156,13 @@ impl Gateway {
             self.pass(&endpoint, inputs, body, method).await
         } else {
             match read_body(&endpoint, &parts.headers, body, arrived).await {
-                Err((status, message)) => error(status, message),
+                Err(refusal) => refuse(&endpoint, refusal, arrived),
                 Ok(body) => {
                     inputs.body = body;
                     match check_client_values(&endpoint, &inputs) {
-                        Err(message) => error(StatusCode::BAD_REQUEST, message),
+                        Err(message) => {
+                            refuse(&endpoint, (StatusCode::BAD_REQUEST, message), arrived)
+                        }
                         Ok(()) => self.run(&endpoint, inputs, method).await,
                     }
                 }
@@ -242,7 +244,9 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         if let Err(message) = check_client_values(endpoint, &inputs) {
-            return error(StatusCode::BAD_REQUEST, message).map(Outgoing::from);
+            let arrived = inputs.arrived.unwrap_or_else(Instant::now);
+            return refuse(endpoint, (StatusCode::BAD_REQUEST, message), arrived)
+                .map(Outgoing::from);
         }
         let span = request_span(endpoint, method);
         let _in_flight = crate::metrics::InFlight::start();
@@ -610,6 +614,26 @@ const PASSED_REPRESENTATION: [header::HeaderName; 5] = [
 
 /// Why a request is answered by the gateway itself, before any call.
 type Refusal = (StatusCode, String);
+
+/// The answer to a request its endpoint refused before any call (a body
+/// over the limit, a broken head, a value its templates need that is
+/// missing), counted and logged like every answer.
+fn refuse(
+    endpoint: &EndpointPlan,
+    (status, message): Refusal,
+    arrived: Instant,
+) -> Response<Bytes> {
+    endpoint
+        .meters
+        .record(status.as_u16(), arrived.elapsed(), std::iter::empty());
+    tracing::info!(
+        endpoint = endpoint.route,
+        status = status.as_u16(),
+        reason = message,
+        "request refused"
+    );
+    error(status, message)
+}
 
 fn too_large(max: u64) -> Refusal {
     (

@@ -475,3 +475,41 @@ async fn the_admin_api_refuses_names_other_than_localhost() {
         assert!(response.contains("DNS rebinding"), "{host}: {response}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_any_call_is_counted_in_metrics() {
+    let metrics = metrics();
+    let b = backend(&[("/u/{id}", Reply::json(r#"{"u":1}"#))]).await;
+    let gw = TestGateway::start(
+        r#"
+server: { max_request_body: 1KiB }
+endpoints:
+  - route: POST /refused/{id}
+    backends:
+      - { name: u, url: "${env.S}/u/{id}", method: POST, body: forward }
+"#,
+        &[("S", b.url(""))],
+    )
+    .await;
+    let admin = gw.admin(Some(metrics)).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"POST /refused/1 HTTP/1.1\r\nhost: gw\r\ncontent-length: 4096\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let text = get(&format!("http://{admin}/metrics")).await.body;
+    assert!(
+        text.lines().any(|l| l
+            .starts_with(r#"fanout_requests_total{endpoint="POST /refused/{id}",status="413"}"#)),
+        "a 413 is counted:\n{text}"
+    );
+    assert!(b.seen().is_empty());
+}
