@@ -281,18 +281,28 @@ impl Policies {
 }
 
 /// A per-attempt timeout, as the kind `timeout`.
-pub(crate) async fn with_timeout<T>(
+///
+/// A plain function returning a future, not an `async fn`: an `async fn`
+/// keeps its future argument beside the future it awaits, so every call
+/// would be twice the size of the attempt it wraps (and copied as such).
+pub(crate) fn with_timeout<T, F>(
     limit: Option<Duration>,
-    call: impl Future<Output = Result<T, BackendError>>,
-) -> Result<T, BackendError> {
+    call: F,
+) -> impl Future<Output = Result<T, BackendError>>
+where
+    F: Future<Output = Result<T, BackendError>>,
+{
+    use futures::future::{Either, FutureExt};
     match limit {
-        None => call.await,
-        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(BackendError::new(
-                ErrorKind::Timeout,
-                format!("no answer within {limit:?}"),
-            ))
-        }),
+        None => Either::Left(call),
+        Some(limit) => Either::Right(tokio::time::timeout(limit, call).map(move |result| {
+            result.unwrap_or_else(|_| {
+                Err(BackendError::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {limit:?}"),
+                ))
+            })
+        })),
     }
 }
 

@@ -153,7 +153,10 @@ impl Gateway {
             }
         };
         let mut response = if endpoint.proxy {
-            self.pass(&endpoint, inputs, body, method).await
+            // Boxed: a pass-through's future is the largest of this one's,
+            // and would otherwise make every request's future (created,
+            // and moved, for each request) that size.
+            Box::pin(self.pass(&endpoint, inputs, body, method)).await
         } else {
             match read_body(&endpoint, &parts.headers, body, arrived).await {
                 Err(refusal) => refuse(&endpoint, refusal, arrived),

@@ -92,6 +92,11 @@ impl Json {
         self.members.is_some()
     }
 
+    /// How many members a top-level object has (0 for anything else).
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.as_ref().map_or(0, Vec::len)
+    }
+
     /// The members of a top-level object, each value as its JSON text.
     pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &str)> {
         let text = self.text();
@@ -289,8 +294,14 @@ impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
 /// of bytes, not bytes one by one.
 pub(crate) fn write_compact(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
-    out.reserve(bytes.len());
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    // Most values (a string, a number, compact JSON) have no whitespace at
+    // all: copied whole, without the token walk below.
+    if !bytes.iter().any(|&b| is_space(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
     let (mut i, mut start) = (0, 0);
     while i < bytes.len() {
         match bytes[i] {

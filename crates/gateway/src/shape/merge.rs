@@ -86,6 +86,9 @@ pub(crate) fn merge(parts: impl IntoIterator<Item = Part>) -> Map<String, Value>
 #[derive(Debug, Default)]
 pub(crate) struct Merged<'a> {
     root: Object<'a>,
+    /// The bytes of JSON text merged in so far: about the size of the
+    /// serialized result, so that it is written into one allocation.
+    text: usize,
 }
 
 type Object<'a> = IndexMap<Cow<'a, str>, Node<'a>, foldhash::fast::RandomState>;
@@ -126,10 +129,16 @@ impl<'a> Merged<'a> {
     /// A body's own top-level [`ERRORS_KEY`] is left out: that key belongs to
     /// the gateway, and a backend must not be able to forge it.
     pub(crate) fn add(&mut self, body: &'a Body, into: Option<&'a FieldPath>) {
+        self.text += match body {
+            Body::Json(json) => json.text().len(),
+            Body::Value(_) => 64,
+        };
         match body {
             Body::Json(json) => match into {
                 Some(into) => self.place(Node::Raw(json.trimmed()), into),
                 None if json.is_object() => {
+                    // Grown once per part rather than doubling key by key.
+                    self.root.reserve(json.member_count());
                     for (key, value) in json.members().filter(|(k, _)| *k != ERRORS_KEY) {
                         insert(&mut self.root, Cow::Borrowed(key), Node::Raw(value));
                     }
@@ -229,7 +238,7 @@ impl<'a> Merged<'a> {
 
     /// The merged object, serialized compactly.
     pub(crate) fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(self.text + 64);
         write_object(&self.root, &mut out);
         out
     }
@@ -247,7 +256,7 @@ impl<'a> Merged<'a> {
             };
             node = Cow::Owned(child?);
         }
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(self.text + 64);
         match errors {
             Some(errors) if node.is_object() => {
                 let mut object = node.into_owned().into_object();
@@ -382,12 +391,29 @@ fn write_object(object: &Object<'_>, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, key.as_ref());
+        write_key(key, out);
         out.push(b':');
         write_node(node, out);
     }
     out.push(b'}');
+}
+
+/// A key as a JSON string. Most keys need no escaping (they came without
+/// escapes from a backend's text, or are plain names): those are copied as
+/// they are; the rest go through `serde_json`'s escaping.
+fn write_key(key: &str, out: &mut Vec<u8>) {
+    if key
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    {
+        out.reserve(key.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+    }
 }
 
 fn write_node(node: &Node<'_>, out: &mut Vec<u8>) {

@@ -1082,3 +1082,19 @@ proptest! {
         }
     }
 }
+
+/// Keys are written as `serde_json` writes them, whether copied as they are
+/// (no escaping needed) or escaped, from a backend's text and from a value.
+#[test]
+fn merged_keys_are_escaped_as_serde_json_escapes_them() {
+    let text = r#"{"plain": 1, "a\"b": 2, "tab\t": 3, "é": 4, "\u0001": 5, "back\\slash": 6, "del\u007f": 7, "\u00e9\/": 8}"#;
+    let parsed: Map<String, Value> = serde_json::from_str(text).unwrap();
+    let expected = serde_json::to_string(&parsed).unwrap();
+    let from_text = Body::Json(Json::parse(text.into()).unwrap());
+    let from_value = Body::Value(Value::Object(parsed));
+    for body in [&from_text, &from_value] {
+        let mut merged = Merged::default();
+        merged.add(body, None);
+        assert_eq!(String::from_utf8(merged.to_vec()).unwrap(), expected);
+    }
+}
