@@ -10,7 +10,7 @@
 # $CG_WARMUP requests, the counters are zeroed (callgrind_control -z), wrk
 # makes $CG_REQUESTS more (a wrk script stops at that count), and the counters
 # are dumped. Prints, per binary: instructions per request (Ir), calls to
-# the allocator per request (glibc's malloc/realloc/calloc or mimalloc's), and the functions with the most
+# malloc/realloc/calloc per request, and the functions with the most
 # instructions (self), so two builds can be compared function by function.
 #
 # Usage:
@@ -126,9 +126,7 @@ done
 python3 - "$WORK" "$REQUESTS" "$TOP" "${BINS[@]}" <<'EOF'
 import collections, re, sys
 work, requests, top, bins = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-# glibc's entry points, and mimalloc's (the binary's global allocator).
-ALLOC = {"malloc", "realloc", "calloc", "mi_malloc", "mi_zalloc", "mi_realloc", "mi_calloc",
-         "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
+ALLOC = {"malloc", "realloc", "calloc"}
 
 def read(path):
     """Total Ir, Ir per function (self), calls to the allocators."""

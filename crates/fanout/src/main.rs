@@ -10,13 +10,6 @@ use tracing_subscriber::EnvFilter;
 mod demo;
 mod log;
 
-/// mimalloc rather than glibc's malloc: the gateway makes about 80 small,
-/// short-lived allocations per aggregated request, and glibc's allocator
-/// (with its consolidation and chunk unlinking) was about 14 % of the
-/// instructions per request under `bench/callgrind.sh`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Structured scatter-gather: call many services at once, combine the answers.
 #[derive(Debug, Parser)]
 #[command(name = "fanout", version, about, long_about = None)]
