@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, Ordering, fence},
     },
     time::Duration,
 };
@@ -22,8 +22,14 @@ use crate::{Cause, TaskName};
 /// `is_cancelled` takes the tree's mutex, which every task would contend on at
 /// every start, so the scope also keeps a lock-free flag, set before the token
 /// is cancelled.
+///
+/// The token itself is made only when something has to *wait* for the
+/// cancellation (a task still pending after its first poll, a queued task, a
+/// nested scope's token, [`Context::cancelled`]): a group whose tasks all finish
+/// on their first poll never allocates one, nor takes its lock on drop. Until
+/// then the flags alone say whether the scope is cancelled.
 pub(crate) struct Scope {
-    token: CancellationToken,
+    token: OnceLock<CancellationToken>,
     cancelled: AtomicBool,
     cause: OnceLock<Cause>,
     parent: Option<Arc<Scope>>,
@@ -33,7 +39,7 @@ pub(crate) struct Scope {
 impl Scope {
     pub(crate) fn root(deadline: Option<Instant>) -> Arc<Scope> {
         Arc::new(Scope {
-            token: CancellationToken::new(),
+            token: OnceLock::new(),
             cancelled: AtomicBool::new(false),
             cause: OnceLock::new(),
             parent: None,
@@ -48,7 +54,7 @@ impl Scope {
             (a, b) => a.or(b),
         };
         Arc::new(Scope {
-            token: parent.token.child_token(),
+            token: OnceLock::new(),
             cancelled: AtomicBool::new(false),
             cause: OnceLock::new(),
             parent: Some(parent.clone()),
@@ -63,7 +69,13 @@ impl Scope {
             return false;
         }
         self.cancelled.store(true, Ordering::Release);
-        self.token.cancel();
+        // Pairs with the fence in `token`: either that token is seen here, or
+        // its maker sees the flag and cancels it (or both: cancelling twice is
+        // harmless).
+        fence(Ordering::SeqCst);
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
         true
     }
 
@@ -89,7 +101,7 @@ impl Scope {
         }
         match self.cause.get() {
             Some(cause) => Some(cause.clone()),
-            // Cancelled through the token tree: the parent's cause, wrapped.
+            // Cancelled through an ancestor: the parent's cause, wrapped.
             None => self
                 .parent
                 .as_ref()
@@ -104,8 +116,24 @@ impl Scope {
         self.cause().unwrap_or(Cause::GroupDropped)
     }
 
+    /// The scope's token, made on first use: a child of the parent's token
+    /// (made too if need be), already cancelled if the scope was.
     pub(crate) fn token(&self) -> &CancellationToken {
-        &self.token
+        if let Some(token) = self.token.get() {
+            return token;
+        }
+        let token = self.token.get_or_init(|| match &self.parent {
+            // A child of a cancelled token starts cancelled.
+            Some(parent) => parent.token().child_token(),
+            None => CancellationToken::new(),
+        });
+        // A `cancel` that ran before the token existed had none to cancel; the
+        // flag it set first is seen here (see the fence in `cancel`).
+        fence(Ordering::SeqCst);
+        if self.cancelled.load(Ordering::Acquire) {
+            token.cancel();
+        }
+        token
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {

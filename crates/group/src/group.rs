@@ -4,6 +4,7 @@ use std::{
     fmt::{self, Display},
     future::Future,
     marker::PhantomData,
+    pin::Pin,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -12,9 +13,10 @@ use std::{
     time::Duration,
 };
 
+use pin_project_lite::pin_project;
 use tokio::{
     sync::{Notify, Semaphore},
-    time::Instant,
+    time::{Instant, Sleep},
 };
 use tracing::Instrument;
 
@@ -445,24 +447,16 @@ impl<E, P: Policy> Group<E, P> {
     /// watched by this wait's own timer: while someone waits, the deadline
     /// needs no task of its own (tasks that start before any wait does spawn
     /// one, [`Shared::watch_deadline`]).
-    async fn watching<F: Future>(&self, wait: F) -> F::Output {
-        let Some((at, after)) = self.shared.deadline else {
-            return wait.await;
-        };
-        self.shared.watched.store(true, Ordering::Release);
-        let mut timer = std::pin::pin!(Some(tokio::time::sleep_until(at)));
-        let mut wait = std::pin::pin!(wait);
-        std::future::poll_fn(|cx| {
-            if let Some(sleep) = timer.as_mut().as_pin_mut() {
-                if sleep.poll(cx).is_ready() {
-                    timer.set(None);
-                    // A no-op if something cancelled the group meanwhile.
-                    self.shared.scope.cancel(Cause::DeadlineExpired { after });
-                }
-            }
-            wait.as_mut().poll(cx)
-        })
-        .await
+    fn watching<F: Future>(&self, wait: F) -> Watching<'_, E, F> {
+        let timer = self.shared.deadline.map(|(at, after)| {
+            self.shared.watched.store(true, Ordering::Release);
+            (Box::pin(tokio::time::sleep_until(at)), after)
+        });
+        Watching {
+            wait,
+            timer,
+            shared: &self.shared,
+        }
     }
 
     /// Waits until every task of the group has ended and been dropped.
@@ -650,6 +644,41 @@ impl<E, P> fmt::Debug for Group<E, P> {
             .field("limit", &self.shared.limit.as_ref().map(|(n, _)| n))
             .field("cause", &self.shared.scope.cause())
             .finish()
+    }
+}
+
+pin_project! {
+    /// A wait on the group that cancels it when its deadline passes, from
+    /// [`Group::watching`].
+    ///
+    /// Written by hand rather than as an `async fn`: the compiler's state
+    /// machine kept `wait` twice (as the argument and as the pinned local) and
+    /// the timer inline, nearly doubling every join's future for groups that
+    /// have no deadline at all. The timer is boxed, so only groups with a
+    /// deadline pay for it.
+    struct Watching<'g, E, F> {
+        #[pin]
+        wait: F,
+        // The deadline's timer and budget; `None` once fired, or without a deadline.
+        timer: Option<(Pin<Box<Sleep>>, Duration)>,
+        shared: &'g Shared<E>,
+    }
+}
+
+impl<E, F: Future> Future for Watching<'_, E, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Some((sleep, after)) = this.timer {
+            if sleep.as_mut().poll(cx).is_ready() {
+                let after = *after;
+                *this.timer = None;
+                // A no-op if something cancelled the group meanwhile.
+                this.shared.scope.cancel(Cause::DeadlineExpired { after });
+            }
+        }
+        this.wait.poll(cx)
     }
 }
 

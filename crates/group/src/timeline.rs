@@ -87,21 +87,33 @@ struct Inner {
     records: Mutex<Vec<Vec<Record>>>,
 }
 
-/// Records are kept in chunks of this many, never moved once written: a group
-/// of 100 000 tasks grows no single large buffer (whose reallocations would copy
-/// every record and touch fresh pages each time).
+/// Records are kept in chunks, never moved once written: a group of 100 000
+/// tasks grows no single large buffer (whose reallocations would copy every
+/// record and touch fresh pages each time). The first chunk stays under 1 000
+/// bytes, which glibc serves from its per-thread cache or small bins, so that
+/// a small group pays little for its timeline; the later ones hold
+/// [`CHUNK`] records each, so that a large group makes few allocations.
+const FIRST_CHUNK: usize = 1_000 / std::mem::size_of::<Record>();
+
+/// The size of every chunk after the first, in records.
 const CHUNK: usize = 64;
 
-/// An [`Entry`] as stored: the (common) success without an allocation, and no
-/// arithmetic on instants until the entries are read.
+/// An [`Entry`] as stored: the (common) success with nothing of its own on the
+/// heap, and no arithmetic on instants until the entries are read.
 struct Record {
     index: usize,
     name: TaskName,
-    spawned: Option<Instant>,
     started: Option<Instant>,
     finished: Instant,
+    /// `None`: succeeded, and did not wait for room under the limit.
+    rare: Option<Box<Rare>>,
+}
+
+/// What only some records carry: boxed, so that the common record stays small.
+struct Rare {
+    spawned: Option<Instant>,
     /// `None`: succeeded.
-    failure: Option<Box<TaskError<Arc<str>>>>,
+    failure: Option<TaskError<Arc<str>>>,
 }
 
 impl Timeline {
@@ -125,13 +137,14 @@ impl Timeline {
         finished: Instant,
         outcome: Outcome,
     ) {
+        let failure = outcome.err();
         let record = Record {
             index,
             name,
-            spawned,
             started,
             finished,
-            failure: outcome.err().map(Box::new),
+            rare: (spawned.is_some() || failure.is_some())
+                .then(|| Box::new(Rare { spawned, failure })),
         };
         let mut chunks = self
             .inner
@@ -139,9 +152,10 @@ impl Timeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
+            Some(chunk) if chunk.len() < chunk.capacity() => chunk.push(record),
+            last => {
+                let size = if last.is_none() { FIRST_CHUNK } else { CHUNK };
+                let mut chunk = Vec::with_capacity(size);
                 chunk.push(record);
                 chunks.push(chunk);
             }
@@ -162,13 +176,21 @@ impl Timeline {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .flatten()
-            .map(|r| Entry {
-                index: r.index,
-                name: r.name.clone(),
-                spawned: r.spawned.or(r.started).unwrap_or(r.finished),
-                started: r.started,
-                finished: r.finished,
-                outcome: r.failure.as_deref().cloned().map_or(Ok(()), Err),
+            .map(|r| {
+                let rare = r.rare.as_deref();
+                Entry {
+                    index: r.index,
+                    name: r.name.clone(),
+                    spawned: rare
+                        .and_then(|rare| rare.spawned)
+                        .or(r.started)
+                        .unwrap_or(r.finished),
+                    started: r.started,
+                    finished: r.finished,
+                    outcome: rare
+                        .and_then(|rare| rare.failure.clone())
+                        .map_or(Ok(()), Err),
+                }
             })
             .collect();
         entries.sort_unstable_by_key(|e| e.index);

@@ -909,6 +909,98 @@ async fn s7_cancelled_tasks_stop_at_their_next_await() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn s7_a_cancel_before_anyone_waits_still_reaches_every_later_waiter() {
+    // Nothing has waited on the group's cancellation yet when it is cancelled:
+    // whatever waits afterwards must see it at once.
+    let group = Group::<Infallible>::new();
+    let ctx = group.context();
+    assert!(group.cancel("early"));
+    let cause = Cause::Requested {
+        reason: "early".into(),
+    };
+    // Bounded: a lost wake-up fails here instead of hanging.
+    assert_eq!(
+        tokio::time::timeout(ms(1_000), ctx.cancelled()).await,
+        Ok(cause.clone())
+    );
+    let nested = Group::<Infallible>::builder().parent(&ctx).build();
+    let nested_ctx = nested.context();
+    assert_eq!(
+        tokio::time::timeout(ms(1_000), nested_ctx.cancelled()).await,
+        Ok(Cause::Parent(Arc::new(cause.clone())))
+    );
+    let started = Arc::new(AtomicBool::new(false));
+    let flag = started.clone();
+    let handle = group.spawn("late", move |_| async move {
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    let result = group.join(handle).await;
+    assert!(matches!(result, Err(GroupError::Cancelled(c)) if c == cause));
+    assert!(!started.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s7_a_pending_task_with_its_own_timeout_is_stopped_by_its_group() {
+    // The task's own scope, a child of the group's, waits for the group's
+    // cancellation only once the task is pending.
+    let group = Group::<Infallible>::builder().collect_all().build();
+    let alive = Alive::default();
+    let token = alive.token();
+    let handle = group
+        .task("waits")
+        .timeout(ms(1_000))
+        .spawn(|ctx| async move {
+            let _token = token;
+            let cause = ctx.cancelled().await;
+            Ok(cause)
+        });
+    sleep(ms(10)).await;
+    assert_eq!(alive.count(), 1);
+    group.cancel("stop");
+    let outcome = group.join(handle).await;
+    let cause = Cause::Requested {
+        reason: "stop".into(),
+    };
+    assert!(matches!(outcome, Err(TaskError::Cancelled(c)) if c == cause));
+    assert_eq!(alive.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7_a_cancel_racing_the_first_waiter_is_never_lost() {
+    // The group's cancellation token is made by the first waiter, here on a
+    // worker, while another thread cancels: whichever comes first, the parked
+    // task must be stopped. A lost wake-up would hang the wait.
+    for round in 0..500 {
+        let group = Group::<Infallible>::new();
+        let canceller = group.canceller();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let at_start = barrier.clone();
+        group.spawn("parked", move |_| async move {
+            // Both sides leave the barrier together; the task then spins a
+            // little longer each round before it parks (and makes the token),
+            // so that the cancel lands before, during and after that.
+            at_start.wait();
+            for _ in 0..(round % 50) * 20 {
+                std::hint::spin_loop();
+            }
+            forever().await;
+            Ok(())
+        });
+        let cancel = std::thread::spawn(move || {
+            barrier.wait();
+            canceller.cancel("race")
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(10), group.wait()).await;
+        assert!(cancel.join().unwrap());
+        assert!(
+            matches!(waited, Ok(Err(GroupError::Cancelled(_)))),
+            "round {round}: {waited:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn s7_the_first_cause_stands() {
     let group = Group::<Infallible>::new();
     assert!(group.cancel("first"));
@@ -1149,6 +1241,43 @@ async fn s10_timeline_recording_can_be_turned_off() {
     let err = group.wait().await.unwrap_err();
     assert_eq!(err.task(), Some("b"));
     assert!(timeline.entries().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn s10_timeline_keeps_every_record_of_a_large_group_in_order() {
+    // Enough tasks to fill the first, small chunk of records and several of
+    // the later ones; with a limit, so that some records carry a queueing
+    // instant, and failures, so that some carry an error.
+    let group = Group::<String>::builder().collect_all().limit(7).build();
+    let timeline = group.timeline();
+    let origin = timeline.origin();
+    for i in 0..300u64 {
+        group.spawn(format!("t{i}"), move |_| async move {
+            sleep(ms(i % 3)).await;
+            if i % 10 == 0 {
+                return Err(format!("e{i}"));
+            }
+            Ok(())
+        });
+    }
+    group.wait().await;
+    let entries = timeline.entries();
+    assert_eq!(entries.len(), 300);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.index, i);
+        assert_eq!(e.name, format!("t{i}").as_str());
+        assert_eq!(e.ran(), ms(i as u64 % 3), "{e:?}");
+        let expected = match i % 10 {
+            0 => Err(TaskError::Failed(format!("e{i}").into())),
+            _ => Ok(()),
+        };
+        assert_eq!(e.outcome, expected);
+        assert!(e.spawned >= origin && e.finished >= e.spawned, "{e:?}");
+    }
+    // The first seven had room; every later one waited for it.
+    assert!(entries[..7].iter().all(|e| e.queued() == ms(0)));
+    assert!(entries[7..].iter().any(|e| e.queued() > ms(0)));
+    assert_eq!(entries[299].spawned, origin);
 }
 
 #[derive(Clone, Default)]
