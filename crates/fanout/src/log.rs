@@ -279,7 +279,11 @@ mod tests {
     #[test]
     fn the_timestamp_has_microseconds_and_a_clock_before_1970_is_the_epoch() {
         let mut out = String::new();
-        write_timestamp(&mut out, UNIX_EPOCH + Duration::from_micros(1_796_556_029_000_042)).unwrap();
+        write_timestamp(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_796_556_029_000_042),
+        )
+        .unwrap();
         assert_eq!(out, "2026-12-06T11:20:29.000042Z ");
         out.clear();
         write_timestamp(&mut out, UNIX_EPOCH - Duration::from_secs(5)).unwrap();
@@ -354,7 +358,12 @@ mod tests {
             tracing::debug!(n = 1_u64, "debug");
         });
         assert_eq!(plain, default);
-        assert!(plain.starts_with(" INFO fanout::log::tests: request endpoint=\"GET /merged\" status=200 ms=0.523"), "{plain}");
+        assert!(
+            plain.starts_with(
+                " INFO fanout::log::tests: request endpoint=\"GET /merged\" status=200 ms=0.523"
+            ),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -133,6 +133,17 @@ pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     pub(crate) activity: Activity,
+    /// The client's IP address as text, formatted once per connection
+    /// rather than for every request's `x-forwarded-for`.
+    pub(crate) ip: http::HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, activity: Activity) -> Peer {
+        let ip = http::HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Peer { addr, activity, ip }
+    }
 }
 
 /// What one connection is doing, as its watchdog sees it.
@@ -466,7 +477,7 @@ impl Connections {
                     let _ = stream.set_nodelay(true);
                     let activity = Activity::new();
                     let service = Tracked {
-                        inner: make_service(Peer { addr, activity: activity.clone() }),
+                        inner: make_service(Peer::new(addr, activity.clone())),
                         activity: activity.clone(),
                     };
                     let watched = Watched { stream, activity: activity.clone() };

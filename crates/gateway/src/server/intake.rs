@@ -1,8 +1,6 @@
 //! A client's request on its way in: routing, limits, what may be forwarded,
 //! then the run, the response, and what is recorded of it.
 
-use std::net::SocketAddr;
-
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header, request::Parts};
 use http_body_util::BodyExt;
@@ -12,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Gateway, budget::Outgoing};
+use super::{Gateway, budget::Outgoing, connections::Peer};
 use crate::{
     client::BoxError,
     config::Method,
@@ -32,11 +30,7 @@ use crate::{
 impl Gateway {
     /// Answers one request from `peer`: a CORS preflight here, anything else
     /// by its endpoint, with the CORS headers its origin may have.
-    pub(crate) async fn handle<B>(
-        &self,
-        request: Request<B>,
-        peer: SocketAddr,
-    ) -> Response<Outgoing>
+    pub(crate) async fn handle<B>(&self, request: Request<B>, peer: &Peer) -> Response<Outgoing>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -89,12 +83,7 @@ impl Gateway {
     }
 
     /// Answers a request by its endpoint.
-    async fn answer<B>(
-        &self,
-        plan: &Plan,
-        request: Request<B>,
-        peer: SocketAddr,
-    ) -> Response<Outgoing>
+    async fn answer<B>(&self, plan: &Plan, request: Request<B>, peer: &Peer) -> Response<Outgoing>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -141,7 +130,10 @@ impl Gateway {
         let limited = match &endpoint.rate_limit {
             None => None,
             Some(limit) => {
-                let client_ip = || plan.trusted_proxies.client_ip(peer.ip(), &parts.headers);
+                let client_ip = || {
+                    plan.trusted_proxies
+                        .client_ip(peer.addr.ip(), &parts.headers)
+                };
                 let key = limit.rule.key(client_ip, &parts.headers, Some(&inputs));
                 let decision = limit.check(&key, plan.store.as_deref()).await;
                 if !decision.allowed {
@@ -186,7 +178,7 @@ impl Gateway {
         parts: &Parts,
         endpoint: &EndpointPlan,
         params: Captures<'_>,
-        peer: SocketAddr,
+        peer: &Peer,
         claims: Option<std::sync::Arc<crate::auth::Claims>>,
     ) -> Result<Inputs, Refusal> {
         let declared = parts
@@ -549,7 +541,7 @@ fn inputs(
     parts: &Parts,
     endpoint: &EndpointPlan,
     params: Captures<'_>,
-    peer: SocketAddr,
+    peer: &Peer,
     claims: Option<std::sync::Arc<crate::auth::Claims>>,
 ) -> Result<Inputs, String> {
     let params = params
@@ -579,7 +571,7 @@ fn inputs(
         &parts.headers,
         &endpoint.forward_headers,
         parts.uri.authority(),
-        peer,
+        &peer.ip,
     );
     if endpoint.proxy {
         // What a pass-through needs to describe the body it streams and the
@@ -666,7 +658,7 @@ fn forwarded_headers(
     incoming: &HeaderMap,
     allowed: &[http::HeaderName],
     authority: Option<&http::uri::Authority>,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for name in allowed {
@@ -679,12 +671,14 @@ fn forwarded_headers(
             headers.append(name.clone(), value.clone());
         }
     }
-    let peer_ip = peer.ip().to_string();
     let xff = match incoming.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {peer_ip}"),
-        None => peer_ip,
+        Some(previous) => {
+            let peer_ip = String::from_utf8_lossy(peer_ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(format!("{previous}, {peer_ip}"))).ok()
+        }
+        None => Some(peer_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+    if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let host = incoming

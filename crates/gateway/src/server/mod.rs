@@ -145,7 +145,7 @@ pub async fn serve(
                 let answer = tower::service_fn(move |request| {
                     let (gateway, peer) = (gateway.clone(), peer.clone());
                     async move {
-                        let response = gateway.handle(request, peer.addr).await;
+                        let response = gateway.handle(request, &peer).await;
                         Ok::<_, Infallible>(gateway.budget.admit(response, &peer.activity))
                     }
                 });

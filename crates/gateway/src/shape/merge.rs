@@ -402,10 +402,7 @@ fn write_object(object: &Object<'_>, out: &mut Vec<u8>) {
 /// escapes from a backend's text, or are plain names): those are copied as
 /// they are; the rest go through `serde_json`'s escaping.
 fn write_key(key: &str, out: &mut Vec<u8>) {
-    if key
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-    {
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.reserve(key.len() + 2);
         out.push(b'"');
         out.extend_from_slice(key.as_bytes());
