@@ -1,7 +1,8 @@
 //! The HTTP/1.1 connections one serving thread keeps for its calls, per
 //! upstream settings and target: the idle ones, newest first out, each closed
 //! after the idle timeout (by a sweeping task, so that a backend that never
-//! closes its side does not keep them open), at most
+//! closes its side does not keep them open; the same sweep closes those the
+//! backend closed, a quarter of the idle timeout later at most), at most
 //! [`MAX_IDLE_PER_TARGET`] per target.
 //!
 //! The bookkeeping is plain data ([`IdleList`]) behind short, uncontended
@@ -11,10 +12,13 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, Ordering},
     },
+    task::Context,
     time::Duration,
 };
 
@@ -76,6 +80,11 @@ impl<C> IdleList<C> {
             }
             self.items.pop_front();
         }
+    }
+
+    /// Keeps the items for which `keep` says so.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&mut C) -> bool) {
+        self.items.retain_mut(|(item, _)| keep(item));
     }
 
     #[cfg(test)]
@@ -145,11 +154,18 @@ impl Target {
         drop(evicted);
     }
 
-    /// Closes what has been idle for the idle timeout; whether anything is
-    /// left.
+    /// Closes what has been idle for the idle timeout, and what the backend
+    /// closed meanwhile; whether anything is left.
     fn sweep(&self, now: Instant) -> bool {
         let mut idle = self.idle();
         idle.expire(now, self.idle_timeout);
+        // An idle connection is driven by no one: one the backend closed
+        // (its keep-alive timeout, a restart) would sit half-closed, its
+        // socket in CLOSE_WAIT, until a call took it or it expired. Polled
+        // once here, without a waker (an event on it later wakes no task),
+        // a connection that has ended says so and is closed.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        idle.retain(|h1| Pin::new(&mut h1.conn).poll(&mut cx).is_pending());
         !idle.is_empty()
     }
 

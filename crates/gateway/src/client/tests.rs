@@ -285,6 +285,46 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() 
     );
 }
 
+/// A backend that closes an idle connection (its own keep-alive timeout)
+/// gets the gateway's side closed at the next sweep, a quarter of the idle
+/// timeout later at most, not at the idle timeout: no socket is left in
+/// CLOSE_WAIT for long.
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_the_backend_closed_is_closed_at_the_next_sweep() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let dial = dial(&url);
+    let (eof_tx, eof) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        // A second later (the connection is idle in the pool by then), the
+        // backend is done with it: its FIN, then a wait for the gateway's.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        socket.shutdown().await.unwrap();
+        let closed = tokio::time::Instant::now();
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        let _ = eof_tx.send((n, closed.elapsed()));
+    });
+    let client = HttpClient::with_idle_timeout(Duration::from_secs(40));
+    let settings = settings(Http2::Auto);
+    call(&client, &settings, &dial, &url).await;
+    let (n, after) = tokio::time::timeout(Duration::from_secs(60), eof)
+        .await
+        .expect("the client never closed the connection the backend closed")
+        .unwrap();
+    assert_eq!(n, 0, "closed, nothing sent");
+    assert!(
+        after <= Duration::from_secs(12),
+        "closed {after:?} after the backend's FIN: not before the idle timeout (40 s)"
+    );
+}
+
 #[tokio::test]
 async fn http2_always_multiplexes_a_burst_on_one_connection() {
     let mock = mock().await;
