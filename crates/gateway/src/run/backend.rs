@@ -89,55 +89,37 @@ async fn call<T: Transport>(
         &state.inputs.query,
     )
     .map_err(|e| BackendError::new(ErrorKind::Dependency, e))?;
-    let mut headers = state.inputs.headers.clone();
     let body = match &backend.body {
         None => Bytes::new(),
-        Some(CallBody::Forward) => {
-            let client = state.inputs.body.as_ref();
-            for (name, value) in [
-                (
-                    header::CONTENT_TYPE,
-                    client.and_then(|b| b.content_type.clone()),
-                ),
-                (
-                    header::CONTENT_ENCODING,
-                    client.and_then(|b| b.content_encoding.clone()),
-                ),
-            ] {
-                match value {
-                    Some(value) => headers.insert(name, value),
-                    None => headers.remove(name),
-                };
-            }
-            client.map(|b| b.bytes.clone()).unwrap_or_default()
-        }
-        Some(CallBody::Template(template)) => {
-            let rendered = template
+        Some(CallBody::Forward) => state
+            .inputs
+            .body
+            .as_ref()
+            .map(|b| b.bytes.clone())
+            .unwrap_or_default(),
+        Some(CallBody::Template(template)) => Bytes::from(
+            template
                 .render(&values)
-                .map_err(|e| BackendError::new(ErrorKind::Dependency, e.to_string()))?;
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.remove(header::CONTENT_ENCODING);
-            Bytes::from(rendered)
-        }
+                .map_err(|e| BackendError::new(ErrorKind::Dependency, e.to_string()))?,
+        ),
     };
-    // Configured headers replace the client's of the same name, never sit
-    // beside them (a backend reading the first value would use the client's).
-    for (name, value) in &upstream.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    if !upstream.headers.contains_key(header::ACCEPT_ENCODING) {
-        let accept = if upstream.compression {
-            HeaderValue::from_static("gzip, br, zstd")
-        } else {
-            HeaderValue::from_static("identity")
-        };
-        headers.insert(header::ACCEPT_ENCODING, accept);
-    }
-    #[cfg(feature = "otel")]
-    inject_trace_context(&mut headers);
+    let headers = call_headers(state, backend);
+    // A call whose answer sets cookies belongs to its client: it is never
+    // answered from the cache nor shared with another.
+    let key = upstream.policies.as_ref().and_then(|policies| {
+        let private = backend.return_headers.contains(&header::SET_COOKIE);
+        (policies.keyed() && !private).then(|| call_key(&path, &headers, &backend.return_headers))
+    });
+    // The first attempt's request takes these headers; a retry, a hedge or a
+    // failover to another target makes its own. (Most calls make one
+    // attempt: no copy kept for the attempts that do not come.)
+    let made = Mutex::new(Some(headers));
+    let headers = || {
+        made.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| call_headers(state, backend))
+    };
     let limits = endpoint.limits;
     let targets = &upstream.targets;
     // The targets this call's attempts went to: a retry or a hedge goes to
@@ -147,7 +129,7 @@ async fn call<T: Transport>(
         targets.ready().await;
         let mut failed_over = false;
         loop {
-            let (lease, request) = aim(backend, &used, &path, &headers, body.clone())?;
+            let (lease, request) = aim(backend, &used, &path, headers(), body.clone())?;
             let target = lease.target.clone();
             let result = with_timeout(backend.timeout, async {
                 let response = state
@@ -175,11 +157,6 @@ async fn call<T: Transport>(
             attempt().await
         }
         Some(policies) => {
-            // A call whose answer sets cookies belongs to its client: it is
-            // never answered from the cache nor shared with another.
-            let private = backend.return_headers.contains(&header::SET_COOKIE);
-            let key = (policies.keyed() && !private)
-                .then(|| call_key(&path, &headers, &backend.return_headers));
             // Boxed: the policies' future (a hedge holds two attempts) is
             // several KiB, and would otherwise make every call's task that
             // big, policies or not; tokio moves a task's future as it spawns.
@@ -188,6 +165,58 @@ async fn call<T: Transport>(
                 .map(Arc::unwrap_or_clone)
         }
     }
+}
+
+/// The headers of a call to `backend`: the client's forwarded ones, those
+/// that describe the call's body, the upstream's own (replacing the client's
+/// of the same name) and `accept-encoding`; its `host` is the attempt's.
+fn call_headers<T: Transport>(state: &RequestState<T>, backend: &BackendPlan) -> HeaderMap {
+    let upstream = &backend.upstream;
+    let mut headers = state.inputs.headers.clone();
+    match &backend.body {
+        None => {}
+        Some(CallBody::Forward) => {
+            let client = state.inputs.body.as_ref();
+            for (name, value) in [
+                (
+                    header::CONTENT_TYPE,
+                    client.and_then(|b| b.content_type.clone()),
+                ),
+                (
+                    header::CONTENT_ENCODING,
+                    client.and_then(|b| b.content_encoding.clone()),
+                ),
+            ] {
+                match value {
+                    Some(value) => headers.insert(name, value),
+                    None => headers.remove(name),
+                };
+            }
+        }
+        Some(CallBody::Template(_)) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.remove(header::CONTENT_ENCODING);
+        }
+    }
+    // Configured headers replace the client's of the same name, never sit
+    // beside them (a backend reading the first value would use the client's).
+    for (name, value) in &upstream.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if !upstream.headers.contains_key(header::ACCEPT_ENCODING) {
+        let accept = if upstream.compression {
+            HeaderValue::from_static("gzip, br, zstd")
+        } else {
+            HeaderValue::from_static("identity")
+        };
+        headers.insert(header::ACCEPT_ENCODING, accept);
+    }
+    #[cfg(feature = "otel")]
+    inject_trace_context(&mut headers);
+    headers
 }
 
 /// What an attempt's outcome says about its target.
@@ -211,7 +240,7 @@ pub(super) fn aim(
     backend: &BackendPlan,
     used: &Mutex<Vec<SocketAddr>>,
     path: &str,
-    headers: &HeaderMap,
+    mut headers: HeaderMap,
     body: impl Into<crate::client::Body>,
 ) -> Result<(Lease, crate::client::Request), BackendError> {
     let upstream = &backend.upstream;
@@ -237,7 +266,6 @@ pub(super) fn aim(
         .headers
         .get(header::HOST)
         .unwrap_or(&target.host_header);
-    let mut headers = headers.clone();
     targets.client.set_host(&mut headers, host);
     // Put together from parts, the target's authority parsed once: no URL
     // to format and parse again per attempt.

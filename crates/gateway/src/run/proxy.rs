@@ -265,7 +265,7 @@ pub(crate) async fn pass<T: Transport>(
     let used: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
     let attempt = || async {
         targets.ready().await;
-        let (lease, request) = aim(backend, &used, &path, &headers, upload.take()?)?;
+        let (lease, request) = aim(backend, &used, &path, headers.clone(), upload.take()?)?;
         let send = transport.send(&targets.client, &lease.target.dial, request);
         let mut result = with_timeout(backend.timeout, send).await;
         if let (Err(_), Some(failure)) = (&result, upload.client_failure()) {
