@@ -252,11 +252,15 @@ async fn an_idle_connection_is_reused_within_the_idle_timeout_and_closed_after_i
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() {
+/// A backend that answers one request and keeps the connection, then
+/// (with `fin_after`) closes its side that long after answering; it reports
+/// what it reads next (0: the client closed) and how long after answering
+/// (or after its own FIN) that came.
+async fn one_answer_backend(
+    fin_after: Option<Duration>,
+) -> (String, tokio::sync::oneshot::Receiver<(usize, Duration)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/data", listener.local_addr().unwrap());
-    let dial = dial(&url);
     let (eof_tx, eof) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
@@ -266,11 +270,22 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() 
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
             .await
             .unwrap();
+        if let Some(after) = fin_after {
+            tokio::time::sleep(after).await;
+            socket.shutdown().await.unwrap();
+        }
         // Now idle: the next read ends when the client closes.
-        let answered = tokio::time::Instant::now();
+        let since = tokio::time::Instant::now();
         let n = socket.read(&mut buf).await.unwrap_or(0);
-        let _ = eof_tx.send((n, answered.elapsed()));
+        let _ = eof_tx.send((n, since.elapsed()));
     });
+    (url, eof)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() {
+    let (url, eof) = one_answer_backend(None).await;
+    let dial = dial(&url);
     let client = HttpClient::with_idle_timeout(Duration::from_secs(10));
     let settings = settings(Http2::Auto);
     call(&client, &settings, &dial, &url).await;
@@ -291,26 +306,10 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout_without_any_call() 
 /// CLOSE_WAIT for long.
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_the_backend_closed_is_closed_at_the_next_sweep() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    // A second after answering (the connection is idle in the pool by then),
+    // the backend is done with it: its FIN, then a wait for the gateway's.
+    let (url, eof) = one_answer_backend(Some(Duration::from_secs(1))).await;
     let dial = dial(&url);
-    let (eof_tx, eof) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = socket.read(&mut buf).await;
-        socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-            .await
-            .unwrap();
-        // A second later (the connection is idle in the pool by then), the
-        // backend is done with it: its FIN, then a wait for the gateway's.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        socket.shutdown().await.unwrap();
-        let closed = tokio::time::Instant::now();
-        let n = socket.read(&mut buf).await.unwrap_or(0);
-        let _ = eof_tx.send((n, closed.elapsed()));
-    });
     let client = HttpClient::with_idle_timeout(Duration::from_secs(40));
     let settings = settings(Http2::Auto);
     call(&client, &settings, &dial, &url).await;
