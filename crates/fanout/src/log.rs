@@ -4,13 +4,17 @@
 //! `Full` format renders that line through general machinery: a calendar
 //! conversion of the clock on every line, ANSI style wrappers around each
 //! part even with colours off, and `Debug` formatting of every field. Under
-//! `bench/callgrind.sh` that was most of the log's cost per request (about
-//! 6 % of the gateway's instructions). [`Plain`] writes the same line, byte
+//! `bench/callgrind.sh` that was most of the log's cost per request (the
+//! figures are in BENCHMARKS.md). [`Plain`] writes the same line, byte
 //! for byte up to escaping, with the date part of the timestamp formatted
 //! once per second and per thread and the common field types written
 //! directly. It is used for uncoloured text without spans (the `info`
 //! default when stdout is not a terminal); coloured output and span context
 //! (`debug` and more verbose) stay with tracing-subscriber's own format.
+//!
+//! The calendar arithmetic is a dozen lines written here: tracing-subscriber
+//! keeps its own `DateTime` private, and a date crate for this one fixed,
+//! UTC-only format would be a dependency to save those lines.
 //!
 //! One difference on purpose: every field value and message is escaped the
 //! way tracing-subscriber escapes messages, and line breaks and other control
