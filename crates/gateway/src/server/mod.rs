@@ -6,6 +6,7 @@ mod admin;
 mod budget;
 mod connections;
 mod intake;
+mod spread;
 
 pub use admin::serve_admin;
 pub use connections::{ConnectionLimit, Connections, MAX_CONCURRENT_STREAMS, Peer};
@@ -121,6 +122,17 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_lane(listener, None, gateway, shutdown).await
+}
+
+/// [`serve`] as one of several serving threads, spreading connections with
+/// the others through `lane`.
+async fn serve_lane(
+    listener: TcpListener,
+    lane: Option<spread::Lane>,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let plan = gateway.plan();
     let ready = gateway.ready.clone();
     ready.store(true, Ordering::Release);
@@ -138,8 +150,9 @@ pub async fn serve(
     // fast as the client reads), the encoder's output is what hyper sends.
     let compression = gateway.compression.layer();
     connections
-        .serve(
+        .serve_lane(
             listener,
+            lane,
             move |peer: Peer| {
                 let gateway = gateway.clone();
                 let answer = tower::service_fn(move |request| {
@@ -160,8 +173,9 @@ pub async fn serve(
 }
 
 /// Binds `threads` listening sockets to `addr`, all with `SO_REUSEPORT`, so
-/// the kernel spreads incoming connections over them. With port 0, the first
-/// picks the port and the others share it.
+/// the kernel spreads incoming connections over them ([`serve_on_threads`]
+/// evens out what it spreads unevenly). With port 0, the first picks the port
+/// and the others share it.
 ///
 /// # Errors
 ///
@@ -186,7 +200,10 @@ pub fn bind_reuseport(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::n
 
 /// Serves `gateway` on one thread per listener (from [`bind_reuseport`]),
 /// each with its own current-thread runtime and its own backend client, until
-/// `shutdown` turns `true`; then each stops as [`serve`] does.
+/// `shutdown` turns `true`; then each stops as [`serve`] does. A thread that
+/// accepts a connection while it serves two more than another thread hands
+/// it to that one, so the threads' shares of connections stay even whatever
+/// the kernel's hash picked ([`spread`]).
 ///
 /// Why: on the shared work-stealing runtime, a request's backend calls, their
 /// connections and the request itself wake each other across threads (futex
@@ -205,7 +222,12 @@ pub async fn serve_on_threads(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut done = Vec::with_capacity(listeners.len());
-    for (i, listener) in listeners.into_iter().enumerate() {
+    // One thread needs no spreading.
+    let mut lanes = match listeners.len() {
+        1 => vec![None],
+        threads => spread::lanes(threads).into_iter().map(Some).collect(),
+    };
+    for ((i, listener), lane) in listeners.into_iter().enumerate().zip(lanes.drain(..)) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gateway = Gateway {
             client: HttpClient::new(),
@@ -224,7 +246,7 @@ pub async fn serve_on_threads(
                             let stop = async move {
                                 let _ = shutdown.wait_for(|stop| *stop).await;
                             };
-                            serve(listener, gateway, stop).await
+                            serve_lane(listener, lane, gateway, stop).await
                         })
                     });
                 let _ = tx.send(served);
