@@ -114,6 +114,9 @@ impl Values for Fixed<'_> {
 /// A backend body through the depth scan, the parser, a lookup and the
 /// merge: what is accepted is merged into valid JSON equal to the body.
 pub fn json(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        crate::shape::assert_scan_agrees(text);
+    }
     let Some(json) = run::decode_body(data, DEPTH) else {
         return;
     };
@@ -138,6 +141,8 @@ pub fn json(data: &[u8]) {
 /// a panic, always a JSON object.
 pub fn merge(data: &[u8]) {
     let p = parts(data, 4);
+    crate::shape::assert_scan_agrees(&p[0]);
+    crate::shape::assert_scan_agrees(&p[1]);
     let decode = |text: &str| run::decode_body(text.as_bytes(), DEPTH);
     let (Some(first), Some(second)) = (decode(&p[0]), decode(&p[1])) else {
         return;

@@ -255,10 +255,7 @@ mod tests {
             served[served_by(&mut stream).await] += 1;
             clients.push(stream);
         }
-        assert!(
-            served[0].abs_diff(served[1]) <= 2,
-            "served {served:?}"
-        );
+        assert!(served[0].abs_diff(served[1]) <= 2, "served {served:?}");
         assert_eq!(counts(&shared), served.to_vec());
         // Every connection keeps being served where it was counted.
         for stream in &mut clients {

@@ -4,8 +4,8 @@
 //! `rename`. Building a [`Value`] tree for such a body, only to serialize it
 //! again, was the largest cost per request in the gateway's profile (about a
 //! third of its allocations). [`Json`] instead checks the body once (UTF-8,
-//! then JSON syntax with `serde_json`) and records where the members of a
-//! top-level object are; merging then copies their values byte for byte.
+//! then JSON syntax, with [`scan`](super::scan) or else `serde_json`) and
+//! records where the members of a top-level object are; merging then copies their values byte for byte.
 //! A value is parsed further only where two backends' objects meet under the
 //! same key and must be deep-merged.
 
@@ -63,6 +63,24 @@ impl Json {
         // Reuses the buffer when nothing else holds it; else one copy.
         let text = String::from_utf8(Vec::from(text)).map_err(|e| e.utf8_error())?;
         let str = text.as_str();
+        if let Some(found) = super::scan::scan(str) {
+            let members = found.map(|members| {
+                let members = members
+                    .into_iter()
+                    .map(|(key, value)| Member {
+                        key: match key {
+                            Ok(range) => Key::Plain(range),
+                            Err(decoded) => Key::Decoded(decoded),
+                        },
+                        value,
+                    })
+                    .collect();
+                unique_members(members, str)
+            });
+            return Ok(Json { text, members });
+        }
+        // What the scanner leaves to `serde_json`: an invalid body (for its
+        // message), a top-level scalar, a key with escapes it could not decode.
         let members = match serde_json::from_str::<Top<'_>>(str)? {
             Top::Object(members) => Some(unique_members(
                 members
@@ -177,12 +195,20 @@ fn unique_members(mut members: Vec<Member>, text: &str) -> Vec<Member> {
             Key::Decoded(key) => key,
         }
     }
-    // Most objects have few members and no repeats: compare directly then.
+    // Most objects have few members and no repeats: compare directly then,
+    // the last bytes first (keys such as `item_1`, `item_2` share a prefix
+    // and their length).
+    let same = |a: &str, b: &str| a.as_bytes().last() == b.as_bytes().last() && a == b;
     let repeated = if members.len() <= 16 {
-        members
-            .iter()
+        // Each key looked up once.
+        let mut keys = [""; 16];
+        for (slot, m) in keys.iter_mut().zip(&members) {
+            *slot = key(m, text);
+        }
+        let keys = &keys[..members.len()];
+        keys.iter()
             .enumerate()
-            .any(|(i, m)| members[..i].iter().any(|o| key(o, text) == key(m, text)))
+            .any(|(i, k)| keys[..i].iter().any(|o| same(o, k)))
     } else {
         let mut seen = std::collections::HashSet::with_capacity(members.len());
         !members.iter().all(|m| seen.insert(key(m, text)))
@@ -202,6 +228,52 @@ fn unique_members(mut members: Vec<Member>, text: &str) -> Vec<Member> {
         }
     }
     kept
+}
+
+/// Asserts that the scanner agrees with `serde_json` on `text`: whatever it
+/// decides (valid, and where the members are), `serde_json` decides the
+/// same; and it decides every object and array that `serde_json` accepts.
+/// For the tests and the `json` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn assert_scan_agrees(text: &str) {
+    let by_serde = serde_json::from_str::<Top<'_>>(text).map(|top| match top {
+        Top::Object(members) => Some(
+            members
+                .into_iter()
+                .map(|(key, value)| (key.into_owned(), offset(text, value.get())))
+                .collect::<Vec<_>>(),
+        ),
+        Top::Other => None,
+    });
+    match super::scan::scan(text) {
+        Some(found) => {
+            let found = found.map(|members| {
+                members
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let key = match key {
+                            Ok(range) => text[range].to_owned(),
+                            Err(decoded) => decoded.into_string(),
+                        };
+                        (key, value)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match by_serde {
+                Ok(expected) => assert_eq!(found, expected, "members of {text:?}"),
+                Err(e) => panic!("the scanner accepts {text:?}, serde_json says {e}"),
+            }
+        }
+        None => {
+            let container = text
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with(['{', '[']);
+            assert!(
+                !(container && by_serde.is_ok()),
+                "the scanner leaves {text:?} to serde_json, which accepts it"
+            );
+        }
+    }
 }
 
 /// Where `part`, a slice of `whole`, lies in it.

@@ -43,6 +43,7 @@ mod apply;
 mod json;
 mod merge;
 mod path;
+mod scan;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +51,8 @@ pub(crate) use apply::Shape;
 #[cfg(test)]
 pub(crate) use apply::ShapeError;
 pub(crate) use json::Json;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use json::assert_scan_agrees;
 pub(crate) use merge::{Body, ERRORS_KEY, Merged};
 #[cfg(test)]
 pub(crate) use merge::{COLLECTION_KEY, Part, merge};
