@@ -38,7 +38,7 @@ use tokio::{
 };
 use tokio_util::either::Either;
 
-use super::spread::{Assigned, Lane};
+use super::spread::Lane;
 
 /// How a listener serves its connections. Every limit is on by default.
 #[derive(Clone, Debug)]
@@ -413,14 +413,6 @@ impl<F: Future> Future for TrackedFuture<F> {
     }
 }
 
-/// What a listener's loop keeps: how connections are served, and the ones
-/// being served.
-struct Serving {
-    builder: auto::Builder<TokioExecutor>,
-    graceful: GracefulShutdown,
-    connections: JoinSet<()>,
-}
-
 /// What a connection over the cap is told before it is closed.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 63\r\n\r\n{\"error\":\"too many connections: try again later (max_connections)\"}";
 
@@ -485,14 +477,11 @@ impl Connections {
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let mut serving = Serving {
-            builder,
-            graceful: GracefulShutdown::new(),
-            connections: JoinSet::new(),
-        };
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            tokio::select! {
+            let (stream, addr, assigned) = tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, addr) = match accepted {
                         Ok(accepted) => accepted,
@@ -503,33 +492,93 @@ impl Connections {
                             continue;
                         }
                     };
-                    let (stream, assigned) = match &lane {
-                        None => (stream, None),
+                    match &lane {
+                        None => (stream, addr, None),
                         Some(lane) => match lane.place(stream, addr) {
-                            Some((stream, assigned)) => (stream, Some(assigned)),
+                            Some((stream, assigned)) => (stream, addr, Some(assigned)),
                             None => continue,
                         },
-                    };
-                    self.open(&mut serving, stream, addr, assigned, &make_service);
+                    }
                 }
                 Some((stream, addr, assigned)) = async {
                     match lane.as_mut() {
                         Some(lane) => lane.handed().await,
                         None => std::future::pending().await,
                     }
-                } => {
-                    self.open(&mut serving, stream, addr, Some(assigned), &make_service);
-                }
+                } => (stream, addr, Some(assigned)),
                 () = &mut shutdown => break,
-            }
+            };
+            while connections.try_join_next().is_some() {}
+            let Some(slot) = self.max_connections.try_open() else {
+                // Shed: say why, then close (a blocked write is not waited
+                // for). Sent on the socket itself: tokio's `try_write` does
+                // not try before its reactor has seen the socket writable,
+                // which a connection handed over from another thread a
+                // moment ago has not.
+                let _ = socket2::SockRef::from(&stream).send(TOO_MANY);
+                tracing::debug!(%addr, max = self.max_connections.max, "connection refused: too many");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let activity = Activity::new();
+            let service = Tracked {
+                inner: make_service(Peer::new(addr, activity.clone())),
+                activity: activity.clone(),
+            };
+            let watched = Watched {
+                stream,
+                activity: activity.clone(),
+            };
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let timers = Timers {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                write_timeout: self.write_timeout,
+            };
+            connections.spawn(async move {
+                let _slot = (slot, assigned);
+                let io: ServerIo = match tls {
+                    None => Either::Left(watched),
+                    Some(acceptor) => {
+                        // The handshake is part of the time to start a request.
+                        let limit = timers
+                            .header_read_timeout
+                            .unwrap_or(Duration::from_secs(10));
+                        match tokio::time::timeout(limit, acceptor.accept(watched)).await {
+                            Ok(Ok(stream)) => Either::Right(Box::new(stream)),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %addr, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%addr, "TLS handshake took too long");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let connection = watcher.watch(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned(),
+                );
+                tokio::select! {
+                    served = connection => if let Err(e) = served {
+                        tracing::debug!(error = %e, %addr, "connection ended with an error");
+                    },
+                    why = activity.overstayed(timers) => {
+                        tracing::debug!(%addr, why, "connection closed");
+                    }
+                }
+            });
         }
         drop(listener);
         drop(lane);
-        let Serving {
-            graceful,
-            mut connections,
-            ..
-        } = serving;
         tracing::info!(in_flight = connections.len(), grace = ?self.grace, "shutting down");
         if tokio::time::timeout(self.grace, graceful.shutdown())
             .await
@@ -542,89 +591,5 @@ impl Connections {
         }
         connections.shutdown().await;
         Ok(())
-    }
-
-    /// Starts serving one accepted connection, unless the cap on open
-    /// connections is reached (then it is told so and closed).
-    fn open<M, S, B>(
-        &self,
-        serving: &mut Serving,
-        stream: TcpStream,
-        addr: SocketAddr,
-        assigned: Option<Assigned>,
-        make_service: &M,
-    ) where
-        M: Fn(Peer) -> S,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        while serving.connections.try_join_next().is_some() {}
-        let Some(slot) = self.max_connections.try_open() else {
-            // Shed: say why, then close (a blocked write is not waited for).
-            let _ = stream.try_write(TOO_MANY);
-            tracing::debug!(%addr, max = self.max_connections.max, "connection refused: too many");
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
-        let service = Tracked {
-            inner: make_service(Peer::new(addr, activity.clone())),
-            activity: activity.clone(),
-        };
-        let watched = Watched {
-            stream,
-            activity: activity.clone(),
-        };
-        let tls = self
-            .tls
-            .as_ref()
-            .map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));
-        let builder = serving.builder.clone();
-        let watcher = serving.graceful.watcher();
-        let timers = Timers {
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-            write_timeout: self.write_timeout,
-        };
-        serving.connections.spawn(async move {
-            let _slot = (slot, assigned);
-            let io: ServerIo = match tls {
-                None => Either::Left(watched),
-                Some(acceptor) => {
-                    // The handshake is part of the time to start a request.
-                    let limit = timers
-                        .header_read_timeout
-                        .unwrap_or(Duration::from_secs(10));
-                    match tokio::time::timeout(limit, acceptor.accept(watched)).await {
-                        Ok(Ok(stream)) => Either::Right(Box::new(stream)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %addr, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%addr, "TLS handshake took too long");
-                            return;
-                        }
-                    }
-                }
-            };
-            let connection = watcher.watch(
-                builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .into_owned(),
-            );
-            tokio::select! {
-                served = connection => if let Err(e) = served {
-                    tracing::debug!(error = %e, %addr, "connection ended with an error");
-                },
-                why = activity.overstayed(timers) => {
-                    tracing::debug!(%addr, why, "connection closed");
-                }
-            }
-        });
     }
 }
