@@ -51,7 +51,7 @@ pub(crate) use apply::Shape;
 #[cfg(test)]
 pub(crate) use apply::ShapeError;
 pub(crate) use json::Json;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(feature = "fuzzing")]
 pub(crate) use json::assert_scan_agrees;
 pub(crate) use merge::{Body, ERRORS_KEY, Merged};
 #[cfg(test)]
