@@ -21,6 +21,8 @@
 #   CG_CONNECTIONS=16    wrk connections
 #   CG_TOP=25            functions listed per binary (0: none)
 #   CG_KEEP=DIR          keep the callgrind files there (for callgrind_annotate)
+#   CG_TLS=1             the "TLS to backends" scenario instead: the three
+#                        backends behind TLS, bench/tls-gateway.yaml
 #   FANOUT_LOG=info      RUST_LOG of fanout (info: one log line per request)
 #   BENCH_PORT_OFFSET=0  as in bench/run.sh (ports 19185 and 19301-19303, shifted)
 # Needs valgrind, nginx, wrk, python3, curl. Everything listens on 127.0.0.1
@@ -73,8 +75,25 @@ lib nginx-conf "$WORK" "$OFF" > "$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" &
 PIDS+=($!)
 for port in "$NG1" "$NG2" "$NG3"; do ready "http://127.0.0.1:$port/data" 10; done
-lib shift-ports bench/throughput-gateway.yaml "$OFF" |
-  sed "s/127.0.0.1:$((19180 + OFF))\"/127.0.0.1:$PORT\"/" > "$WORK/gateway.yaml"
+if [ "${CG_TLS:-0}" = 1 ]; then
+  # The TLS scenario: the same backends behind TLS (a test CA made by the
+  # first binary), bench/tls-gateway.yaml verifying them.
+  "${BINS[0]}" mock --make-certs "$WORK/certs" >/dev/null
+  lib nginx-tls-conf "$WORK" "$OFF" "$WORK/certs/mock.pem" "$WORK/certs/mock-key.pem" > "$WORK/nginx-tls.conf"
+  nginx -c "$WORK/nginx-tls.conf" -p "$WORK" -e "$WORK/nginx-tls-error.log" &
+  PIDS+=($!)
+  for port in 19311 19312 19313; do
+    for _ in $(seq 100); do
+      [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "https://127.0.0.1:$((port + OFF))/data" || true)" = 200 ] && break
+      sleep 0.1
+    done
+  done
+  lib shift-ports bench/tls-gateway.yaml "$OFF" |
+    sed "s/127.0.0.1:$((19190 + OFF))\"/127.0.0.1:$PORT\"/" > "$WORK/gateway.yaml"
+else
+  lib shift-ports bench/throughput-gateway.yaml "$OFF" |
+    sed "s/127.0.0.1:$((19180 + OFF))\"/127.0.0.1:$PORT\"/" > "$WORK/gateway.yaml"
+fi
 
 stop_at() { # N: a wrk script that stops its one thread after N responses
   cat <<EOF

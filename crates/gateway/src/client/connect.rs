@@ -73,6 +73,9 @@ pub(super) async fn open(
         .ok_or_else(|| io::Error::other(format!("no name to verify for {addr}")))?;
     let stream = tls.connect(name, tcp).await?;
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if alpn.is_some() && !h2 {
+        dial.learned_http1();
+    }
     Ok(Stream {
         io: Either::Right(Box::new(stream)),
         h2,

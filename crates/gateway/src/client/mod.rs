@@ -159,6 +159,10 @@ impl ClientSettings {
 pub(crate) struct Dial {
     pub(crate) addr: SocketAddr,
     pub(crate) name: Option<ServerName<'static>>,
+    /// ALPN chose HTTP/1.1 on a connection to this target (`http2: auto`
+    /// over TLS): from then on its calls drive their own HTTP/1.1
+    /// connections ([`h1`]) instead of going through hyper-util's pool.
+    speaks_http1: std::sync::atomic::AtomicBool,
 }
 
 impl Dial {
@@ -168,7 +172,18 @@ impl Dial {
         Dial {
             addr,
             name: ServerName::try_from(host.to_owned()).ok(),
+            speaks_http1: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether ALPN chose HTTP/1.1 on a connection to this target.
+    pub(crate) fn speaks_http1(&self) -> bool {
+        self.speaks_http1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn learned_http1(&self) {
+        self.speaks_http1
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

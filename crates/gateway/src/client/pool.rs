@@ -115,6 +115,18 @@ impl std::fmt::Debug for H1 {
     }
 }
 
+/// `config` offering HTTP/1.1 alone in ALPN: these connections are driven
+/// as HTTP/1.1, so a server must not pick h2 for them (`http2: auto` offers
+/// both on the connections of hyper-util's pool).
+fn http1_only(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    if !config.alpn_protocols.iter().any(|p| p == b"h2") {
+        return config.clone();
+    }
+    let mut http1 = (**config).clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(http1)
+}
+
 /// One target's idle connections on one serving thread.
 pub(super) struct Target {
     pub(super) settings: Weak<ClientSettings>,
@@ -231,7 +243,7 @@ impl Pools {
             tls: settings
                 .tls
                 .as_ref()
-                .map(|t| tokio_rustls::TlsConnector::from(t.config.clone())),
+                .map(|t| tokio_rustls::TlsConnector::from(http1_only(&t.config))),
             idle: Mutex::new(IdleList::new(MAX_IDLE_PER_TARGET)),
             idle_timeout: self.idle_timeout,
         });

@@ -138,7 +138,10 @@ impl Transport for HttpClient {
         dial: &Arc<Dial>,
         request: Request,
     ) -> Result<http::Response<Self::Body>, BackendError> {
-        if settings.http1_only() {
+        // A target that ALPN showed to speak HTTP/1.1 only (`http2: auto`
+        // over TLS) is called as `http2: never` would: the call drives its
+        // own connection, with no task hop and no pool key to hash.
+        if settings.http1_only() || dial.speaks_http1() {
             return h1::send(&self.h1, settings, dial, request).await;
         }
         let response = self.send_pooled(settings, dial, request).await?;

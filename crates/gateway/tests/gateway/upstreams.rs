@@ -232,6 +232,96 @@ async fn http2_never_keeps_tls_calls_on_http1() {
     );
 }
 
+/// A TLS server whose ALPN offers HTTP/1.1 alone (as nginx's `ssl` without
+/// `http2`), answering `OK` to everything; it records the protocols each
+/// client offered, one list per connection.
+async fn http1_tls_server(
+    leaf: &super::pki::Leaf,
+) -> (String, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let offered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = offered.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (config, record) = (config.clone(), record.clone());
+            tokio::spawn(async move {
+                let start =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let Ok(start) = start.await else { return };
+                let alpn = start
+                    .client_hello()
+                    .alpn()
+                    .map(|protocols| {
+                        protocols
+                            .map(|p| String::from_utf8_lossy(p).into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                record.lock().unwrap().push(alpn);
+                let Ok(tls) = start.into_stream(config).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_| async {
+                    let mut answer =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(OK)));
+                    answer.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, std::convert::Infallible>(answer)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, offered)
+}
+
+/// With `http2: auto`, a target whose ALPN chose HTTP/1.1 is called as with
+/// `http2: never` from then on: the first call's connection offered h2 and
+/// HTTP/1.1 (hyper-util's pool), every later call goes over a connection the
+/// call drives itself, which offers HTTP/1.1 alone (so no server can pick h2
+/// for a connection driven as HTTP/1.1) and is kept alive for the next.
+#[tokio::test]
+async fn a_target_alpn_showed_to_speak_http1_is_called_over_its_own_http1_connections() {
+    let pki = Pki::new("internal");
+    let leaf = pki.server("b", &["127.0.0.1"], Validity::Now);
+    let (url, offered) = http1_tls_server(&leaf).await;
+    let gw = gateway(&format!(
+        "    url: {url}\n    tls: {{ ca: {} }}",
+        path(&pki.ca_file())
+    ))
+    .await;
+    for _ in 0..5 {
+        let got = get(&gw.url("/x")).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    let offered = offered.lock().unwrap().clone();
+    assert_eq!(
+        offered,
+        [vec!["h2", "http/1.1"], vec!["http/1.1"]],
+        "one connection through the pool that may speak h2, then one kept alive for the rest"
+    );
+}
+
 /// With `http2: never` a call drives its own HTTP/1.1 connection instead of
 /// going through hyper-util's pool: its TLS failures say why all the same,
 /// nothing reaches an unverified backend, and a refused client certificate
