@@ -203,7 +203,7 @@ pub fn bind_reuseport(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::n
 /// `shutdown` turns `true`; then each stops as [`serve`] does. A thread that
 /// accepts a connection while it serves two more than another thread hands
 /// it to that one, so the threads' shares of connections stay even whatever
-/// the kernel's hash picked ([`spread`]).
+/// the kernel's hash picked.
 ///
 /// Why: on the shared work-stealing runtime, a request's backend calls, their
 /// connections and the request itself wake each other across threads (futex
