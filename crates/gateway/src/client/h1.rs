@@ -15,6 +15,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -109,23 +110,92 @@ async fn open(
 /// Sends `request` on `conn`, driving the connection until the response's
 /// head is in; the body then drives it on.
 async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent {
-    // Queued at once; the future does not borrow the handle.
-    let mut sent = std::pin::pin!(conn.send.try_send_request(request));
-    let mut driver = Driver {
-        conn: Some(conn),
-        target: target.clone(),
+    // Queued at once; the future does not borrow the handle. Boxed so that
+    // an abandoned exchange can hand it to a task of its own ([`drain`]).
+    let mut exchange = Exchange {
+        sent: Some(Box::pin(conn.send.try_send_request(request))),
+        driver: Some(Driver {
+            conn: Some(conn),
+            target: target.clone(),
+        }),
     };
     let response = std::future::poll_fn(|cx| {
+        let (Some(sent), Some(driver)) = (exchange.sent.as_mut(), exchange.driver.as_mut()) else {
+            return Poll::Pending;
+        };
         // The connection first: it writes the request, reads the answer and
         // completes `sent`, all within this poll.
         driver.drive(cx);
         sent.as_mut().poll(cx)
     })
-    .await?;
-    Ok(response.map(|incoming| ResponseBody {
-        incoming,
-        driver: Some(driver),
-    }))
+    .await;
+    exchange.sent = None;
+    let driver = exchange.driver.take();
+    Ok(response?.map(|incoming| ResponseBody { incoming, driver }))
+}
+
+/// The answer to a request queued on a connection.
+type Answer =
+    Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, TrySendError<Request>>> + Send>>;
+
+/// A call waiting for its answer's head: if it is dropped before (the call
+/// was abandoned), the exchange goes on in a task of its own ([`drain`]).
+struct Exchange {
+    sent: Option<Answer>,
+    driver: Option<Driver>,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let (Some(sent), Some(driver)) = (self.sent.take(), self.driver.take()) else {
+            return;
+        };
+        if driver.conn.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(drain(sent, driver));
+        }
+    }
+}
+
+/// How long the connection of a call abandoned before its answer came (the
+/// client left, a sibling failed, a deadline) may take to finish that
+/// exchange in the background and go back to the pool. hyper closes a
+/// connection whose caller went away before the answer's head, so without
+/// this each abandoned call cost a connection (over TLS, a handshake for the
+/// next call). A backend that answers within it keeps its connection; one
+/// that does not sees the connection closed, so a slow call is still seen
+/// abandoned, this much later.
+const DRAIN_GRACE: Duration = Duration::from_millis(100);
+
+/// Finishes an abandoned exchange within [`DRAIN_GRACE`]: its answer is read
+/// and dropped, and the connection goes back to the pool if it can take
+/// another request; otherwise (too slow, or the connection ended) it is
+/// closed.
+async fn drain(mut sent: Answer, mut driver: Driver) {
+    let finished = tokio::time::timeout(DRAIN_GRACE, async {
+        let response = std::future::poll_fn(|cx| {
+            driver.drive(cx);
+            sent.as_mut().poll(cx)
+        })
+        .await
+        .ok()?;
+        let mut body = response.into_body();
+        loop {
+            let frame = std::future::poll_fn(|cx| {
+                driver.drive(cx);
+                Pin::new(&mut body).poll_frame(cx)
+            })
+            .await;
+            match frame {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return None,
+                None => return Some(()),
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(())) = finished {
+        driver.finish();
+    }
 }
 
 /// `http://host/path?q` as `/path?q`, the form HTTP/1.1 sends to an origin

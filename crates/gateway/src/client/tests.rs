@@ -437,3 +437,68 @@ async fn after_a_backend_closed_every_idle_connection_a_call_goes_past_them_all(
         "every closed connection was tried and given up, then one new one"
     );
 }
+
+/// A call abandoned while its backend is about to answer (the client left,
+/// a sibling failed) keeps its connection: the answer is read in the
+/// background and the connection goes back to the pool, so the next call
+/// opens none (over TLS: no handshake). A call abandoned on a slow backend
+/// has its connection closed once the grace is over, so the backend still
+/// sees it abandoned, long before its answer was due.
+#[tokio::test]
+async fn an_abandoned_call_keeps_its_connection_only_if_the_answer_comes_within_the_grace() {
+    let mock = Mock::builder()
+        .any(
+            "/soon",
+            Reply::json(r#"{"ok":true}"#).delay(Duration::from_millis(30)),
+        )
+        .any(
+            "/late",
+            Reply::json(r#"{"ok":true}"#).delay(Duration::from_secs(5)),
+        )
+        .any("/data", Reply::json(r#"{"ok":true}"#))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let (client, settings) = (HttpClient::new(), settings(Http2::Never));
+    let dial = dial(&mock.url(""));
+    let abandon = |path: &str| {
+        let send = client.send(&settings, &dial, request(&mock.url(path)));
+        async move {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), send)
+                    .await
+                    .is_err(),
+                "abandoned before the answer"
+            );
+        }
+    };
+    abandon("/soon").await;
+    // The answer comes 30 ms after the request, within the grace.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, ..) = call(&client, &settings, &dial, &mock.url("/data")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mock.stats().connections,
+        1,
+        "the abandoned call's connection was reused"
+    );
+    assert_eq!(mock.stats().abandoned, 0);
+
+    abandon("/late").await;
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while mock.stats().abandoned == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow backend sees the call abandoned once the grace is over");
+    let (status, ..) = call(&client, &settings, &dial, &mock.url("/data")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mock.stats().connections,
+        2,
+        "a new connection after the closed one"
+    );
+}
