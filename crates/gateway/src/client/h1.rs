@@ -112,15 +112,16 @@ async fn open(
 async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent {
     // Queued at once; the future does not borrow the handle. Boxed so that
     // an abandoned exchange can hand it to a task of its own ([`drain`]).
-    let mut exchange = Exchange {
-        sent: Some(Box::pin(conn.send.try_send_request(request))),
-        driver: Some(Driver {
+    let mut exchange = Exchange(Some((
+        Box::pin(conn.send.try_send_request(request)),
+        Driver {
             conn: Some(conn),
             target: target.clone(),
-        }),
-    };
+        },
+    )));
     let response = std::future::poll_fn(|cx| {
-        let (Some(sent), Some(driver)) = (exchange.sent.as_mut(), exchange.driver.as_mut()) else {
+        let Some((sent, driver)) = exchange.0.as_mut() else {
+            // Taken only below, once this has completed.
             return Poll::Pending;
         };
         // The connection first: it writes the request, reads the answer and
@@ -129,8 +130,7 @@ async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent
         sent.as_mut().poll(cx)
     })
     .await;
-    exchange.sent = None;
-    let driver = exchange.driver.take();
+    let driver = exchange.0.take().map(|(_, driver)| driver);
     Ok(response?.map(|incoming| ResponseBody { incoming, driver }))
 }
 
@@ -140,14 +140,11 @@ type Answer =
 
 /// A call waiting for its answer's head: if it is dropped before (the call
 /// was abandoned), the exchange goes on in a task of its own ([`drain`]).
-struct Exchange {
-    sent: Option<Answer>,
-    driver: Option<Driver>,
-}
+struct Exchange(Option<(Answer, Driver)>);
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let (Some(sent), Some(driver)) = (self.sent.take(), self.driver.take()) else {
+        let Some((sent, driver)) = self.0.take() else {
             return;
         };
         if driver.conn.is_some() && tokio::runtime::Handle::try_current().is_ok() {

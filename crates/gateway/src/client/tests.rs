@@ -443,8 +443,9 @@ async fn after_a_backend_closed_every_idle_connection_a_call_goes_past_them_all(
 /// background and the connection goes back to the pool, so the next call
 /// opens none (over TLS: no handshake). A call abandoned on a slow backend
 /// has its connection closed once the grace is over, so the backend still
-/// sees it abandoned, long before its answer was due.
-#[tokio::test]
+/// sees it abandoned, long before its answer was due. On tokio's paused
+/// clock: the mock's delays and the grace are timers of the same clock.
+#[tokio::test(start_paused = true)]
 async fn an_abandoned_call_keeps_its_connection_only_if_the_answer_comes_within_the_grace() {
     let mock = Mock::builder()
         .any(
