@@ -26,7 +26,6 @@ use std::{
 use arc_swap::ArcSwap;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::Layer;
 
 use crate::{
     client::HttpClient,
@@ -145,24 +144,25 @@ async fn serve_lane(
         write_timeout: Some(limits.write_timeout),
         tls: gateway.tls.clone(),
     };
-    // Compression wraps the budget: the budget counts the bytes the gateway
-    // holds (the uncompressed answer, released as the encoder takes it, as
-    // fast as the client reads), the encoder's output is what hyper sends.
-    let compression = gateway.compression.layer();
     connections
         .serve_lane(
             listener,
             lane,
             move |peer: Peer| {
                 let gateway = gateway.clone();
-                let answer = tower::service_fn(move |request| {
+                // Compression wraps the budget: the budget counts the bytes
+                // the gateway holds (the uncompressed answer, released as the
+                // encoder takes it, as fast as the client reads), the
+                // encoder's output is what hyper sends.
+                let compression = gateway.compression.clone();
+                let answer = move |request| {
                     let (gateway, peer) = (gateway.clone(), peer.clone());
                     async move {
                         let response = gateway.handle(request, &peer).await;
                         Ok::<_, Infallible>(gateway.budget.admit(response, &peer.activity))
                     }
-                });
-                TowerToHyperService::new(compression.layer(answer))
+                };
+                TowerToHyperService::new(compression.wrap(answer))
             },
             async {
                 shutdown.await;
