@@ -89,7 +89,13 @@ fn merge(
     endpoint: &EndpointPlan,
     outcome: &Outcome,
 ) -> (Option<Bytes>, Vec<(usize, BackendError)>) {
-    let mut merged = Merged::default();
+    let mut merged =
+        Merged::with_room_for(endpoint.backends.iter().zip(&outcome.results).filter_map(
+            |(backend, result)| {
+                let body = result.as_ref().ok().or(backend.fallback.as_ref())?;
+                Some((body, backend.shape.into.as_ref()))
+            },
+        ));
     let mut failed = Vec::new();
     for (index, (backend, result)) in endpoint.backends.iter().zip(&outcome.results).enumerate() {
         let into = backend.shape.into.as_ref();

@@ -167,12 +167,25 @@ async fn call<T: Transport>(
     }
 }
 
+/// Room in a call's header map beyond the headers it is built from: for the
+/// few it adds (`host`, `accept-encoding`, a body's) and, as hyper reads the
+/// answer's head into the same map, for a typical answer's headers.
+const ROOM: usize = 8;
+
 /// The headers of a call to `backend`: the client's forwarded ones, those
 /// that describe the call's body, the upstream's own (replacing the client's
 /// of the same name) and `accept-encoding`; its `host` is the attempt's.
 fn call_headers<T: Transport>(state: &RequestState<T>, backend: &BackendPlan) -> HeaderMap {
     let upstream = &backend.upstream;
-    let mut headers = state.inputs.headers.clone();
+    // Built with room rather than cloned: a clone has no room to spare, so
+    // each header added below would grow it, and hyper parses the answer's
+    // headers into this same map (it keeps a sent request's map for that),
+    // which would grow it again.
+    let forwarded = &state.inputs.headers;
+    let mut headers = HeaderMap::with_capacity(forwarded.len() + upstream.headers.len() + ROOM);
+    for (name, value) in forwarded {
+        headers.append(name.clone(), value.clone());
+    }
     match &backend.body {
         None => {}
         Some(CallBody::Forward) => {

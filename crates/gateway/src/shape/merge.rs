@@ -74,7 +74,7 @@ impl Part {
 /// the same parts always serialize to the same bytes.
 pub(crate) fn merge(parts: impl IntoIterator<Item = Part>) -> Map<String, Value> {
     let parts: Vec<Part> = parts.into_iter().collect();
-    let mut merged = Merged::default();
+    let mut merged = Merged::with_room_for(parts.iter().map(|p| (&p.body, p.into.as_ref())));
     for part in &parts {
         merged.add(&part.body, part.into.as_ref());
     }
@@ -124,6 +124,26 @@ pub(crate) enum AppendError {
 static NULL: Value = Value::Null;
 
 impl<'a> Merged<'a> {
+    /// An empty merge with room at the top level for the members of `parts`
+    /// (each a body and its `into`), so that the top level is allocated once
+    /// rather than grown part by part.
+    pub(crate) fn with_room_for<'p>(
+        parts: impl IntoIterator<Item = (&'p Body, Option<&'p FieldPath>)>,
+    ) -> Self {
+        let members = parts
+            .into_iter()
+            .map(|(body, into)| match (body, into) {
+                (Body::Json(json), None) if json.is_object() => json.member_count(),
+                (Body::Value(Value::Object(map)), _) => map.len(),
+                _ => 1,
+            })
+            .sum();
+        Merged {
+            root: Object::with_capacity_and_hasher(members, Default::default()),
+            text: 0,
+        }
+    }
+
     /// Merges in the next part, in declaration order.
     ///
     /// A body's own top-level [`ERRORS_KEY`] is left out: that key belongs to
@@ -448,5 +468,34 @@ fn node_to_value(node: &Node<'_>) -> Value {
         Node::Value(value) => (*value).clone(),
         Node::Object(object) => Value::Object(object_to_map(object)),
         Node::Array(items) => Value::Array(items.iter().map(node_to_value).collect()),
+    }
+}
+
+#[cfg(test)]
+mod room_tests {
+    use super::*;
+
+    #[test]
+    fn the_top_level_is_allocated_once_for_every_part_s_members() {
+        let parse = |text: &str| Body::Json(Json::parse(text.to_owned().into()).unwrap());
+        let into = FieldPath::parse("nested.x").unwrap();
+        let parts = [
+            (parse(r#"{"a": 1, "b": 2, "c": 3}"#), None),
+            (parse(r#"{"d": 4, "e": 5}"#), None),
+            (parse("[1, 2]"), None),
+            (parse(r#"{"f": 6}"#), Some(&into)),
+            (
+                Body::Value(serde_json::json!({"g": 7, "h": 8})),
+                Some(&into),
+            ),
+        ];
+        let mut merged = Merged::with_room_for(parts.iter().map(|(b, i)| (b, *i)));
+        let room = merged.root.capacity();
+        assert!(room >= 3 + 2 + 1 + 1 + 2, "{room}");
+        for (body, into) in &parts {
+            merged.add(body, *into);
+        }
+        assert_eq!(merged.root.capacity(), room, "grown while merging");
+        assert_eq!(merged.root.len(), 3 + 2 + 1 + 1 + 2);
     }
 }
