@@ -10,7 +10,7 @@ use crate::{
     error::{BackendError, ErrorKind},
     plan::BodyLimits,
     resilience::Answer,
-    shape::Json,
+    shape::{Json, JsonError},
 };
 
 /// The body of `response` as checked JSON, with the response headers named
@@ -125,14 +125,13 @@ fn finish(
             ));
         }
     }
-    if nesting_exceeds(&bytes, limits.max_depth) {
-        return Err(BackendError::new(
+    Json::parse_within(bytes, limits.max_depth).map_err(|e| match e {
+        JsonError::TooDeep(max) => BackendError::new(
             ErrorKind::Decode,
-            format!("JSON nested deeper than {} levels", limits.max_depth),
-        ));
-    }
-    Json::parse(bytes)
-        .map_err(|e| BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")))
+            format!("JSON nested deeper than {max} levels"),
+        ),
+        e => BackendError::new(ErrorKind::Decode, format!("invalid JSON: {e}")),
+    })
 }
 
 /// The largest zstd window (as a power of two) a body within `max` bytes may
@@ -250,102 +249,9 @@ fn too_large(max: u64) -> BackendError {
     )
 }
 
-/// Whether arrays and objects nest deeper than `max`, ignoring brackets inside
-/// strings. A linear scan, run before parsing so a hostile body cannot make the
-/// parser recurse deeply. Strings, most of a typical body, are skipped with
-/// `memchr` to their closing quote rather than looked at byte by byte.
-pub(crate) fn nesting_exceeds(bytes: &[u8], max: u32) -> bool {
-    let mut depth = 0u32;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        i += 1;
-        match b {
-            b'"' => loop {
-                // To the next quote or backslash; an escape skips the byte
-                // after it. An unterminated string ends the scan (the parser
-                // refuses it).
-                let Some(at) = bytes
-                    .get(i..)
-                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-                else {
-                    return false;
-                };
-                i += at + 1;
-                if bytes[i - 1] == b'"' {
-                    break;
-                }
-                i += 1;
-            },
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nesting_is_counted_outside_strings() {
-        assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[["}]}"#, 3));
-        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
-        assert!(!nesting_exceeds(br#"{"a":"\"[[[[","b":{}}"#, 2));
-        assert!(nesting_exceeds(br#"{"a":"\\","b":{"c":[]}}"#, 2));
-        assert!(!nesting_exceeds(br#"["\"#, 1));
-    }
-
-    /// The scan as it was first written, byte by byte: the model the fast
-    /// one must agree with.
-    fn nesting_exceeds_bytewise(bytes: &[u8], max: u32) -> bool {
-        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
-        for &b in bytes {
-            if in_string {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > max {
-                        return true;
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-        false
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn the_fast_scan_agrees_with_the_bytewise_one(
-            bytes in proptest::collection::vec(
-                proptest::sample::select(b"{}[]\"\\ab,:".to_vec()),
-                0..64,
-            ),
-            max in 0u32..6,
-        ) {
-            proptest::prop_assert_eq!(
-                nesting_exceeds(&bytes, max),
-                nesting_exceeds_bytewise(&bytes, max)
-            );
-        }
-    }
 
     #[test]
     fn a_zstd_window_is_held_under_twice_the_body_limit() {

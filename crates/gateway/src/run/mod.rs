@@ -28,12 +28,9 @@ mod request;
 pub(crate) mod fuzzing {
     use crate::shape::Json;
 
-    /// A backend body as the gateway takes it: the depth scan, then the parse.
+    /// A backend body as the gateway takes it: parsed within a depth.
     pub(crate) fn decode_body(data: &[u8], depth: u32) -> Option<Json> {
-        if super::decode::nesting_exceeds(data, depth) {
-            return None;
-        }
-        Json::parse(bytes::Bytes::copy_from_slice(data)).ok()
+        Json::parse_within(bytes::Bytes::copy_from_slice(data), depth).ok()
     }
 }
 
@@ -41,13 +38,12 @@ use std::sync::Arc;
 
 use fanout_group::Group;
 
+use self::{outcome::task_error, request::RequestState};
 pub(crate) use self::{
-    decode::nesting_exceeds,
     outcome::{BackendResult, Outcome, Verdict},
     proxy::{Passed, Streamed, Upload, pass},
     request::{ClientBody, Inputs},
 };
-use self::{outcome::task_error, request::RequestState};
 use crate::{client::Transport, error::BackendError, plan::EndpointPlan};
 
 /// Runs `endpoint` for one request, sending calls through `transport`.

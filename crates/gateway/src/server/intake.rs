@@ -457,7 +457,7 @@ where
                 String::from_utf8_lossy(encoding.as_bytes())
             )));
         }
-        if run::nesting_exceeds(&bytes, endpoint.limits.max_depth) {
+        if shape::nesting_exceeds(&bytes, endpoint.limits.max_depth) {
             return Err(bad(format!(
                 "JSON nested deeper than {} levels",
                 endpoint.limits.max_depth

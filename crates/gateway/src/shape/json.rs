@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, value::RawValue};
 
-use super::FieldPath;
+use super::{FieldPath, scan::nesting_exceeds};
 
 /// A JSON document checked once and kept as received, with the members of a
 /// top-level object located.
@@ -51,6 +51,9 @@ pub(crate) enum JsonError {
     /// The text is not JSON.
     #[error("{0}")]
     Syntax(#[from] serde_json::Error),
+    /// Arrays and objects nest deeper than this many levels.
+    #[error("nested deeper than {0} levels")]
+    TooDeep(u32),
 }
 
 impl Json {
@@ -60,10 +63,22 @@ impl Json {
     ///
     /// [`JsonError`] when `text` is not UTF-8 or not one JSON value.
     pub(crate) fn parse(text: Bytes) -> Result<Json, JsonError> {
+        Json::parse_within(text, u32::MAX)
+    }
+
+    /// [`Json::parse`], refusing arrays and objects nested deeper than
+    /// `max_depth` ([`JsonError::TooDeep`]) before anything recursive sees
+    /// them: the scanner counts the depth as it goes, and what it leaves to
+    /// `serde_json` is measured by [`nesting_exceeds`] first.
+    ///
+    /// # Errors
+    ///
+    /// [`JsonError`] when `text` is not UTF-8, not one JSON value, or too deep.
+    pub(crate) fn parse_within(text: Bytes, max_depth: u32) -> Result<Json, JsonError> {
         // Reuses the buffer when nothing else holds it; else one copy.
         let text = String::from_utf8(Vec::from(text)).map_err(|e| e.utf8_error())?;
         let str = text.as_str();
-        if let Some(found) = super::scan::scan(str) {
+        if let Some(found) = super::scan::scan(str, max_depth) {
             let members = found.map(|members| {
                 let members = members
                     .into_iter()
@@ -80,7 +95,11 @@ impl Json {
             return Ok(Json { text, members });
         }
         // What the scanner leaves to `serde_json`: an invalid body (for its
-        // message), a top-level scalar, a key with escapes it could not decode.
+        // message), a top-level scalar, a key with escapes it could not
+        // decode; and a body nested too deep, which this finds.
+        if nesting_exceeds(str.as_bytes(), max_depth) {
+            return Err(JsonError::TooDeep(max_depth));
+        }
         let members = match serde_json::from_str::<Top<'_>>(str)? {
             Top::Object(members) => Some(unique_members(
                 members
@@ -245,7 +264,26 @@ pub(crate) fn assert_scan_agrees(text: &str) {
         ),
         Top::Other => None,
     });
-    match super::scan::scan(text) {
+    let unbounded = super::scan::scan(text, u32::MAX);
+    // With a depth limit the scanner decides exactly what it decides without
+    // one, within the limit as `nesting_exceeds` counts it.
+    for max in [0, 1, 2, 3, 8] {
+        let within = !nesting_exceeds(text.as_bytes(), max);
+        match super::scan::scan(text, max) {
+            Some(found) => {
+                assert!(
+                    within,
+                    "the scanner accepts {text:?} nested deeper than {max}"
+                );
+                assert_eq!(Some(&found), unbounded.as_ref(), "{text:?} within {max}");
+            }
+            None => assert!(
+                !(within && unbounded.is_some()),
+                "the scanner refuses {text:?} within {max}, which it accepts unbounded"
+            ),
+        }
+    }
+    match unbounded {
         Some(found) => {
             let found = found.map(|members| {
                 members

@@ -50,12 +50,13 @@ mod tests;
 pub(crate) use apply::Shape;
 #[cfg(test)]
 pub(crate) use apply::ShapeError;
-pub(crate) use json::Json;
 #[cfg(feature = "fuzzing")]
 pub(crate) use json::assert_scan_agrees;
+pub(crate) use json::{Json, JsonError};
 pub(crate) use merge::{Body, ERRORS_KEY, Merged};
 #[cfg(test)]
 pub(crate) use merge::{COLLECTION_KEY, Part, merge};
 pub(crate) use path::FieldPath;
 #[cfg(test)]
 pub(crate) use path::PathError;
+pub(crate) use scan::nesting_exceeds;

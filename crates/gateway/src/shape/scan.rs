@@ -25,18 +25,23 @@ use std::ops::Range;
 pub(super) type Members = Vec<(Result<Range<usize>, Box<str>>, Range<usize>)>;
 
 /// The members of `text` if it is one JSON object (`Some(Some(_))`), or
-/// `Some(None)` if it is a valid top-level array. `None`: anything else, and
-/// anything this scanner does not decide (see the module's doc), for
-/// `serde_json` to answer.
-pub(super) fn scan(text: &str) -> Option<Option<Members>> {
+/// `Some(None)` if it is a valid top-level array, its arrays and objects
+/// nested at most `max_depth` deep (as [`nesting_exceeds`] counts). `None`:
+/// anything else, and anything this scanner does not decide (see the
+/// module's doc), for `serde_json` to answer after the depth check.
+pub(super) fn scan(text: &str, max_depth: u32) -> Option<Option<Members>> {
     let mut s = Scanner {
         bytes: text.as_bytes(),
         at: 0,
+        outside: 0,
+        max_depth: usize::try_from(max_depth).unwrap_or(usize::MAX),
     };
     s.space();
     let found = match s.peek()? {
         b'{' => {
+            s.deeper(0)?;
             s.at += 1;
+            s.outside = 1;
             Some(s.members(text)?)
         }
         b'[' => {
@@ -47,6 +52,45 @@ pub(super) fn scan(text: &str) -> Option<Option<Members>> {
     };
     s.space();
     (s.at == s.bytes.len()).then_some(found)
+}
+
+/// Whether arrays and objects nest deeper than `max`, ignoring brackets inside
+/// strings. A linear scan, run before parsing so a hostile body cannot make the
+/// parser recurse deeply. Strings, most of a typical body, are skipped with
+/// `memchr` to their closing quote rather than looked at byte by byte.
+pub(crate) fn nesting_exceeds(bytes: &[u8], max: u32) -> bool {
+    let mut depth = 0u32;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => loop {
+                // To the next quote or backslash; an escape skips the byte
+                // after it. An unterminated string ends the scan (the parser
+                // refuses it).
+                let Some(at) = bytes
+                    .get(i..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                else {
+                    return false;
+                };
+                i += at + 1;
+                if bytes[i - 1] == b'"' {
+                    break;
+                }
+                i += 1;
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Which bytes end a run of plain string content: the quote, the backslash,
@@ -98,6 +142,10 @@ const INLINE_DEPTH: usize = 128;
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Containers around the value being scanned (the top-level object
+    /// around a member's value).
+    outside: usize,
+    max_depth: usize,
 }
 
 /// The open containers around the scanner: whether each is an object.
@@ -143,6 +191,12 @@ impl Open {
 impl Scanner<'_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
+    }
+
+    /// `Some` if a container opened inside `open` more (around it, within
+    /// the value) is within the depth allowed.
+    fn deeper(&self, open: usize) -> Option<()> {
+        (self.outside + open < self.max_depth).then_some(())
     }
 
     fn space(&mut self) {
@@ -251,6 +305,7 @@ impl Scanner<'_> {
             self.space();
             match self.peek()? {
                 b'{' => {
+                    self.deeper(open.depth)?;
                     self.at += 1;
                     self.space();
                     if self.peek()? == b'}' {
@@ -262,6 +317,7 @@ impl Scanner<'_> {
                     }
                 }
                 b'[' => {
+                    self.deeper(open.depth)?;
                     self.at += 1;
                     self.space();
                     if self.peek()? == b']' {
@@ -347,7 +403,7 @@ impl Scanner<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::scan;
+    use super::{nesting_exceeds, scan};
     use crate::shape::json::assert_scan_agrees;
 
     /// Valid bodies the scanner decides, each agreeing with `serde_json` on
@@ -369,7 +425,7 @@ mod tests {
             "[]",
             r#"{"n":123456789012345678901234567890,"f":1e400,"g":-1.5E-400}"#,
         ] {
-            assert!(scan(text).is_some(), "decided: {text}");
+            assert!(scan(text, u32::MAX).is_some(), "decided: {text}");
             assert_scan_agrees(text);
         }
     }
@@ -417,7 +473,7 @@ mod tests {
             "[",
             "\u{feff}{}",
         ] {
-            assert!(scan(text).is_none(), "left to serde_json: {text}");
+            assert!(scan(text, u32::MAX).is_none(), "left to serde_json: {text}");
             assert!(
                 serde_json::from_str::<serde_json::Value>(text).is_err(),
                 "serde_json refuses {text}"
@@ -431,7 +487,7 @@ mod tests {
     #[test]
     fn top_level_scalars_are_left_to_serde_json() {
         for text in ["1", "1e400", r#""\ud800""#, "true", "null", r#""x""#] {
-            assert!(scan(text).is_none(), "{text}");
+            assert!(scan(text, u32::MAX).is_none(), "{text}");
             assert_scan_agrees(text);
         }
     }
@@ -473,10 +529,96 @@ mod tests {
     fn deep_nesting_is_scanned_without_recursion() {
         let depth = 100_000;
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
-        assert!(matches!(scan(&deep), Some(Some(members)) if members.len() == 1));
+        assert!(matches!(scan(&deep, u32::MAX), Some(Some(members)) if members.len() == 1));
         let mixed = format!("{{\"a\":{}1{}}}", "[{\"b\":".repeat(200), "}]".repeat(200));
-        assert!(scan(&mixed).is_some());
+        assert!(scan(&mixed, u32::MAX).is_some());
         let wrong = format!("{{\"a\":{}1}}{}}}", "[".repeat(300), "]".repeat(299));
-        assert!(scan(&wrong).is_none());
+        assert!(scan(&wrong, u32::MAX).is_none());
+    }
+
+    /// A container opened deeper than the limit (empty ones too) leaves the
+    /// body undecided, for the depth check before `serde_json` to refuse.
+    #[test]
+    fn the_scanner_decides_only_within_the_depth_allowed() {
+        for (text, depth) in [
+            ("[]", 1),
+            ("{}", 1),
+            (r#"{"a": 1}"#, 1),
+            (r#"{"a": []}"#, 2),
+            (r#"{"a": [{}], "b": "[[[["}"#, 3),
+            ("[[1], [[]]]", 3),
+        ] {
+            assert!(scan(text, depth).is_some(), "{text} within {depth}");
+            assert!(
+                scan(text, depth - 1).is_none(),
+                "{text} within {}",
+                depth - 1
+            );
+            assert!(!nesting_exceeds(text.as_bytes(), depth), "{text}");
+            assert!(nesting_exceeds(text.as_bytes(), depth - 1), "{text}");
+            assert_scan_agrees(text);
+        }
+        let json = |text: &str, max| {
+            crate::shape::Json::parse_within(text.to_owned().into(), max).map(|_| ())
+        };
+        assert!(json(r#"{"a": [[1]]}"#, 3).is_ok());
+        for deep in [r#"{"a": [[1]]}"#, r#"{"a": [[1]], }"#, r#"[[["#] {
+            let err = json(deep, 2).unwrap_err();
+            assert_eq!(err.to_string(), "nested deeper than 2 levels", "{deep}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[["}]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a":"\"[[[[","b":{}}"#, 2));
+        assert!(nesting_exceeds(br#"{"a":"\\","b":{"c":[]}}"#, 2));
+        assert!(!nesting_exceeds(br#"["\"#, 1));
+    }
+
+    /// The scan as it was first written, byte by byte: the model the fast
+    /// one must agree with.
+    fn nesting_exceeds_bytewise(bytes: &[u8], max: u32) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+        for &b in bytes {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_scan_agrees_with_the_bytewise_one(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"{}[]\"\\ab,:".to_vec()),
+                0..64,
+            ),
+            max in 0u32..6,
+        ) {
+            proptest::prop_assert_eq!(
+                nesting_exceeds(&bytes, max),
+                nesting_exceeds_bytewise(&bytes, max)
+            );
+        }
     }
 }
