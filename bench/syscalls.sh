@@ -18,8 +18,20 @@
 #                     shared machine the involuntary ones are the rest of the
 #                     machine preempting the gateway.
 #
+#   where the time goes
+#                     `perf record -g` (cpu-clock, PROFILE_HZ) for PROFILE_SECONDS
+#                     of wrk, without strace: each sample is put in one layer,
+#                     in the kernel by the system call it is under (writev's TCP
+#                     send path runs the loopback delivery to the receiver too;
+#                     recvfrom; epoll_wait; ...), in user space by the function
+#                     it is in (the allocator, memcpy, hyper, tokio, the JSON
+#                     scan and merge, the log; nginx, LuaJIT, cjson). A layer's
+#                     share of the samples times the gateway's CPU time per
+#                     request over the same run (utime + stime from /proc) is
+#                     its µs per request.
+#
 # Gateways: fanout --threads 1, fanout with its default threads (one per CPU),
-# and the OpenResty-style peer with one worker. Prints a table.
+# and the OpenResty-style peer with one worker. Prints two tables.
 #
 # Usage:
 #   bash bench/syscalls.sh
@@ -27,6 +39,8 @@
 #   SYSCALL_REQUESTS=20000  requests per gateway under strace
 #   SYSCALL_CONNECTIONS=32  wrk -t1 -c<this>
 #   PERF_SECONDS=5          wrk duration under perf stat
+#   PROFILE_SECONDS=5       wrk duration under perf record (0: no profile)
+#   PROFILE_HZ=999          perf record's sampling frequency
 #   FANOUT_LOG=info         RUST_LOG of fanout (info: one log line per request,
 #                           one write(2), to /dev/null; warn: none)
 #   BENCH_PORT_OFFSET=0     as in bench/run.sh (same ports: 19180, 19184, 19284, 19301-19303)
@@ -43,10 +57,12 @@ export PATH="$PATH:/usr/sbin:/sbin"
 REQUESTS=${SYSCALL_REQUESTS:-20000}
 CONNECTIONS=${SYSCALL_CONNECTIONS:-32}
 PERF_SECONDS=${PERF_SECONDS:-5}
+PROFILE_SECONDS=${PROFILE_SECONDS:-5}
+PROFILE_HZ=${PROFILE_HZ:-999}
 FANOUT_LOG=${FANOUT_LOG:-info}
 OFF=${BENCH_PORT_OFFSET:-0}
-for v in REQUESTS CONNECTIONS PERF_SECONDS OFF; do
-  [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -ge 1 -o "$v" = OFF ] || { echo "syscalls.sh: $v must be a whole number" >&2; exit 2; }
+for v in REQUESTS CONNECTIONS PERF_SECONDS PROFILE_SECONDS PROFILE_HZ OFF; do
+  [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -ge 1 -o "$v" = OFF -o "$v" = PROFILE_SECONDS ] || { echo "syscalls.sh: $v must be a whole number" >&2; exit 2; }
 done
 case ${1:-} in
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -181,6 +197,13 @@ print(vol, invol)
 PY
 }
 requests_of() { sed -n 's/^ *\([0-9]\+\) requests in .*/\1/p' "$1"; }
+cpu_ticks() { # PID... -> utime + stime of every thread of them, in clock ticks
+  local pid total=0
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
 for target in fanout1 fanout openresty; do
   case $target in
     fanout1) url=http://127.0.0.1:$FO1/merged pids=$FANOUT1 ;;
@@ -213,6 +236,19 @@ for target in fanout1 fanout openresty; do
   after=$(ctxsw $pids)
   echo "$target $(requests_of "$WORK/wrk-strace-$target.txt") $(requests_of "$WORK/wrk-perf-$target.txt") $before $after" \
     >> "$WORK/counts.txt"
+  if [ "$PROFILE_SECONDS" -gt 0 ]; then
+    # shellcheck disable=SC2086 # $pids: one word per process
+    cpu0=$(cpu_ticks $pids)
+    perf record -q -F "$PROFILE_HZ" -g -o "$WORK/profile-$target.data" -p "${pids// /,}" -- \
+      timeout $((PROFILE_SECONDS + 30)) wrk -t1 -c"$CONNECTIONS" -d"${PROFILE_SECONDS}s" "$url" \
+      > "$WORK/wrk-profile-$target.txt" 2>"$WORK/profile-$target.err" ||
+      die "perf record failed for $target: $(tail -3 "$WORK/profile-$target.err")"
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_ticks $pids)
+    perf script -i "$WORK/profile-$target.data" -F comm,ip,sym,dso > "$WORK/profile-$target.txt" 2>/dev/null ||
+      die "perf script failed for $target"
+    echo "$target $(requests_of "$WORK/wrk-profile-$target.txt") $((cpu1 - cpu0))" >> "$WORK/profiles.txt"
+  fi
 done
 
 python3 - "$WORK" "$(nproc)" "$FANOUT_LOG" "$CONNECTIONS" "$PERF_SECONDS" <<'EOF'
@@ -269,4 +305,92 @@ print(f"\nwrk -t1 -c{conns}; strace -c -f on the gateway's processes (nginx: mas
       f"-e context-switches,task-clock over {secs} s without strace (voluntary / involuntary: the threads' "
       f"/proc counters over the same run: a wait for I/O, or preemption by the rest of the machine); "
       f"fanout logging at {log}.")
+EOF
+
+[ "$PROFILE_SECONDS" -gt 0 ] || exit 0
+python3 - "$WORK" "$(getconf CLK_TCK)" "$PROFILE_SECONDS" "$PROFILE_HZ" <<'EOF'
+import collections, re, sys
+work, tck, secs, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+# Kernel samples: the system call they are under (the function that
+# do_syscall_64 called); the first key in its name wins.
+SYSCALLS = [("writev", "kernel: writev (TCP send, with the loopback delivery to the receiver)"),
+            ("recvfrom", "kernel: recvfrom"), ("epoll_wait", "kernel: epoll_wait"),
+            ("epoll_ctl", "kernel: epoll_ctl"), ("getsockopt", "kernel: getsockopt"),
+            ("futex", "kernel: futex"), ("accept", "kernel: accept"),
+            ("write", "kernel: write (the log line)")]
+# User samples: the function they are in; the first match wins.
+USER = [
+    (r"(_int_malloc|_int_free|malloc|free|cfree|realloc|_int_realloc|unlink_chunk|malloc_consolidate|calloc|tcache_|__libc_malloc|__libc_free|__libc_calloc)", "allocator (glibc)"),
+    (r"__(mem|str)", "memcpy, memset, memcmp"),
+    (r"(__GI___writev|__libc_recv|__writev|__libc_write|__GI___libc_write|epoll_wait|__getsockopt|__vdso|clock_gettime)", "libc system call stubs, vDSO clock"),
+    (r"<?(hyper_util::|hyper::|httparse::|http::|h2::|want::)", "hyper, http, httparse"),
+    (r"<?tokio::", "tokio (runtime, timers, I/O driver)"),
+    (r"<?(fanout_gateway::shape::|serde_json::|indexmap::|foldhash)", "JSON scan and merge"),
+    (r"<?(tracing|fanout::log|core::fmt|<&mut W as core::fmt)", "the log line, tracing"),
+    (r"<?fanout_group::", "fanout-group"),
+    (r"<?fanout_gateway::", "gateway (plan, run, respond, client, server)"),
+    (r"ngx_", "nginx"),
+]
+
+def layer(frames):
+    """frames: [(symbol, dso)], the leaf first."""
+    if not frames:
+        return "unknown"
+    sym, dso = frames[0]
+    if dso.startswith("[kernel"):
+        symbols = [s for s, _ in frames]
+        if "do_syscall_64" in symbols:
+            call = symbols[max(symbols.index("do_syscall_64") - 1, 0)]
+            for key, name in SYSCALLS:
+                if key in call:
+                    return name
+            return "kernel: other system calls"
+        return "kernel: interrupts, softirqs, scheduling"
+    for pattern, name in USER:
+        if re.match(pattern, sym):
+            return name
+    if "cjson" in dso:
+        return "cjson"
+    if "luajit" in dso or "[JIT]" in dso or "lua" in dso:
+        return "LuaJIT"
+    if dso == "nginx" or "ngx_" in dso:
+        return "nginx"
+    return "other user space"
+
+names = {"fanout1": "fanout --threads 1", "fanout": "fanout (default threads)",
+         "openresty": "OpenResty (1 worker)"}
+tables, order = {}, []
+for line in open(f"{work}/profiles.txt"):
+    target, requests, ticks = line.split()
+    per_request = int(ticks) / tck / int(requests) * 1e6
+    counts, sample = collections.Counter(), []
+    for raw in open(f"{work}/profile-{target}.txt", errors="replace"):
+        if not raw.strip() or not raw[0].isspace():
+            # A blank line or a sample's header line: the sample before ends.
+            if sample:
+                counts[layer(sample)] += 1
+            sample = []
+            continue
+        m = re.match(r"\s*[0-9a-f]+ (.*) \((.*)\)\s*$", raw)
+        if m:
+            sym = re.sub(r"\+0x[0-9a-f]+$", "", m.group(1)).strip()
+            sample.append((sym, m.group(2).split("/")[-1]))
+    if sample:
+        counts[layer(sample)] += 1
+    total = sum(counts.values()) or 1
+    tables[target] = (per_request, {k: v / total * per_request for k, v in counts.items()}, total)
+    order.append(target)
+layers = sorted({k for _, t, _ in tables.values() for k in t},
+                key=lambda k: (not k.startswith("kernel"), -max(t.get(k, 0) for _, t, _ in tables.values())))
+print()
+print("| where the time goes, µs per request | " + " | ".join(names[t] for t in order) + " |")
+print("|---|" + "---:|" * len(order))
+for k in layers:
+    print(f"| {k} | " + " | ".join(f"{tables[t][1].get(k, 0):.1f}" for t in order) + " |")
+print("| **all: utime + stime ÷ requests** | " + " | ".join(f"**{tables[t][0]:.1f}**" for t in order) + " |")
+print("| samples | " + " | ".join(f"{tables[t][2]:,}" for t in order) + " |")
+print(f"\nperf record -F {hz} -g over {secs} s of wrk -t1 per gateway (cpu-clock samples: in the kernel by the "
+      "system call they are under, in user space by the function they are in); a layer's share of the samples "
+      "times the gateway's CPU time per request over the same run.")
 EOF
