@@ -227,16 +227,14 @@ fn ensure_host(request: &mut Request) {
     }
 }
 
+/// The URI as HTTP/1.1 sends it to an origin: its path and query alone,
+/// moved out rather than cloned (a clone of bytes not yet shared allocates
+/// their shared header).
 fn origin_form(uri: &mut Uri) {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri.path_and_query().cloned();
-    if parts.path_and_query.is_some() {
-        if let Ok(origin) = Uri::from_parts(parts) {
-            *uri = origin;
-        }
-    } else {
-        *uri = Uri::from_static("/");
-    }
+    *uri = match std::mem::take(uri).into_parts().path_and_query {
+        Some(path) => Uri::from(path),
+        None => Uri::from_static("/"),
+    };
 }
 
 /// A failure of a call, in the gateway's words (a TLS reason says why).
