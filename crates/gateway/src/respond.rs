@@ -5,7 +5,7 @@
 //! `x-fanout-complete`.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -16,7 +16,10 @@ use crate::{
 };
 
 /// `x-fanout-complete`: whether every backend succeeded.
-pub(crate) const COMPLETE: &str = "x-fanout-complete";
+///
+/// A `HeaderName` constant: a name given as text is copied into a new
+/// allocation each time a map takes it.
+pub(crate) const COMPLETE: HeaderName = HeaderName::from_static("x-fanout-complete");
 
 /// The response for `outcome`, a run of `endpoint`. A backend whose answer
 /// fails to merge (`append` onto something that is not an array) fails
