@@ -91,12 +91,17 @@ struct Inner {
 /// tasks grows no single large buffer (whose reallocations would copy every
 /// record and touch fresh pages each time). The first chunk stays under 1 000
 /// bytes, which glibc serves from its per-thread cache or small bins, so that
-/// a small group pays little for its timeline; the later ones hold
-/// [`CHUNK`] records each, so that a large group makes few allocations.
+/// a small group pays little for its timeline. Each later chunk is twice the
+/// size of the one before, up to [`MAX_CHUNK`] records: a chunk too large for
+/// those bins is served by glibc's slow path (which first merges the small
+/// blocks the group's tasks freed), so a large group makes few such
+/// allocations (a handful at 1 000 tasks, one per [`MAX_CHUNK`] tasks beyond).
 const FIRST_CHUNK: usize = 1_000 / std::mem::size_of::<Record>();
 
-/// The size of every chunk after the first, in records.
-const CHUNK: usize = 64;
+/// The largest chunk, in records: under glibc's mmap threshold (128 KiB), so
+/// that its memory is reused by the next group instead of being handed back
+/// to the kernel and faulted in again.
+const MAX_CHUNK: usize = 1_024;
 
 /// An [`Entry`] as stored: the (common) success with nothing of its own on the
 /// heap, and no arithmetic on instants until the entries are read.
@@ -154,7 +159,7 @@ impl Timeline {
         match chunks.last_mut() {
             Some(chunk) if chunk.len() < chunk.capacity() => chunk.push(record),
             last => {
-                let size = if last.is_none() { FIRST_CHUNK } else { CHUNK };
+                let size = last.map_or(FIRST_CHUNK, |chunk| (chunk.capacity() * 2).min(MAX_CHUNK));
                 let mut chunk = Vec::with_capacity(size);
                 chunk.push(record);
                 chunks.push(chunk);
