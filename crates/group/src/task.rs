@@ -402,7 +402,16 @@ fn settle<T, E: Display>(
     let record = |outcome: Outcome| {
         if let Some(timeline) = &shared.timeline {
             let finished = Instant::now();
-            timeline.record(index, name.clone(), spawned, started, finished, outcome);
+            let tasks = shared.next_index.load(Ordering::Relaxed);
+            timeline.record(
+                tasks,
+                index,
+                name.clone(),
+                spawned,
+                started,
+                finished,
+                outcome,
+            );
         }
     };
     let error = match result {
