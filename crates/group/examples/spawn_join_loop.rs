@@ -7,8 +7,11 @@
 //! valgrind --tool=callgrind target/release/examples/spawn_join_loop group current 1000 200
 //! ```
 //!
-//! Arguments: `group` | `no-timeline` | `joinset`, `current` | `multi`, `n`,
-//! `rounds`. One extra round runs first as a warm-up.
+//! Arguments: `group` | `no-timeline` | `joinset` | `handles` (tokio's
+//! `JoinHandle`s awaited in order: the floor under the group), `current` |
+//! `multi`, `n`, `rounds`. One extra round runs first as a warm-up. With
+//! `PRIME` set in the environment, an 8 MiB block is allocated and freed
+//! first, as the bench's n = 100 000 rows do to every row after them.
 
 use std::{convert::Infallible, hint::black_box};
 
@@ -37,9 +40,22 @@ async fn joinset(n: usize) {
     black_box(out);
 }
 
+/// The floor under the group: tokio's own spawn and `JoinHandle`, awaited in
+/// order, with nothing else.
+async fn handles(n: usize) {
+    let handles: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(async move { Ok::<_, Infallible>(black_box(i)) }))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for handle in handles {
+        out.push(handle.await.unwrap().unwrap());
+    }
+    black_box(out);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: spawn_join_loop group|no-timeline|joinset current|multi N ROUNDS";
+    let usage = "usage: spawn_join_loop group|no-timeline|joinset|handles current|multi N ROUNDS";
     let [mode, runtime, n, rounds] = args.as_slice() else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -63,10 +79,17 @@ fn main() {
                 "group" => group(n, true).await,
                 "no-timeline" => group(n, false).await,
                 "joinset" => joinset(n).await,
+                "handles" => handles(n).await,
                 _ => panic!("{usage}"),
             }
         }
     };
+    if std::env::var_os("PRIME").is_some() {
+        // What a round of 100 000 tasks does to glibc: freeing a block it had
+        // mapped for it raises its mmap and trim thresholds, after which it
+        // keeps freed memory instead of handing it back to the kernel.
+        drop(black_box(vec![0u8; 8 << 20]));
+    }
     let started = std::time::Instant::now();
     for _ in 0..=rounds {
         // Inside a task, as a server's handler spawns (and as the bench does).

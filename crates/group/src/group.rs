@@ -193,7 +193,7 @@ impl<E, P: Policy> Builder<E, P> {
                 task_timeout: self.task_timeout,
                 resume_panics: self.resume_panics,
                 next_index: AtomicUsize::new(0),
-                live: AtomicUsize::new(0),
+                ended: AtomicUsize::new(0),
                 all_done: Notify::new(),
                 any_unsuccessful: AtomicBool::new(false),
                 failure: Mutex::new(None),
@@ -350,7 +350,6 @@ where
     {
         let shared = &self.shared;
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
-        shared.live.fetch_add(1, Ordering::Relaxed);
         let TaskBuilder {
             name,
             timeout,
@@ -465,7 +464,7 @@ impl<E, P: Policy> Group<E, P> {
             // Created before the check: the last task's `notify_one` leaves a
             // permit, so a wake-up between the check and the await is not lost.
             let notified = self.shared.all_done.notified();
-            if self.shared.live.load(Ordering::Acquire) == 0 {
+            if self.shared.all_ended() {
                 return;
             }
             notified.await;
@@ -615,7 +614,7 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
 
 impl<E, P> Drop for Group<E, P> {
     fn drop(&mut self) {
-        let finished = self.shared.live.load(Ordering::Acquire) == 0;
+        let finished = self.shared.all_ended();
         // With every task gone and no context, canceller, child group or
         // watchdog holding the scope, nobody can observe the cancellation: skip
         // it (it takes the token tree's lock, a large part of a small group's
@@ -640,7 +639,11 @@ impl<E, P> fmt::Debug for Group<E, P> {
         f.debug_struct("Group")
             .field("policy", &self.shared.policy)
             .field("spawned", &self.shared.next_index.load(Ordering::Relaxed))
-            .field("live", &self.shared.live.load(Ordering::Relaxed))
+            .field(
+                "live",
+                &(self.shared.next_index.load(Ordering::Relaxed))
+                    .saturating_sub(self.shared.ended.load(Ordering::Relaxed)),
+            )
             .field("limit", &self.shared.limit.as_ref().map(|(n, _)| n))
             .field("cause", &self.shared.scope.cause())
             .finish()
