@@ -24,6 +24,7 @@ use crate::{
     context::Scope,
     error::panic_message,
     shared::{PolicyKind, Shared},
+    timeline::Times,
 };
 
 /// A queued task's wait for its slot under the group's limit: yields the slot
@@ -406,17 +407,13 @@ fn settle<T, E: Display>(
     } = ended;
     let record = |outcome: Outcome| {
         if let Some(timeline) = &shared.timeline {
-            let finished = Instant::now();
-            let tasks = shared.next_index.load(Ordering::Relaxed);
-            timeline.record(
-                tasks,
-                index,
-                name.clone(),
+            let tasks = || shared.next_index.load(Ordering::Relaxed);
+            let times = Times {
                 spawned,
                 started,
-                finished,
-                outcome,
-            );
+                finished: Instant::now(),
+            };
+            timeline.record(tasks, index, name.clone(), times, outcome);
         }
     };
     let error = match result {

@@ -121,11 +121,14 @@ const MIN_CHUNK: usize = 1_000 / std::mem::size_of::<Record>();
 const MAX_CHUNK: usize = 1_024;
 
 impl Chunks {
-    /// Adds `record`, `spawned` tasks having been spawned so far.
-    fn push(&mut self, record: Record, spawned: usize) {
+    /// Adds `record`; `spawned` says how many tasks have been spawned so far
+    /// (read only for a new chunk: other threads keep writing that count).
+    fn push(&mut self, record: Record, spawned: impl FnOnce() -> usize) {
         if self.current.len() == self.current.capacity() {
             let recorded = self.in_full + self.current.len();
-            let size = spawned.saturating_sub(recorded).clamp(MIN_CHUNK, MAX_CHUNK);
+            let size = spawned()
+                .saturating_sub(recorded)
+                .clamp(MIN_CHUNK, MAX_CHUNK);
             let records = std::mem::replace(&mut self.current, Vec::with_capacity(size));
             if !records.is_empty() {
                 self.in_full += records.len();
@@ -165,6 +168,16 @@ struct Record {
     rare: Option<Box<Rare>>,
 }
 
+/// When a task was spawned, started and finished, as [`Timeline::record`]
+/// takes them.
+pub(crate) struct Times {
+    /// `None` when the task did not wait for room under the limit (see
+    /// [`Entry::spawned`]).
+    pub(crate) spawned: Option<Instant>,
+    pub(crate) started: Option<Instant>,
+    pub(crate) finished: Instant,
+}
+
 /// What only some records carry: boxed, so that the common record stays small.
 struct Rare {
     spawned: Option<Instant>,
@@ -186,18 +199,18 @@ impl Timeline {
         }
     }
 
-    /// Records one task. `spawned` is `None` when the task did not wait for room
-    /// under the limit (see [`Entry::spawned`]); `tasks` is how many tasks the
-    /// group has spawned so far.
-    #[allow(clippy::too_many_arguments)]
+    /// Records one task; `tasks` says how many tasks the group has spawned so
+    /// far.
     pub(crate) fn record(
         &self,
-        tasks: usize,
+        tasks: impl FnOnce() -> usize,
         index: usize,
         name: TaskName,
-        spawned: Option<Instant>,
-        started: Option<Instant>,
-        finished: Instant,
+        Times {
+            spawned,
+            started,
+            finished,
+        }: Times,
         outcome: Outcome,
     ) {
         let failure = outcome.err();
@@ -288,7 +301,7 @@ mod tests {
         let mut chunks = chunks();
         let n = 2 * MAX_CHUNK + 100;
         for i in 0..n {
-            chunks.push(record(i, at), n);
+            chunks.push(record(i, at), || n);
         }
         let mut sizes = vec![chunks.current.capacity()];
         let mut full = chunks.full.as_deref();
@@ -308,7 +321,7 @@ mod tests {
         let mut chunks = chunks();
         // Each task is recorded before the next is spawned.
         for i in 0..10 * MIN_CHUNK + 1 {
-            chunks.push(record(i, at), i + 1);
+            chunks.push(record(i, at), || i + 1);
         }
         assert_eq!(chunks.in_full, 10 * MIN_CHUNK);
         assert_eq!(chunks.current.len(), 1);
@@ -322,7 +335,7 @@ mod tests {
         let mut chunks = chunks();
         // 200 000 chunks: dropping them recursively would overflow the stack.
         for i in 0..200_000 * MIN_CHUNK {
-            chunks.push(record(i, at), 0);
+            chunks.push(record(i, at), || 0);
         }
         drop(chunks);
     }
