@@ -18,7 +18,6 @@ use tokio::{
     sync::{Notify, Semaphore},
     time::{Instant, Sleep},
 };
-use tracing::Instrument;
 
 use crate::{
     AllFailed, Canceller, Cause, Context, GroupError, Handle, Handles, TaskError, TaskName,
@@ -367,7 +366,7 @@ where
         };
         // Boxed: tokio moves a spawned future several times on its way into the
         // task cell, and those moves of the whole task cost more than one box.
-        let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec)).instrument(span));
+        let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec, span)));
         Handle {
             group: shared.id,
             index,
