@@ -9,9 +9,7 @@
 //!
 //! Arguments: `group` | `no-timeline` | `joinset` | `handles` (tokio's
 //! `JoinHandle`s awaited in order: the floor under the group), `current` |
-//! `multi`, `n`, `rounds`. One extra round runs first as a warm-up. With
-//! `PRIME` set in the environment, an 8 MiB block is allocated and freed
-//! first, as the bench's n = 100 000 rows do to every row after them.
+//! `multi`, `n`, `rounds`. One extra round runs first as a warm-up.
 
 use std::{convert::Infallible, hint::black_box};
 
@@ -84,12 +82,6 @@ fn main() {
             }
         }
     };
-    if std::env::var_os("PRIME").is_some() {
-        // What a round of 100 000 tasks does to glibc: freeing a block it had
-        // mapped for it raises its mmap and trim thresholds, after which it
-        // keeps freed memory instead of handing it back to the kernel.
-        drop(black_box(vec![0u8; 8 << 20]));
-    }
     let started = std::time::Instant::now();
     for _ in 0..=rounds {
         // Inside a task, as a server's handler spawns (and as the bench does).
