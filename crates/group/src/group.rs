@@ -18,6 +18,7 @@ use tokio::{
     sync::{Notify, Semaphore},
     time::{Instant, Sleep},
 };
+use tracing::Instrument;
 
 use crate::{
     AllFailed, Canceller, Cause, Context, GroupError, Handle, Handles, TaskError, TaskName,
@@ -369,7 +370,16 @@ where
         // by side, glibc merges them and hands them back to the kernel, and the
         // next group faults them in again. Freed boxes sit in glibc's fast bins,
         // which are not merged, as `JoinSet`'s per-task entries are for it.
-        let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec, span)));
+        let task = Box::pin(task::Task::new(shared.clone(), spec));
+        // Wrapped in its span unless the span is `Span::none()` (no subscriber
+        // wants it, and tracing's `log` feature is off), which entering would
+        // not touch: a task nobody traces neither carries nor enters one.
+        // (Kept inside the task instead, the span made the box too large for
+        // those fast bins.)
+        let join = match span.is_none() {
+            true => tokio::spawn(task),
+            false => tokio::spawn(task.instrument(span)),
+        };
         Handle {
             group: shared.id,
             index,

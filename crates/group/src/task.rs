@@ -18,7 +18,6 @@ use tokio::{
     time::{Instant, Sleep, sleep_until},
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tracing::Span;
 
 use crate::{
     Cause, Context, GroupError, Outcome, TaskError, TaskName,
@@ -114,23 +113,7 @@ pin_project! {
         name: TaskName,
         // Whether its own failure cancels a collect-all group.
         required: bool,
-        // The task's tracing span, entered for every poll and for dropping the
-        // future; `None` when nothing would see it (no subscriber wants it).
-        // Kept here rather than around the task (tracing's `Instrumented`),
-        // so that a task nobody traces neither carries nor enters one.
-        span: Option<Box<Span>>,
         live: Live<E>,
-    }
-
-    impl<E, F, Fut> PinnedDrop for Task<E, F, Fut> {
-        fn drop(this: Pin<&mut Self>) {
-            // A task the runtime drops before it ends (at shutdown): its
-            // future is dropped inside its span, as it would have been on its
-            // last poll.
-            let mut this = this.project();
-            let _entered = this.span.as_deref().map(Span::enter);
-            this.stage.set(Stage::Done);
-        }
     }
 }
 
@@ -172,7 +155,7 @@ struct Extras {
 }
 
 impl<E, F, Fut> Task<E, F, Fut> {
-    pub(crate) fn new(shared: Arc<Shared<E>>, spec: Spec<F>, span: Span) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<E>>, spec: Spec<F>) -> Self {
         Task {
             stage: Stage::Admitting {
                 f: Some(spec.f),
@@ -182,8 +165,6 @@ impl<E, F, Fut> Task<E, F, Fut> {
             index: spec.index,
             name: spec.name,
             required: spec.required,
-            // A span without metadata is `Span::none()`: entering it does nothing.
-            span: span.metadata().is_some().then(|| Box::new(span)),
             live: Live(shared),
         }
     }
@@ -199,7 +180,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.as_deref().map(Span::enter);
         let shared = &*this.live.0;
         let mut ended = loop {
             match this.stage.as_mut().project() {
