@@ -11,45 +11,12 @@
 //! `JoinHandle`s awaited in order: the floor under the group), `current` |
 //! `multi`, `n`, `rounds`. One extra round runs first as a warm-up.
 
-use std::{convert::Infallible, hint::black_box};
+use tokio::runtime::Builder;
 
-use fanout_group::Group;
-use tokio::{runtime::Builder, task::JoinSet};
+#[path = "../benches/workloads/mod.rs"]
+mod workloads;
 
-async fn group(n: usize, record_timeline: bool) {
-    let group = Group::<Infallible>::builder()
-        .record_timeline(record_timeline)
-        .build();
-    let handles: Vec<_> = (0..n)
-        .map(|i| group.spawn("t", move |_| async move { Ok(black_box(i)) }))
-        .collect();
-    black_box(group.join(handles).await.unwrap());
-}
-
-async fn joinset(n: usize) {
-    let mut set = JoinSet::new();
-    for i in 0..n {
-        set.spawn(async move { Ok::<_, Infallible>(black_box(i)) });
-    }
-    let mut out = Vec::with_capacity(n);
-    while let Some(r) = set.join_next().await {
-        out.push(r.unwrap().unwrap());
-    }
-    black_box(out);
-}
-
-/// The floor under the group: tokio's own spawn and `JoinHandle`, awaited in
-/// order, with nothing else.
-async fn handles(n: usize) {
-    let handles: Vec<_> = (0..n)
-        .map(|i| tokio::spawn(async move { Ok::<_, Infallible>(black_box(i)) }))
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for handle in handles {
-        out.push(handle.await.unwrap().unwrap());
-    }
-    black_box(out);
-}
+use workloads::{fanout_group, join_handles, tokio_joinset};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,10 +41,10 @@ fn main() {
         let mode = mode.clone();
         async move {
             match mode.as_str() {
-                "group" => group(n, true).await,
-                "no-timeline" => group(n, false).await,
-                "joinset" => joinset(n).await,
-                "handles" => handles(n).await,
+                "group" => fanout_group(n, true).await,
+                "no-timeline" => fanout_group(n, false).await,
+                "joinset" => tokio_joinset(n).await,
+                "handles" => join_handles(n).await,
                 _ => panic!("{usage}"),
             }
         }

@@ -1293,15 +1293,22 @@ impl std::io::Write for Captured {
     }
 }
 
+impl Captured {
+    /// A subscriber writing here, the default on this thread until the guard drops.
+    fn subscribed() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn s10_each_task_runs_in_a_tracing_span_named_after_it() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (captured, _default) = Captured::subscribed();
     let group = Group::<Infallible>::new();
     group.spawn("profile", |_| async {
         tracing::info!("calling the profile service");
@@ -1327,13 +1334,7 @@ impl Drop for LogsOnDrop {
 
 #[test]
 fn s10_a_stopped_task_s_future_is_dropped_inside_its_span() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (captured, _default) = Captured::subscribed();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
