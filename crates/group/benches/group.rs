@@ -28,6 +28,10 @@ use tokio::{
     task::JoinSet,
 };
 
+mod workloads;
+
+use workloads::{fanout_group, tokio_joinset, try_join_all};
+
 fn main() {
     divan::main();
 }
@@ -48,35 +52,6 @@ const SIZES: &[usize] = &[10, 1_000, 100_000];
 /// Runs `f` as a task of `rt`, and waits for it.
 fn in_task<F: Future<Output = ()> + Send + 'static>(rt: &Runtime, f: F) {
     rt.block_on(async { tokio::spawn(f).await.unwrap() })
-}
-
-async fn fanout_group(n: usize, record_timeline: bool) {
-    let group = Group::<Infallible>::builder()
-        .record_timeline(record_timeline)
-        .build();
-    let handles: Vec<_> = (0..n)
-        .map(|i| group.spawn("t", move |_| async move { Ok(black_box(i)) }))
-        .collect();
-    black_box(group.join(handles).await.unwrap());
-}
-
-async fn tokio_joinset(n: usize) {
-    let mut set = JoinSet::new();
-    for i in 0..n {
-        set.spawn(async move { Ok::<_, Infallible>(black_box(i)) });
-    }
-    let mut out = Vec::with_capacity(n);
-    while let Some(r) = set.join_next().await {
-        out.push(r.unwrap().unwrap());
-    }
-    black_box(out);
-}
-
-async fn try_join_all(n: usize) {
-    let handles: Vec<_> = (0..n)
-        .map(|i| tokio::spawn(async move { Ok::<_, Infallible>(black_box(i)) }))
-        .collect();
-    black_box(futures::future::try_join_all(handles).await.unwrap());
 }
 
 /// The spawn+join benchmarks, once per runtime.

@@ -193,7 +193,7 @@ impl<E, P: Policy> Builder<E, P> {
                 task_timeout: self.task_timeout,
                 resume_panics: self.resume_panics,
                 next_index: AtomicUsize::new(0),
-                live: AtomicUsize::new(0),
+                ended: AtomicUsize::new(0),
                 all_done: Notify::new(),
                 any_unsuccessful: AtomicBool::new(false),
                 failure: Mutex::new(None),
@@ -350,7 +350,6 @@ where
     {
         let shared = &self.shared;
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
-        shared.live.fetch_add(1, Ordering::Relaxed);
         let TaskBuilder {
             name,
             timeout,
@@ -366,9 +365,21 @@ where
             admission,
             f,
         };
-        // Boxed: tokio moves a spawned future several times on its way into the
-        // task cell, and those moves of the whole task cost more than one box.
-        let join = tokio::spawn(Box::pin(task::Task::new(shared.clone(), spec)).instrument(span));
+        // Boxed, though unboxed it runs fewer instructions: without a small
+        // allocation of its own per task, the task cells a group frees lie side
+        // by side, glibc merges them and hands them back to the kernel, and the
+        // next group faults them in again. Freed boxes sit in glibc's fast bins,
+        // which are not merged, as `JoinSet`'s per-task entries are for it.
+        let task = Box::pin(task::Task::new(shared.clone(), spec));
+        // Wrapped in its span unless the span is `Span::none()` (no subscriber
+        // wants it, and tracing's `log` feature is off), which entering would
+        // not touch: a task nobody traces neither carries nor enters one.
+        // (Kept inside the task instead, the span made the box too large for
+        // those fast bins.)
+        let join = match span.is_none() {
+            true => tokio::spawn(task),
+            false => tokio::spawn(task.instrument(span)),
+        };
         Handle {
             group: shared.id,
             index,
@@ -465,7 +476,7 @@ impl<E, P: Policy> Group<E, P> {
             // Created before the check: the last task's `notify_one` leaves a
             // permit, so a wake-up between the check and the await is not lost.
             let notified = self.shared.all_done.notified();
-            if self.shared.live.load(Ordering::Acquire) == 0 {
+            if self.shared.all_ended() {
                 return;
             }
             notified.await;
@@ -615,7 +626,7 @@ impl<E: Send + 'static> Group<E, FirstSuccess> {
 
 impl<E, P> Drop for Group<E, P> {
     fn drop(&mut self) {
-        let finished = self.shared.live.load(Ordering::Acquire) == 0;
+        let finished = self.shared.all_ended();
         // With every task gone and no context, canceller, child group or
         // watchdog holding the scope, nobody can observe the cancellation: skip
         // it (it takes the token tree's lock, a large part of a small group's
@@ -640,7 +651,11 @@ impl<E, P> fmt::Debug for Group<E, P> {
         f.debug_struct("Group")
             .field("policy", &self.shared.policy)
             .field("spawned", &self.shared.next_index.load(Ordering::Relaxed))
-            .field("live", &self.shared.live.load(Ordering::Relaxed))
+            .field(
+                "live",
+                &(self.shared.next_index.load(Ordering::Relaxed))
+                    .saturating_sub(self.shared.ended.load(Ordering::Relaxed)),
+            )
             .field("limit", &self.shared.limit.as_ref().map(|(n, _)| n))
             .field("cause", &self.shared.scope.cause())
             .finish()

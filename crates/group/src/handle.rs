@@ -30,15 +30,24 @@ impl<T, E> Handle<T, E> {
         self.index
     }
 
-    pub(crate) async fn finish(self) -> Finished<T, E> {
-        match self.join.await {
-            Ok(finished) => finished,
-            // Panics are caught inside the task; a join error means the runtime
-            // dropped the task (it is shutting down).
-            Err(err) if err.is_panic() => Some(Err(TaskError::Panicked {
-                message: panic_message(err.into_panic().as_ref()),
-            })),
-            Err(_) => Some(Err(TaskError::Cancelled(Cause::GroupDropped))),
+    /// The task's end. The future holds only the join handle: the rest of the
+    /// handle is dropped at once, so that joining many handles moves little.
+    pub(crate) fn finish(self) -> impl Future<Output = Finished<T, E>> + Send
+    where
+        T: Send,
+        E: Send,
+    {
+        let join = self.join;
+        async move {
+            match join.await {
+                Ok(finished) => finished,
+                // Panics are caught inside the task; a join error means the runtime
+                // dropped the task (it is shutting down).
+                Err(err) if err.is_panic() => Some(Err(TaskError::Panicked {
+                    message: panic_message(err.into_panic().as_ref()),
+                })),
+                Err(_) => Some(Err(TaskError::Cancelled(Cause::GroupDropped))),
+            }
         }
     }
 }
@@ -92,14 +101,18 @@ impl<T: Send + 'static, E: Send + 'static> Handles<E> for Handle<T, E> {
         );
     }
 
-    async fn all_ok(self) -> Option<T> {
-        self.finish().await.and_then(Result::ok)
+    fn all_ok(self) -> impl Future<Output = Option<T>> + Send {
+        let finish = self.finish();
+        async move { finish.await.and_then(Result::ok) }
     }
 
-    async fn outcomes(self) -> Result<T, TaskError<E>> {
-        // Only fail-fast groups take a task's error, and they never ask for outcomes.
-        let taken = || Err(TaskError::Cancelled(Cause::GroupFinished));
-        self.finish().await.unwrap_or_else(taken)
+    fn outcomes(self) -> impl Future<Output = Result<T, TaskError<E>>> + Send {
+        let finish = self.finish();
+        async move {
+            // Only fail-fast groups take a task's error, and they never ask for outcomes.
+            let taken = || Err(TaskError::Cancelled(Cause::GroupFinished));
+            finish.await.unwrap_or_else(taken)
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{
     context::Scope,
     error::panic_message,
     shared::{PolicyKind, Shared},
+    timeline::Times,
 };
 
 /// A queued task's wait for its slot under the group's limit: yields the slot
@@ -64,13 +65,18 @@ pub(crate) enum Admission {
 /// be `Clone`) to report it from its wait, whether or not this handle is joined.
 pub(crate) type Finished<T, E> = Option<Result<T, TaskError<E>>>;
 
-/// Keeps the group's count of live tasks. The last field of [`Task`], so it is
+/// Counts the task's end in its group. The last field of [`Task`], so it is
 /// dropped last: after the task's future, also when the runtime drops the task.
 struct Live<E>(Arc<Shared<E>>);
 
 impl<E> Drop for Live<E> {
     fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let ended = self.0.ended.fetch_add(1, Ordering::AcqRel) + 1;
+        // The last task to end sees every spawn: each task's spawn counted it
+        // in `next_index` before it ran, and this increment reads every
+        // earlier end's. A task that ends before a later spawn may notify too
+        // early; the wait checks again.
+        if ended == self.0.next_index.load(Ordering::Acquire) {
             self.0.all_done.notify_one();
         }
     }
@@ -401,8 +407,13 @@ fn settle<T, E: Display>(
     } = ended;
     let record = |outcome: Outcome| {
         if let Some(timeline) = &shared.timeline {
-            let finished = Instant::now();
-            timeline.record(index, name.clone(), spawned, started, finished, outcome);
+            let tasks = || shared.next_index.load(Ordering::Relaxed);
+            let times = Times {
+                spawned,
+                started,
+                finished: Instant::now(),
+            };
+            timeline.record(tasks, index, name.clone(), times, outcome);
         }
     };
     let error = match result {

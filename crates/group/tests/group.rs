@@ -1293,15 +1293,22 @@ impl std::io::Write for Captured {
     }
 }
 
+impl Captured {
+    /// A subscriber writing here, the default on this thread until the guard drops.
+    fn subscribed() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn s10_each_task_runs_in_a_tracing_span_named_after_it() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (captured, _default) = Captured::subscribed();
     let group = Group::<Infallible>::new();
     group.spawn("profile", |_| async {
         tracing::info!("calling the profile service");
@@ -1313,6 +1320,53 @@ async fn s10_each_task_runs_in_a_tracing_span_named_after_it() {
         out.contains("task{otel.name=profile task.index=0}: ")
             && out.contains("calling the profile service"),
         "{out}"
+    );
+}
+
+/// Logs when dropped: shows whose span a future is dropped in.
+struct LogsOnDrop(&'static str);
+
+impl Drop for LogsOnDrop {
+    fn drop(&mut self) {
+        tracing::info!("dropping {}", self.0);
+    }
+}
+
+#[test]
+fn s10_a_stopped_task_s_future_is_dropped_inside_its_span() {
+    let (captured, _default) = Captured::subscribed();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (stopped, abandoned) = (Group::<Infallible>::new(), Group::<Infallible>::new());
+    rt.block_on(async {
+        // Stopped by its group's cancellation, on its next poll.
+        stopped.spawn("stopped", |_| async {
+            let _guard = LogsOnDrop("stopped");
+            std::future::pending::<Result<(), Infallible>>().await
+        });
+        // Dropped by the runtime as it shuts down, never polled again.
+        abandoned.spawn("abandoned", |_| async {
+            let _guard = LogsOnDrop("abandoned");
+            std::future::pending::<Result<(), Infallible>>().await
+        });
+        tokio::task::yield_now().await;
+    });
+    stopped.cancel("test");
+    rt.block_on(tokio::task::yield_now());
+    // The line of `message`, logged inside `span`.
+    let logged_in = |span: &str, message: &str| {
+        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let found = out
+            .lines()
+            .any(|line| line.contains(span) && line.contains(message));
+        assert!(found, "{message} not logged in {span}: {out}");
+    };
+    logged_in("task{otel.name=stopped task.index=0}: ", "dropping stopped");
+    drop(rt);
+    logged_in(
+        "task{otel.name=abandoned task.index=0}: ",
+        "dropping abandoned",
     );
 }
 
