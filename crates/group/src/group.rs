@@ -376,9 +376,10 @@ where
         // not touch: a task nobody traces neither carries nor enters one.
         // (Kept inside the task instead, the span made the box too large for
         // those fast bins.)
-        let join = match span.is_none() {
-            true => tokio::spawn(task),
-            false => tokio::spawn(task.instrument(span)),
+        let join = if span.is_none() {
+            tokio::spawn(task)
+        } else {
+            tokio::spawn(task.instrument(span))
         };
         Handle {
             group: shared.id,

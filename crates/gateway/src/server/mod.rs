@@ -201,9 +201,9 @@ pub fn bind_reuseport(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::n
 /// Serves `gateway` on one thread per listener (from [`bind_reuseport`]),
 /// each with its own current-thread runtime and its own backend client, until
 /// `shutdown` turns `true`; then each stops as [`serve`] does. A thread that
-/// accepts a connection while it serves two more than another thread hands
-/// it to that one, so the threads' shares of connections stay even whatever
-/// the kernel's hash picked.
+/// accepts a connection while it serves more than another thread hands it to
+/// that one, so the threads' shares of connections stay within one of each
+/// other whatever the kernel's hash picked.
 ///
 /// Why: on the shared work-stealing runtime, a request's backend calls, their
 /// connections and the request itself wake each other across threads (futex
