@@ -195,8 +195,6 @@ async fn drain(mut sent: Answer, mut driver: Driver) {
     }
 }
 
-/// `http://host/path?q` as `/path?q`, the form HTTP/1.1 sends to an origin
-/// (the host goes in `Host`, which the request carries already).
 /// Gives `request` the `Host` HTTP/1.1 requires (RFC 9112 §3.2) when its
 /// caller set none: its URI's authority, without user info or a default
 /// port. hyper's connection-level client adds none (hyper-util's pooled
@@ -227,7 +225,8 @@ fn ensure_host(request: &mut Request) {
     }
 }
 
-/// The URI as HTTP/1.1 sends it to an origin: its path and query alone,
+/// The URI as HTTP/1.1 sends it to an origin: `http://host/path?q` as
+/// `/path?q` (the host goes in `Host`, which the request carries already),
 /// moved out rather than cloned (a clone of bytes not yet shared allocates
 /// their shared header).
 fn origin_form(uri: &mut Uri) {

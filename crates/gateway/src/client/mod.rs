@@ -136,14 +136,16 @@ impl ClientSettings {
         self.http2 == Http2::Never || self.tls.is_none() && self.http2 == Http2::Auto
     }
 
-    /// Gives a request whose URI's authority is `host` its `Host` header, on
-    /// connections that speak HTTP/1.1 only. Where a connection may turn out
-    /// to speak HTTP/2, none: the URI's authority is sent as `:authority`,
-    /// and a `host` header beside it is a duplicate that servers such as
-    /// nginx answer with 400 (hyper adds the header itself when the
-    /// connection is HTTP/1.1).
-    pub(crate) fn set_host(&self, headers: &mut HeaderMap, host: &HeaderValue) {
-        if self.http1_only() {
+    /// Gives a request to `dial` whose URI's authority is `host` its `Host`
+    /// header, where the call goes over HTTP/1.1: connections that speak it
+    /// only, or a target ALPN showed to speak it (its calls go over HTTP/1.1
+    /// connections of their own, [`Dial::speaks_http1`]). Where a connection
+    /// may turn out to speak HTTP/2, none: the URI's authority is sent as
+    /// `:authority`, and a `host` header beside it is a duplicate that
+    /// servers such as nginx answer with 400 (the HTTP/1.1 client adds the
+    /// header from the URI itself when the connection is HTTP/1.1).
+    pub(crate) fn set_host(&self, dial: &Dial, headers: &mut HeaderMap, host: &HeaderValue) {
+        if self.http1_only() || dial.speaks_http1() {
             headers.insert(HOST, host.clone());
         } else {
             headers.remove(HOST);

@@ -668,7 +668,7 @@ fn upstream_plan(
         headers: headers?,
         timeout: upstream.timeout.map(|d| d.0),
         shared_cache: shared.as_ref().map(|s| s.namespace.clone()),
-        policies: Some(Policies::new(name, upstream, shared)),
+        policies: Policies::configured(name, upstream, shared),
         config: Some(upstream.clone()),
     })
 }

@@ -131,7 +131,8 @@ pub(crate) struct UpstreamPlan {
     pub(crate) headers: HeaderMap,
     /// The limit for each attempt.
     pub(crate) timeout: Option<Duration>,
-    /// Its policies, `None` when it has none (every `url:` backend).
+    /// Its policies, `None` when it has none (every `url:` backend, and an
+    /// upstream that configures none).
     pub(crate) policies: Option<Policies>,
     /// The configuration it was built from (`None` for a `url:` backend):
     /// a reload keeps the state of an upstream whose configuration is equal.

@@ -147,6 +147,24 @@ impl Policies {
         }
     }
 
+    /// The policies configured for upstream `name`, or `None` where it
+    /// configures none: its calls then go straight to their one attempt,
+    /// without the policies' boxed future and shared answer around it.
+    pub(crate) fn configured(
+        name: &str,
+        upstream: &Upstream,
+        shared: Option<SharedCache>,
+    ) -> Option<Policies> {
+        let policies = Policies::new(name, upstream, shared);
+        let inert = policies.bulkhead.is_none()
+            && policies.breaker.is_none()
+            && policies.retry.is_none()
+            && policies.hedge.is_none()
+            && policies.cache.is_none()
+            && policies.coalescer.is_none();
+        (!inert).then_some(policies)
+    }
+
     /// Whether calls need a key (for the cache or coalescing).
     pub(crate) fn keyed(&self) -> bool {
         self.cache.is_some() || self.coalescer.is_some()

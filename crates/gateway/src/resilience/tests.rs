@@ -64,6 +64,26 @@ impl Drop for OnDrop {
     }
 }
 
+#[test]
+fn an_upstream_that_configures_no_policy_has_none_to_go_through() {
+    let configured = |yaml: &str| {
+        let upstream: Upstream =
+            serde_saphyr::from_str(&format!("url: http://127.0.0.1:1\n{yaml}")).unwrap();
+        Policies::configured("users", &upstream, None).is_some()
+    };
+    assert!(!configured("timeout: 1s"));
+    for one in [
+        "max_in_flight: 2",
+        "breaker: { failures: 3, cooldown: 10s }",
+        "retry: { attempts: 2, backoff: 10ms, budget: 10% }",
+        "hedge: { delay: 30ms }",
+        "cache: { ttl: 1s, max_entries: 10 }",
+        "coalesce: true",
+    ] {
+        assert!(configured(one), "{one}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn retries_count_attempts_and_spare_what_should_not_be_retried() {
     let p = policies("retry: { attempts: 3, backoff: 10ms, budget: 100% }");

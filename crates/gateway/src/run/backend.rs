@@ -279,7 +279,7 @@ pub(super) fn aim(
         .headers
         .get(header::HOST)
         .unwrap_or(&target.host_header);
-    targets.client.set_host(&mut headers, host);
+    targets.client.set_host(&target.dial, &mut headers, host);
     // Put together from parts, the target's authority parsed once: no URL
     // to format and parse again per attempt.
     let bad = |e: &dyn std::fmt::Display| {

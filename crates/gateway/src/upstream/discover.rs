@@ -172,7 +172,7 @@ async fn check_one(
     };
     targets
         .client
-        .set_host(request.headers_mut(), &target.host_header);
+        .set_host(&target.dial, request.headers_mut(), &target.host_header);
     let probe = async {
         let response = client
             .send(&targets.client, &target.dial, request)
