@@ -42,7 +42,9 @@ pub(crate) async fn run(
         (bind_mock().await?, bind_mock().await?, bind_mock().await?);
     let mock_url = format!("http://{}", mock_listener.local_addr()?);
     let replica_url = format!("http://{}", replica_listener.local_addr()?);
-    let tls_url = format!("https://localhost:{}", tls_listener.local_addr()?.port());
+    // Dialled by address, verified as `localhost` (examples/demo.yaml's
+    // `tls.server_name`): `localhost` may resolve to ::1 as well.
+    let tls_url = format!("https://{}", tls_listener.local_addr()?);
     let ca = made.ca.display().to_string();
 
     let (listener, note) = match listen {

@@ -234,10 +234,9 @@ async fn http2_never_keeps_tls_calls_on_http1() {
 
 /// A TLS server whose ALPN offers HTTP/1.1 alone (as nginx's `ssl` without
 /// `http2`), answering `OK` to everything; it records the protocols each
-/// client offered, one list per connection.
-async fn http1_tls_server(
-    leaf: &super::pki::Leaf,
-) -> (String, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+/// client offered (one list per connection) and the `Host` values of each
+/// request.
+async fn http1_tls_server(leaf: &super::pki::Leaf) -> (String, Recorded, Recorded) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -255,11 +254,13 @@ async fn http1_tls_server(
     let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
-    let offered = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = offered.clone();
+    let offered = Recorded::default();
+    let hosts = Recorded::default();
+    let (record, record_hosts) = (offered.clone(), hosts.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (config, record) = (config.clone(), record.clone());
+            let record_hosts = record_hosts.clone();
             tokio::spawn(async move {
                 let start =
                     tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
@@ -277,14 +278,23 @@ async fn http1_tls_server(
                 let Ok(tls) = start.into_stream(config).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(|_| async {
-                    let mut answer =
-                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(OK)));
-                    answer.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, std::convert::Infallible>(answer)
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let host = request
+                        .headers()
+                        .get_all(http::header::HOST)
+                        .iter()
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .collect();
+                    record_hosts.lock().unwrap().push(host);
+                    async {
+                        let mut answer =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(OK)));
+                        answer.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(answer)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -292,8 +302,10 @@ async fn http1_tls_server(
             });
         }
     });
-    (url, offered)
+    (url, offered, hosts)
 }
+
+type Recorded = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
 
 /// With `http2: auto`, a target whose ALPN chose HTTP/1.1 is called as with
 /// `http2: never` from then on: the first call's connection offered h2 and
@@ -304,7 +316,7 @@ async fn http1_tls_server(
 async fn a_target_alpn_showed_to_speak_http1_is_called_over_its_own_http1_connections() {
     let pki = Pki::new("internal");
     let leaf = pki.server("b", &["127.0.0.1"], Validity::Now);
-    let (url, offered) = http1_tls_server(&leaf).await;
+    let (url, offered, hosts) = http1_tls_server(&leaf).await;
     let gw = gateway(&format!(
         "    url: {url}\n    tls: {{ ca: {} }}",
         path(&pki.ca_file())
@@ -320,6 +332,10 @@ async fn a_target_alpn_showed_to_speak_http1_is_called_over_its_own_http1_connec
         [vec!["h2", "http/1.1"], vec!["http/1.1"]],
         "one connection through the pool that may speak h2, then one kept alive for the rest"
     );
+    // Each request has one `Host`, the URL's authority: added by the pool's
+    // client for the first, set from the target's for the rest.
+    let authority = url.trim_start_matches("https://").to_owned();
+    assert_eq!(*hosts.lock().unwrap(), vec![vec![authority]; 5]);
 }
 
 /// With `http2: never` a call drives its own HTTP/1.1 connection instead of
