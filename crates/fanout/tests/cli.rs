@@ -849,10 +849,13 @@ fn a_changed_certificate_file_is_reloaded_without_a_restart() {
     );
 
     let port = free_port();
+    // Dialled by address and verified as `localhost`: a URL naming
+    // localhost is two targets where it resolves to ::1 too, and the error
+    // told would be the last target's (refused), not the TLS one.
     let config = temp_file(
         "tls-gateway.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nupstreams:\n  secure:\n    url: https://localhost:{tls_port}\n    tls: {{ ca: {} }}\nendpoints:\n  - {{ route: GET /x, expose_errors: true, backends: [{{ name: a, upstream: secure, path: /data }}] }}\n",
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nupstreams:\n  secure:\n    url: https://127.0.0.1:{tls_port}\n    tls: {{ ca: {}, server_name: localhost }}\nendpoints:\n  - {{ route: GET /x, expose_errors: true, backends: [{{ name: a, upstream: secure, path: /data }}] }}\n",
             trusted.display()
         ),
     );

@@ -38,37 +38,43 @@ use crate::error::{BackendError, ErrorKind};
 /// when none is left: after a backend restarted, a call goes past every
 /// connection it left behind instead of failing (the idle list is bounded,
 /// so is the walk). A new connection's failure ends the call.
-pub(super) async fn send(
+///
+/// Not an `async fn`: the request is made ready before the future, which
+/// then holds it once (an `async fn` keeps its argument beside the variable
+/// it is moved into, in every backend call's task).
+pub(super) fn send<'s, 'd>(
     pools: &Arc<Pools>,
-    settings: &Arc<ClientSettings>,
-    dial: &Arc<Dial>,
+    settings: &'s Arc<ClientSettings>,
+    dial: &'d Arc<Dial>,
     mut request: Request,
-) -> Result<http::Response<ResponseBody>, BackendError> {
+) -> impl Future<Output = Result<http::Response<ResponseBody>, BackendError>> + Send + use<'s, 'd> {
     let target = pools.target(settings, dial);
     let https = request.uri().scheme_str() == Some("https");
     ensure_host(&mut request);
     origin_form(request.uri_mut());
-    loop {
-        let (result, reused) = match target.take() {
-            Some(conn) => (send_on(&target, conn, request).await, true),
-            None => {
-                // Boxed: opening a connection (TCP, TLS) takes a large
-                // future, which would otherwise make every call's future,
-                // and its task, that large.
-                let conn = Box::pin(open(settings, dial, &target, https)).await?;
-                (send_on(&target, conn, request).await, false)
-            }
-        };
-        match result {
-            Ok(response) => return Ok(response),
-            Err(mut e) => match e.take_message() {
-                Some(back) if reused => request = back,
-                back => {
-                    let mut error = failure(&e.into_error());
-                    error.unsent = back.is_some();
-                    return Err(error);
+    async move {
+        loop {
+            let (result, reused) = match target.take() {
+                Some(conn) => (send_on(&target, conn, request).await, true),
+                None => {
+                    // Boxed: opening a connection (TCP, TLS) takes a large
+                    // future, which would otherwise make every call's future,
+                    // and its task, that large.
+                    let conn = Box::pin(open(settings, dial, &target, https)).await?;
+                    (send_on(&target, conn, request).await, false)
                 }
-            },
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => request = back,
+                    back => {
+                        let mut error = failure(&e.into_error());
+                        error.unsent = back.is_some();
+                        return Err(error);
+                    }
+                },
+            }
         }
     }
 }
@@ -108,17 +114,24 @@ async fn open(
 }
 
 /// Sends `request` on `conn`, driving the connection until the response's
-/// head is in; the body then drives it on.
-async fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> Sent {
+/// head is in; the body then drives it on. Not an `async fn`, which would
+/// keep the request (queued at once) for as long as the answer takes.
+fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> impl Future<Output = Sent> {
     // Queued at once; the future does not borrow the handle. Boxed so that
     // an abandoned exchange can hand it to a task of its own ([`drain`]).
-    let mut exchange = Exchange(Some((
+    let exchange = Exchange(Some((
         Box::pin(conn.send.try_send_request(request)),
         Driver {
             conn: Some(conn),
             target: target.clone(),
         },
     )));
+    answer(exchange)
+}
+
+/// The answer's head of `exchange`, with the rest of the exchange in its
+/// body.
+async fn answer(mut exchange: Exchange) -> Sent {
     let response = std::future::poll_fn(|cx| {
         let Some((sent, driver)) = exchange.0.as_mut() else {
             // Taken only below, once this has completed.

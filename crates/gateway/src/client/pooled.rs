@@ -132,20 +132,29 @@ impl HttpClient {
 impl Transport for HttpClient {
     type Body = ResponseBody;
 
-    async fn send(
+    fn send(
         &self,
         settings: &Arc<ClientSettings>,
         dial: &Arc<Dial>,
         request: Request,
-    ) -> Result<http::Response<Self::Body>, BackendError> {
+    ) -> impl Future<Output = Result<http::Response<Self::Body>, BackendError>> + Send {
+        use futures::future::{Either, TryFutureExt};
         // A target that ALPN showed to speak HTTP/1.1 only (`http2: auto`
         // over TLS) is called as `http2: never` would: the call drives its
         // own connection, with no task hop and no pool key to hash.
+        //
+        // Chosen before any future is made, and not an `async fn`: that would
+        // keep its own copy of the request beside the one in the future it
+        // awaits, in every backend call's task. The pool's future is boxed
+        // for the same reason: it is the larger, and most calls skip it.
         if settings.http1_only() || dial.speaks_http1() {
-            return h1::send(&self.h1, settings, dial, request).await;
+            Either::Left(h1::send(&self.h1, settings, dial, request))
+        } else {
+            Either::Right(
+                Box::pin(self.send_pooled(settings, dial, request))
+                    .map_ok(|response| response.map(ResponseBody::pooled)),
+            )
         }
-        let response = self.send_pooled(settings, dial, request).await?;
-        Ok(response.map(ResponseBody::pooled))
     }
 }
 

@@ -8,6 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::TryFutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::time::Instant;
 
@@ -127,27 +128,37 @@ async fn call<T: Transport>(
     let used: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
     let attempt = || async {
         targets.ready().await;
-        let mut failed_over = false;
+        // The target a first attempt could not send to, and why.
+        let mut unsent_to: Option<(String, BackendError)> = None;
         loop {
             let (lease, request) = aim(backend, &used, &path, headers(), body.clone())?;
             let target = lease.target.clone();
-            let result = with_timeout(backend.timeout, async {
-                let response = state
-                    .transport
-                    .send(&targets.client, &target.dial, request)
-                    .await?;
-                decode(response, limits, &backend.return_headers).await
-            })
+            // Chained, not an `async` block: a block would keep the request
+            // beside the future it is moved into.
+            let sending = state.transport.send(&targets.client, &target.dial, request);
+            let result = with_timeout(
+                backend.timeout,
+                sending.and_then(|response| decode(response, limits, &backend.return_headers)),
+            )
             .await;
             targets.finish(lease, verdict(&result));
             match result {
                 // Nothing was sent: another target may take it, whatever the
                 // method, once per attempt.
-                Err(e) if e.unsent && !failed_over && targets.all().len() > 1 => {
-                    failed_over = true;
+                Err(e) if e.unsent && unsent_to.is_none() && targets.all().len() > 1 => {
                     tracing::debug!(target = %target.authority, error = %e, "not sent: trying another target");
+                    unsent_to = Some((target.authority.clone(), e));
                 }
-                result => return result,
+                // Both failed: the error says both whys (a refused address
+                // must not hide the other one's certificate problem).
+                Err(mut e) => {
+                    if let Some((authority, first)) = unsent_to {
+                        e.message =
+                            format!("{}; before it, {authority}: {}", e.message, first.message);
+                    }
+                    return Err(e);
+                }
+                answer => return answer,
             }
         }
     };

@@ -385,6 +385,39 @@ async fn http1_only_connections_say_why_a_handshake_failed() {
     assert_eq!(strict.stats().requests, 0);
 }
 
+/// A call that no target could be sent to says why for both it tried: a
+/// refused port must not hide the other target's certificate problem.
+#[tokio::test]
+async fn a_call_that_fails_over_and_fails_again_says_both_whys() {
+    let internal = Pki::new("internal");
+    let other = Pki::new("other");
+    let untrusted = tls_mock(
+        other
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await;
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let gw = gateway(&format!(
+        "    url: [\"{}\", \"https://{closed}\"]\n    tls: {{ ca: {} }}",
+        untrusted.url(""),
+        path(&internal.ca_file())
+    ))
+    .await;
+    // Whichever target the balancer picks first, the other one is next.
+    for _ in 0..4 {
+        let (status, kind, message) = failure(&gw).await;
+        assert_eq!((status, kind.as_str()), (502, "connect"), "{message}");
+        assert!(message.contains("unknown issuer"), "{message}");
+        assert!(message.contains("refused"), "{message}");
+        assert!(message.contains("; before it, 127.0.0.1:"), "{message}");
+    }
+    assert_eq!(untrusted.stats().requests, 0);
+}
+
 #[tokio::test]
 async fn http2_always_on_http_is_h2c_with_prior_knowledge() {
     let mock = Mock::builder()
