@@ -45,7 +45,7 @@ and the results file.
                                            bytes REF_URL answers (a peer against fanout)
     lib.py merge-rounds FILE...            wrk-run results of several rounds -> medians
     lib.py divan FILE                      divan output -> JSON (medians in ns)
-    lib.py proc PID                        {"ticks", "rss_kb", "hwm_kb"} of a process
+    lib.py proc PID                        {"ticks", "rss_kb", "hwm_kb", "anon_kb"} of a process
     lib.py proc-children PID               its child processes' ids
     lib.py machine                         machine and versions -> JSON
     lib.py tail-summary FETCH.json BEFORE AFTER
@@ -465,11 +465,11 @@ def children(pid):
 
 
 def procs(pids):
-    """proc() summed over processes: ticks, rss_kb and hwm_kb (shared pages
-    count once per process, as a sum of RSS always does)."""
+    """proc() summed over processes: ticks, rss_kb, hwm_kb and anon_kb (shared
+    pages count once per process, as a sum of RSS always does)."""
     rows = [proc(p) for p in pids]
     out = {"ticks": sum(r["ticks"] for r in rows), "clk_tck": rows[0]["clk_tck"]}
-    for key in ("rss_kb", "hwm_kb"):
+    for key in ("rss_kb", "hwm_kb", "anon_kb"):
         values = [r[key] for r in rows if r[key] is not None]
         out[key] = sum(values) if values else None
     return out
@@ -497,8 +497,9 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64,
     for header in headers:
         argv += ["-H", header]
     argv.append(url)
-    # RSS under the load: sampled every 100 ms while wrk runs.
-    samples = []
+    # RSS under the load (all of it, and its anonymous part): sampled every
+    # 100 ms while wrk runs.
+    samples, anon_samples = [], []
     try:
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
             deadline = time.monotonic() + float(seconds) + 30
@@ -508,7 +509,9 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64,
                     raise subprocess.TimeoutExpired(argv, float(seconds) + 30)
                 if pids:
                     try:
-                        samples.append(procs(pids)["rss_kb"])
+                        now = procs(pids)
+                        samples.append(now["rss_kb"])
+                        anon_samples.append(now["anon_kb"])
                     except OSError:
                         pass
                 time.sleep(0.1)
@@ -533,9 +536,14 @@ def wrk_run(url, seconds, pid=None, backend_pid=None, threads=2, connections=64,
         out["cpu_s"], out["cpu_us_per_request"] = cpu(before, after)
         out["rss_kb"], out["hwm_kb"] = after["rss_kb"], after["hwm_kb"]
         # The middle half of the run: past the ramp-up, before the end.
-        steady = sorted(samples[len(samples) // 4: max(len(samples) * 3 // 4, len(samples) // 4 + 1)])
-        if steady:
-            out["rss_under_load_kb"] = steady[len(steady) // 2]
+        def steady(values):
+            middle = [v for v in values[len(values) // 4: max(len(values) * 3 // 4, len(values) // 4 + 1)]
+                      if v is not None]
+            return sorted(middle)[len(middle) // 2] if middle else None
+        if steady(samples) is not None:
+            out["rss_under_load_kb"] = steady(samples)
+        if steady(anon_samples) is not None:
+            out["anon_under_load_kb"] = steady(anon_samples)
     if backend_pid:
         out["backend_cpu_s"], out["backend_cpu_us_per_request"] = cpu(backend_before, proc(backend_pid))
     return out
@@ -602,7 +610,8 @@ def merge_rounds(paths):
 
     out = dict(runs[-1])
     for key in ("requests_per_s", "p50_ms", "p75_ms", "p90_ms", "p99_ms", "cpu_us_per_request",
-                "backend_cpu_us_per_request", "rss_under_load_kb", "handshakes_per_s", "backend_conns"):
+                "backend_cpu_us_per_request", "rss_under_load_kb", "anon_under_load_kb", "handshakes_per_s",
+                "backend_conns"):
         if any(key in r for r in runs):
             out[key] = median(key)
     out["requests"] = sum(r.get("requests") or 0 for r in runs)
@@ -631,14 +640,19 @@ def proc(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-    rss = hwm = None
+    rss = hwm = anon = None
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
-    return {"ticks": ticks, "clk_tck": os.sysconf("SC_CLK_TCK"), "rss_kb": rss, "hwm_kb": hwm}
+            elif line.startswith("RssAnon:"):
+                # What the process allocated (heap, stacks), without its
+                # binary's and libraries' pages (RssFile, reclaimable).
+                anon = int(line.split()[1])
+    return {"ticks": ticks, "clk_tck": os.sysconf("SC_CLK_TCK"), "rss_kb": rss, "hwm_kb": hwm,
+            "anon_kb": anon}
 
 
 def command(*argv):

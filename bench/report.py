@@ -460,6 +460,11 @@ def summary_rows(doc):
                      else ("rss_kb", "memory: RSS after the throughput run"))
         r = ratio(fo[key], go[key])
         rows.append((what, mib(fo[key]), f"{mib(go[key])} (Go)", times(r), "≤ 1.0× Go", met(r <= 1.0)))
+        if fo.get("anon_under_load_kb") and go.get("anon_under_load_kb"):
+            r = ratio(fo["anon_under_load_kb"], go["anon_under_load_kb"])
+            rows.append(("memory: its anonymous part (heap, stacks; without the binary's and "
+                         "libraries' pages) under the throughput run", mib(fo["anon_under_load_kb"]),
+                         f"{mib(go['anon_under_load_kb'])} (Go)", times(r), "(informational)", "–"))
         r = ratio(fo.get("cpu_us_per_request"), go.get("cpu_us_per_request"))
         rows.append(("CPU time per request (throughput run)", us(fo.get("cpu_us_per_request")),
                      f"{us(go.get('cpu_us_per_request'))} (Go)", times(r), "(informational)", "–"))
