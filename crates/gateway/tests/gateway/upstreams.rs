@@ -42,6 +42,18 @@ async fn tls_mock(tls: fanout_gateway::ServerTls) -> MockServer {
         .unwrap()
 }
 
+/// A TLS backend whose certificate a CA of its own signed: one the gateway,
+/// trusting another, refuses as "unknown issuer".
+async fn untrusted_mock() -> MockServer {
+    let other = Pki::new("other");
+    tls_mock(
+        other
+            .server("b", &["127.0.0.1"], Validity::Now)
+            .server(None),
+    )
+    .await
+}
+
 /// The error the gateway reports for backend `b`: (status, kind, message).
 async fn failure(gw: &TestGateway) -> (u16, String, String) {
     let got = get(&gw.url("/x")).await;
@@ -346,13 +358,7 @@ async fn a_target_alpn_showed_to_speak_http1_is_called_over_its_own_http1_connec
 #[tokio::test]
 async fn http1_only_connections_say_why_a_handshake_failed() {
     let internal = Pki::new("internal");
-    let other = Pki::new("other");
-    let untrusted = tls_mock(
-        other
-            .server("b", &["127.0.0.1"], Validity::Now)
-            .server(None),
-    )
-    .await;
+    let untrusted = untrusted_mock().await;
     let gw = gateway(&format!(
         "    url: {}\n    http2: never\n    tls: {{ ca: {} }}",
         untrusted.url(""),
@@ -390,13 +396,7 @@ async fn http1_only_connections_say_why_a_handshake_failed() {
 #[tokio::test]
 async fn a_call_that_fails_over_and_fails_again_says_both_whys() {
     let internal = Pki::new("internal");
-    let other = Pki::new("other");
-    let untrusted = tls_mock(
-        other
-            .server("b", &["127.0.0.1"], Validity::Now)
-            .server(None),
-    )
-    .await;
+    let untrusted = untrusted_mock().await;
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap()
