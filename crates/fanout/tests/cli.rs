@@ -252,7 +252,7 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     let config = temp_file(
         "serve.yaml",
         &format!(
-            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n"
+            "server: {{ listen: \"127.0.0.1:{port}\" }}\nendpoints:\n  - {{ route: GET /hi, backends: [{{ name: a, url: \"{backend}/x\" }}] }}\n  - {{ route: GET /two, backends: [{{ name: a, url: \"{backend}/x\" }}, {{ name: gone, url: \"http://127.0.0.1:1/x\", required: false }}] }}\n"
         ),
     );
     let mut child = fanout()
@@ -285,6 +285,15 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with(r#"{"path":"/x"}"#), "{response}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /two HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -293,6 +302,24 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(killed.success());
     let status = wait_exit(&mut child, "fanout serve did not stop on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
+    // One access log line per request, each backend's outcome by name in
+    // declaration order (read once the process has exited and closed its
+    // output, so a missing line cannot hang the test).
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let request = |route: &str| {
+        log.iter()
+            .find(|l| {
+                l.contains(&format!(
+                    r#" request endpoint="GET {route}" status=200 ms="#
+                ))
+            })
+            .unwrap_or_else(|| panic!("no access log line for {route} in {log:#?}"))
+    };
+    assert!(request("/hi").ends_with(" backends=a=ok"), "{log:#?}");
+    assert!(
+        request("/two").ends_with(" backends=a=ok gone=connect"),
+        "{log:#?}"
+    );
 }
 
 /// Issue 16: the SIGHUP handler used to be installed after the listener
