@@ -285,15 +285,8 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with(r#"{"path":"/x"}"#), "{response}");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET /two HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (status, response, _) = http_get(&format!("http://127.0.0.1:{port}/two"));
+    assert_eq!(status, 200, "{response}");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
