@@ -39,6 +39,12 @@ use crate::error::{BackendError, ErrorKind};
 /// connection it left behind instead of failing (the idle list is bounded,
 /// so is the walk). A new connection's failure ends the call.
 ///
+/// The same goes for an idempotent request that went out on a connection
+/// idle for [`STALE_AFTER`] or more and found it closed before any answer
+/// came ([`resendable`]): the backend closed the connection as the request
+/// arrived (its keep-alive timeout), a race RFC 9112 §9.3.1 lets a client
+/// settle by sending such a request again on another connection.
+///
 /// Not an `async fn`: the request is made ready before the future, which
 /// then holds it once (an `async fn` keeps its argument beside the variable
 /// it is moved into, in every backend call's task).
@@ -54,14 +60,19 @@ pub(super) fn send<'s, 'd>(
     origin_form(request.uri_mut());
     async move {
         loop {
-            let (result, reused) = match target.take() {
-                Some(conn) => (send_on(&target, conn, request).await, true),
+            let (result, reused, copy) = match target.take() {
+                Some((conn, idle)) => {
+                    let copy = (idle >= STALE_AFTER)
+                        .then(|| resendable(&request))
+                        .flatten();
+                    (send_on(&target, conn, request).await, true, copy)
+                }
                 None => {
                     // Boxed: opening a connection (TCP, TLS) takes a large
                     // future, which would otherwise make every call's future,
                     // and its task, that large.
                     let conn = Box::pin(open(settings, dial, &target, https)).await?;
-                    (send_on(&target, conn, request).await, false)
+                    (send_on(&target, conn, request).await, false, None)
                 }
             };
             match result {
@@ -69,7 +80,20 @@ pub(super) fn send<'s, 'd>(
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => request = back,
                     back => {
-                        let mut error = failure(&e.into_error());
+                        let e = e.into_error();
+                        if let Some(copy) = copy
+                            && back.is_none()
+                            && closed_before_answer(&e)
+                        {
+                            tracing::debug!(
+                                target = %dial.addr,
+                                error = %e,
+                                "the backend closed an idle connection as a request went out on it: sent again"
+                            );
+                            request = *copy;
+                            continue;
+                        }
+                        let mut error = failure(&e);
                         error.unsent = back.is_some();
                         return Err(error);
                     }
@@ -77,6 +101,65 @@ pub(super) fn send<'s, 'd>(
             }
         }
     }
+}
+
+/// How long a connection must have been idle for a call on it to keep a copy
+/// of its request ([`resendable`]), in case the backend closes it as the
+/// request arrives. Servers close idle keep-alive connections after a few
+/// seconds at the least (2 s in gunicorn, 5 s in Node.js and Apache httpd,
+/// 75 s in nginx); a connection idle for less is not that race's, and under
+/// load (connections reused within milliseconds) no call pays for a copy.
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// A copy of `request` to send again if the connection it goes out on turns
+/// out closed, when that is safe: an idempotent method (RFC 9110 §9.2.2:
+/// sending it twice does what sending it once does) and a body held whole.
+/// A POST or PATCH, or a streamed body, is never repeated by the client.
+/// Boxed: it sits in every call's future while the answer is awaited.
+fn resendable(request: &Request) -> Option<Box<Request>> {
+    use http::Method;
+    let idempotent = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(request.method());
+    let super::Body::Full(body) = request.body() else {
+        return None;
+    };
+    if !idempotent {
+        return None;
+    }
+    let mut copy = http::Request::new(super::Body::Full(body.clone()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(Box::new(copy))
+}
+
+/// Whether a call's connection ended before its answer's head came: end of
+/// stream, or the connection reset or aborted (a backend that closes with
+/// the request unread in its socket resets the connection).
+fn closed_before_answer(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 type Sent = Result<http::Response<ResponseBody>, TrySendError<Request>>;

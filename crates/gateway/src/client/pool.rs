@@ -61,15 +61,17 @@ impl<C> IdleList<C> {
         evicted
     }
 
-    /// The newest item not idle for `timeout` yet. If even the newest has
-    /// been idle that long, every one has: all are dropped.
-    pub(super) fn pop(&mut self, now: Instant, timeout: Duration) -> Option<C> {
+    /// The newest item not idle for `timeout` yet, and how long it was
+    /// idle. If even the newest has been idle that long, every one has: all
+    /// are dropped.
+    pub(super) fn pop(&mut self, now: Instant, timeout: Duration) -> Option<(C, Duration)> {
         let (item, since) = self.items.pop_back()?;
-        if now.saturating_duration_since(since) >= timeout {
+        let idle = now.saturating_duration_since(since);
+        if idle >= timeout {
             self.items.clear();
             return None;
         }
-        Some(item)
+        Some((item, idle))
     }
 
     /// Drops the items idle for `timeout` or more.
@@ -150,8 +152,9 @@ impl Target {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest idle connection, if one has not been idle too long.
-    pub(super) fn take(&self) -> Option<Conn> {
+    /// The newest idle connection, if one has not been idle too long, and
+    /// how long it was idle.
+    pub(super) fn take(&self) -> Option<(Conn, Duration)> {
         self.idle().pop(Instant::now(), self.idle_timeout)
     }
 
@@ -309,10 +312,10 @@ mod tests {
         list.push('a', t0);
         list.push('b', t0 + s);
         list.push('c', t0 + 2 * s);
-        assert_eq!(list.pop(t0 + 2 * s, 10 * s), Some('c'));
+        assert_eq!(list.pop(t0 + 2 * s, 10 * s), Some(('c', Duration::ZERO)));
         list.expire(t0 + 10 * s, 10 * s);
         assert_eq!(list.len(), 1, "a, idle for 10 s, is gone");
-        assert_eq!(list.pop(t0 + 10 * s, 10 * s), Some('b'));
+        assert_eq!(list.pop(t0 + 10 * s, 10 * s), Some(('b', 9 * s)));
         assert_eq!(list.pop(t0 + 10 * s, 10 * s), None);
     }
 

@@ -191,6 +191,124 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure
     );
 }
 
+/// A server that answers the first request on each connection and closes
+/// the connection when the next one comes, unanswered, as a server whose
+/// keep-alive timeout ran out just as the request arrived does: after reading
+/// it (the client sees the connection end) or, with `reset`, with an
+/// abortive close (the client sees it reset). Counts the connections it
+/// accepted, and keeps each request line it read.
+async fn closing_on_the_next_request(
+    reset: bool,
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (accepted.clone(), lines.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                for answered in [true, false] {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let line = line.lines().next().unwrap_or_default().to_owned();
+                    seen.lock().unwrap().push(line);
+                    if answered {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                            .await;
+                    } else if reset {
+                        socket.set_zero_linger().unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted, lines)
+}
+
+/// A backend that closes a keep-alive connection as a request arrives on it
+/// (its keep-alive timeout ran out as the gateway reused the connection): an
+/// idempotent request on a connection idle for a second or more goes again
+/// on a new connection, whether the backend's close reads as the end of the
+/// stream or as a reset. On tokio's paused clock: the idle time is a timer's.
+#[tokio::test(start_paused = true)]
+async fn a_get_the_backend_closed_its_idle_connection_on_goes_again_on_a_new_one() {
+    use std::sync::atomic::Ordering;
+    for reset in [false, true] {
+        let (url, accepted, lines) = closing_on_the_next_request(reset).await;
+        let dial = dial(&url);
+        let (client, settings) = (HttpClient::new(), settings(Http2::Never));
+        let (status, ..) = call(&client, &settings, &dial, &url).await;
+        assert_eq!(status, 200);
+        tokio::time::advance(super::h1::STALE_AFTER).await;
+        let (status, body, _) = call(&client, &settings, &dial, &url).await;
+        assert_eq!((status, &body[..]), (200, &b"{}"[..]), "reset: {reset}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "reset: {reset}");
+        assert_eq!(
+            *lines.lock().unwrap(),
+            ["GET /data HTTP/1.1"; 3],
+            "reset: {reset}: the second call's request went out twice"
+        );
+    }
+}
+
+/// The same race for a POST: it is not sent again (the backend may have
+/// acted on it), and fails as sent; nor is a GET on a connection idle for
+/// less than a second (no server closes keep-alive connections that soon,
+/// and a copy of every request would cost every call).
+#[tokio::test(start_paused = true)]
+async fn a_post_or_a_get_on_a_recent_connection_is_not_sent_again() {
+    use std::sync::atomic::Ordering;
+    let (url, accepted, lines) = closing_on_the_next_request(false).await;
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Never));
+    assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
+    tokio::time::advance(super::h1::STALE_AFTER).await;
+    let post = http::Request::post(&url)
+        .header(http::header::HOST, "backend")
+        .body(Body::from(Bytes::from_static(b"{}")))
+        .unwrap();
+    let error = client.send(&settings, &dial, post).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Connect);
+    assert!(!error.unsent, "the POST went out: {error}");
+
+    assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
+    tokio::time::advance(super::h1::STALE_AFTER / 2).await;
+    let error = client
+        .send(&settings, &dial, request(&url))
+        .await
+        .unwrap_err();
+    assert!(!error.unsent, "{error}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        *lines.lock().unwrap(),
+        [
+            "GET /data HTTP/1.1",
+            "POST /data HTTP/1.1",
+            "GET /data HTTP/1.1",
+            "GET /data HTTP/1.1"
+        ],
+        "each request went out once"
+    );
+}
+
 /// A call to `url` that must fail.
 async fn fail(
     client: &HttpClient,
