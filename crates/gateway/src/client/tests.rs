@@ -245,7 +245,7 @@ async fn closing_on_the_next_request(
 
 /// A backend that closes a keep-alive connection as a request arrives on it
 /// (its keep-alive timeout ran out as the gateway reused the connection): an
-/// idempotent request on a connection idle for a second or more goes again
+/// idempotent request on a connection idle for `STALE_AFTER` or more goes again
 /// on a new connection, whether the backend's close reads as the end of the
 /// stream or as a reset. On tokio's paused clock: the idle time is a timer's.
 #[tokio::test(start_paused = true)]
@@ -271,8 +271,8 @@ async fn a_get_the_backend_closed_its_idle_connection_on_goes_again_on_a_new_one
 
 /// The same race for a POST: it is not sent again (the backend may have
 /// acted on it), and fails as sent; nor is a GET on a connection idle for
-/// less than a second (no server closes keep-alive connections that soon,
-/// and a copy of every request would cost every call).
+/// less than `STALE_AFTER` (no server closes keep-alive connections that
+/// soon, and under load a copy of every request would cost every call).
 #[tokio::test(start_paused = true)]
 async fn a_post_or_a_get_on_a_recent_connection_is_not_sent_again() {
     use std::sync::atomic::Ordering;
