@@ -209,6 +209,7 @@ fn send_on(target: &Arc<Target>, mut conn: Conn, request: Request) -> impl Futur
         Driver {
             conn: Some(conn),
             target: target.clone(),
+            keep_for: None,
         },
     )));
     answer(exchange)
@@ -228,8 +229,32 @@ async fn answer(mut exchange: Exchange) -> Sent {
         sent.as_mut().poll(cx)
     })
     .await;
-    let driver = exchange.0.take().map(|(_, driver)| driver);
-    Ok(response?.map(|incoming| ResponseBody { incoming, driver }))
+    let response = response?;
+    let driver = exchange.0.take().map(|(_, mut driver)| {
+        driver.keep_for = keep_alive_hint(response.headers());
+        driver
+    });
+    Ok(response.map(|incoming| ResponseBody { incoming, driver }))
+}
+
+/// How long a connection may be kept idle after an answer whose
+/// `Keep-Alive: timeout=N` says the backend closes idle connections after N
+/// seconds (Node.js sends `timeout=5` by default, Apache httpd too): a second
+/// less (half of it below 2 s), since the backend counts from its last byte
+/// and the pool from the answer's end. Keeping the connection for longer
+/// would race the backend's close for every call after a pause, a `POST` as
+/// well, which no one may send again. `None` without a usable hint.
+fn keep_alive_hint(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("keep-alive")?.to_str().ok()?;
+    let seconds = value.split(',').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+            .flatten()
+    })?;
+    let timeout = Duration::from_secs(seconds.min(1 << 32));
+    Some(timeout.saturating_sub(Duration::from_secs(1).min(timeout / 2)))
 }
 
 /// The answer to a request queued on a connection.
@@ -353,6 +378,9 @@ struct Driver {
     /// `None` once the connection has ended (closed or failed).
     conn: Option<Conn>,
     target: Arc<Target>,
+    /// How long the backend said it keeps the connection idle (once the
+    /// answer's head is in): [`keep_alive_hint`].
+    keep_for: Option<Duration>,
 }
 
 impl Driver {
@@ -377,7 +405,7 @@ impl Driver {
             self.drive(&mut Context::from_waker(std::task::Waker::noop()));
         }
         match self.conn.take() {
-            Some(h1) if h1.send.is_ready() => self.target.check_in(h1),
+            Some(h1) if h1.send.is_ready() => self.target.check_in(h1, self.keep_for),
             _ => {}
         }
     }
@@ -485,6 +513,31 @@ impl Drop for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keep_alive_timeout_is_read_and_kept_short_of() {
+        let hint = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("keep-alive", value.parse().unwrap());
+            keep_alive_hint(&headers)
+        };
+        let s = Duration::from_secs;
+        assert_eq!(hint("timeout=5"), Some(s(4)));
+        assert_eq!(hint("max=100, Timeout = 75"), Some(s(74)));
+        assert_eq!(hint("timeout=1"), Some(Duration::from_millis(500)));
+        assert_eq!(hint("timeout=0"), Some(Duration::ZERO));
+        assert_eq!(hint("timeout=\"2\""), Some(s(1)));
+        assert_eq!(
+            hint("timeout=99999999999999999999"),
+            None,
+            "not a number we take"
+        );
+        assert!(hint("timeout=18446744073709551615").is_some_and(|d| d > s(1 << 31)));
+        for ignored in ["max=5", "timeout=", "timeout=-3", "timeout=2.5", "5", ""] {
+            assert_eq!(hint(ignored), None, "{ignored:?}");
+        }
+        assert_eq!(keep_alive_hint(&http::HeaderMap::new()), None);
+    }
 
     fn host_of(uri: &str, set: Option<&str>) -> Option<String> {
         let mut request = http::Request::get(uri)

@@ -1,9 +1,11 @@
 //! The HTTP/1.1 connections one serving thread keeps for its calls, per
-//! upstream settings and target: the idle ones, newest first out, each closed
-//! after the idle timeout (by a sweeping task, so that a backend that never
-//! closes its side does not keep them open; the same sweep closes those the
-//! backend closed, a quarter of the idle timeout later at most), at most
-//! [`MAX_IDLE_PER_TARGET`] per target.
+//! upstream settings and target: the idle ones, newest first out, at most
+//! [`MAX_IDLE_PER_TARGET`] per target. Each is taken no later than the idle
+//! timeout after its last call, or sooner when the backend said it closes
+//! idle connections sooner (`Keep-Alive: timeout`), and closed by a sweeping
+//! task: a backend that never closes its side does not keep them open, and
+//! the same sweep closes those the backend closed, a quarter of the idle
+//! timeout later at most.
 //!
 //! The bookkeeping is plain data ([`IdleList`]) behind short, uncontended
 //! locks: each serving thread has its own [`Pools`], so a lock is only ever
@@ -34,11 +36,12 @@ pub(super) const MAX_IDLE_PER_TARGET: usize = 256;
 /// How long a connection may stay unused before it is closed.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Idle items, each with the instant it went idle: the newest is taken first
-/// (its socket and buffers are the warmest), the oldest expire first.
+/// Idle items, each with the instant it went idle and how long it may stay
+/// idle: the newest is taken first (its socket and buffers are the warmest),
+/// the oldest expire first.
 #[derive(Debug)]
 pub(super) struct IdleList<C> {
-    items: VecDeque<(C, Instant)>,
+    items: VecDeque<(C, Instant, Duration)>,
     max: usize,
 }
 
@@ -50,43 +53,47 @@ impl<C> IdleList<C> {
         }
     }
 
-    /// Keeps `item`, idle since `now`; the oldest goes if the list is full.
-    pub(super) fn push(&mut self, item: C, now: Instant) -> Option<C> {
+    /// Keeps `item`, idle since `now` and for `limit` at most; the oldest
+    /// goes if the list is full.
+    pub(super) fn push(&mut self, item: C, now: Instant, limit: Duration) -> Option<C> {
         let evicted = if self.items.len() >= self.max {
-            self.items.pop_front().map(|(c, _)| c)
+            self.items.pop_front().map(|(c, ..)| c)
         } else {
             None
         };
-        self.items.push_back((item, now));
+        self.items.push_back((item, now, limit));
         evicted
     }
 
-    /// The newest item not idle for `timeout` yet, and how long it was
-    /// idle. If even the newest has been idle that long, every one has: all
-    /// are dropped.
-    pub(super) fn pop(&mut self, now: Instant, timeout: Duration) -> Option<(C, Duration)> {
-        let (item, since) = self.items.pop_back()?;
-        let idle = now.saturating_duration_since(since);
-        if idle >= timeout {
-            self.items.clear();
-            return None;
+    /// The newest item still within its limit, and how long it was idle;
+    /// the newer ones past theirs are dropped on the way.
+    pub(super) fn pop(&mut self, now: Instant) -> Option<(C, Duration)> {
+        while let Some((item, since, limit)) = self.items.pop_back() {
+            let idle = now.saturating_duration_since(since);
+            if idle < limit {
+                return Some((item, idle));
+            }
         }
-        Some((item, idle))
+        None
     }
 
-    /// Drops the items idle for `timeout` or more.
-    pub(super) fn expire(&mut self, now: Instant, timeout: Duration) {
-        while let Some((_, since)) = self.items.front() {
-            if now.saturating_duration_since(*since) < timeout {
+    /// Drops the oldest items while they are past their limit (cheap, for
+    /// every check-in; an item with a shorter limit behind a live one waits
+    /// for [`retain`](Self::retain) or a [`pop`](Self::pop)).
+    pub(super) fn expire(&mut self, now: Instant) {
+        while let Some((_, since, limit)) = self.items.front() {
+            if now.saturating_duration_since(*since) < *limit {
                 break;
             }
             self.items.pop_front();
         }
     }
 
-    /// Keeps the items for which `keep` says so.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&mut C) -> bool) {
-        self.items.retain_mut(|(item, _)| keep(item));
+    /// Keeps the items within their limit for which `keep` says so.
+    pub(super) fn retain(&mut self, now: Instant, mut keep: impl FnMut(&mut C) -> bool) {
+        self.items.retain_mut(|(item, since, limit)| {
+            now.saturating_duration_since(*since) < *limit && keep(item)
+        });
     }
 
     #[cfg(test)]
@@ -155,15 +162,21 @@ impl Target {
     /// The newest idle connection, if one has not been idle too long, and
     /// how long it was idle.
     pub(super) fn take(&self) -> Option<(Conn, Duration)> {
-        self.idle().pop(Instant::now(), self.idle_timeout)
+        self.idle().pop(Instant::now())
     }
 
-    /// Keeps a connection whose last exchange ended cleanly.
-    pub(super) fn check_in(&self, conn: Conn) {
+    /// Keeps a connection whose last exchange ended cleanly, for the idle
+    /// timeout or `keep_for`, whichever is shorter (what the backend said it
+    /// keeps idle connections for: [`keep_alive_hint`](super::h1)).
+    pub(super) fn check_in(&self, conn: Conn, keep_for: Option<Duration>) {
+        let limit = keep_for.map_or(self.idle_timeout, |d| d.min(self.idle_timeout));
+        if limit.is_zero() {
+            return;
+        }
         let now = Instant::now();
         let mut idle = self.idle();
-        idle.expire(now, self.idle_timeout);
-        let evicted = idle.push(conn, now);
+        idle.expire(now);
+        let evicted = idle.push(conn, now, limit);
         drop(idle);
         // Closed outside the lock.
         drop(evicted);
@@ -173,14 +186,13 @@ impl Target {
     /// closed meanwhile; whether anything is left.
     fn sweep(&self, now: Instant) -> bool {
         let mut idle = self.idle();
-        idle.expire(now, self.idle_timeout);
         // An idle connection is driven by no one: one the backend closed
         // (its keep-alive timeout, a restart) would sit half-closed, its
         // socket in CLOSE_WAIT, until a call took it or it expired. Polled
         // once here, without a waker (an event on it later wakes no task),
         // a connection that has ended says so and is closed.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        idle.retain(|h1| Pin::new(&mut h1.conn).poll(&mut cx).is_pending());
+        idle.retain(now, |h1| Pin::new(&mut h1.conn).poll(&mut cx).is_pending());
         !idle.is_empty()
     }
 
@@ -309,14 +321,14 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut list = IdleList::new(10);
-        list.push('a', t0);
-        list.push('b', t0 + s);
-        list.push('c', t0 + 2 * s);
-        assert_eq!(list.pop(t0 + 2 * s, 10 * s), Some(('c', Duration::ZERO)));
-        list.expire(t0 + 10 * s, 10 * s);
+        list.push('a', t0, 10 * s);
+        list.push('b', t0 + s, 10 * s);
+        list.push('c', t0 + 2 * s, 10 * s);
+        assert_eq!(list.pop(t0 + 2 * s), Some(('c', Duration::ZERO)));
+        list.expire(t0 + 10 * s);
         assert_eq!(list.len(), 1, "a, idle for 10 s, is gone");
-        assert_eq!(list.pop(t0 + 10 * s, 10 * s), Some(('b', 9 * s)));
-        assert_eq!(list.pop(t0 + 10 * s, 10 * s), None);
+        assert_eq!(list.pop(t0 + 10 * s), Some(('b', 9 * s)));
+        assert_eq!(list.pop(t0 + 10 * s), None);
     }
 
     #[test]
@@ -324,19 +336,42 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut list = IdleList::new(10);
-        list.push(1, t0);
-        list.push(2, t0 + s);
-        assert_eq!(list.pop(t0 + 11 * s, 10 * s), None);
+        list.push(1, t0, 10 * s);
+        list.push(2, t0 + s, 10 * s);
+        assert_eq!(list.pop(t0 + 11 * s), None);
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn an_item_with_a_shorter_limit_expires_before_older_ones() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut list = IdleList::new(10);
+        list.push('a', t0, 90 * s);
+        list.push('b', t0 + s, 4 * s);
+        list.push('c', t0 + 2 * s, 90 * s);
+        list.push('d', t0 + 3 * s, 4 * s);
+        list.expire(t0 + 8 * s);
+        assert_eq!(list.len(), 4, "the oldest is live: expire stops there");
+        list.retain(t0 + 8 * s, |_| true);
+        assert_eq!(list.len(), 2, "b and d, past their 4 s, are gone");
+        list.push('e', t0 + 8 * s, 4 * s);
+        assert_eq!(
+            list.pop(t0 + 13 * s),
+            Some(('c', 11 * s)),
+            "e is past its 4 s"
+        );
+        assert_eq!(list.pop(t0 + 13 * s), Some(('a', 13 * s)));
     }
 
     #[test]
     fn a_full_list_gives_up_its_oldest() {
         let t0 = Instant::now();
         let mut list = IdleList::new(2);
-        assert_eq!(list.push(1, t0), None);
-        assert_eq!(list.push(2, t0), None);
-        assert_eq!(list.push(3, t0), Some(1));
+        let limit = Duration::from_secs(1);
+        assert_eq!(list.push(1, t0, limit), None);
+        assert_eq!(list.push(2, t0, limit), None);
+        assert_eq!(list.push(3, t0, limit), Some(1));
         assert_eq!(list.len(), 2);
     }
 }

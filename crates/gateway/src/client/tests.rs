@@ -309,6 +309,58 @@ async fn a_post_or_a_get_on_a_recent_connection_is_not_sent_again() {
     );
 }
 
+/// A backend that says it keeps idle connections for 2 s
+/// (`Keep-Alive: timeout=2`) has a connection reused within a second of its
+/// last answer, and not after (a new one is opened): the call never races
+/// the backend's own close, whatever its method.
+#[tokio::test(start_paused = true)]
+async fn a_connection_is_not_kept_past_the_keep_alive_timeout_the_backend_gave() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer =
+                        b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=2\r\ncontent-length: 2\r\n\r\n{}";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Never));
+    assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
+    tokio::time::advance(Duration::from_millis(900)).await;
+    assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "reused within the second"
+    );
+    tokio::time::advance(Duration::from_millis(1_100)).await;
+    assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "idle for 1.1 s of the backend's 2: a new connection"
+    );
+}
+
 /// A call to `url` that must fail.
 async fn fail(
     client: &HttpClient,
