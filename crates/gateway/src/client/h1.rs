@@ -245,7 +245,8 @@ async fn answer(mut exchange: Exchange) -> Sent {
 /// would race the backend's close for every call after a pause, a `POST` as
 /// well, which no one may send again. `None` without a usable hint.
 fn keep_alive_hint(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("keep-alive")?.to_str().ok()?;
+    const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+    let value = headers.get(KEEP_ALIVE)?.to_str().ok()?;
     let seconds = value.split(',').find_map(|param| {
         let (name, value) = param.split_once('=')?;
         name.trim()
