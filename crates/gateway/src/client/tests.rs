@@ -361,6 +361,54 @@ async fn a_connection_is_not_kept_past_the_keep_alive_timeout_the_backend_gave()
     );
 }
 
+/// A backend that ends a connection with `Connection: close` on its last
+/// answer (nginx after `keepalive_requests`, 1 000 by default) has that
+/// connection dropped, not kept: every call succeeds, and each connection
+/// carries exactly the answers the backend allowed it.
+#[tokio::test]
+async fn a_connection_the_backend_closes_after_an_answer_is_not_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const PER_CONNECTION: usize = 3;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                for answered in 1..=PER_CONNECTION {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let close = if answered == PER_CONNECTION {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let answer = format!("HTTP/1.1 200 OK\r\n{close}content-length: 2\r\n\r\n{{}}");
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                // The backend closes its side after the last answer.
+            });
+        }
+    });
+    let dial = dial(&url);
+    let (client, settings) = (HttpClient::new(), settings(Http2::Never));
+    for i in 0..10 {
+        let (status, body, _) = call(&client, &settings, &dial, &url).await;
+        assert_eq!((status, &body[..]), (200, &b"{}"[..]), "call {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4, "3 + 3 + 3 + 1 calls");
+}
+
 /// A call to `url` that must fail.
 async fn fail(
     client: &HttpClient,
