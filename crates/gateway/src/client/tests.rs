@@ -128,6 +128,41 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
     );
 }
 
+/// A request's head read from `socket` (a request without a body), or
+/// `None` when the connection ends first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
+/// A server on loopback that runs `connection` for each connection it
+/// accepts, in a task of its own: its URL (`/data`) and how many connections
+/// it has accepted.
+async fn each_connection<F, Fut>(connection: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(connection(socket));
+        }
+    });
+    (url, accepted)
+}
+
 /// A server that answers one request per connection and keeps the
 /// connection open (without saying it will close it) until told to close
 /// it; it says when it has.
@@ -150,14 +185,7 @@ async fn closing_server() -> (
                 return;
             };
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            let _ = read_head(&mut socket).await;
             let _ = socket
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
                 .await;
@@ -204,42 +232,29 @@ async fn closing_on_the_next_request(
     Arc<std::sync::atomic::AtomicUsize>,
     Arc<std::sync::Mutex<Vec<String>>>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/data", listener.local_addr().unwrap());
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (count, seen) = (accepted.clone(), lines.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                for answered in [true, false] {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head);
-                    let line = line.lines().next().unwrap_or_default().to_owned();
-                    seen.lock().unwrap().push(line);
-                    if answered {
-                        let _ = socket
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-                            .await;
-                    } else if reset {
-                        socket.set_zero_linger().unwrap();
-                    }
+    let seen = lines.clone();
+    let (url, accepted) = each_connection(move |mut socket| {
+        let seen = seen.clone();
+        async move {
+            for answered in [true, false] {
+                let Some(head) = read_head(&mut socket).await else {
+                    return;
+                };
+                let line = String::from_utf8_lossy(&head);
+                let line = line.lines().next().unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(line);
+                if answered {
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await;
+                } else if reset {
+                    socket.set_zero_linger().unwrap();
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (url, accepted, lines)
 }
 
@@ -315,33 +330,16 @@ async fn a_post_or_a_get_on_a_recent_connection_is_not_sent_again() {
 /// the backend's own close, whatever its method.
 #[tokio::test(start_paused = true)]
 async fn a_connection_is_not_kept_past_the_keep_alive_timeout_the_backend_gave() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/data", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                loop {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let answer =
-                        b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=2\r\ncontent-length: 2\r\n\r\n{}";
-                    if socket.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    use std::sync::atomic::Ordering;
+    let (url, accepted) = each_connection(|mut socket| async move {
+        while read_head(&mut socket).await.is_some() {
+            let answer = b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=2\r\ncontent-length: 2\r\n\r\n{}";
+            if socket.write_all(answer).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let dial = dial(&url);
     let (client, settings) = (HttpClient::new(), settings(Http2::Never));
     assert_eq!(call(&client, &settings, &dial, &url).await.0, 200);
@@ -367,39 +365,26 @@ async fn a_connection_is_not_kept_past_the_keep_alive_timeout_the_backend_gave()
 /// carries exactly the answers the backend allowed it.
 #[tokio::test]
 async fn a_connection_the_backend_closes_after_an_answer_is_not_reused() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     const PER_CONNECTION: usize = 3;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/data", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                for answered in 1..=PER_CONNECTION {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let close = if answered == PER_CONNECTION {
-                        "connection: close\r\n"
-                    } else {
-                        ""
-                    };
-                    let answer = format!("HTTP/1.1 200 OK\r\n{close}content-length: 2\r\n\r\n{{}}");
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-                // The backend closes its side after the last answer.
-            });
+    let (url, accepted) = each_connection(|mut socket| async move {
+        for answered in 1..=PER_CONNECTION {
+            if read_head(&mut socket).await.is_none() {
+                return;
+            }
+            let close = if answered == PER_CONNECTION {
+                "connection: close\r\n"
+            } else {
+                ""
+            };
+            let answer = format!("HTTP/1.1 200 OK\r\n{close}content-length: 2\r\n\r\n{{}}");
+            if socket.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
+        // The backend closes its side after the last answer.
+    })
+    .await;
     let dial = dial(&url);
     let (client, settings) = (HttpClient::new(), settings(Http2::Never));
     for i in 0..10 {
