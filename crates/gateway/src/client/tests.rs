@@ -360,9 +360,9 @@ async fn a_connection_is_not_kept_past_the_keep_alive_timeout_the_backend_gave()
 }
 
 /// A backend that ends a connection with `Connection: close` on its last
-/// answer (nginx after `keepalive_requests`, 1 000 by default) has that
-/// connection dropped, not kept: every call succeeds, and each connection
-/// carries exactly the answers the backend allowed it.
+/// answer (nginx after `keepalive_requests`, 1 000 by default) costs no call:
+/// every call succeeds, each connection carrying the answers the backend
+/// allowed it, then a new one.
 #[tokio::test]
 async fn a_connection_the_backend_closes_after_an_answer_is_not_reused() {
     use std::sync::atomic::Ordering;
