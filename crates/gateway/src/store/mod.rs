@@ -7,8 +7,8 @@
 //! fails or takes longer marks the store down; from then on requests do not
 //! try it at all (they fall back at once: each rate limit to this node's
 //! share, the cache to the local one) until the supervisor's probe, which
-//! runs beside the requests, finds it answering again — within a second of
-//! its return, without a restart. Each fallback is counted (the admin API
+//! runs beside the requests, finds it answering again — within half a
+//! second of its return, without a restart. Each fallback is counted (the admin API
 //! exports the counts as `fanout_store_fallbacks_total` and the state as
 //! `fanout_store_up` when scraped: nothing per request), and the log says
 //! when the store goes and comes back (at most one line per kind every ten
@@ -437,6 +437,36 @@ mod tests {
             (state.up, state.rate_limit_fallbacks, state.cache_fallbacks),
             (false, 1, 1)
         );
+    }
+
+    /// A real `redis-server`, stopped and started again on its port: the
+    /// first probe after its return finds it. The manager kept the refused
+    /// connection of its last attempt, which the probe replaces at once.
+    #[tokio::test]
+    async fn the_first_probe_after_redis_is_back_finds_it() {
+        use fanout_mock::redis::RedisServer;
+        async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+            tokio::task::spawn_blocking(f).await.unwrap()
+        }
+        let mut server = blocking(|| RedisServer::start().expect("redis-server")).await;
+        let client = redis::client(&server.url()).unwrap();
+        let mut connection = redis::manager(&client).unwrap();
+        redis::probe(&mut connection, true).await.unwrap();
+
+        server = blocking(move || {
+            server.stop();
+            server
+        })
+        .await;
+        assert!(redis::probe(&mut connection, false).await.is_err());
+        assert!(redis::probe(&mut connection, false).await.is_err());
+
+        let _server = blocking(move || {
+            server.restart().unwrap();
+            server
+        })
+        .await;
+        redis::probe(&mut connection, true).await.unwrap();
     }
 
     #[test]

@@ -138,11 +138,27 @@ pub(super) async fn put(
 
 /// Whether the store answers: a `PING`, and when it is coming back, the
 /// GCRA script loaded again.
+///
+/// A `PING` that finds the connection broken (a refused connection kept
+/// from the last attempt, or one Redis closed) is sent once more: its
+/// failure has just set the manager connecting again, and the second `PING`
+/// goes over that new connection. Without it, the first probe after Redis
+/// came back only set off the reconnection, and the store was used again a
+/// probe later (half a second). A `PING` that timed out is not repeated.
 pub(super) async fn probe(
     connection: &mut ConnectionManager,
     load_script: bool,
 ) -> Result<(), RedisError> {
-    let _: String = redis::cmd("PING").query_async(connection).await?;
+    let ping = redis::cmd("PING");
+    let first: Result<String, RedisError> = ping.query_async(connection).await;
+    match first {
+        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+            let _: String = ping.query_async(connection).await?;
+        }
+        other => {
+            other?;
+        }
+    }
     if load_script {
         let _: String = script().prepare_invoke().load_async(connection).await?;
     }
