@@ -28,48 +28,15 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from openloop import fixed_rate
+
 
 def run(url, stats_url, rate, seconds, connections):
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     total = int(rate * seconds)
     start = time.time() + 0.2
-    lock = threading.Lock()
-    state = {"next": 0}
-    results = [None] * total
-
-    def worker():
-        conn = None
-        while True:
-            with lock:
-                i = state["next"]
-                state["next"] += 1
-            if i >= total:
-                break
-            due = start + i / rate
-            pause = due - time.time()
-            if pause > 0:
-                time.sleep(pause)
-            sent = time.time()
-            t0 = time.perf_counter()
-            status = 0
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-                conn.request("GET", path)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-                if response.getheader("connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                conn = None
-            results[i] = [round(due, 6), round(sent, 6), round(time.perf_counter() - t0, 6), status]
-        if conn is not None:
-            conn.close()
+    threads, results = fixed_rate(parts.hostname, parts.port, path, rate, total, start, connections)
 
     samples = []
     done = threading.Event()
@@ -94,9 +61,6 @@ def run(url, stats_url, rate, seconds, connections):
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
-    for t in threads:
-        t.start()
     for t in threads:
         t.join(seconds + 60)
     done.set()

@@ -40,6 +40,8 @@ import tempfile
 import threading
 import time
 
+from openloop import wait_port
+
 REQUESTS = int(os.environ.get("KEEPALIVE_REQUESTS", "40"))
 DELAY = float(os.environ.get("KEEPALIVE_DELAY", "0.02"))
 BASE = int(os.environ.get("KEEPALIVE_PORT", "19640"))
@@ -97,17 +99,6 @@ def proxy(listen, target, delay, ready):
             await server.serve_forever()
 
     asyncio.run(main())
-
-
-def wait_port(port, what):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"keepalive_race.py: {what} does not listen on {port}")
 
 
 def idle_close(port):

@@ -50,6 +50,8 @@ import tempfile
 import threading
 import time
 
+from openloop import fixed_rate, wait_port
+
 RATE = float(os.environ.get("STORE_RATE", "300"))
 BASE = int(os.environ.get("STORE_PORT", "19660"))
 CONNECTIONS = 32
@@ -79,17 +81,6 @@ routes:
 """
 
 
-def wait_port(port, what):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"store_down.py: {what} does not listen on {port}")
-
-
 def redis_command(*args, timeout=5.0):
     """One command on a new connection; the reply's first line."""
     message = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
@@ -105,48 +96,6 @@ def start_redis(directory):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(BASE, "redis-server")
     return process
-
-
-def load(port, start, results):
-    """RATE requests a second to GET /x on `port`, open loop, until SECONDS."""
-    total = int(RATE * SECONDS)
-    lock = threading.Lock()
-    state = {"next": 0}
-
-    def worker():
-        conn = None
-        while True:
-            with lock:
-                i = state["next"]
-                state["next"] += 1
-            if i >= total:
-                break
-            due = start + i / RATE
-            pause = due - time.time()
-            if pause > 0:
-                time.sleep(pause)
-            sent = time.time()
-            t0 = time.perf_counter()
-            status = 0
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", "/x")
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                conn = None
-            results.append((due - start, sent - start, time.perf_counter() - t0, status))
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    return threads
 
 
 def poll_stats(admins, start, stop, out):
@@ -215,9 +164,10 @@ def main():
                 c.close()
 
         start = time.time() + 0.3
-        results = {port: [] for port in gateways}
+        total = int(RATE * SECONDS)
+        loads = {port: fixed_rate("127.0.0.1", port, "/x", RATE, total, start, CONNECTIONS)
+                 for port in gateways}
         stats, stop = [], threading.Event()
-        threads = [t for port in gateways for t in load(port, start, results[port])]
         poller = threading.Thread(target=poll_stats, args=(admins, start, stop, stats))
         poller.start()
         events = {}
@@ -239,8 +189,9 @@ def main():
         at(START_AT)
         events["started"] = round(time.time() - start, 3)
         redis = start_redis(work)
-        for t in threads:
-            t.join()
+        for threads, _ in loads.values():
+            for t in threads:
+                t.join()
         sleeper.join()
         stop.set()
         poller.join()
@@ -257,7 +208,11 @@ def main():
 
     report = {"rate_per_gateway": RATE, "seconds": SECONDS, "events": events, "phases": [],
               "gateways": {}}
-    everything = [r for port in gateways for r in results[port]]
+    # (due, sent, latency) in seconds since the start, and the status; due
+    # times to the millisecond, so that the 6-digit rounding of the wall clock
+    # does not move a request due at a phase's start into the phase before.
+    everything = [(round(r[0] - start, 3), r[1] - start, r[2], r[3])
+                  for _, results in loads.values() for r in results if r is not None]
     print(f"store_down.py: 2 gateways, {RATE:.0f} requests/s each, events at "
           + ", ".join(f"{k} {v:.2f} s" for k, v in events.items()))
     print(f"{'phase':<36} {'requests':>8} {'not 200':>8} {'p50 ms':>7} {'p99 ms':>7} "
