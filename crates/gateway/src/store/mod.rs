@@ -8,11 +8,11 @@
 //! try it at all (they fall back at once: each rate limit to this node's
 //! share, the cache to the local one) until the supervisor's probe, which
 //! runs beside the requests, finds it answering again — within half a
-//! second of its return, without a restart. Each fallback is counted (the admin API
-//! exports the counts as `fanout_store_fallbacks_total` and the state as
-//! `fanout_store_up` when scraped: nothing per request), and the log says
-//! when the store goes and comes back (at most one line per kind every ten
-//! seconds, however many requests fall back).
+//! second of its return, without a restart. Each fallback is counted (the
+//! admin API exports the counts as `fanout_store_fallbacks_total` and the
+//! state as `fanout_store_up` when scraped: nothing per request), and the
+//! log says when the store goes and comes back (at most one line per kind
+//! every ten seconds, however many requests fall back).
 //!
 //! A plan holds a [`Store`]; what lives across reloads — the connection,
 //! its state, the supervisor — is its [`Link`], which the plan of a reload

@@ -144,7 +144,8 @@ pub(super) async fn put(
 /// failure has just set the manager connecting again, and the second `PING`
 /// goes over that new connection. Without it, the first probe after Redis
 /// came back only set off the reconnection, and the store was used again a
-/// probe later (half a second). A `PING` that timed out is not repeated.
+/// probe later (half a second). A `PING` that timed out (a slow Redis, not
+/// a broken connection) is not repeated.
 pub(super) async fn probe(
     connection: &mut ConnectionManager,
     load_script: bool,
@@ -152,7 +153,7 @@ pub(super) async fn probe(
     let ping = redis::cmd("PING");
     let first: Result<String, RedisError> = ping.query_async(connection).await;
     match first {
-        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+        Err(e) if (e.is_io_error() || e.is_unrecoverable_error()) && !e.is_timeout() => {
             let _: String = ping.query_async(connection).await?;
         }
         other => {
